@@ -1,0 +1,31 @@
+# make kernel: .venv with pinned dependencies, the default local[*] kernel installed and smoke-tested.
+# make test:   the whole test suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+KERNEL ?= pyspark-local
+PYTEST_ARGS ?=
+
+.PHONY: venv kernel test smoke clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+kernel: venv
+	$(BIN)/pyspark-kernel create -k $(KERNEL) -e $(VENV) --force
+	$(BIN)/pyspark-kernel smoke $(KERNEL)
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+smoke: venv
+	$(BIN)/pyspark-kernel smoke $(KERNEL)
+
+clean:
+	rm -rf $(VENV) build *.egg-info test-output
+	find . -name __pycache__ -prune -exec rm -rf {} +

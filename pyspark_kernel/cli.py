@@ -1,0 +1,134 @@
+"""`pyspark-kernel`: drive the template without prompts, with the original script's flags.
+
+    pyspark-kernel create -k etl -e /opt/venvs/etl --spark_master 'local[4]' \\
+        --spark.executor.memory 4g --spark.sql.shuffle.partitions=8 --env HADOOP_CONF_DIR=/etc/hadoop/conf
+    pyspark-kernel smoke etl
+
+Answers reach the template's hooks through cookiecutter's API in a private context variable, so
+cookiecutter renders none of them as Jinja and dict answers keep their shape.
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+from .errors import InputError
+from .kernelspec import TEMPLATE_ROOT
+from .validate import check_kernel_name
+
+
+def kernels_dir_default():
+    from jupyter_core.paths import jupyter_data_dir
+
+    return os.path.join(jupyter_data_dir(), "kernels")
+
+
+def split_spark_flags(argv):
+    """Take ``--spark.<key> <value>`` and ``--spark.<key>=<value>`` out of argv (argparse cannot
+    declare options whose names are data). The value is the next word, whatever it looks like."""
+    conf, rest, words = {}, [], iter(argv)
+    for word in words:
+        if not word.startswith("--spark."):
+            rest.append(word)
+            continue
+        key, equals, value = word[2:].partition("=")
+        if not equals:
+            value = next(words, None)
+            if value is None:
+                raise InputError("spark_conf", f"--{key} has no value", f"write --{key} VALUE or --{key}=VALUE")
+        conf[key] = value
+    return conf, rest
+
+
+def parse_env(pairs):
+    env = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals:
+            raise InputError("env", f"--env {pair} has no =", "write --env NAME=VALUE")
+        env[name] = value
+    return env
+
+
+def make_parser():
+    parser = argparse.ArgumentParser(prog="pyspark-kernel", description="Generate and check PySpark Jupyter kernels.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    create = commands.add_parser(
+        "create",
+        help="generate a kernel without prompts",
+        epilog="Any Spark setting: --spark.KEY VALUE or --spark.KEY=VALUE (repeatable).",
+    )
+    create.add_argument("-t", "--kernels_template_path", default=TEMPLATE_ROOT, help="the template (default: this checkout)")
+    create.add_argument("-d", "--kernels_dir_path", help="Jupyter kernels directory (default: the user's, $JUPYTER_DATA_DIR/kernels)")
+    create.add_argument("-k", "--kernel_name", default="pyspark-local", help="kernel name (default: pyspark-local)")
+    create.add_argument("-e", "--venv_dir_path", default="", help="Python environment for driver and executors (default: this one)")
+    create.add_argument("--display_name", help="name shown in Jupyter (default: PySpark (KERNEL_NAME))")
+    create.add_argument("--spark_home", default="", help="SPARK_HOME (default: the environment's pyspark, else $SPARK_HOME)")
+    create.add_argument("--spark_master", default="local[*]", help="Spark master URL (default: local[*])")
+    create.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="environment variable for the kernel (repeatable)")
+    create.add_argument("-f", "--force", action="store_true", help="replace an existing kernel of the same name")
+
+    smoke = commands.add_parser("smoke", help="run the smoke notebook on an installed kernel")
+    smoke.add_argument("kernel_name")
+    smoke.add_argument("-d", "--kernels_dir_path", help="look only in this kernels directory")
+    return parser
+
+
+def absolute(path):
+    return os.path.abspath(os.path.expanduser(path)) if path else ""
+
+
+def create(args, spark_conf):
+    from cookiecutter.exceptions import CookiecutterException
+    from cookiecutter.main import cookiecutter
+
+    from .install import move_into_place, staging_dir
+
+    template = absolute(args.kernels_template_path)
+    if not os.path.isfile(os.path.join(template, "cookiecutter.json")):
+        raise InputError("kernels_template_path", f"no cookiecutter.json in {template}", "pass -t with the template's directory")
+    name = check_kernel_name(args.kernel_name)
+    answers = {
+        "kernel_name": name,
+        "venv_dir": absolute(args.venv_dir_path),
+        "spark_home": absolute(args.spark_home),
+        "spark_master": args.spark_master,
+        "spark_conf": spark_conf,
+        "env": parse_env(args.env),
+    }
+    if args.display_name is not None:
+        answers["display_name"] = args.display_name
+    kernels_dir = absolute(args.kernels_dir_path or kernels_dir_default())
+    target = os.path.join(kernels_dir, name)
+    if os.path.lexists(target) and not args.force:
+        raise InputError("kernel_name", f"a kernel named {name} already exists in {kernels_dir}", "pass --force to replace it")
+    # The hooks print the one-line ERROR; cookiecutter's own report of the failed hook is noise.
+    logging.getLogger("cookiecutter").addHandler(logging.NullHandler())
+    logging.getLogger("cookiecutter").propagate = False
+    with staging_dir(kernels_dir) as staging:
+        try:
+            built = cookiecutter(template, no_input=True, output_dir=staging, extra_context={"kernel_name": name, "_answers": answers})
+        except CookiecutterException:
+            return 1
+        move_into_place(built, target, args.force)
+    print(f"Installed kernel {name} in {target}")
+    return 0
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        spark_conf, rest = split_spark_flags(argv)
+        args = make_parser().parse_args(rest)
+        if args.command == "create":
+            return create(args, spark_conf)
+        if spark_conf:
+            raise InputError("spark_conf", "--spark.* flags only go with create", "drop them from smoke")
+        from .smoke import smoke
+
+        return smoke(args.kernel_name, absolute(args.kernels_dir_path) or None)
+    except InputError as error:
+        print(error, file=sys.stderr)
+        return 1

@@ -1,0 +1,85 @@
+"""What the kernel's Python environment (venv_dir) has: its interpreter, ipykernel, pyspark, py4j."""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from .errors import InputError, quote
+
+# Runs inside venv_dir's Python; a constant, so no answer can become code. It only looks packages
+# up (no import of pyspark), to stay fast.
+PROBE = r"""
+import importlib.metadata, importlib.util, json, sys
+
+def version(dist):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+def package_dir(name):
+    spec = importlib.util.find_spec(name)
+    return list(spec.submodule_search_locations)[0] if spec and spec.submodule_search_locations else None
+
+print(json.dumps({
+    "executable": sys.executable,
+    "prefix": sys.prefix,
+    "python_version": "%d.%d.%d" % sys.version_info[:3],
+    "ipykernel": version("ipykernel"),
+    "pyspark": version("pyspark") or version("pyspark-client"),
+    "pyspark_dir": package_dir("pyspark"),
+    "py4j": version("py4j"),
+}))
+"""
+PROBE_TIMEOUT = 60
+
+
+@dataclass(frozen=True)
+class PythonEnv:
+    python: str
+    prefix: str
+    python_version: str
+    ipykernel: str | None
+    pyspark: str | None
+    pyspark_dir: str | None
+    py4j: str | None
+
+
+def find_python(venv_dir):
+    """The interpreter of venv_dir, or of the environment running this code when it is empty."""
+    if not venv_dir:
+        return sys.executable
+    root = os.path.abspath(os.path.expanduser(venv_dir))
+    if not os.path.isdir(root):
+        raise InputError("venv_dir", f"{quote(venv_dir)} is not a directory", "give the path of a Python virtual environment or conda env")
+    for name in ("python", "python3"):
+        candidate = os.path.join(root, "bin", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise InputError("venv_dir", f"{quote(venv_dir)} has no bin/python", "give the root of a virtual environment, the directory holding bin/python")
+
+
+def probe(python):
+    """Ask the interpreter about itself. PYTHONPATH of the caller is left out: the kernel is judged
+    by what its own environment holds."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    try:
+        done = subprocess.run([python, "-c", PROBE], capture_output=True, text=True, env=env, timeout=PROBE_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise InputError("venv_dir", f"{quote(python)} does not run: {err}", "recreate the environment") from err
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise InputError("venv_dir", f"{quote(python)} fails: {last}", "recreate the environment")
+    facts = json.loads(done.stdout)
+    return PythonEnv(python=python, **{k: v for k, v in facts.items() if k != "executable"})
+
+
+def inspect(venv_dir):
+    """The checked Python environment for venv_dir: it runs and has ipykernel."""
+    python = find_python(venv_dir)
+    found = probe(python)
+    if not found.ipykernel:
+        raise InputError("venv_dir", f"{quote(found.prefix)} has no ipykernel", f"{python} -m pip install ipykernel")
+    return found

@@ -1,0 +1,101 @@
+"""What the cookiecutter hooks do; the hook files only hand over the context.
+
+pre_gen checks everything before cookiecutter writes a file. post_gen writes kernel.json. When
+cookiecutter overwrites an existing kernel (-f), pre_gen moves the old files aside and post_gen
+deletes them once the new kernel is complete, or puts them back if it fails: no file of the old
+kernel survives beside the new one, and a failure leaves the old kernel as it was.
+"""
+
+import os
+import shutil
+import sys
+
+from .errors import InputError
+
+REPLACED = ".pyspark-kernel-replaced"
+PUBLIC_ANSWERS = ("kernel_name", "display_name", "venv_dir", "spark_home", "spark_master", "spark_conf", "env")
+
+
+def require_dependencies():
+    for module in ("pyhocon", "jsonschema"):
+        try:
+            __import__(module)
+        except ImportError:
+            raise InputError(
+                "cookiecutter",
+                f"{module} is not installed for {sys.executable}",
+                f"{sys.executable} -m pip install pyhocon jsonschema, or for a pipx install: pipx inject cookiecutter pyhocon jsonschema",
+            ) from None
+
+
+def answers_from(context, launch_dir):
+    """`pyspark-kernel create` passes its answers in the private `_answers`, which cookiecutter
+    neither renders as Jinja nor turns into strings; it overrides the public answers, whose
+    defaults fill what it leaves out.
+    Relative paths are taken from the directory cookiecutter was started in."""
+    answers = {key: context[key] for key in PUBLIC_ANSWERS if key in context}
+    answers.update(context.get("_answers") or {})
+    for key in ("venv_dir", "spark_home"):
+        if isinstance(answers.get(key), str) and answers[key]:
+            answers[key] = os.path.join(launch_dir, os.path.expanduser(answers[key]))
+    return answers
+
+
+def set_aside_old_kernel(kernel_dir):
+    entries = os.listdir(kernel_dir)
+    if not entries:
+        return
+    aside = os.path.join(kernel_dir, REPLACED)
+    os.mkdir(aside)
+    for entry in entries:
+        os.rename(os.path.join(kernel_dir, entry), os.path.join(aside, entry))
+
+
+def restore_old_kernel(kernel_dir):
+    aside = os.path.join(kernel_dir, REPLACED)
+    if not os.path.isdir(aside):
+        return
+    for entry in os.listdir(kernel_dir):
+        if entry != REPLACED:
+            path = os.path.join(kernel_dir, entry)
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+    for entry in os.listdir(aside):
+        os.rename(os.path.join(aside, entry), os.path.join(kernel_dir, entry))
+    os.rmdir(aside)
+
+
+def write_text(path, text):
+    partial = path + ".partial"
+    with open(partial, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(partial, path)
+
+
+def report(error):
+    print(error, file=sys.stderr)
+    return 1
+
+
+def pre_gen(context, launch_dir, kernel_dir="."):
+    try:
+        require_dependencies()
+        from .build import build_spec
+
+        build_spec(answers_from(context, launch_dir))
+    except InputError as error:
+        return report(error)
+    set_aside_old_kernel(kernel_dir)
+    return 0
+
+
+def post_gen(context, launch_dir, kernel_dir="."):
+    try:
+        from .build import build_spec
+        from .kernelspec import dump_spec
+
+        write_text(os.path.join(kernel_dir, "kernel.json"), dump_spec(build_spec(answers_from(context, launch_dir))))
+    except (InputError, OSError) as error:
+        restore_old_kernel(kernel_dir)
+        return report(error if isinstance(error, InputError) else InputError("kernel_dir", str(error), "check the kernels directory is writable"))
+    shutil.rmtree(os.path.join(kernel_dir, REPLACED), ignore_errors=True)
+    return 0

@@ -1,0 +1,62 @@
+"""Install a kernel directory built elsewhere: it appears whole or not at all.
+
+The kernel is generated into a staging directory beside its final place (same filesystem), then
+renamed into place. Replacing swaps old and new in one atomic step where Linux allows it.
+"""
+
+import ctypes
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+
+from .errors import InputError
+
+STAGING_PREFIX = ".pyspark-kernel-staging-"
+RENAME_EXCHANGE = 2
+AT_FDCWD = -100
+
+
+def exchange(a, b):
+    """Swap two paths atomically (Linux renameat2); False where the system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    if renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    errno = ctypes.get_errno()
+    if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: not supported here
+        return False
+    raise OSError(errno, os.strerror(errno), b)
+
+
+@contextmanager
+def staging_dir(kernels_dir):
+    try:
+        os.makedirs(kernels_dir, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=kernels_dir)
+    except PermissionError as error:
+        raise InputError("kernels_dir", f"cannot write to {kernels_dir}: {error.strerror}", "choose a writable directory with -d, or install for your user only") from None
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def move_into_place(built, target, force):
+    """Rename ``built`` to ``target``; with ``force`` an existing ``target`` is replaced and its
+    old files end in ``built``'s staging directory, to be deleted with it."""
+    name = os.path.basename(target)
+    kernels_dir = os.path.dirname(target)
+    if os.path.lexists(target):
+        if not force:
+            raise InputError("kernel_name", f"a kernel named {name} already exists in {kernels_dir}", "pass --force to replace it")
+        if not exchange(built, target):
+            os.rename(target, built + ".replaced")
+            os.rename(built, target)
+        return
+    try:
+        os.rename(built, target)
+    except OSError:
+        raise InputError("kernel_name", f"a kernel named {name} appeared in {kernels_dir} while this one was being built", "pass --force to replace it") from None

@@ -1,0 +1,86 @@
+"""The kernel spec (kernel.json): built as a dict by one function, checked against our schema."""
+
+import json
+import os
+
+from . import __version__
+from .errors import InputError
+
+TEMPLATE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEMA_PATH = os.path.join(TEMPLATE_ROOT, "schema", "kernel.schema.json")
+SHIM = "pyspark_startup.py"
+# The startup shim reads the Spark settings from here; an env value, so kernel.json stays the one
+# description of the kernel and launchers that copy kernel.json's env carry it along.
+CONF_VARIABLE = "PYSPARK_KERNEL_SPARK_CONF"
+
+
+def make_argv(python, python_version):
+    argv = [python]
+    if tuple(int(part) for part in python_version.split(".")[:2]) >= (3, 11):
+        # As `ipykernel install` does: the debugger cannot step into frozen modules.
+        argv.append("-Xfrozen_modules=off")
+    # {resource_dir} is the kernel's own directory, filled in by Jupyter: the kernel can be moved.
+    return argv + ["-m", "ipykernel_launcher", "-f", "{connection_file}", f"--IPKernelApp.exec_files={{resource_dir}}/{SHIM}"]
+
+
+def spark_conf(kernel_name, config):
+    """The settings the shim hands to SparkSession.builder, master first."""
+    conf = {"spark.master": config["master"], "spark.app.name": kernel_name}
+    conf.update(config["conf"])
+    return conf
+
+
+def build_spec(answers, python_env, spark, config):
+    env = {"SPARK_HOME": spark.home, "PYSPARK_PYTHON": python_env.python}
+    if spark.pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(spark.pythonpath)
+    env[CONF_VARIABLE] = json.dumps(spark_conf(answers["kernel_name"], config), ensure_ascii=False)
+    env.update(config["env"])
+    spec = {
+        "argv": make_argv(python_env.python, python_env.python_version),
+        "display_name": answers["display_name"],
+        "language": "python",
+        "interrupt_mode": "signal",
+        "env": env,
+        "metadata": {
+            "debugger": True,
+            "pyspark_kernel": {
+                "generator_version": __version__,
+                "master": config["master"],
+                "spark_version": spark.spark_version,
+                "py4j_version": spark.py4j_version,
+                "python_version": python_env.python_version,
+                "python": python_env.python,
+                "spark_home": spark.home,
+                "spark_layout": spark.layout,
+            },
+        },
+    }
+    return spec
+
+
+def load_schema(path=SCHEMA_PATH):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def schema_errors(spec, schema=None):
+    """Every way ``spec`` breaks the schema, as ``path: message`` lines (empty when it is valid)."""
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(schema or load_schema())
+    return [
+        f"{'/'.join(str(p) for p in error.absolute_path) or '(top)'}: {error.message}"
+        for error in sorted(validator.iter_errors(spec), key=lambda e: list(map(str, e.absolute_path)))
+    ]
+
+
+def check_spec(spec):
+    errors = schema_errors(spec)
+    if errors:
+        raise InputError("kernel.json", f"does not match schema/kernel.schema.json: {errors[0]}", "check the template's defaults.conf and the answers")
+    return spec
+
+
+def dump_spec(spec):
+    return json.dumps(spec, indent=1, ensure_ascii=False) + "\n"

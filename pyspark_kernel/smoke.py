@@ -1,0 +1,123 @@
+"""The smoke test: run a real notebook on an installed kernel and report each check.
+
+The notebook is built here from the kernel's own kernel.json: what it configures is what the
+checks expect. Expected values enter the notebook as a JSON string literal, never as code.
+"""
+
+import json
+import sys
+
+import nbformat
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from jupyter_client.manager import KernelManager
+from nbclient import NotebookClient
+
+from .errors import InputError
+from .kernelspec import CONF_VARIABLE
+
+SETUP = """\
+import json as _json, sys as _sys
+_expected = _json.loads({expected!r})
+"""
+
+# (name, what it proves, code). A check passes when its cell raises nothing.
+CHECKS = [
+    ("spark_count", "spark.range(1000).count() == 1000", """\
+_count = spark.range(1000).count()
+assert _count == 1000, "spark.range(1000).count() returned %r" % _count
+print("spark.range(1000).count() =", _count)
+"""),
+    ("master", "sc.master is the configured master", """\
+assert sc.master == _expected["master"], "sc.master is %r, the kernel configures %r" % (sc.master, _expected["master"])
+print("sc.master =", sc.master)
+"""),
+    ("conf_round_trip", "every configured Spark setting reads back exactly", """\
+_wrong = {k: (v, spark.conf.get(k, None)) for k, v in _expected["conf"].items() if spark.conf.get(k, None) != v}
+assert not _wrong, "; ".join("%s: configured %r, Spark has %r" % (k, v, got) for k, (v, got) in _wrong.items())
+print(len(_expected["conf"]), "settings read back exactly")
+"""),
+    ("driver_python", "the driver runs the kernel's Python", """\
+assert _sys.executable == _expected["python"], "the driver runs %s, the kernel is configured for %s" % (_sys.executable, _expected["python"])
+print("driver Python:", _sys.executable)
+"""),
+    ("executor_python", "executors run the driver's Python version", """\
+def _executor_python(_):
+    import sys
+    return sys.executable, "%d.%d.%d" % sys.version_info[:3]
+
+_driver_version = "%d.%d.%d" % _sys.version_info[:3]
+_seen = sorted(set(sc.parallelize(range(4), 2).map(_executor_python).collect()))
+assert {version for _, version in _seen} == {_driver_version}, "executors ran %r, the driver runs Python %s" % (_seen, _driver_version)
+print("executor Python:", ", ".join("%s (%s)" % pair for pair in _seen))
+"""),
+]
+
+STARTUP_TIMEOUT = 180
+CELL_TIMEOUT = 300
+
+
+def find_kernel(name, kernels_dir=None):
+    manager = KernelSpecManager(kernel_dirs=[kernels_dir]) if kernels_dir else KernelSpecManager()
+    try:
+        return manager, manager.get_kernel_spec(name)
+    except NoSuchKernel:
+        where = kernels_dir or "Jupyter's kernel paths"
+        raise InputError("kernel", f"no kernel named {name!r} in {where}", "see `jupyter kernelspec list`, or pass -d with the kernels directory") from None
+
+
+def expectations(spec):
+    conf = json.loads(spec.env.get(CONF_VARIABLE, "{}"))
+    return {"master": conf.get("spark.master"), "conf": conf, "python": spec.argv[0]}
+
+
+def make_notebook(expected):
+    cells = [nbformat.v4.new_code_cell(SETUP.format(expected=json.dumps(expected)), metadata={"tags": ["setup"]})]
+    for name, _, code in CHECKS:
+        cells.append(nbformat.v4.new_code_cell(code, metadata={"tags": [f"check:{name}"]}))
+    return nbformat.v4.new_notebook(cells=cells)
+
+
+def cell_error(cell):
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "error":
+            return f"{output['ename']}: {output['evalue']}"
+    return None
+
+
+def cell_text(cell):
+    return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream").strip()
+
+
+def run_notebook(notebook, manager, name):
+    km = KernelManager(kernel_name=name, kernel_spec_manager=manager)
+    client = NotebookClient(notebook, km=km, timeout=CELL_TIMEOUT, startup_timeout=STARTUP_TIMEOUT, allow_errors=True)
+    client.execute()
+    return notebook
+
+
+def results(notebook):
+    """[(name, description, error or None, output)] for each check, the setup cell first."""
+    found = [("setup", "the kernel starts and the notebook's first cell runs", cell_error(notebook.cells[0]), cell_text(notebook.cells[0]))]
+    for (name, description, _), cell in zip(CHECKS, notebook.cells[1:]):
+        found.append((name, description, cell_error(cell), cell_text(cell)))
+    return found
+
+
+def smoke(name, kernels_dir=None, out=sys.stdout):
+    """Run the smoke notebook on kernel ``name``; print one line a check; 0 when all pass."""
+    manager, spec = find_kernel(name, kernels_dir)
+    notebook = make_notebook(expectations(spec))
+    try:
+        run_notebook(notebook, manager, name)
+    except Exception as error:  # the kernel died or never answered: that is the finding
+        print(f"FAIL kernel: {name} did not run the notebook: {type(error).__name__}: {error}", file=out)
+        return 1
+    failed = []
+    for check, description, error, output in results(notebook):
+        if error:
+            failed.append(check)
+            print(f"FAIL {check}: {description}: {error}", file=out)
+        else:
+            print(f"PASS {check}: {output.splitlines()[-1] if output else description}", file=out)
+    print(f"{name}: {len(CHECKS) + 1 - len(failed)} passed, {len(failed)} failed" + (f" ({', '.join(failed)})" if failed else ""), file=out)
+    return 1 if failed else 0

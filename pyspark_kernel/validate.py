@@ -1,0 +1,149 @@
+"""Checks on the user's answers that need nothing but the answers themselves.
+
+Checks that need the machine (does venv_dir's Python run, where is Spark) live in
+``environment.py`` and ``sparkhome.py``. Every check raises InputError with the fix.
+"""
+
+import re
+
+from .errors import InputError, quote
+
+# jupyter_client's rule (ASCII letters, digits, - . _). Jupyter lowercases names on install, so an
+# uppercase name would be installed under another name than the one asked for: refuse it instead.
+KERNEL_NAME = re.compile(r"[a-z0-9._-]+")
+KERNEL_NAME_MAX = 64
+
+_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])"
+_PORT = r"(?:[1-9][0-9]{0,4})"
+MASTERS = {
+    "local": re.compile(r"local(?:\[(?:\*|[1-9][0-9]*)(?:,\s*[1-9][0-9]*)?\])?"),
+    "standalone": re.compile(rf"spark://{_HOST}:{_PORT}(?:,{_HOST}:{_PORT})*"),
+    "yarn": re.compile(r"yarn"),
+    "kubernetes": re.compile(rf"k8s://(?:https?://)?{_HOST}(?::{_PORT})?"),
+    "connect": re.compile(rf"sc://{_HOST}(?::{_PORT})?(?:/(?:;[A-Za-z_][A-Za-z0-9_]*=[^;\s]*)*)?"),
+}
+MASTER_FORMS = "local, local[N], local[*], local[N,F], spark://host:port[,host:port], yarn, k8s://https://host:port, sc://host[:port][/;params]"
+
+CONF_KEY = re.compile(r"spark(?:\.[A-Za-z0-9_/-]+)+")
+# Settings Spark reads as a byte size; a typo there only shows up when the JVM starts.
+MEMORY_KEY = re.compile(r"spark\..*\.(?:memory|memoryOverhead|maxResultSize)|spark\.memory\.offHeap\.size")
+BYTE_SIZE = re.compile(r"[0-9]+(?:b|k|kb|m|mb|g|gb|t|tb|p|pb)?", re.IGNORECASE)
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Set by the generator from other answers; a second source would silently win or lose.
+RESERVED_ENV = {
+    "SPARK_HOME": "set spark_home instead",
+    "PYSPARK_PYTHON": "set venv_dir instead: driver and executors run its Python",
+    "PYSPARK_DRIVER_PYTHON": "set venv_dir instead: driver and executors run its Python",
+    "PYSPARK_KERNEL_SPARK_CONF": "set spark_conf instead",
+    "PYTHONPATH": "install packages into venv_dir instead",
+}
+
+
+def check_kernel_name(name):
+    if not isinstance(name, str) or not name:
+        raise InputError("kernel_name", "is empty", "give a name such as pyspark-local")
+    if len(name) > KERNEL_NAME_MAX:
+        raise InputError("kernel_name", f"is {len(name)} characters long", f"use at most {KERNEL_NAME_MAX}")
+    if not KERNEL_NAME.fullmatch(name.lower()):
+        raise InputError(
+            "kernel_name",
+            f"invalid kernel name {quote(name)}",
+            "kernel names can only contain ASCII letters and numbers and these separators: - . _",
+        )
+    if name != name.lower():
+        raise InputError("kernel_name", f"{quote(name)} has uppercase letters", f"use {name.lower()}: Jupyter lowercases kernel names")
+    if name.startswith("."):
+        raise InputError("kernel_name", f"{quote(name)} starts with a dot", "start it with a letter or digit: Jupyter hides such kernels")
+    return name
+
+
+def check_text(field, value):
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(field, "is empty", "give a name people will see in the launcher")
+    if "\x00" in value:
+        raise InputError(field, "contains a NUL character", "remove it")
+    return value
+
+
+def check_master(master):
+    if not isinstance(master, str) or not master:
+        raise InputError("spark_master", "is empty", "use local[*] to run Spark inside the kernel")
+    if not any(pattern.fullmatch(master) for pattern in MASTERS.values()):
+        raise InputError("spark_master", f"{quote(master)} is not a Spark master URL", f"use one of {MASTER_FORMS}")
+    return master
+
+
+def master_kind(master):
+    """Which kind of cluster a (valid) master URL names: local, standalone, yarn, kubernetes, connect."""
+    return next(kind for kind, pattern in MASTERS.items() if pattern.fullmatch(master))
+
+
+def conf_value_text(value):
+    """Spark conf values are strings; HOCON and JSON layers may give booleans and numbers."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value
+
+
+def check_spark_conf(conf):
+    if not isinstance(conf, dict):
+        raise InputError("spark_conf", f"must be a mapping of spark.* keys to values, not {quote(conf)}", 'use {"spark.key": "value"}')
+    checked = {}
+    for key, value in conf.items():
+        if not isinstance(key, str) or not CONF_KEY.fullmatch(key):
+            raise InputError("spark_conf", f"key {quote(key)} is not a Spark setting", "Spark settings start with spark. and contain letters, digits, . _ - /")
+        if key == "spark.master":
+            raise InputError("spark_conf", "spark.master is set here", "set spark_master instead")
+        value = conf_value_text(value)
+        if not isinstance(value, str):
+            raise InputError("spark_conf", f"{key} has a value of type {type(value).__name__}", "give a string")
+        if value == "":
+            raise InputError("spark_conf", f"{key} is empty", "give it a value, or leave the key out")
+        if "\x00" in value:
+            raise InputError("spark_conf", f"{key} contains a NUL character", "remove it")
+        if MEMORY_KEY.fullmatch(key) and not BYTE_SIZE.fullmatch(value):
+            raise InputError("spark_conf", f"{key} = {quote(value)} is not a size", "use a whole number with a unit, like 512m or 4g")
+        checked[key] = value
+    return checked
+
+
+def check_env(env):
+    if not isinstance(env, dict):
+        raise InputError("env", f"must be a mapping of variable names to values, not {quote(env)}", 'use {"NAME": "value"}')
+    checked = {}
+    for name, value in env.items():
+        if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
+            raise InputError("env", f"{quote(name)} is not an environment variable name", "use letters, digits and _, not starting with a digit")
+        if name in RESERVED_ENV:
+            raise InputError("env", f"{name} is set by the generator", RESERVED_ENV[name])
+        value = conf_value_text(value)
+        if not isinstance(value, str):
+            raise InputError("env", f"{name} has a value of type {type(value).__name__}", "give a string")
+        if "\x00" in value:
+            raise InputError("env", f"{name} contains a NUL character", "remove it")
+        checked[name] = value
+    return checked
+
+
+def check_path_text(field, value):
+    if not isinstance(value, str):
+        raise InputError(field, f"must be a path, not {quote(value)}", "give a directory path, or leave it empty")
+    if "\x00" in value or "\n" in value:
+        raise InputError(field, f"{quote(value)} is not a usable path", "give a directory path without control characters")
+    return value
+
+
+def check_answers(answers):
+    """The answers with every value checked; raises InputError on the first bad one."""
+    return {
+        "kernel_name": check_kernel_name(answers.get("kernel_name")),
+        "display_name": check_text("display_name", answers.get("display_name")),
+        "venv_dir": check_path_text("venv_dir", answers.get("venv_dir", "")),
+        "spark_home": check_path_text("spark_home", answers.get("spark_home", "")),
+        "spark_master": check_master(answers.get("spark_master")),
+        "spark_conf": check_spark_conf(answers.get("spark_conf", {})),
+        "env": check_env(answers.get("env", {})),
+    }
