@@ -2,6 +2,7 @@
 
 import json
 import os
+from string import Template
 
 from . import __version__
 from .errors import InputError
@@ -30,6 +31,17 @@ def spark_conf(kernel_name, config):
     return conf
 
 
+def escape_env_value(value):
+    """jupyter_client expands $NAME and ${NAME} in kernel.json env values with the server's
+    environment when it starts a kernel (string.Template); $$ keeps a literal $."""
+    return value.replace("$", "$$")
+
+
+def kernel_environment(spec_env, environ):
+    """The kernel.json env as the kernel process receives it from jupyter_client."""
+    return {name: Template(value).safe_substitute(environ) for name, value in spec_env.items()}
+
+
 def build_spec(answers, python_env, spark, config):
     env = {"SPARK_HOME": spark.home, "PYSPARK_PYTHON": python_env.python}
     if spark.pythonpath:
@@ -41,7 +53,7 @@ def build_spec(answers, python_env, spark, config):
         "display_name": answers["display_name"],
         "language": "python",
         "interrupt_mode": "signal",
-        "env": env,
+        "env": {name: escape_env_value(value) for name, value in env.items()},
         "metadata": {
             "debugger": True,
             "pyspark_kernel": {

@@ -5,6 +5,7 @@ checks expect. Expected values enter the notebook as a JSON string literal, neve
 """
 
 import json
+import os
 import sys
 
 import nbformat
@@ -13,7 +14,7 @@ from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
 from .errors import InputError
-from .kernelspec import CONF_VARIABLE
+from .kernelspec import CONF_VARIABLE, kernel_environment
 
 SETUP = """\
 import json as _json, sys as _sys
@@ -35,6 +36,12 @@ print("sc.master =", sc.master)
 _wrong = {k: (v, spark.conf.get(k, None)) for k, v in _expected["conf"].items() if spark.conf.get(k, None) != v}
 assert not _wrong, "; ".join("%s: configured %r, Spark has %r" % (k, v, got) for k, (v, got) in _wrong.items())
 print(len(_expected["conf"]), "settings read back exactly")
+"""),
+    ("environment", "the kernel process has kernel.json's env", """\
+import os as _os
+_wrong = {k: (v, _os.environ.get(k)) for k, v in _expected["env"].items() if _os.environ.get(k) != v}
+assert not _wrong, "; ".join("%s: kernel.json gives %r, the kernel has %r" % (k, v, got) for k, (v, got) in _wrong.items())
+print(len(_expected["env"]), "environment variables as configured")
 """),
     ("driver_python", "the driver runs the kernel's Python", """\
 assert _sys.executable == _expected["python"], "the driver runs %s, the kernel is configured for %s" % (_sys.executable, _expected["python"])
@@ -66,8 +73,9 @@ def find_kernel(name, kernels_dir=None):
 
 
 def expectations(spec):
-    conf = json.loads(spec.env.get(CONF_VARIABLE, "{}"))
-    return {"master": conf.get("spark.master"), "conf": conf, "python": spec.argv[0]}
+    env = kernel_environment(spec.env, os.environ)
+    conf = json.loads(env.get(CONF_VARIABLE, "{}"))
+    return {"master": conf.get("spark.master"), "conf": conf, "env": env, "python": spec.argv[0]}
 
 
 def make_notebook(expected):

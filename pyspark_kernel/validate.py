@@ -128,11 +128,18 @@ def check_env(env):
     return checked
 
 
+# Jupyter replaces {connection_file}, {resource_dir}, {prefix}... in a kernel's argv, where the
+# environment's Python path goes, and has no escape for a literal brace pair.
+ARGV_PLACEHOLDER = re.compile(r"\{[A-Za-z0-9_]+\}")
+
+
 def check_path_text(field, value):
     if not isinstance(value, str):
         raise InputError(field, f"must be a path, not {quote(value)}", "give a directory path, or leave it empty")
-    if "\x00" in value or "\n" in value:
+    if any(ord(char) < 32 for char in value):
         raise InputError(field, f"{quote(value)} is not a usable path", "give a directory path without control characters")
+    if ARGV_PLACEHOLDER.search(value):
+        raise InputError(field, f"{quote(value)} contains a {{name}} that Jupyter would replace in the kernel's command line", "rename or link the directory to a path without braces")
     return value
 
 

@@ -13,6 +13,8 @@ import zipfile
 import psutil
 import pytest
 
+from pyspark_kernel.kernelspec import kernel_environment
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # pytest-cookies bakes in this process: the template's package must import from the checkout.
 sys.path.insert(0, ROOT)
@@ -46,8 +48,13 @@ def read_spec(kernel_dir):
         return json.load(handle)
 
 
+def kernel_env(spec):
+    """kernel.json's env as the kernel receives it (jupyter_client turns $$ into $)."""
+    return kernel_environment(spec["env"], {})
+
+
 def spark_conf_of(spec):
-    return json.loads(spec["env"]["PYSPARK_KERNEL_SPARK_CONF"])
+    return json.loads(kernel_env(spec)["PYSPARK_KERNEL_SPARK_CONF"])
 
 
 def run_cli(*args, env=None, cwd=None):

@@ -1,0 +1,175 @@
+"""`pyspark-kernel create`: the original script's flags, atomic installs, values kept as data."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+
+from pyspark_kernel.cli import split_spark_flags
+from pyspark_kernel.errors import InputError
+from pyspark_kernel.install import STAGING_PREFIX
+
+from .conftest import PYTHON, ROOT, VENV_DIR, kernel_env, read_spec, run_cli, spark_conf_of, tree_snapshot
+
+# Each value must reach kernel.json (and Spark) unchanged and run nothing. {marker} is a file that
+# must never appear.
+NASTY = [
+    "spaces, \"double\" and 'single' quotes",
+    "a=b=c",
+    "{{ cookiecutter.kernel_name }} {{ 7 * 7 }}",
+    "{% raw %}x{% endraw %} {% if true %}y{% endif %}",
+    "$(touch {marker}) `touch {marker}`; touch {marker}",
+    "back\\slash \\n \\\\ \\u0041",
+    "# not a comment // nor this",
+    "line one\nline two",
+    "ünïcödé ✓ 火花",
+    "${?HOME} ${HOME}",
+    "'''; import os; os.system('touch {marker}') #",
+    '"}], "argv": ["touch", "{marker}"], "x": [{"',
+]
+
+
+def nasty_values(marker):
+    return [value.replace("{marker}", str(marker)) for value in NASTY]
+
+
+def test_spark_flags_take_both_forms_and_any_value():
+    conf, rest = split_spark_flags(["-k", "x", "--spark.a", "1", "--spark.b=2=3", "--spark.c", "-Dx=y", "--spark_master", "yarn"])
+    assert conf == {"spark.a": "1", "spark.b": "2=3", "spark.c": "-Dx=y"}
+    assert rest == ["-k", "x", "--spark_master", "yarn"]
+
+
+def test_spark_flag_without_value_is_an_error():
+    with pytest.raises(InputError, match="--spark.a has no value"):
+        split_spark_flags(["--spark.a"])
+
+
+def test_create_with_the_original_flags(kernels_dir):
+    done = run_cli(
+        "create", "-k", "etl", "-e", VENV_DIR, "-d", str(kernels_dir), "--spark_master", "local[4]",
+        "--spark.executor.memory", "4g", "--spark.sql.shuffle.partitions=8", "--env", "HADOOP_CONF_DIR=/etc/hadoop/conf",
+        "--display_name", "ETL",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"Installed kernel etl in {kernels_dir / 'etl'}"
+    spec = read_spec(kernels_dir / "etl")
+    conf = spark_conf_of(spec)
+    assert conf["spark.master"] == "local[4]"
+    assert conf["spark.executor.memory"] == "4g" and conf["spark.sql.shuffle.partitions"] == "8"
+    assert spec["env"]["HADOOP_CONF_DIR"] == "/etc/hadoop/conf"
+    assert spec["display_name"] == "ETL"
+    assert os.listdir(kernels_dir) == ["etl"]
+
+
+def test_relative_venv_dir_is_taken_from_the_current_directory(kernels_dir):
+    done = run_cli("create", "-k", "rel", "-e", os.path.relpath(VENV_DIR, ROOT), "-d", str(kernels_dir), cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert read_spec(kernels_dir / "rel")["argv"][0] == PYTHON
+
+
+def test_default_kernels_dir_is_the_users_jupyter_data_dir():
+    data_dir = os.environ["JUPYTER_DATA_DIR"]  # isolated by conftest
+    done = run_cli("create", "-k", "in-data-dir", "-e", VENV_DIR)
+    try:
+        assert done.returncode == 0, done.stderr
+        assert os.path.isfile(os.path.join(data_dir, "kernels", "in-data-dir", "kernel.json"))
+        assert "in-data-dir" in KernelSpecManager().find_kernel_specs()
+        listed = subprocess.run([os.path.join(VENV_DIR, "bin", "jupyter"), "kernelspec", "list", "--json"], capture_output=True, text=True, check=True)
+        assert "in-data-dir" in json.loads(listed.stdout)["kernelspecs"]
+    finally:
+        shutil.rmtree(os.path.join(data_dir, "kernels", "in-data-dir"), ignore_errors=True)
+
+
+@pytest.mark.parametrize("args, field", [
+    (["-k", "a/b"], "kernel_name"),
+    (["-k", ".."], "kernel_name"),
+    (["-k", "Bad"], "kernel_name"),
+    (["-k", "ok", "--spark_master", "local[*"], "spark_master"),
+    (["-k", "ok", "--spark.executor.memory", "4 gb"], "spark_conf"),
+    (["-k", "ok", "--spark.x"], "spark_conf"),
+    (["-k", "ok", "--env", "NOEQUALS"], "env"),
+    (["-k", "ok", "--env", "A-B=1"], "env"),
+    (["-k", "ok", "-e", "/nonexistent/venv"], "venv_dir"),
+    (["-k", "ok", "--spark_home", "/nonexistent/spark"], "spark_home"),
+    (["-k", "ok", "-t", "/nonexistent/template"], "kernels_template_path"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_bad_flags_give_one_error_line_and_leave_nothing(kernels_dir, args, field):
+    done = run_cli("create", "-d", str(kernels_dir), *args)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(f"ERROR: {field}: ") and done.stderr.rstrip().endswith(")")
+    assert os.listdir(kernels_dir) == []
+
+
+def test_existing_kernel_is_kept_byte_identical_without_force(kernels_dir):
+    assert run_cli("create", "-k", "keep", "-d", str(kernels_dir)).returncode == 0
+    before = tree_snapshot(kernels_dir)
+    done = run_cli("create", "-k", "keep", "-d", str(kernels_dir), "--spark_master", "local[2]")
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"ERROR: kernel_name: a kernel named keep already exists in {kernels_dir} (pass --force to replace it)"
+    assert tree_snapshot(kernels_dir) == before
+
+
+def test_bad_input_with_force_leaves_the_existing_kernel_byte_identical(kernels_dir):
+    assert run_cli("create", "-k", "keep", "-d", str(kernels_dir)).returncode == 0
+    before = tree_snapshot(kernels_dir)
+    done = run_cli("create", "-k", "keep", "-d", str(kernels_dir), "--force", "-e", "/nonexistent/venv")
+    assert done.returncode == 1 and done.stderr.startswith("ERROR: venv_dir: ")
+    assert tree_snapshot(kernels_dir) == before
+
+
+def test_force_replaces_the_kernel_and_keeps_no_old_file(kernels_dir):
+    assert run_cli("create", "-k", "swap", "-d", str(kernels_dir), "--spark_master", "local[2]").returncode == 0
+    (kernels_dir / "swap" / "old-environment.tar.gz").write_bytes(b"stale")
+    done = run_cli("create", "-k", "swap", "-d", str(kernels_dir), "--spark_master", "local[3]", "--force")
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(kernels_dir / "swap")) == ["kernel.json", "logo-32x32.png", "logo-64x64.png", "pyspark_startup.py"]
+    assert spark_conf_of(read_spec(kernels_dir / "swap"))["spark.master"] == "local[3]"
+    assert not [name for name in os.listdir(kernels_dir) if name.startswith(STAGING_PREFIX)]
+
+
+def test_nasty_values_reach_kernel_json_exactly_and_run_nothing(kernels_dir, tmp_path):
+    marker = tmp_path / "marker"
+    values = nasty_values(marker)
+    args = ["create", "-k", "nasty", "-d", str(kernels_dir), "--display_name", values[0] + values[2] + values[7]]
+    for index, value in enumerate(values):
+        args += [f"--spark.test.value{index}", value, "--env", f"NASTY_{index}={value}"]
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    spec = read_spec(kernels_dir / "nasty")
+    conf = spark_conf_of(spec)
+    for index, value in enumerate(values):
+        assert conf[f"spark.test.value{index}"] == value
+        assert kernel_env(spec)[f"NASTY_{index}"] == value
+    assert spec["display_name"] == values[0] + values[2] + values[7]
+    assert not marker.exists()
+
+
+def test_interactive_answers_are_kept_exactly(tmp_path):
+    """Cookiecutter does not render typed answers as Jinja: they reach kernel.json as typed."""
+    marker = tmp_path / "marker"
+    display, conf_value, env_value = nasty_values(marker)[2], nasty_values(marker)[4], nasty_values(marker)[3]
+    answers = ["typed", display, VENV_DIR, "", "local[2]", json.dumps({"spark.test.typed": conf_value}), json.dumps({"TYPED": env_value})]
+    out = tmp_path / "kernels"
+    done = subprocess.run([os.path.join(VENV_DIR, "bin", "cookiecutter"), ROOT, "-o", str(out)], input="\n".join(answers) + "\n",
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    spec = read_spec(out / "typed")
+    assert spec["display_name"] == display
+    assert spark_conf_of(spec)["spark.test.typed"] == conf_value
+    assert kernel_env(spec)["TYPED"] == env_value
+    assert not marker.exists()
+
+
+def test_a_forked_template_brings_its_own_defaults(tmp_path, kernels_dir):
+    fork = tmp_path / "fork"
+    shutil.copytree(ROOT, fork, ignore=shutil.ignore_patterns(".venv", ".git", "tests", "__pycache__", "*.egg-info"))
+    defaults = (fork / "defaults.conf").read_text()
+    (fork / "defaults.conf").write_text(defaults.replace('conf {\n', 'conf {\n    "spark.sql.shuffle.partitions" = "3"\n', 1))
+    done = run_cli("create", "-t", str(fork), "-k", "team", "-d", str(kernels_dir))
+    assert done.returncode == 0, done.stderr
+    assert spark_conf_of(read_spec(kernels_dir / "team"))["spark.sql.shuffle.partitions"] == "3"
