@@ -20,8 +20,10 @@ kernel: venv
 	$(BIN)/pyspark-kernel create -k $(KERNEL) -e $(VENV) --force
 	$(BIN)/pyspark-kernel smoke $(KERNEL)
 
+# Fast tests first, then the end-to-end ones (real kernels, real Spark), each with its own report.
 test: venv
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
 
 smoke: venv
 	$(BIN)/pyspark-kernel smoke $(KERNEL)
