@@ -84,7 +84,7 @@ def create(args, spark_conf):
     from cookiecutter.exceptions import CookiecutterException
     from cookiecutter.main import cookiecutter
 
-    from .install import move_into_place, staging_dir
+    from .install import move_into_place, refuse_existing, staging_dir
 
     template = absolute(args.kernels_template_path)
     if not os.path.isfile(os.path.join(template, "cookiecutter.json")):
@@ -102,8 +102,8 @@ def create(args, spark_conf):
         answers["display_name"] = args.display_name
     kernels_dir = absolute(args.kernels_dir_path or kernels_dir_default())
     target = os.path.join(kernels_dir, name)
-    if os.path.lexists(target) and not args.force:
-        raise InputError("kernel_name", f"a kernel named {name} already exists in {kernels_dir}", "pass --force to replace it")
+    if not args.force:
+        refuse_existing(target)  # before building; checked again when moving into place
     # The hooks print the one-line ERROR; cookiecutter's own report of the failed hook is noise.
     logging.getLogger("cookiecutter").addHandler(logging.NullHandler())
     logging.getLogger("cookiecutter").propagate = False

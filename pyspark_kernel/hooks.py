@@ -56,9 +56,13 @@ def restore_old_kernel(kernel_dir):
     if not os.path.isdir(aside):
         return
     for entry in os.listdir(kernel_dir):
-        if entry != REPLACED:
-            path = os.path.join(kernel_dir, entry)
-            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+        path = os.path.join(kernel_dir, entry)
+        if entry == REPLACED:
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
     for entry in os.listdir(aside):
         os.rename(os.path.join(aside, entry), os.path.join(kernel_dir, entry))
     os.rmdir(aside)

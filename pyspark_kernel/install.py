@@ -44,14 +44,20 @@ def staging_dir(kernels_dir):
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def refuse_existing(target):
+    if os.path.lexists(target):
+        name, kernels_dir = os.path.basename(target), os.path.dirname(target)
+        raise InputError("kernel_name", f"a kernel named {name} already exists in {kernels_dir}", "pass --force to replace it")
+
+
 def move_into_place(built, target, force):
     """Rename ``built`` to ``target``; with ``force`` an existing ``target`` is replaced and its
     old files end in ``built``'s staging directory, to be deleted with it."""
     name = os.path.basename(target)
     kernels_dir = os.path.dirname(target)
-    if os.path.lexists(target):
-        if not force:
-            raise InputError("kernel_name", f"a kernel named {name} already exists in {kernels_dir}", "pass --force to replace it")
+    if not force:
+        refuse_existing(target)
+    elif os.path.lexists(target):
         if not exchange(built, target):
             os.rename(target, built + ".replaced")
             os.rename(built, target)

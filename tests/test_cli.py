@@ -173,3 +173,12 @@ def test_a_forked_template_brings_its_own_defaults(tmp_path, kernels_dir):
     done = run_cli("create", "-t", str(fork), "-k", "team", "-d", str(kernels_dir))
     assert done.returncode == 0, done.stderr
     assert spark_conf_of(read_spec(kernels_dir / "team"))["spark.sql.shuffle.partitions"] == "3"
+
+
+def test_hocon_substitution_takes_the_generating_users_environment(kernels_dir):
+    """defaults.conf has JAVA_HOME = ${?JAVA_HOME}: set, it is kept; unset, the key is left out."""
+    with_java = run_cli("create", "-k", "with-java", "-d", str(kernels_dir), env={**os.environ, "JAVA_HOME": "/opt/jdk-17"})
+    without = run_cli("create", "-k", "without-java", "-d", str(kernels_dir), env={k: v for k, v in os.environ.items() if k != "JAVA_HOME"})
+    assert with_java.returncode == without.returncode == 0, with_java.stderr + without.stderr
+    assert read_spec(kernels_dir / "with-java")["env"]["JAVA_HOME"] == "/opt/jdk-17"
+    assert "JAVA_HOME" not in read_spec(kernels_dir / "without-java")["env"]
