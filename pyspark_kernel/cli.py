@@ -15,7 +15,7 @@ import sys
 
 from .errors import InputError
 from .kernelspec import TEMPLATE_ROOT
-from .validate import check_kernel_name
+from .validate import INIT_MODES, LOG_LEVELS, check_kernel_name
 
 
 def kernels_dir_default():
@@ -68,6 +68,11 @@ def make_parser():
     create.add_argument("--spark_home", default="", help="SPARK_HOME (default: the environment's pyspark, else $SPARK_HOME)")
     create.add_argument("--spark_master", default="local[*]", help="Spark master URL (default: local[*])")
     create.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="environment variable for the kernel (repeatable)")
+    create.add_argument("--spark_init", choices=INIT_MODES, help="when Spark starts: background (default), lazy (first use), eager (before the kernel answers)")
+    create.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress line for running Spark jobs (default: on)")
+    create.add_argument("--log_level", choices=LOG_LEVELS, help="Spark log level (default: WARN)")
+    create.add_argument("--start_timeout", help="seconds to wait for Spark to start (default: 30)")
+    create.add_argument("--class_data_sharing", action=argparse.BooleanOptionalAction, help="class-data-sharing archive for the driver JVM (default: on)")
     create.add_argument("-f", "--force", action="store_true", help="replace an existing kernel of the same name")
 
     smoke = commands.add_parser("smoke", help="run the smoke notebook on an installed kernel")
@@ -98,8 +103,9 @@ def create(args, spark_conf):
         "spark_conf": spark_conf,
         "env": parse_env(args.env),
     }
-    if args.display_name is not None:
-        answers["display_name"] = args.display_name
+    for key in ("display_name", "spark_init", "progress", "log_level", "start_timeout", "class_data_sharing"):
+        if getattr(args, key) is not None:  # unset: the template's default
+            answers[key] = getattr(args, key)
     kernels_dir = absolute(args.kernels_dir_path or kernels_dir_default())
     target = os.path.join(kernels_dir, name)
     if not args.force:

@@ -13,7 +13,10 @@ import sys
 from .errors import InputError
 
 REPLACED = ".pyspark-kernel-replaced"
-PUBLIC_ANSWERS = ("kernel_name", "display_name", "venv_dir", "spark_home", "spark_master", "spark_conf", "env")
+PUBLIC_ANSWERS = (
+    "kernel_name", "display_name", "venv_dir", "spark_home", "spark_master", "spark_conf", "env",
+    "spark_init", "progress", "log_level", "start_timeout", "class_data_sharing",
+)
 
 
 def require_dependencies():

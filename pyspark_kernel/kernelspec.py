@@ -6,13 +6,18 @@ from string import Template
 
 from . import __version__
 from .errors import InputError
+from .validate import master_kind
 
 TEMPLATE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA_PATH = os.path.join(TEMPLATE_ROOT, "schema", "kernel.schema.json")
 SHIM = "pyspark_startup.py"
-# The startup shim reads the Spark settings from here; an env value, so kernel.json stays the one
-# description of the kernel and launchers that copy kernel.json's env carry it along.
+# The kernel's runtime reads the Spark settings and its own options from these; env values, so
+# kernel.json stays the one description of the kernel and launchers that copy its env carry them.
 CONF_VARIABLE = "PYSPARK_KERNEL_SPARK_CONF"
+OPTIONS_VARIABLE = "PYSPARK_KERNEL_OPTIONS"
+# A local driver on loopback: the Spark UI link works from the machine running the browser, and
+# Spark no longer warns that the host name resolves to a loopback address.
+LOCAL_DRIVER_CONF = {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
 
 
 def make_argv(python, python_version):
@@ -25,10 +30,22 @@ def make_argv(python, python_version):
 
 
 def spark_conf(kernel_name, config):
-    """The settings the shim hands to SparkSession.builder, master first."""
+    """The settings the runtime starts Spark with, master first; the user's settings win."""
     conf = {"spark.master": config["master"], "spark.app.name": kernel_name}
+    if master_kind(config["master"]) == "local":
+        conf.update(LOCAL_DRIVER_CONF)
     conf.update(config["conf"])
     return conf
+
+
+def runtime_options(answers):
+    return {
+        "init": answers["spark_init"],
+        "progress": answers["progress"],
+        "log_level": answers["log_level"],
+        "start_timeout": answers["start_timeout"],
+        "class_data_sharing": answers["class_data_sharing"],
+    }
 
 
 def escape_env_value(value):
@@ -47,6 +64,7 @@ def build_spec(answers, python_env, spark, config):
     if spark.pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(spark.pythonpath)
     env[CONF_VARIABLE] = json.dumps(spark_conf(answers["kernel_name"], config), ensure_ascii=False)
+    env[OPTIONS_VARIABLE] = json.dumps(runtime_options(answers))
     env.update(config["env"])
     spec = {
         "argv": make_argv(python_env.python, python_env.python_version),

@@ -36,6 +36,7 @@ RESERVED_ENV = {
     "PYSPARK_PYTHON": "set venv_dir instead: driver and executors run its Python",
     "PYSPARK_DRIVER_PYTHON": "set venv_dir instead: driver and executors run its Python",
     "PYSPARK_KERNEL_SPARK_CONF": "set spark_conf instead",
+    "PYSPARK_KERNEL_OPTIONS": "set spark_init, progress, log_level, start_timeout or class_data_sharing instead",
     "PYTHONPATH": "install packages into venv_dir instead",
 }
 
@@ -143,6 +144,37 @@ def check_path_text(field, value):
     return value
 
 
+INIT_MODES = ("background", "lazy", "eager")
+LOG_LEVELS = ("WARN", "ERROR", "INFO", "DEBUG", "TRACE", "FATAL", "OFF", "ALL")
+TRUE_WORDS, FALSE_WORDS = ("true", "yes", "y", "1", "on"), ("false", "no", "n", "0", "off")
+START_TIMEOUT_MAX = 3600
+
+
+def check_flag(field, value):
+    """Cookiecutter gives yes/no answers as booleans, --no-input as text."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
+        return value.strip().lower() in TRUE_WORDS
+    raise InputError(field, f"{quote(value)} is not yes or no", "answer yes or no")
+
+
+def check_choice(field, value, choices):
+    if value not in choices:
+        raise InputError(field, f"{quote(value)} is not one of {', '.join(choices)}", f"use one of {', '.join(choices)}")
+    return value
+
+
+def check_start_timeout(value):
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not 0 < seconds <= START_TIMEOUT_MAX:
+        raise InputError("start_timeout", f"{quote(value)} is not a number of seconds", f"give a number between 1 and {START_TIMEOUT_MAX}, like 30")
+    return int(seconds) if seconds == int(seconds) else seconds
+
+
 def check_answers(answers):
     """The answers with every value checked; raises InputError on the first bad one."""
     return {
@@ -153,4 +185,9 @@ def check_answers(answers):
         "spark_master": check_master(answers.get("spark_master")),
         "spark_conf": check_spark_conf(answers.get("spark_conf", {})),
         "env": check_env(answers.get("env", {})),
+        "spark_init": check_choice("spark_init", answers.get("spark_init", "background"), INIT_MODES),
+        "progress": check_flag("progress", answers.get("progress", True)),
+        "log_level": check_choice("log_level", answers.get("log_level", "WARN"), LOG_LEVELS),
+        "start_timeout": check_start_timeout(answers.get("start_timeout", 30)),
+        "class_data_sharing": check_flag("class_data_sharing", answers.get("class_data_sharing", True)),
     }

@@ -23,6 +23,7 @@ VENV_DIR = sys.prefix
 PYTHON = os.path.join(VENV_DIR, "bin", "python")
 CLI = os.path.join(VENV_DIR, "bin", "pyspark-kernel")
 JVM_GONE_TIMEOUT = 60
+KERNEL_FILES = ["kernel.json", "logo-32x32.png", "logo-64x64.png", "pyspark_kernel_runtime.py", "pyspark_startup.py"]
 SCRATCH = tempfile.mkdtemp(prefix="pyspark-kernel-tests-")
 
 

@@ -12,7 +12,7 @@ from pyspark_kernel.cli import split_spark_flags
 from pyspark_kernel.errors import InputError
 from pyspark_kernel.install import STAGING_PREFIX
 
-from .conftest import PYTHON, ROOT, VENV_DIR, kernel_env, read_spec, run_cli, spark_conf_of, tree_snapshot
+from .conftest import KERNEL_FILES, PYTHON, ROOT, VENV_DIR, kernel_env, read_spec, run_cli, spark_conf_of, tree_snapshot
 
 # Each value must reach kernel.json (and Spark) unchanged and run nothing. {marker} is a file that
 # must never appear.
@@ -127,7 +127,7 @@ def test_force_replaces_the_kernel_and_keeps_no_old_file(kernels_dir):
     (kernels_dir / "swap" / "old-environment.tar.gz").write_bytes(b"stale")
     done = run_cli("create", "-k", "swap", "-d", str(kernels_dir), "--spark_master", "local[3]", "--force")
     assert done.returncode == 0, done.stderr
-    assert sorted(os.listdir(kernels_dir / "swap")) == ["kernel.json", "logo-32x32.png", "logo-64x64.png", "pyspark_startup.py"]
+    assert sorted(os.listdir(kernels_dir / "swap")) == KERNEL_FILES
     assert spark_conf_of(read_spec(kernels_dir / "swap"))["spark.master"] == "local[3]"
     assert not [name for name in os.listdir(kernels_dir) if name.startswith(STAGING_PREFIX)]
 
@@ -153,7 +153,8 @@ def test_interactive_answers_are_kept_exactly(tmp_path):
     """Cookiecutter does not render typed answers as Jinja: they reach kernel.json as typed."""
     marker = tmp_path / "marker"
     display, conf_value, env_value = nasty_values(marker)[2], nasty_values(marker)[4], nasty_values(marker)[3]
-    answers = ["typed", display, VENV_DIR, "", "local[2]", json.dumps({"spark.test.typed": conf_value}), json.dumps({"TYPED": env_value})]
+    # then the defaults for spark_init, progress, log_level, start_timeout, class_data_sharing
+    answers = ["typed", display, VENV_DIR, "", "local[2]", "", "", "", "", "", json.dumps({"spark.test.typed": conf_value}), json.dumps({"TYPED": env_value})]
     out = tmp_path / "kernels"
     done = subprocess.run([os.path.join(VENV_DIR, "bin", "cookiecutter"), ROOT, "-o", str(out)], input="\n".join(answers) + "\n",
                           capture_output=True, text=True, timeout=120)

@@ -1,0 +1,547 @@
+"""Runtime of a pyspark-kernel kernel: starts Spark beside the kernel and looks after it.
+
+Loaded by pyspark_startup.py in the kernel's own Python, which needs nothing but ipykernel and
+pyspark: this file imports neither the generator's package nor anything outside the standard
+library until Spark starts.
+
+- `spark` and `sc` are stand-ins until the session exists; the first use waits for it (and says
+  so), then the notebook's names point at the real objects.
+- The session starts in a background thread (init "background"), on first use ("lazy") or before
+  the kernel answers ("eager"); a tiny warm-up job then pays Spark's first-job cost.
+- A failed start keeps the kernel alive; every use of `spark` raises the cause, the fix and the
+  last lines of the JVM's output, which goes to a log file rather than into cells.
+- Each cell runs its jobs in a job group of its own: interrupting the cell cancels them.
+- A running cell shows a text progress line of its Spark jobs, polled from the status tracker.
+- Every JVM temporary file lives in a scratch directory of this kernel; a watchdog process in its
+  own session removes it once the kernel and its JVM have exited, however they exited.
+- The driver JVM maps a class-data-sharing archive of Spark's classes when one exists for this
+  Java and Spark; otherwise this run's JVM writes one when it exits (the watchdog keeps it only if
+  the JVM finished writing it).
+"""
+
+import atexit
+import contextvars
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+OPTIONS_VARIABLE = "PYSPARK_KERNEL_OPTIONS"
+CONF_VARIABLE = "PYSPARK_KERNEL_SPARK_CONF"
+DEFAULT_OPTIONS = {"init": "background", "progress": True, "log_level": "WARN", "start_timeout": 30, "class_data_sharing": True}
+INIT_MODES = ("background", "lazy", "eager")
+LOG_TAIL_LINES = 15
+CONNECT_TIMEOUT = 5
+PROGRESS_DELAY = 0.5  # a cell shows progress once it has run this long with Spark jobs
+PROGRESS_INTERVAL = 0.5
+WARMUP_GROUP = "pyspark-kernel-warmup"
+CDS_WRITTEN = "Written dynamic archive"
+
+
+class SparkStartError(RuntimeError):
+    """Spark could not start; the message says why and what to do."""
+
+
+def read_options(environ):
+    options = dict(DEFAULT_OPTIONS)
+    options.update(json.loads(environ.get(OPTIONS_VARIABLE) or "{}"))
+    if options["init"] not in INIT_MODES:
+        options["init"] = "background"
+    return options
+
+
+def log_tail(path, lines=LOG_TAIL_LINES):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            found = [line.rstrip() for line in handle if line.strip() and "[cds" not in line and "[warning][cds" not in line]
+    except OSError:
+        return ""
+    return "\n".join(found[-lines:])
+
+
+# ---- checks that turn the usual start-up failures into a cause and a fix --------------------------
+
+def find_java(environ):
+    """The java that Spark's launch scripts will run: $JAVA_HOME/bin/java, else java on PATH."""
+    java_home = environ.get("JAVA_HOME")
+    if java_home:
+        java = os.path.join(java_home, "bin", "java")
+        if os.access(java, os.X_OK):
+            return java
+        raise SparkStartError(f"Java not found: JAVA_HOME is {java_home}, which has no bin/java (install a JDK 17+ there, or set JAVA_HOME in the kernel's env to a JDK)")
+    java = shutil.which("java", path=environ.get("PATH"))
+    if not java:
+        raise SparkStartError("Java not found: no java on PATH and JAVA_HOME is not set (install a JDK 17+ or set JAVA_HOME in the kernel's env)")
+    return java
+
+
+def check_spark_home(environ):
+    home = environ.get("SPARK_HOME", "")
+    if not home or not os.path.isfile(os.path.join(home, "bin", "spark-submit")):
+        raise SparkStartError(f"SPARK_HOME {home or '(unset)'} has no bin/spark-submit (regenerate the kernel with pyspark-kernel create --force, or fix SPARK_HOME in its kernel.json)")
+    return home
+
+
+def master_addresses(master):
+    """(host, port) pairs a cluster master URL names; empty for local, yarn and k8s masters."""
+    scheme, _, rest = master.partition("://")
+    if scheme not in ("spark", "sc"):
+        return []
+    pairs = []
+    for address in rest.split("/")[0].split(","):
+        host, colon, port = address.rpartition(":")
+        if not colon:  # sc://host: Spark Connect's default port
+            host, port = address, "15002"
+        pairs.append((host.strip("[]"), int(port)))
+    return pairs
+
+
+def check_master_reachable(master):
+    """Fail in seconds, not after Spark's minute of retries, when no master answers."""
+    problems = []
+    for host, port in master_addresses(master):
+        try:
+            socket.create_connection((host, port), timeout=CONNECT_TIMEOUT).close()
+            return
+        except socket.gaierror:
+            problems.append(f"{host} does not resolve")
+        except socket.timeout:
+            problems.append(f"{host}:{port} did not answer within {CONNECT_TIMEOUT} s")
+        except OSError as error:
+            problems.append(f"nothing listens on {host}:{port} ({error.strerror or error})")
+    if problems:
+        raise SparkStartError(f"Spark master {master} is unreachable: {'; '.join(problems)} (start the cluster, or fix the master URL in the kernel's PYSPARK_KERNEL_SPARK_CONF)")
+
+
+def explain(error, log):
+    """A start-up exception as a cause and a fix, with the JVM's last output attached."""
+    text = f"{type(error).__name__}: {error}".strip()
+    if "Could not parse Master URL" in text or "Master must either be yarn or start with" in text:
+        cause = "the master URL is not one Spark knows (fix spark.master in the kernel's PYSPARK_KERNEL_SPARK_CONF, or regenerate the kernel)"
+    elif "JAVA_GATEWAY_EXITED" in text or "Java gateway process exited" in text:
+        cause = "the Spark JVM exited during start-up (see its output below)"
+    else:
+        cause = "see the error and the JVM's output below"
+    message = f"Spark did not start: {cause}.\n{text}"
+    return message + (f"\n--- last lines of the JVM output ({log}) ---\n{log_tail(log)}" if log_tail(log) else "")
+
+
+# ---- scratch directory and watchdog -------------------------------------------------------------
+
+WATCHDOG = r"""
+import json, os, select, shutil, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+kernel, scratch = int(sys.argv[1]), sys.argv[2]
+
+def gone(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+def wait_exit(pid, limit):
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        fd = None
+    deadline = time.monotonic() + limit
+    while not gone(pid) and time.monotonic() < deadline:
+        if fd is not None:
+            select.select([fd], [], [], min(1.0, max(0.0, deadline - time.monotonic())))
+        else:
+            time.sleep(0.2)
+    if fd is not None:
+        os.close(fd)
+    return gone(pid)
+
+wait_exit(kernel, float("inf"))
+jvm = None
+try:
+    with open(os.path.join(scratch, "jvm.pid")) as handle:
+        jvm = int(handle.read())
+except (OSError, ValueError):
+    pass
+training = os.path.join(scratch, "cds-training.json")
+limit = 180 if os.path.exists(training) else 20  # writing the archive takes a while at exit
+if jvm and not wait_exit(jvm, limit):
+    try:
+        os.kill(jvm, signal.SIGKILL)
+    except OSError:
+        pass
+    wait_exit(jvm, 10)
+try:
+    with open(training) as handle:
+        plan = json.load(handle)
+except (OSError, ValueError):
+    plan = None
+if plan:
+    try:
+        with open(plan["log"], errors="replace") as handle:
+            if "Written dynamic archive" in handle.read() and not os.path.exists(plan["archive"]):
+                os.replace(plan["partial"], plan["archive"])
+    except OSError:
+        pass
+    if os.path.exists(plan["partial"]):
+        os.remove(plan["partial"])  # not finished: a half-written archive is never used
+shutil.rmtree(scratch, ignore_errors=True)
+"""
+
+
+def make_scratch():
+    return tempfile.mkdtemp(prefix="pyspark-kernel-")
+
+
+def start_watchdog(scratch):
+    subprocess.Popen(
+        [sys.executable, "-S", "-c", WATCHDOG, str(os.getpid()), scratch],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, close_fds=True,
+    )
+
+
+# ---- class-data-sharing archive of the driver JVM -----------------------------------------------
+
+def cds_dir(environ):
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "pyspark-kernel", "cds")
+
+
+def cds_key(java, spark_home):
+    """Changes whenever the JDK or the Spark jars change: a new archive is built for them."""
+    digest = hashlib.sha256()
+    for path in (os.path.realpath(java),):
+        stat = os.stat(path)
+        digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    jars = os.path.join(spark_home, "jars")
+    digest.update(os.path.realpath(spark_home).encode())
+    for name in sorted(os.listdir(jars)) if os.path.isdir(jars) else []:
+        digest.update(f"{name}:{os.path.getsize(os.path.join(jars, name))}".encode())
+    return digest.hexdigest()[:24]
+
+
+def cds_java_options(java, spark_home, scratch, environ):
+    """JVM options to use the archive, or to write it at exit when there is none yet."""
+    try:
+        directory = cds_dir(environ)
+        os.makedirs(directory, exist_ok=True)
+        archive = os.path.join(directory, f"spark-{cds_key(java, spark_home)}.jsa")
+    except OSError:
+        return []  # no cache directory: start without the archive
+    if os.path.isfile(archive):
+        return [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"]
+    partial = f"{archive}.{os.getpid()}.partial"
+    log = os.path.join(scratch, "cds-training.log")
+    with open(os.path.join(scratch, "cds-training.json"), "w", encoding="utf-8") as handle:
+        json.dump({"archive": archive, "partial": partial, "log": log}, handle)
+    return [f"-XX:ArchiveClassesAtExit={partial}", f"-Xlog:cds+dynamic=info:file={log}"]
+
+
+# ---- the session ---------------------------------------------------------------------------------
+
+class SparkRuntime:
+    def __init__(self, namespace, shell, environ=None):
+        self.environ = dict(os.environ if environ is None else environ)
+        self.namespace = namespace
+        self.shell = shell
+        self.options = read_options(self.environ)
+        self.conf = json.loads(self.environ.get(CONF_VARIABLE) or "{}")
+        self.master = self.conf.get("spark.master", "local[*]")
+        self.connect = self.master.startswith("sc://")
+        self.scratch = make_scratch()
+        self.log = os.path.join(self.scratch, "driver.log")
+        self.state = "idle"  # idle -> starting -> ready | failed
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.session = None
+        self.error = None
+        self.gateway = None
+        self.timed_out = False
+        self.banner_shown = False
+        self.cell = 0
+        self.group = None
+        self.progress = None
+
+    # -- starting
+
+    def begin(self):
+        start_watchdog(self.scratch)
+        signal.signal(signal.SIGINT, self.on_interrupt)
+        atexit.register(self.shutdown)
+        self.shell.events.register("pre_run_cell", self.pre_run_cell)
+        self.shell.events.register("post_run_cell", self.post_run_cell)
+        self.namespace["spark"] = SparkStandIn(self, "spark")
+        self.namespace["sc"] = SparkStandIn(self, "sc")
+        mode = self.options["init"]
+        if mode == "eager":
+            self.start()
+        elif mode == "background":
+            threading.Thread(target=self.start, name="pyspark-kernel-start", daemon=True).start()
+
+    def start(self):
+        with self.lock:
+            if self.state != "idle":
+                return
+            self.state = "starting"
+        timer = threading.Timer(float(self.options["start_timeout"]), self.give_up)
+        timer.daemon = True
+        timer.start()
+        try:
+            self.session = self.create_session()
+            self.state = "ready"
+        except BaseException as error:  # noqa: B036 - whatever stopped Spark is the user's answer
+            self.error = error if isinstance(error, SparkStartError) else SparkStartError(self.describe_failure(error))
+            self.state = "failed"
+            self.stop_jvm()
+        finally:
+            timer.cancel()
+            self.done.set()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self.on_interrupt)  # pyspark installed its own
+        if self.state == "ready":
+            self.warm_up()
+
+    def describe_failure(self, error):
+        if self.timed_out:
+            return (f"Spark did not start within {self.options['start_timeout']} s on master {self.master} "
+                    "(check that the cluster is up and reachable, or raise start_timeout in the kernel's PYSPARK_KERNEL_OPTIONS)"
+                    + (f"\n--- last lines of the JVM output ({self.log}) ---\n{log_tail(self.log)}" if log_tail(self.log) else ""))
+        return explain(error, self.log)
+
+    def give_up(self):
+        if not self.done.is_set():
+            self.timed_out = True
+            self.stop_jvm()
+
+    def create_session(self):
+        check_master_reachable(self.master)
+        if self.connect:
+            from pyspark.sql import SparkSession
+
+            return SparkSession.builder.remote(self.master).getOrCreate()
+        spark_home = check_spark_home(self.environ)
+        java = find_java(self.environ)
+        try:
+            from pyspark import SparkConf, SparkContext
+            from pyspark.java_gateway import launch_gateway
+            from pyspark.sql import SparkSession
+        except ImportError as error:
+            raise SparkStartError(f"pyspark cannot be imported by {sys.executable}: {error} (install pyspark into the kernel's environment, or regenerate the kernel)") from None
+        conf = SparkConf(loadDefaults=False)
+        for key, value in self.conf.items():
+            conf.set(key, value)
+        java_options = [f"-Djava.io.tmpdir={self.scratch}"]
+        if self.options["class_data_sharing"]:
+            java_options += cds_java_options(java, spark_home, self.scratch, self.environ)
+        if conf.get("spark.driver.defaultJavaOptions"):
+            java_options.insert(0, conf.get("spark.driver.defaultJavaOptions"))
+        conf.set("spark.driver.defaultJavaOptions", " ".join(java_options))
+        if not conf.contains("spark.local.dir"):
+            conf.set("spark.local.dir", self.scratch)
+        with open(self.log, "ab") as log:
+            self.gateway = launch_gateway(conf=conf, popen_kwargs={"stdout": log, "stderr": subprocess.STDOUT})
+        with open(os.path.join(self.scratch, "jvm.pid"), "w", encoding="utf-8") as handle:
+            handle.write(str(self.gateway.proc.pid))
+        if self.timed_out:
+            raise SparkStartError("timed out")
+        context = SparkContext(conf=conf, gateway=self.gateway)
+        context.setLogLevel(self.options["log_level"])
+        return SparkSession.builder.getOrCreate()
+
+    def warm_up(self):
+        """Pay the first-job cost (code loading, Python worker start) before the user's first job."""
+        try:
+            context = self.session.sparkContext if not self.connect else None
+            if context is not None:
+                context.setJobGroup(WARMUP_GROUP, "pyspark-kernel warm-up", False)
+                context.parallelize(range(2), 2).map(lambda x: x).count()
+            self.session.range(1000).count()
+        except Exception:  # a failed warm-up only costs time later
+            pass
+
+    def stop_jvm(self):
+        proc = getattr(self.gateway, "proc", None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    # -- in the notebook
+
+    def wait(self):
+        """The session, once started: waits (saying so) if it is still starting."""
+        if self.state == "idle":
+            self.start()
+        if not self.done.is_set():
+            print("Spark is starting…", flush=True)
+            self.done.wait()
+        if self.error is not None:
+            raise SparkStartError(str(self.error)) from None
+        self.publish()
+        return self.session
+
+    def resolve(self, name):
+        session = self.wait()
+        return session if name == "spark" else session.sparkContext
+
+    def publish(self):
+        """Point the notebook's names at the real objects and show the banner once."""
+        if self.namespace.get("spark").__class__ is SparkStandIn:
+            self.namespace["spark"] = self.session
+        if self.namespace.get("sc").__class__ is SparkStandIn and not self.connect:
+            self.namespace["sc"] = self.session.sparkContext
+        if self.group and not self.connect:
+            self.session.sparkContext.setJobGroup(self.group, f"cell {self.cell}", True)
+        self.show_banner()
+
+    def banner(self):
+        if self.error is not None:
+            return str(self.error).splitlines()[0]
+        if self.connect:
+            return f"Spark {self.session.version} | Spark Connect {self.master}"
+        sc = self.session.sparkContext
+        return f"Spark {sc.version} | master {sc.master} | app {sc.applicationId} | UI {sc.uiWebUrl or 'off'}"
+
+    def show_banner(self):
+        if not self.banner_shown and self.done.is_set():
+            self.banner_shown = True
+            print(self.banner(), flush=True)
+
+    def pre_run_cell(self, *_):
+        self.cell += 1
+        self.group = f"pyspark-kernel-cell-{self.cell}"
+        if self.state in ("ready", "failed"):
+            if self.state == "ready":
+                self.publish()
+            else:
+                self.show_banner()
+        if self.state == "ready" and self.options["progress"] and not self.connect:
+            self.progress = Progress(self.session.sparkContext, self.group)
+            self.progress.begin()
+
+    def post_run_cell(self, *_):
+        if self.progress is not None:
+            self.progress.end()
+            self.progress = None
+        self.group = None
+
+    def on_interrupt(self, signum, frame):
+        """Cancel the running cell's Spark jobs, then interrupt the cell as usual."""
+        if self.state == "ready" and self.group and not self.connect:
+            try:
+                self.session.sparkContext.cancelJobGroup(self.group)
+            except Exception:
+                pass
+        raise KeyboardInterrupt
+
+    def shutdown(self):
+        """At kernel exit: stop Spark gracefully; the watchdog handles any other way out."""
+        if self.progress is not None:
+            self.progress.end()
+        if self.state == "ready":
+            try:
+                self.session.stop()
+            except Exception:
+                self.stop_jvm()
+
+
+class SparkStandIn:
+    """Stands for `spark` or `sc` until the session exists; any use waits for it."""
+
+    def __init__(self, runtime, name):
+        object.__setattr__(self, "_runtime", runtime)
+        object.__setattr__(self, "_name", name)
+
+    def _target(self):
+        return self._runtime.resolve(self._name)
+
+    def __getattr__(self, attribute):
+        return getattr(self._target(), attribute)
+
+    def __setattr__(self, attribute, value):
+        setattr(self._target(), attribute, value)
+
+    def __repr__(self):
+        return repr(self._target())
+
+    def __dir__(self):
+        return dir(self._target()) if self._runtime.state == "ready" else []
+
+
+class Progress:
+    """A one-line text progress display of the cell's Spark jobs, updated in place."""
+
+    def __init__(self, context, group):
+        self.context = context
+        self.group = group
+        self.stopped = threading.Event()
+        self.handle = None
+        self.text = None
+        self.started = time.monotonic()
+        self.thread = None
+
+    def begin(self):
+        run_in_cell = contextvars.copy_context().run  # output from the thread belongs to this cell
+        self.thread = threading.Thread(target=run_in_cell, args=(self.watch,), name="pyspark-kernel-progress", daemon=True)
+        self.thread.start()
+
+    def end(self):
+        self.stopped.set()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+
+    def watch(self):
+        try:
+            while not self.stopped.wait(PROGRESS_INTERVAL if self.handle else PROGRESS_DELAY):
+                self.show(final=False)
+            self.show(final=True)
+        except Exception:  # the display is a courtesy; never break a cell over it
+            pass
+
+    def describe(self, final):
+        tracker = self.context.statusTracker()
+        jobs = [tracker.getJobInfo(job) for job in sorted(tracker.getJobIdsForGroup(self.group))]
+        jobs = [job for job in jobs if job is not None]
+        if not jobs:
+            return None
+        stages = [tracker.getStageInfo(stage) for job in jobs for stage in job.stageIds]
+        stages = [stage for stage in stages if stage is not None]
+        done_jobs = sum(job.status == "SUCCEEDED" for job in jobs)
+        tasks = sum(stage.numTasks for stage in stages)
+        finished = sum(stage.numCompletedTasks for stage in stages)
+        running = sum(stage.numActiveTasks for stage in stages)
+        width = 20
+        filled = int(width * finished / tasks) if tasks else 0
+        bar = "#" * filled + "." * (width - filled)
+        elapsed = time.monotonic() - self.started
+        if final:
+            failed = [job for job in jobs if job.status == "FAILED"]
+            state = f"{len(failed)} failed or cancelled" if failed else "done"
+            return f"Spark: {len(jobs)} job(s) {state}, {finished}/{tasks} tasks, {elapsed:.1f} s"
+        return f"Spark: [{bar}] jobs {done_jobs}/{len(jobs)}, stages {sum(s.numTasks == s.numCompletedTasks for s in stages)}/{len(stages)}, tasks {finished}/{tasks} ({running} running), {elapsed:.0f} s"
+
+    def show(self, final):
+        from IPython.display import display
+
+        if self.handle is None and final:
+            return  # a cell quicker than the delay gets no progress line
+        text = self.describe(final)
+        if text is None or text == self.text:
+            return
+        self.text = text
+        if self.handle is None:
+            self.handle = display({"text/plain": text}, raw=True, display_id=True)
+        else:
+            self.handle.update({"text/plain": text}, raw=True)
+
+
+def install(namespace):
+    runtime = SparkRuntime(namespace, namespace["get_ipython"]())
+    runtime.begin()
+    return runtime
