@@ -33,6 +33,8 @@ def pytest_configure(config):
     os.environ["JUPYTER_DATA_DIR"] = os.path.join(scratch, "jupyter-data")
     os.environ["JUPYTER_RUNTIME_DIR"] = os.path.join(scratch, "jupyter-runtime")
     os.environ["JUPYTER_CONFIG_DIR"] = os.path.join(scratch, "jupyter-config")
+    # The class-data-sharing archive (150 MB) is built once per test run, not in the user's cache.
+    os.environ["XDG_CACHE_HOME"] = os.path.join(scratch, "cache")
     rc = os.path.join(scratch, "cookiecutterrc")
     with open(rc, "w", encoding="utf-8") as handle:
         handle.write(f"cookiecutters_dir: {json.dumps(os.path.join(scratch, 'cookiecutters'))}\n")

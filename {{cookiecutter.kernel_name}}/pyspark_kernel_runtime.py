@@ -41,6 +41,7 @@ LOG_TAIL_LINES = 15
 CONNECT_TIMEOUT = 5
 PROGRESS_DELAY = 0.5  # a cell shows progress once it has run this long with Spark jobs
 PROGRESS_INTERVAL = 0.5
+CANCEL_ATTEMPTS = 3
 WARMUP_GROUP = "pyspark-kernel-warmup"
 CDS_WRITTEN = "Written dynamic archive"
 
@@ -120,17 +121,25 @@ def check_master_reachable(master):
         raise SparkStartError(f"Spark master {master} is unreachable: {'; '.join(problems)} (start the cluster, or fix the master URL in the kernel's PYSPARK_KERNEL_SPARK_CONF)")
 
 
+KNOWN_CAUSES = [
+    (("Could not parse Master URL", "Master must either be yarn or start with"),
+     "the master URL is not one Spark knows (fix spark.master in the kernel's PYSPARK_KERNEL_SPARK_CONF, or regenerate the kernel)"),
+    (("UnsupportedClassVersionError", "class file version"),
+     "this Java is too old for this Spark (install a JDK 17+ or set JAVA_HOME in the kernel's env)"),
+    (("Cannot allocate memory", "Could not reserve enough space", "Invalid maximum heap size"),
+     "the JVM could not get the memory asked for (lower spark.driver.memory in the kernel's PYSPARK_KERNEL_SPARK_CONF)"),
+    (("JAVA_GATEWAY_EXITED", "Java gateway process exited"),
+     "the Spark JVM exited during start-up (its output below says why)"),
+]
+
+
 def explain(error, log):
     """A start-up exception as a cause and a fix, with the JVM's last output attached."""
     text = f"{type(error).__name__}: {error}".strip()
-    if "Could not parse Master URL" in text or "Master must either be yarn or start with" in text:
-        cause = "the master URL is not one Spark knows (fix spark.master in the kernel's PYSPARK_KERNEL_SPARK_CONF, or regenerate the kernel)"
-    elif "JAVA_GATEWAY_EXITED" in text or "Java gateway process exited" in text:
-        cause = "the Spark JVM exited during start-up (see its output below)"
-    else:
-        cause = "see the error and the JVM's output below"
+    tail = log_tail(log)
+    cause = next((fix for needles, fix in KNOWN_CAUSES if any(n in text or n in tail for n in needles)), "see the error and the JVM's output below")
     message = f"Spark did not start: {cause}.\n{text}"
-    return message + (f"\n--- last lines of the JVM output ({log}) ---\n{log_tail(log)}" if log_tail(log) else "")
+    return message + (f"\n--- last lines of the JVM output ({log}) ---\n{tail}" if tail else "")
 
 
 # ---- scratch directory and watchdog -------------------------------------------------------------
@@ -273,7 +282,6 @@ class SparkRuntime:
 
     def begin(self):
         start_watchdog(self.scratch)
-        signal.signal(signal.SIGINT, self.on_interrupt)
         atexit.register(self.shutdown)
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
         self.shell.events.register("post_run_cell", self.post_run_cell)
@@ -304,7 +312,7 @@ class SparkRuntime:
             timer.cancel()
             self.done.set()
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self.on_interrupt)  # pyspark installed its own
+            signal.signal(signal.SIGINT, self.on_interrupt)  # a context made here installs pyspark's
         if self.state == "ready":
             self.warm_up()
 
@@ -414,6 +422,8 @@ class SparkRuntime:
             print(self.banner(), flush=True)
 
     def pre_run_cell(self, *_):
+        # ipykernel puts Python's default SIGINT handler in place for every request it handles.
+        signal.signal(signal.SIGINT, self.on_interrupt)
         self.cell += 1
         self.group = f"pyspark-kernel-cell-{self.cell}"
         if self.state in ("ready", "failed"):
@@ -432,13 +442,22 @@ class SparkRuntime:
         self.group = None
 
     def on_interrupt(self, signum, frame):
-        """Cancel the running cell's Spark jobs, then interrupt the cell as usual."""
+        """Cancel the running cell's Spark jobs, then interrupt the cell as usual. The cancel goes
+        from another thread: this one may be inside a Py4J call, on the connection the cancel
+        would need."""
         if self.state == "ready" and self.group and not self.connect:
-            try:
-                self.session.sparkContext.cancelJobGroup(self.group)
-            except Exception:
-                pass
+            threading.Thread(target=self.cancel, args=(self.group,), name="pyspark-kernel-cancel", daemon=True).start()
         raise KeyboardInterrupt
+
+    def cancel(self, group):
+        # The interrupted call can leave a broken Py4J connection in the pool, and the first call
+        # that picks it up fails: try again on a fresh one.
+        for _ in range(CANCEL_ATTEMPTS):
+            try:
+                self.session.sparkContext.cancelJobGroup(group)
+                return
+            except Exception:  # a broken connection, or Spark is going away
+                continue
 
     def shutdown(self):
         """At kernel exit: stop Spark gracefully; the watchdog handles any other way out."""
@@ -541,7 +560,11 @@ class Progress:
             self.handle.update({"text/plain": text}, raw=True)
 
 
+RUNTIME = None  # this kernel's SparkRuntime, for inspection: sys.modules["pyspark_kernel_runtime"].RUNTIME
+
+
 def install(namespace):
-    runtime = SparkRuntime(namespace, namespace["get_ipython"]())
-    runtime.begin()
-    return runtime
+    global RUNTIME
+    RUNTIME = SparkRuntime(namespace, namespace["get_ipython"]())
+    RUNTIME.begin()
+    return RUNTIME

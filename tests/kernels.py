@@ -1,0 +1,76 @@
+"""Start a real kernel from a generated kernel.json and talk to it, as Jupyter does."""
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+
+READY_TIMEOUT = 60
+CELL_TIMEOUT = 180
+
+
+@dataclass
+class CellRun:
+    reply: dict
+    messages: list = field(default_factory=list)  # (msg_type, content) of the cell's iopub messages
+
+    @property
+    def text(self):
+        """Everything the cell printed, its result and its displays, as text."""
+        parts = []
+        for kind, content in self.messages:
+            if kind == "stream":
+                parts.append(content["text"])
+            elif kind in ("execute_result", "display_data", "update_display_data"):
+                parts.append(content["data"].get("text/plain", "") + "\n")
+            elif kind == "error":
+                parts.append(f"{content['ename']}: {content['evalue']}\n")
+        return "".join(parts)
+
+    @property
+    def result(self):
+        return next((c["data"]["text/plain"] for k, c in self.messages if k == "execute_result"), None)
+
+    @property
+    def error(self):
+        return next(((c["ename"], c["evalue"]) for k, c in self.messages if k == "error"), None)
+
+
+class Kernel:
+    def __init__(self, kernels_dir, name, env):
+        self.manager = KernelManager(kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels_dir)]))
+        self.manager.start_kernel(env=env)
+        self.client = self.manager.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=READY_TIMEOUT)
+
+    def run(self, code, timeout=CELL_TIMEOUT):
+        messages = []
+        reply = self.client.execute_interactive(code, timeout=timeout, output_hook=lambda m: messages.append((m["msg_type"], m["content"])))
+        return CellRun(reply["content"], messages)
+
+    def stop(self, now=False):
+        self.client.stop_channels()
+        if self.manager.has_kernel:
+            self.manager.shutdown_kernel(now=now)
+
+
+def wait_until(condition, timeout, message):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(message)
+        time.sleep(0.1)
+
+
+def kernel_environment(tmp_dir, **changes):
+    """The Jupyter server's environment for a kernel: the test's, with its own TMPDIR."""
+    env = {**os.environ, "TMPDIR": str(tmp_dir)}
+    for name, value in changes.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env

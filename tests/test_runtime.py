@@ -1,0 +1,262 @@
+"""The kernel at run time, with real kernels and real Spark: start modes, failures shown in the
+notebook, interrupt, progress, banner, class-data sharing, and nothing left behind."""
+
+import glob
+import json
+import os
+import re
+import signal
+import socket
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from .conftest import assert_no_jvm_left, run_cli, spark_jvms
+from .kernels import Kernel, kernel_environment, wait_until
+
+pytestmark = pytest.mark.e2e
+
+STATE = 'print(__import__("sys").modules["pyspark_kernel_runtime"].RUNTIME.state)'
+CLEANUP_TIMEOUT = 90  # the first JVM of a run writes the class-data-sharing archive as it exits
+
+
+def make_kernel(kernels_dir, name, *flags):
+    done = run_cli("create", "-k", name, "-d", str(kernels_dir), *flags)
+    assert done.returncode == 0, done.stderr
+
+
+def assert_left_nothing(name, tmp_dir):
+    assert_no_jvm_left(name, timeout=CLEANUP_TIMEOUT)
+    wait_until(lambda: os.listdir(tmp_dir) == [], CLEANUP_TIMEOUT, f"kernel {name} left files in its TMPDIR: {os.listdir(tmp_dir)}")
+
+
+@pytest.fixture
+def start(kernels_dir, tmp_path):
+    """start(name, *create_flags, edit=None, **env_changes) -> a running kernel with its own TMPDIR; stopped,
+    and checked to have left no JVM and no file, after the test."""
+    started = []
+
+    def run(name, *flags, edit=None, **env):
+        make_kernel(kernels_dir, name, *flags)
+        if edit:
+            edit(kernels_dir / name / "kernel.json")
+        tmp_dir = tmp_path / f"tmp-{name}"
+        tmp_dir.mkdir()
+        kernel = Kernel(kernels_dir, name, kernel_environment(tmp_dir, **env))
+        started.append((kernel, name, tmp_dir))
+        return kernel
+
+    yield run
+    for kernel, name, tmp_dir in started:
+        kernel.stop()
+    for kernel, name, tmp_dir in started:
+        assert_left_nothing(name, tmp_dir)
+
+
+def test_background_kernel_answers_at_once_and_the_first_use_of_spark_waits(start):
+    kernel = start("rt-background")
+    assert kernel.run(STATE).text.strip() == "starting"  # the kernel answered before Spark was up
+    first = kernel.run("spark.range(1000).count()")
+    assert first.result == "1000"
+    lines = first.text.splitlines()
+    assert lines[0] == "Spark is starting…"
+    banner = re.fullmatch(r"Spark \S+ \| master local\[\*\] \| app local-\d+ \| UI (http://127\.0\.0\.1:\d+)", lines[1])
+    assert banner, lines[1]
+    with urllib.request.urlopen(banner.group(1), timeout=10) as page:  # the link works from this machine
+        assert page.status == 200
+    assert kernel.run("print(type(spark).__name__, type(sc).__name__)").text.strip() == "SparkSession SparkContext"
+    again = kernel.run("spark.range(10).count()")
+    assert again.result == "10" and "Spark is starting" not in again.text and "Spark 4" not in again.text
+    noise = [line for line in first.text.splitlines() + again.text.splitlines() if re.search(r"\b(WARN|INFO)\b|log4j", line)]
+    assert noise == []
+
+
+def test_lazy_kernel_starts_no_jvm_until_spark_is_used(start):
+    kernel = start("rt-lazy", "--spark_init", "lazy", "--no-progress")
+    assert kernel.run("1 + 1").result == "2"
+    assert kernel.run(STATE).text.strip() == "idle"
+    assert spark_jvms("rt-lazy") == []
+    slow = kernel.run("sc.parallelize(range(4), 4).map(lambda x: __import__('time').sleep(1.5) or x).sum()")
+    assert slow.result == "6"
+    assert spark_jvms("rt-lazy") != []
+    assert not [kind for kind, _ in slow.messages if kind in ("display_data", "update_display_data")]  # progress is off
+
+
+def test_eager_kernel_has_spark_before_the_first_cell(start):
+    kernel = start("rt-eager", "--spark_init", "eager")
+    first = kernel.run(STATE)
+    assert first.text.splitlines()[-1] == "ready"
+    assert "Spark is starting" not in first.text
+
+
+def test_progress_line_follows_a_running_job_in_place(start):
+    kernel = start("rt-progress", "--spark_master", "local[2]")
+    kernel.run("spark.range(1).count()")
+    run = kernel.run("sc.parallelize(range(4), 4).map(lambda x: __import__('time').sleep(1.5) or x).sum()")
+    assert run.result == "6"
+    shown = [(kind, content["data"]["text/plain"], content["transient"]["display_id"]) for kind, content in run.messages
+             if kind in ("display_data", "update_display_data")]
+    assert shown[0][0] == "display_data" and re.match(r"Spark: \[[#.]{20}\] jobs 0/1, stages 0/1, tasks \d/4 \(\d running\)", shown[0][1]), shown
+    assert {display_id for _, _, display_id in shown} == {shown[0][2]}  # one line, updated in place
+    assert shown[-1][0] == "update_display_data" and re.fullmatch(r"Spark: 1 job\(s\) done, 4/4 tasks, \d+\.\d s", shown[-1][1]), shown
+
+
+def test_interrupt_cancels_the_cells_jobs_and_spark_stays_usable(start, tmp_path):
+    kernel = start("rt-interrupt", "--spark_master", "local[2]")
+    kernel.run("spark.range(1).count()")
+    markers = tmp_path / "running"
+    markers.mkdir()
+    client = kernel.client
+    # Each task marks that it runs, then would sleep for a minute.
+    msg_id = client.execute(f"sc.parallelize(range(2), 2).map(lambda x: open({str(markers)!r} + '/%d' % x, 'w').close() or __import__('time').sleep(60)).count()")
+    wait_until(lambda: len(os.listdir(markers)) == 2, 60, "the job's tasks never started")
+    interrupted = time.monotonic()
+    kernel.manager.interrupt_kernel()
+    error = wait_for_message(client, msg_id, lambda kind, content: kind == "error", 10, "the cell was not interrupted")
+    stopped_after = time.monotonic() - interrupted
+    assert error["ename"] == "KeyboardInterrupt"
+    assert stopped_after < 2, f"the cell took {stopped_after:.1f} s to stop"
+    client.get_shell_msg(timeout=10)
+    after = kernel.run("print(sc.statusTracker().getActiveJobsIds(), spark.range(100).count())", timeout=30)  # not the minute
+    assert "[] 100" in after.text.splitlines(), after.messages
+
+
+def wait_for_message(client, msg_id, wanted, timeout, failure):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            message = client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+        except Exception:
+            break
+        if message["parent_header"].get("msg_id") == msg_id and wanted(message["msg_type"], message["content"]):
+            return message["content"]
+    raise AssertionError(failure)
+
+
+def path_without_java():
+    return os.pathsep.join(d for d in os.environ["PATH"].split(os.pathsep) if not os.path.exists(os.path.join(d, "java")))
+
+
+def test_no_java_is_explained_in_the_notebook_and_the_kernel_lives_on(start):
+    kernel = start("rt-nojava", PATH=path_without_java(), JAVA_HOME=None)
+    failed = kernel.run("spark.range(1).count()")
+    assert failed.error == ("SparkStartError", "Java not found: no java on PATH and JAVA_HOME is not set (install a JDK 17+ or set JAVA_HOME in the kernel's env)")
+    assert kernel.run("1 + 1").result == "2"
+    assert kernel.run("sc.master").error[0] == "SparkStartError"
+
+
+def test_a_master_spark_cannot_parse_is_explained_with_the_jvm_output(start, kernels_dir):
+    def break_master(kernel_json):
+        spec = json.loads(kernel_json.read_text())
+        conf = json.loads(spec["env"]["PYSPARK_KERNEL_SPARK_CONF"])
+        conf["spark.master"] = "locl[*]"  # as if kernel.json had been edited by hand
+        spec["env"]["PYSPARK_KERNEL_SPARK_CONF"] = json.dumps(conf)
+        kernel_json.write_text(json.dumps(spec))
+
+    kernel = start("rt-badmaster", edit=break_master)
+    failed = kernel.run("spark.range(1).count()", timeout=90)
+    assert failed.error[0] == "SparkStartError"
+    message = failed.error[1]
+    assert message.startswith("Spark did not start: the master URL is not one Spark knows (fix spark.master")
+    assert "Could not parse Master URL: 'locl[*]'" in message
+    assert "--- last lines of the JVM output" in message
+    assert kernel.run("1 + 1").result == "2"
+
+
+def test_standalone_master_where_nothing_listens_fails_at_once(start):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    kernel = start("rt-nomaster", "--spark_master", f"spark://127.0.0.1:{port}")
+    failed = kernel.run("spark.range(1).count()", timeout=60)
+    assert failed.error[0] == "SparkStartError"
+    assert failed.error[1].startswith(f"Spark master spark://127.0.0.1:{port} is unreachable: nothing listens on 127.0.0.1:{port}")
+    assert kernel.run("1 + 1").result == "2"
+
+
+def test_a_master_that_never_answers_fails_after_start_timeout(start):
+    """Something listens but never speaks Spark: the start is abandoned after start_timeout."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted = []
+    threading.Thread(target=lambda: accepted.extend(iter_accept(server)), daemon=True).start()
+    try:
+        port = server.getsockname()[1]
+        kernel = start("rt-silent", "--spark_master", f"spark://127.0.0.1:{port}", "--start_timeout", "10")
+        failed = kernel.run("spark.range(1).count()", timeout=90)
+        assert failed.error[0] == "SparkStartError"
+        assert failed.error[1].startswith(f"Spark did not start within 10 s on master spark://127.0.0.1:{port}")
+        assert kernel.run("1 + 1").result == "2"
+        assert spark_jvms("rt-silent") == []  # the stuck JVM was stopped
+    finally:
+        server.close()
+        for connection in accepted:
+            connection.close()
+
+
+def iter_accept(server):
+    while True:
+        try:
+            yield server.accept()[0]
+        except OSError:
+            return
+
+
+def test_shutdown_restart_and_kill_leave_no_jvm_and_no_scratch(kernels_dir, tmp_path):
+    make_kernel(kernels_dir, "rt-cycles")
+    tmp_dir = tmp_path / "tmp"
+    tmp_dir.mkdir()
+    env = kernel_environment(tmp_dir)
+    for how in ("graceful", "now", "restart", "kill"):
+        kernel = Kernel(kernels_dir, "rt-cycles", env)
+        try:
+            assert kernel.run("spark.range(100).count()").result == "100"
+            if how == "restart":
+                kernel.manager.restart_kernel(now=True)
+                kernel.client.wait_for_ready(timeout=60)
+                assert kernel.run("spark.range(100).count()").result == "100"
+            if how == "kill":
+                os.kill(kernel.manager.provisioner.process.pid, signal.SIGKILL)
+        finally:
+            kernel.stop(now=how in ("now", "restart", "kill"))
+        assert_left_nothing("rt-cycles", tmp_dir)
+
+
+def test_class_data_sharing_archive_is_built_once_and_then_used(kernels_dir, tmp_path):
+    cache = tmp_path / "cache"
+    make_kernel(kernels_dir, "rt-cds")
+    tmp_dir = tmp_path / "tmp"
+    tmp_dir.mkdir()
+    env = kernel_environment(tmp_dir, XDG_CACHE_HOME=str(cache))
+    training = Kernel(kernels_dir, "rt-cds", env)
+    try:
+        assert training.run("spark.range(10).count()").result == "10"
+        assert any(arg.startswith("-XX:ArchiveClassesAtExit=") for jvm in spark_jvms("rt-cds") for arg in jvm.cmdline())
+    finally:
+        training.stop()
+    assert_left_nothing("rt-cds", tmp_dir)
+    archives = glob.glob(str(cache / "pyspark-kernel" / "cds" / "spark-*.jsa"))
+    assert len(archives) == 1 and os.path.getsize(archives[0]) > 10_000_000
+    assert not glob.glob(str(cache / "pyspark-kernel" / "cds" / "*.partial"))
+    for content in (None, b"not an archive"):  # the archive as written, then a broken one
+        if content:
+            os.chmod(archives[0], 0o644)
+            with open(archives[0], "wb") as handle:
+                handle.write(content)
+        user = Kernel(kernels_dir, "rt-cds", env)
+        try:
+            assert user.run("spark.range(10).count()").result == "10"  # a broken archive never breaks start-up
+            assert f"-XX:SharedArchiveFile={archives[0]}" in [arg for jvm in spark_jvms("rt-cds") for arg in jvm.cmdline()]
+        finally:
+            user.stop()
+        assert_left_nothing("rt-cds", tmp_dir)
+
+
+def test_class_data_sharing_can_be_turned_off(start):
+    kernel = start("rt-nocds", "--no-class_data_sharing")
+    assert kernel.run("spark.range(10).count()").result == "10"
+    args = [arg for jvm in spark_jvms("rt-nocds") for arg in jvm.cmdline()]
+    assert args and not [arg for arg in args if "SharedArchiveFile" in arg or "ArchiveClassesAtExit" in arg]
