@@ -9,13 +9,14 @@ cookiecutter renders none of them as Jinja and dict answers keep their shape.
 """
 
 import argparse
+import json
 import logging
 import os
 import sys
 
 from .errors import InputError
 from .kernelspec import TEMPLATE_ROOT
-from .validate import INIT_MODES, LOG_LEVELS, check_kernel_name
+from .validate import INIT_MODES, LOG_LEVELS, check_given, check_kernel_name
 
 
 def kernels_dir_default():
@@ -51,9 +52,16 @@ def parse_env(pairs):
     return env
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors in the one-line ERROR form."""
+
+    def error(self, message):
+        raise InputError("arguments", message, f"see {self.prog} --help")
+
+
 def make_parser():
-    parser = argparse.ArgumentParser(prog="pyspark-kernel", description="Generate and check PySpark Jupyter kernels.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="pyspark-kernel", description="Generate and check PySpark Jupyter kernels.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     create = commands.add_parser(
         "create",
@@ -62,11 +70,11 @@ def make_parser():
     )
     create.add_argument("-t", "--kernels_template_path", default=TEMPLATE_ROOT, help="the template (default: this checkout)")
     create.add_argument("-d", "--kernels_dir_path", help="Jupyter kernels directory (default: the user's, $JUPYTER_DATA_DIR/kernels)")
-    create.add_argument("-k", "--kernel_name", default="pyspark-local", help="kernel name (default: pyspark-local)")
-    create.add_argument("-e", "--venv_dir_path", default="", help="Python environment for driver and executors (default: this one)")
+    create.add_argument("-k", "--kernel_name", help="kernel name (default: the template's, pyspark-local)")
+    create.add_argument("-e", "--venv_dir_path", help="Python environment for driver and executors (default: this one)")
     create.add_argument("--display_name", help="name shown in Jupyter (default: PySpark (KERNEL_NAME))")
-    create.add_argument("--spark_home", default="", help="SPARK_HOME (default: the environment's pyspark, else $SPARK_HOME)")
-    create.add_argument("--spark_master", default="local[*]", help="Spark master URL (default: local[*])")
+    create.add_argument("--spark_home", help="SPARK_HOME (default: the environment's pyspark, else $SPARK_HOME)")
+    create.add_argument("--spark_master", help="Spark master URL (default: the template's, local[*])")
     create.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="environment variable for the kernel (repeatable)")
     create.add_argument("--spark_init", choices=INIT_MODES, help="when Spark starts: background (default), lazy (first use), eager (before the kernel answers)")
     create.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress line for running Spark jobs (default: on)")
@@ -85,8 +93,27 @@ def absolute(path):
     return os.path.abspath(os.path.expanduser(path)) if path else ""
 
 
+def template_default(template, key):
+    """A plain default of the template's cookiecutter.json (a team's fork may change it)."""
+    with open(os.path.join(template, "cookiecutter.json"), encoding="utf-8") as handle:
+        value = json.load(handle).get(key)
+    return value if isinstance(value, str) and "{" not in value else None
+
+
+def given_answers(args, spark_conf):
+    """The answers the user gave; the template's defaults fill the rest."""
+    answers = {"spark_conf": spark_conf, "env": parse_env(args.env)}
+    for key in ("display_name", "spark_master", "spark_init", "progress", "log_level", "start_timeout", "class_data_sharing"):
+        if getattr(args, key) is not None:
+            answers[key] = getattr(args, key)
+    for key, flag in (("venv_dir", args.venv_dir_path), ("spark_home", args.spark_home)):
+        if flag is not None:
+            answers[key] = absolute(flag)
+    return answers
+
+
 def create(args, spark_conf):
-    from cookiecutter.exceptions import CookiecutterException
+    from cookiecutter.exceptions import CookiecutterException, FailedHookException
     from cookiecutter.main import cookiecutter
 
     from .install import move_into_place, refuse_existing, staging_dir
@@ -94,18 +121,8 @@ def create(args, spark_conf):
     template = absolute(args.kernels_template_path)
     if not os.path.isfile(os.path.join(template, "cookiecutter.json")):
         raise InputError("kernels_template_path", f"no cookiecutter.json in {template}", "pass -t with the template's directory")
-    name = check_kernel_name(args.kernel_name)
-    answers = {
-        "kernel_name": name,
-        "venv_dir": absolute(args.venv_dir_path),
-        "spark_home": absolute(args.spark_home),
-        "spark_master": args.spark_master,
-        "spark_conf": spark_conf,
-        "env": parse_env(args.env),
-    }
-    for key in ("display_name", "spark_init", "progress", "log_level", "start_timeout", "class_data_sharing"):
-        if getattr(args, key) is not None:  # unset: the template's default
-            answers[key] = getattr(args, key)
+    name = check_kernel_name(args.kernel_name or template_default(template, "kernel_name"))
+    answers = {"kernel_name": name, **check_given(given_answers(args, spark_conf))}
     kernels_dir = absolute(args.kernels_dir_path or kernels_dir_default())
     target = os.path.join(kernels_dir, name)
     if not args.force:
@@ -116,8 +133,10 @@ def create(args, spark_conf):
     with staging_dir(kernels_dir) as staging:
         try:
             built = cookiecutter(template, no_input=True, output_dir=staging, extra_context={"kernel_name": name, "_answers": answers})
-        except CookiecutterException:
-            return 1
+        except FailedHookException:
+            raise SystemExit(1) from None  # the hook has said what is wrong
+        except CookiecutterException as error:
+            raise InputError("kernels_template_path", f"cookiecutter failed: {' '.join(str(error).split())}", "fix the template, or pass -t with a working one") from None
         move_into_place(built, target, args.force)
     print(f"Installed kernel {name} in {target}")
     return 0
@@ -138,3 +157,5 @@ def main(argv=None):
     except InputError as error:
         print(error, file=sys.stderr)
         return 1
+    except SystemExit as done:
+        return done.code

@@ -10,7 +10,9 @@ from .errors import InputError, quote
 
 # Runs inside venv_dir's Python; a constant, so no answer can become code. It only looks packages
 # up (no import of pyspark), to stay fast.
+MARKER = "PYSPARK_KERNEL_PROBE "
 PROBE = r"""
+MARKER = "PYSPARK_KERNEL_PROBE "
 import importlib.metadata, importlib.util, json, sys
 
 def version(dist):
@@ -23,7 +25,7 @@ def package_dir(name):
     spec = importlib.util.find_spec(name)
     return list(spec.submodule_search_locations)[0] if spec and spec.submodule_search_locations else None
 
-print(json.dumps({
+print(MARKER + json.dumps({
     "executable": sys.executable,
     "prefix": sys.prefix,
     "python_version": "%d.%d.%d" % sys.version_info[:3],
@@ -72,7 +74,11 @@ def probe(python):
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise InputError("venv_dir", f"{quote(python)} fails: {last}", "recreate the environment")
-    facts = json.loads(done.stdout)
+    # A .pth file or sitecustomize may print too: take the probe's own line.
+    lines = [line for line in done.stdout.splitlines() if line.startswith(MARKER)]
+    if not lines:
+        raise InputError("venv_dir", f"{quote(python)} did not report its packages", "check the environment's Python runs scripts normally")
+    facts = json.loads(lines[-1][len(MARKER):])
     return PythonEnv(python=python, **{k: v for k, v in facts.items() if k != "executable"})
 
 

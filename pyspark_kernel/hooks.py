@@ -6,6 +6,7 @@ deletes them once the new kernel is complete, or puts them back if it fails: no 
 kernel survives beside the new one, and a failure leaves the old kernel as it was.
 """
 
+import json
 import os
 import shutil
 import sys
@@ -41,10 +42,18 @@ def answers_from(context, launch_dir):
     for key in ("venv_dir", "spark_home"):
         if isinstance(answers.get(key), str) and answers[key]:
             answers[key] = os.path.join(launch_dir, os.path.expanduser(answers[key]))
+    for key in ("spark_conf", "env"):
+        if isinstance(answers.get(key), str):  # --no-input key='{"...": "..."}' gives the JSON text
+            try:
+                answers[key] = json.loads(answers[key])
+            except ValueError:
+                pass  # reported by the check, with the expected form
     return answers
 
 
 def set_aside_old_kernel(kernel_dir):
+    # A replacement that was interrupted left the old kernel aside: put it back before starting.
+    restore_old_kernel(kernel_dir)
     entries = os.listdir(kernel_dir)
     if not entries:
         return

@@ -31,17 +31,42 @@ def exchange(a, b):
     raise OSError(errno, os.strerror(errno), b)
 
 
+def first_missing(path):
+    """The outermost directory of ``path`` that does not exist yet (None when it exists)."""
+    missing = None
+    while not os.path.exists(path):
+        missing, path = path, os.path.dirname(path)
+    return missing
+
+
 @contextmanager
 def staging_dir(kernels_dir):
+    """A staging directory in ``kernels_dir``; on failure, the directories this created go too."""
+    created = first_missing(kernels_dir)
     try:
         os.makedirs(kernels_dir, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=kernels_dir)
-    except PermissionError as error:
-        raise InputError("kernels_dir", f"cannot write to {kernels_dir}: {error.strerror}", "choose a writable directory with -d, or install for your user only") from None
+    except OSError as error:
+        raise InputError("kernels_dir", f"cannot write to {kernels_dir}: {error.strerror or error}", "choose a writable directory with -d, or install for your user only") from None
+    installed = False
     try:
         yield staging
+        installed = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if created and not installed:
+            remove_empty_dirs(kernels_dir, created)
+
+
+def remove_empty_dirs(path, top):
+    while True:
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
+        if path == top:
+            return
+        path = os.path.dirname(path)
 
 
 def refuse_existing(target):
@@ -55,14 +80,27 @@ def move_into_place(built, target, force):
     old files end in ``built``'s staging directory, to be deleted with it."""
     name = os.path.basename(target)
     kernels_dir = os.path.dirname(target)
-    if not force:
+    try:
+        if force and os.path.lexists(target):
+            replace(built, target)
+            return
         refuse_existing(target)
-    elif os.path.lexists(target):
-        if not exchange(built, target):
-            os.rename(target, built + ".replaced")
-            os.rename(built, target)
+        os.rename(built, target)
+    except InputError:
+        raise
+    except OSError as error:
+        if os.path.lexists(target) and not force:
+            raise InputError("kernel_name", f"a kernel named {name} appeared in {kernels_dir} while this one was being built", "pass --force to replace it") from None
+        raise InputError("kernels_dir", f"cannot install into {kernels_dir}: {error.strerror or error}", "check the directory's permissions") from None
+
+
+def replace(built, target):
+    if exchange(built, target):
         return
+    aside = built + ".replaced"
+    os.rename(target, aside)
     try:
         os.rename(built, target)
     except OSError:
-        raise InputError("kernel_name", f"a kernel named {name} appeared in {kernels_dir} while this one was being built", "pass --force to replace it") from None
+        os.rename(aside, target)  # the old kernel back where it was
+        raise

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .errors import InputError, quote
 
-PY4J_ZIP = re.compile(r"py4j-(.+)-src\.zip")
+PY4J_ZIP = re.compile(r"py4j-([0-9][0-9A-Za-z.+-]*)-src\.zip")
 VERSION_LINE = re.compile(r"""^__version__(?:: str)?\s*=\s*["']([^"']+)["']""", re.MULTILINE)
 
 
@@ -43,7 +43,10 @@ def find_py4j_zip(home):
         raise InputError("spark_home", f"no py4j-*-src.zip in {quote(lib)}", "point spark_home at a complete Spark distribution")
     if len(zips) > 1:
         raise InputError("spark_home", f"{len(zips)} py4j archives in {quote(lib)}: {', '.join(zips)}", "remove all but the one your Spark version ships")
-    return os.path.join(lib, zips[0]), PY4J_ZIP.fullmatch(zips[0]).group(1)
+    version = PY4J_ZIP.fullmatch(zips[0])
+    if not version:
+        raise InputError("spark_home", f"{zips[0]} in {quote(lib)} has no version in its name", "restore the py4j archive your Spark version ships")
+    return os.path.join(lib, zips[0]), version.group(1)
 
 
 def describe(home, python_env):

@@ -91,7 +91,7 @@ def conf_value_text(value):
 
 def check_spark_conf(conf):
     if not isinstance(conf, dict):
-        raise InputError("spark_conf", f"must be a mapping of spark.* keys to values, not {quote(conf)}", 'use {"spark.key": "value"}')
+        raise InputError("spark_conf", f"must be a mapping of spark.* keys to values, not {quote(conf)}", 'give a JSON object such as {"spark.executor.memory": "4g"}')
     checked = {}
     for key, value in conf.items():
         if not isinstance(key, str) or not CONF_KEY.fullmatch(key):
@@ -113,7 +113,7 @@ def check_spark_conf(conf):
 
 def check_env(env):
     if not isinstance(env, dict):
-        raise InputError("env", f"must be a mapping of variable names to values, not {quote(env)}", 'use {"NAME": "value"}')
+        raise InputError("env", f"must be a mapping of variable names to values, not {quote(env)}", 'give a JSON object such as {"HADOOP_CONF_DIR": "/etc/hadoop/conf"}')
     checked = {}
     for name, value in env.items():
         if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
@@ -175,19 +175,28 @@ def check_start_timeout(value):
     return int(seconds) if seconds == int(seconds) else seconds
 
 
+# Each answer's check and its value when it is not given; None fails the check (it is required).
+CHECKS = {
+    "kernel_name": (check_kernel_name, None),
+    "display_name": (lambda value: check_text("display_name", value), None),
+    "venv_dir": (lambda value: check_path_text("venv_dir", value), ""),
+    "spark_home": (lambda value: check_path_text("spark_home", value), ""),
+    "spark_master": (check_master, None),
+    "spark_conf": (check_spark_conf, {}),
+    "env": (check_env, {}),
+    "spark_init": (lambda value: check_choice("spark_init", value, INIT_MODES), "background"),
+    "progress": (lambda value: check_flag("progress", value), True),
+    "log_level": (lambda value: check_choice("log_level", value, LOG_LEVELS), "WARN"),
+    "start_timeout": (check_start_timeout, 30),
+    "class_data_sharing": (lambda value: check_flag("class_data_sharing", value), True),
+}
+
+
 def check_answers(answers):
     """The answers with every value checked; raises InputError on the first bad one."""
-    return {
-        "kernel_name": check_kernel_name(answers.get("kernel_name")),
-        "display_name": check_text("display_name", answers.get("display_name")),
-        "venv_dir": check_path_text("venv_dir", answers.get("venv_dir", "")),
-        "spark_home": check_path_text("spark_home", answers.get("spark_home", "")),
-        "spark_master": check_master(answers.get("spark_master")),
-        "spark_conf": check_spark_conf(answers.get("spark_conf", {})),
-        "env": check_env(answers.get("env", {})),
-        "spark_init": check_choice("spark_init", answers.get("spark_init", "background"), INIT_MODES),
-        "progress": check_flag("progress", answers.get("progress", True)),
-        "log_level": check_choice("log_level", answers.get("log_level", "WARN"), LOG_LEVELS),
-        "start_timeout": check_start_timeout(answers.get("start_timeout", 30)),
-        "class_data_sharing": check_flag("class_data_sharing", answers.get("class_data_sharing", True)),
-    }
+    return {field: check(answers.get(field, default)) for field, (check, default) in CHECKS.items()}
+
+
+def check_given(answers):
+    """Check only the answers given (the template's defaults fill the others later)."""
+    return {field: CHECKS[field][0](value) for field, value in answers.items() if field in CHECKS}

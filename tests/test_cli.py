@@ -12,7 +12,7 @@ from pyspark_kernel.cli import split_spark_flags
 from pyspark_kernel.errors import InputError
 from pyspark_kernel.install import STAGING_PREFIX
 
-from .conftest import KERNEL_FILES, PYTHON, ROOT, VENV_DIR, kernel_env, read_spec, run_cli, spark_conf_of, tree_snapshot
+from .conftest import KERNEL_FILES, PYTHON, ROOT, VENV_DIR, kernel_env, read_spec, run_cli, spark_conf_of, tree_snapshot, venv_with_project_packages
 
 # Each value must reach kernel.json (and Spark) unchanged and run nothing. {marker} is a file that
 # must never appear.
@@ -95,6 +95,9 @@ def test_default_kernels_dir_is_the_users_jupyter_data_dir():
     (["-k", "ok", "-e", "/nonexistent/venv"], "venv_dir"),
     (["-k", "ok", "--spark_home", "/nonexistent/spark"], "spark_home"),
     (["-k", "ok", "-t", "/nonexistent/template"], "kernels_template_path"),
+    (["-k", "ok", "--no-such-flag"], "arguments"),
+    (["-k", "ok", "--spark_init", "soon"], "arguments"),
+    (["-k", "ok", "--start_timeout", "-5"], "start_timeout"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else v)
 def test_bad_flags_give_one_error_line_and_leave_nothing(kernels_dir, args, field):
     done = run_cli("create", "-d", str(kernels_dir), *args)
@@ -183,3 +186,51 @@ def test_hocon_substitution_takes_the_generating_users_environment(kernels_dir):
     assert with_java.returncode == without.returncode == 0, with_java.stderr + without.stderr
     assert read_spec(kernels_dir / "with-java")["env"]["JAVA_HOME"] == "/opt/jdk-17"
     assert "JAVA_HOME" not in read_spec(kernels_dir / "without-java")["env"]
+
+
+def test_a_forked_template_brings_its_own_prompt_defaults(tmp_path, kernels_dir):
+    fork = tmp_path / "fork"
+    shutil.copytree(ROOT, fork, ignore=shutil.ignore_patterns(".venv", ".git", "tests", "__pycache__", "*.egg-info"))
+    context = json.loads((fork / "cookiecutter.json").read_text())
+    context.update(kernel_name="team-default", spark_master="local[3]")
+    (fork / "cookiecutter.json").write_text(json.dumps(context))
+    done = run_cli("create", "-t", str(fork), "-d", str(kernels_dir))
+    assert done.returncode == 0, done.stderr
+    assert spark_conf_of(read_spec(kernels_dir / "team-default"))["spark.master"] == "local[3]"
+
+
+def test_a_broken_template_is_one_error_line(tmp_path, kernels_dir):
+    template = tmp_path / "broken"
+    template.mkdir()
+    (template / "cookiecutter.json").write_text("{ broken")
+    done = run_cli("create", "-t", str(template), "-k", "x", "-d", str(kernels_dir))
+    assert done.returncode == 1
+    assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("ERROR: kernels_template_path: cookiecutter failed: ")
+    assert os.listdir(kernels_dir) == []
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: (p / "afile").write_text("x") and p / "afile",
+    lambda p: (p / "afile").write_text("x") and p / "afile" / "kernels",
+], ids=["a-file", "under-a-file"])
+def test_kernels_dir_that_cannot_be_a_directory_is_one_error_line(tmp_path, make):
+    done = run_cli("create", "-k", "x", "-d", str(make(tmp_path)))
+    assert done.returncode == 1
+    assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("ERROR: kernels_dir: cannot write to ")
+
+
+@pytest.mark.parametrize("args", [["--spark_master", "bad"], ["-e", "/nonexistent/venv"]], ids=["checked-before", "checked-by-the-hook"])
+def test_bad_input_leaves_no_kernels_dir_it_would_have_created(tmp_path, args):
+    deep = tmp_path / "new" / "deep" / "kernels"
+    done = run_cli("create", "-k", "x", "-d", str(deep), *args)
+    assert done.returncode == 1 and done.stderr.startswith("ERROR: ")
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_environment_that_prints_at_start_is_still_understood(tmp_path, kernels_dir):
+    venv = venv_with_project_packages(tmp_path, ())
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / "chatty.pth").write_text("import sys; print('hello from a .pth file')\n")
+    done = run_cli("create", "-k", "chatty", "-d", str(kernels_dir), "-e", str(venv))
+    assert done.returncode == 0, done.stderr
+    assert read_spec(kernels_dir / "chatty")["argv"][0] == str(venv / "bin" / "python")

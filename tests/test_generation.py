@@ -1,5 +1,6 @@
 """Generation through cookiecutter (pytest-cookies): SUPPORTED and UNSUPPORTED answer tables."""
 
+import json
 import os
 import re
 
@@ -22,10 +23,18 @@ SUPPORTED = [
     ("spark-connect", {"spark_master": "sc://127.0.0.1:15002"}, {"master": "sc://127.0.0.1:15002"}),
     ("display-name", {"display_name": "Team ETL: Spark 4 (prod)"}, {"display_name": "Team ETL: Spark 4 (prod)"}),
     ("explicit-pip-spark-home", {"spark_home": PIP_SPARK_HOME}, {"spark_home": PIP_SPARK_HOME}),
+    ("conf-as-json-text", {"spark_conf": '{"spark.sql.shuffle.partitions": "8"}', "env": '{"A_B": "c d"}'},
+     {"conf": {"spark.sql.shuffle.partitions": "8"}, "env": {"A_B": "c d"}}),
+    ("lazy-no-progress", {"spark_init": "lazy", "progress": "no", "log_level": "ERROR", "start_timeout": "45", "class_data_sharing": "no"},
+     {"options": {"init": "lazy", "progress": False, "log_level": "ERROR", "start_timeout": 45, "class_data_sharing": False}}),
 ]
 
 UNSUPPORTED = [
     ("name-with-space", {"kernel_name": "my kernel"}, "kernel_name"),
+    ("name-parent-dir", {"kernel_name": "x/.."}, "kernel_name"),
+    ("name-grandparent-dir", {"kernel_name": "x/../.."}, "kernel_name"),
+    ("name-nested", {"kernel_name": "a/b/c"}, "kernel_name"),
+    ("conf-not-json", {"spark_conf": "spark.executor.memory=4g"}, "spark_conf"),
     ("name-uppercase", {"kernel_name": "ETL"}, "kernel_name"),
     ("name-unicode", {"kernel_name": "étl"}, "kernel_name"),
     ("name-hidden", {"kernel_name": ".etl"}, "kernel_name"),
@@ -42,6 +51,8 @@ UNSUPPORTED = [
     ("conf-sets-master", {"spark_conf": {"spark.master": "yarn"}}, "spark_conf"),
     ("env-name-with-equals", {"env": {"A=B": "x"}}, "env"),
     ("env-reserved", {"env": {"SPARK_HOME": "/opt/spark"}}, "env"),
+    ("start-timeout-not-a-number", {"start_timeout": "soon"}, "start_timeout"),
+    ("start-timeout-zero", {"start_timeout": "0"}, "start_timeout"),
 ]
 
 
@@ -79,6 +90,8 @@ def test_supported_answers_bake_a_valid_kernel(bake, context, expected):
         assert spec["env"][key] == value
     assert spec["env"]["SPARK_HOME"] == expected.get("spark_home", PIP_SPARK_HOME)
     assert spec["env"]["PYSPARK_PYTHON"] == PYTHON
+    options = json.loads(spec["env"]["PYSPARK_KERNEL_OPTIONS"])
+    assert options == expected.get("options", {"init": "background", "progress": True, "log_level": "WARN", "start_timeout": 30, "class_data_sharing": True})
 
 
 @pytest.mark.parametrize("context, field", [row[1:] for row in UNSUPPORTED], ids=[row[0] for row in UNSUPPORTED])
@@ -99,8 +112,6 @@ def test_no_rendered_file_keeps_a_cookiecutter_placeholder(bake):
 
 
 def test_template_variables_are_the_public_interface():
-    import json
-
     with open(os.path.join(ROOT, "cookiecutter.json"), encoding="utf-8") as handle:
         context = json.load(handle)
     public = [key for key in context if not key.startswith("_")]
@@ -146,3 +157,37 @@ def test_missing_pyhocon_in_the_cookiecutter_environment_names_the_install_comma
     assert errors == [f"ERROR: cookiecutter: pyhocon is not installed for {venv / 'bin' / 'python'} "
                       f"({venv / 'bin' / 'python'} -m pip install pyhocon jsonschema, or for a pipx install: pipx inject cookiecutter pyhocon jsonschema)"]
     assert not out.exists() or os.listdir(out) == []
+
+
+def test_a_kernel_name_that_climbs_out_deletes_nothing(tmp_path):
+    """Cookiecutter deletes the directory it made when a hook fails: for "x/.." that would be the
+    kernels directory. The name is refused before cookiecutter creates anything."""
+    import subprocess
+
+    kernels = tmp_path / "home" / "kernels"
+    (kernels / "other").mkdir(parents=True)
+    (kernels / "other" / "kernel.json").write_text("{}")
+    for name in ("x/..", "x/../..", "a/b/c"):
+        done = subprocess.run([os.path.join(VENV_DIR, "bin", "cookiecutter"), ROOT, "--no-input", "-o", str(kernels), f"kernel_name={name}"],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1
+        assert done.stderr.strip().splitlines() == [f'ERROR: kernel_name: invalid kernel name "{name}" (kernel names can only contain ASCII letters and numbers and these separators: - . _)']
+        assert sorted(os.listdir(kernels)) == ["other"] and (kernels / "other" / "kernel.json").read_text() == "{}"
+
+
+def test_an_interrupted_replacement_is_recovered_by_the_next_one(bake):
+    first, out = bake({"kernel_name": "again"})
+    assert first.exit_code == 0, first.exception
+    kernel = first.project_path
+    # As a replacement killed in the middle leaves it: the old kernel aside, some new files beside.
+    aside = kernel / ".pyspark-kernel-replaced"
+    aside.mkdir()
+    for entry in os.listdir(kernel):
+        if entry != aside.name:
+            os.rename(kernel / entry, aside / entry)
+    (kernel / "pyspark_startup.py").write_text("# half-written")
+    from cookiecutter.main import cookiecutter
+
+    cookiecutter(ROOT, no_input=True, overwrite_if_exists=True, output_dir=str(out), extra_context={"kernel_name": "again", "spark_master": "local[3]"})
+    assert sorted(os.listdir(kernel)) == KERNEL_FILES
+    assert spark_conf_of(read_spec(kernel))["spark.master"] == "local[3]"

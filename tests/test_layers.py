@@ -63,6 +63,6 @@ def test_broken_hocon_names_the_file(tmp_path):
 def test_template_defaults_parse_and_keep_the_generating_java_home(monkeypatch):
     monkeypatch.setenv("JAVA_HOME", "/opt/jdk-17")
     merged = layers.merge([layers.read_layer(DEFAULTS_PATH)])
-    assert merged["master"] == "local[*]"
+    assert merged["master"] is None  # the master's default is spark_master in cookiecutter.json
     assert merged["env"] == {"JAVA_HOME": "/opt/jdk-17"}
     assert merged["conf"]["spark.ui.showConsoleProgress"] == "false"

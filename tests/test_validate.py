@@ -3,7 +3,7 @@
 import pytest
 
 from pyspark_kernel.errors import InputError
-from pyspark_kernel.validate import check_env, check_kernel_name, check_master, check_spark_conf, master_kind
+from pyspark_kernel.validate import check_env, check_flag, check_kernel_name, check_master, check_spark_conf, check_start_timeout, master_kind
 
 SUPPORTED_MASTERS = [
     ("local", "local"),
@@ -117,3 +117,25 @@ def test_bad_env_is_refused(env, words):
 def test_env_values_are_kept_exactly():
     value = "a b \"c\" $(d) ${?E} {{ f }} \\ \n ü"
     assert check_env({"MY_VAR": value}) == {"MY_VAR": value}
+
+
+@pytest.mark.parametrize("value, expected", [(True, True), (False, False), ("yes", True), ("No", False), ("on", True), ("0", False)])
+def test_yes_no_answers_are_read_as_cookiecutter_gives_them(value, expected):
+    assert check_flag("progress", value) is expected
+
+
+@pytest.mark.parametrize("value", ["maybe", "", None, 2])
+def test_anything_else_is_not_a_yes_or_no(value):
+    with pytest.raises(InputError, match="^ERROR: progress: .* is not yes or no"):
+        check_flag("progress", value)
+
+
+@pytest.mark.parametrize("value, expected", [("30", 30), (45, 45), ("2.5", 2.5)])
+def test_start_timeout_is_a_number_of_seconds(value, expected):
+    assert check_start_timeout(value) == expected
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-1", "nan", "inf", "99999", None])
+def test_start_timeout_out_of_range_is_refused(value):
+    with pytest.raises(InputError, match="^ERROR: start_timeout: "):
+        check_start_timeout(value)
