@@ -6,6 +6,7 @@ checks expect. Expected values enter the notebook as a JSON string literal, neve
 
 import json
 import os
+import re
 import sys
 
 import nbformat
@@ -103,6 +104,15 @@ def run_notebook(notebook, manager, name):
     return notebook
 
 
+BANNER = re.compile(r"Spark \S+ \| .+")
+
+
+def banner(notebook):
+    """The kernel's one-line Spark banner, from whichever cell showed it."""
+    lines = (line for cell in notebook.cells for line in cell_text(cell).splitlines())
+    return next((line for line in lines if BANNER.fullmatch(line)), None)
+
+
 def results(notebook):
     """[(name, description, error or None, output)] for each check, the setup cell first."""
     found = [("setup", "the kernel starts and the notebook's first cell runs", cell_error(notebook.cells[0]), cell_text(notebook.cells[0]))]
@@ -121,6 +131,8 @@ def smoke(name, kernels_dir=None, out=sys.stdout):
         print(f"FAIL kernel: {name} did not run the notebook: {type(error).__name__}: {error}", file=out)
         return 1
     failed = []
+    if banner(notebook):
+        print(banner(notebook), file=out)
     for check, description, error, output in results(notebook):
         if error:
             failed.append(check)

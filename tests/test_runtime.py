@@ -160,7 +160,7 @@ def test_a_master_spark_cannot_parse_is_explained_with_the_jvm_output(start, ker
     assert failed.error[0] == "SparkStartError"
     message = failed.error[1]
     assert message.startswith("Spark did not start: the master URL is not one Spark knows (fix spark.master")
-    assert "Could not parse Master URL: 'locl[*]'" in message
+    assert "SparkException: Master must either be yarn or start with spark, k8s, or local" in message  # from the JVM
     assert "--- last lines of the JVM output" in message
     assert kernel.run("1 + 1").result == "2"
 
