@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 KERNEL ?= pyspark-local
 PYTEST_ARGS ?=
 
-.PHONY: venv kernel test smoke clean
+.PHONY: venv kernel test smoke bench clean
 
 venv: $(VENV)/.installed
 
@@ -27,6 +27,10 @@ test: venv
 
 smoke: venv
 	$(BIN)/pyspark-kernel smoke $(KERNEL)
+
+# Kernel start-up against the baselines of issue 3 (about 10 minutes); prints a table.
+bench: venv
+	$(BIN)/python benchmarks/kernel_startup.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info test-output

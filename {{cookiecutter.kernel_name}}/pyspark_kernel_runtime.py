@@ -7,7 +7,8 @@ library until Spark starts.
 - `spark` and `sc` are stand-ins until the session exists; the first use waits for it (and says
   so), then the notebook's names point at the real objects.
 - The session starts in a background thread (init "background"), on first use ("lazy") or before
-  the kernel answers ("eager"); a tiny warm-up job then pays Spark's first-job cost.
+  the kernel answers ("eager"); a tiny warm-up job then pays Spark's first-job cost, unless a cell
+  is already waiting with a job of its own.
 - A failed start keeps the kernel alive; every use of `spark` raises the cause, the fix and the
   last lines of the JVM's output, which goes to a log file rather than into cells.
 - Each cell runs its jobs in a job group of its own: interrupting the cell cancels them.
@@ -273,6 +274,7 @@ class SparkRuntime:
         self.error = None
         self.gateway = None
         self.timed_out = False
+        self.waiting = False  # a cell waits for the session
         self.banner_shown = False
         self.cell = 0
         self.group = None
@@ -364,12 +366,13 @@ class SparkRuntime:
         return SparkSession.builder.getOrCreate()
 
     def warm_up(self):
-        """Pay the first-job cost (code loading, Python worker start) before the user's first job."""
+        """Pay the first-job cost (code loading, query planning) before the user's first job; a
+        cell that is already waiting for Spark pays it itself, sooner."""
+        if self.waiting:
+            return
         try:
-            context = self.session.sparkContext if not self.connect else None
-            if context is not None:
-                context.setJobGroup(WARMUP_GROUP, "pyspark-kernel warm-up", False)
-                context.parallelize(range(2), 2).map(lambda x: x).count()
+            if not self.connect:
+                self.session.sparkContext.setJobGroup(WARMUP_GROUP, "pyspark-kernel warm-up", False)
             self.session.range(1000).count()
         except Exception:  # a failed warm-up only costs time later
             pass
@@ -387,6 +390,7 @@ class SparkRuntime:
         if self.state == "idle":
             self.start()
         if not self.done.is_set():
+            self.waiting = True
             print("Spark is starting…", flush=True)
             self.done.wait()
         if self.error is not None:

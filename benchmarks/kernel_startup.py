@@ -1,0 +1,291 @@
+"""Kernel start-up benchmark: pyspark-kernel against a bare ipykernel, a plain-Python SparkSession
+and the classic PYTHONSTARTUP PySpark kernel, all measured in one run.
+
+    .venv/bin/python benchmarks/kernel_startup.py [--runs 3] [--cycles 20]
+
+Per configuration, medians of --runs:
+  kernel ready         launch -> kernel_info reply
+  first cell at once   launch -> reply of `spark.range(1000).count()` sent as soon as the kernel is ready
+  first cell after 10s the same cell's round trip, sent 10 s after the kernel is ready (a user typing)
+  peak memory          largest resident memory of the kernel's process tree while it ran
+  orphans              processes of the kernel still alive 10 s after its shutdown
+Then --cycles start/stop cycles of our kernel (every other one forced) count surviving JVMs and
+scratch directories. Everything runs on this machine, in temporary directories.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import psutil
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON = sys.executable
+CELL = "spark.range(1000).count()"
+TYPING = 10.0
+ORPHAN_WAIT = 10.0
+SAMPLE_EVERY = 0.1
+
+PLAIN_SESSION = """
+import sys, time
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.master("local[*]").config("spark.ui.showConsoleProgress", "false").getOrCreate()
+assert spark.range(1000).count() == 1000
+print(time.time(), flush=True)
+spark.stop()
+"""
+
+
+class PeakMemory:
+    """Samples the resident memory of a process and its descendants until stopped."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.peak = 0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread.start()
+
+    def tree(self):
+        try:
+            root = psutil.Process(self.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def sample(self):
+        while not self.stopped.wait(SAMPLE_EVERY):
+            total = 0
+            for proc in self.tree():
+                try:
+                    total += proc.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
+            self.peak = max(self.peak, total)
+
+    def stop(self):
+        self.stopped.set()
+        self.thread.join()
+        return self.peak / 2**20
+
+
+def descendants(pid):
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def count_alive(procs, wait):
+    """How many of ``procs`` are still alive after ``wait`` seconds (they may exit meanwhile)."""
+    gone, alive = psutil.wait_procs(procs, timeout=wait)
+    for proc in alive:  # don't let one run's leftovers slow the next
+        proc.kill()
+    psutil.wait_procs(alive, timeout=10)
+    return len(alive)
+
+
+def run_kernel(kernels_dir, name, env, typing):
+    """One kernel start: (ready s, first cell s from launch or from sending, peak MiB, orphans)."""
+    manager = KernelManager(kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[kernels_dir]))
+    launched = time.monotonic()
+    manager.start_kernel(env=env)
+    memory = PeakMemory(manager.provisioner.process.pid)
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=180)
+        ready = time.monotonic() - launched
+        if typing:
+            time.sleep(TYPING)  # the user types; Spark may start meanwhile
+        sent = time.monotonic()
+        reply = client.execute_interactive(CELL, timeout=300, output_hook=lambda msg: None)
+        done = time.monotonic()
+        if reply["content"]["status"] != "ok":
+            raise RuntimeError(f"{name}: the Spark cell failed: {reply['content']}")
+        first_cell = done - sent if typing else done - launched
+        procs = descendants(manager.provisioner.process.pid)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel()
+        peak = memory.stop()
+    return ready, first_cell, peak, count_alive(procs, ORPHAN_WAIT)
+
+
+def run_plain(env):
+    """A plain Python script: launch -> SparkSession + first count, and its peak memory."""
+    launched = time.time()
+    proc = subprocess.Popen([PYTHON, "-c", PLAIN_SESSION], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+    memory = PeakMemory(proc.pid)
+    finished = float(proc.stdout.readline())
+    proc.wait(timeout=120)
+    return finished - launched, memory.stop()
+
+
+def write_spec(kernels_dir, name, spec):
+    os.makedirs(os.path.join(kernels_dir, name))
+    with open(os.path.join(kernels_dir, name, "kernel.json"), "w", encoding="utf-8") as handle:
+        json.dump(spec, handle)
+
+
+def make_kernels(kernels_dir):
+    import pyspark
+
+    spark_home = os.path.dirname(pyspark.__file__)
+    cli = os.path.join(os.path.dirname(PYTHON), "pyspark-kernel")
+    for name, flags in (("ours", []), ("ours-no-cds", ["--no-class_data_sharing"])):
+        subprocess.run([cli, "create", "-k", name, "-d", kernels_dir, "-e", sys.prefix, *flags], check=True, stdout=subprocess.DEVNULL)
+    argv = [PYTHON, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    write_spec(kernels_dir, "bare", {"argv": argv, "display_name": "bare ipykernel", "language": "python"})
+    # The classic PySpark kernel: the pyspark shell's start-up file, run before the kernel answers.
+    write_spec(kernels_dir, "classic", {
+        "argv": argv, "display_name": "classic PySpark", "language": "python",
+        "env": {"SPARK_HOME": spark_home, "PYSPARK_PYTHON": PYTHON, "PYTHONSTARTUP": os.path.join(spark_home, "python", "pyspark", "shell.py"),
+                "PYSPARK_SUBMIT_ARGS": "--master local[*] --conf spark.ui.showConsoleProgress=false pyspark-shell"},
+    })
+
+
+def build_archive(kernels_dir, env):
+    """Our kernel's first run writes the class-data-sharing archive as its JVM exits."""
+    run_kernel(kernels_dir, "ours", env, typing=False)
+    cache = os.path.join(env["XDG_CACHE_HOME"], "pyspark-kernel", "cds")
+    deadline = time.monotonic() + 120
+    while not any(name.endswith(".jsa") for name in os.listdir(cache)):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the class-data-sharing archive was not written")
+        time.sleep(0.5)
+
+
+def cycles(kernels_dir, env, count):
+    """Start/stop our kernel ``count`` times, every other stop forced; survivors after each."""
+    jvms = scratch = 0
+    for index in range(count):
+        manager = KernelManager(kernel_name="ours", kernel_spec_manager=KernelSpecManager(kernel_dirs=[kernels_dir]))
+        manager.start_kernel(env=env)
+        client = manager.client()
+        client.start_channels()
+        client.wait_for_ready(timeout=180)
+        client.execute_interactive(CELL, timeout=300, output_hook=lambda msg: None)
+        procs = descendants(manager.provisioner.process.pid)
+        client.stop_channels()
+        manager.shutdown_kernel(now=index % 2 == 1)
+        jvms += count_alive([p for p in procs if process_name(p) == "java"], 30)
+        deadline = time.monotonic() + 30
+        while os.listdir(env["TMPDIR"]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        scratch += len(os.listdir(env["TMPDIR"]))
+        for leftover in os.listdir(env["TMPDIR"]):
+            shutil.rmtree(os.path.join(env["TMPDIR"], leftover), ignore_errors=True)
+    return jvms, scratch
+
+
+def process_name(proc):
+    try:
+        return proc.name()
+    except psutil.NoSuchProcess:
+        return None
+
+
+def median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--cycles", type=int, default=20)
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="pyspark-kernel-bench-")
+    try:
+        kernels_dir = os.path.join(work, "kernels")
+        env = {**os.environ, "XDG_CACHE_HOME": os.path.join(work, "cache"), "TMPDIR": os.path.join(work, "tmp"),
+               "JUPYTER_RUNTIME_DIR": os.path.join(work, "runtime")}
+        os.makedirs(env["TMPDIR"])
+        make_kernels(kernels_dir)
+        print("building the class-data-sharing archive (first run of our kernel)...", file=sys.stderr)
+        build_archive(kernels_dir, env)
+
+        results = {name: {"ready": [], "at_once": [], "after_typing": [], "memory": [], "orphans": []} for name in ("ours", "ours-no-cds", "classic", "bare", "plain")}
+        for run in range(args.runs):
+            print(f"run {run + 1}/{args.runs}...", file=sys.stderr)
+            for name in ("ours", "ours-no-cds", "classic", "bare"):
+                ready, at_once, memory, orphans = run_kernel(kernels_dir, name, env, typing=False) if name != "bare" else bare_run(kernels_dir, env)
+                results[name]["ready"].append(ready)
+                results[name]["memory"].append(memory)
+                results[name]["orphans"].append(orphans)
+                if name != "bare":
+                    results[name]["at_once"].append(at_once)
+                    results[name]["after_typing"].append(run_kernel(kernels_dir, name, env, typing=True)[1])
+            at_once, memory = run_plain(env)
+            results["plain"]["at_once"].append(at_once)
+            results["plain"]["memory"].append(memory)
+        print(f"{args.cycles} start/stop cycles...", file=sys.stderr)
+        jvms, scratch = cycles(kernels_dir, env, args.cycles)
+        print_table(results, args.runs, args.cycles, jvms, scratch)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bare_run(kernels_dir, env):
+    """A bare ipykernel has no Spark: only its ready time, memory and orphans count."""
+    manager = KernelManager(kernel_name="bare", kernel_spec_manager=KernelSpecManager(kernel_dirs=[kernels_dir]))
+    launched = time.monotonic()
+    manager.start_kernel(env=env)
+    memory = PeakMemory(manager.provisioner.process.pid)
+    client = manager.client()
+    client.start_channels()
+    client.wait_for_ready(timeout=60)
+    ready = time.monotonic() - launched
+    client.execute_interactive("1 + 1", timeout=60, output_hook=lambda msg: None)
+    procs = descendants(manager.provisioner.process.pid)
+    client.stop_channels()
+    manager.shutdown_kernel()
+    return ready, None, memory.stop(), count_alive(procs, ORPHAN_WAIT)
+
+
+def print_table(results, runs, cycle_count, jvms, scratch):
+    def cell(name, metric, fmt="{:.2f}"):
+        value = median(results[name][metric])
+        return "-" if value != value else fmt.format(value)
+
+    names = [("ours", "pyspark-kernel"), ("ours-no-cds", "ours, no CDS"), ("classic", "classic kernel"), ("bare", "bare ipykernel"), ("plain", "plain SparkSession")]
+    rows = [
+        ("kernel ready (s)", "ready", "{:.2f}"),
+        ("first Spark cell at once (s)", "at_once", "{:.2f}"),
+        ("first Spark cell after 10 s (s)", "after_typing", "{:.2f}"),
+        ("peak memory of process tree (MiB)", "memory", "{:.0f}"),
+        (f"orphan processes {ORPHAN_WAIT:.0f} s after shutdown", "orphans", "{:.0f}"),
+    ]
+    print(f"\nMedians of {runs} runs (2 cores; pip PySpark, Java 17).\n")
+    print("| metric | " + " | ".join(label for _, label in names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for label, metric, fmt in rows:
+        print(f"| {label} | " + " | ".join(cell(name, metric, fmt) for name, _ in names) + " |")
+
+    def ratio(a, metric_a, b, metric_b):
+        return median(results[a][metric_a]) / median(results[b][metric_b])
+
+    print("\n| target | measured | goal |")
+    print("|---|---:|---:|")
+    print(f"| kernel ready / bare ipykernel | {ratio('ours', 'ready', 'bare', 'ready'):.2f}x | <= 1.5x |")
+    print(f"| classic kernel ready / bare ipykernel | {ratio('classic', 'ready', 'bare', 'ready'):.1f}x | (baseline) |")
+    print(f"| first Spark cell at once / plain SparkSession | {ratio('ours', 'at_once', 'plain', 'at_once'):.2f}x | <= 0.65x |")
+    print(f"| same, without the CDS archive | {ratio('ours-no-cds', 'at_once', 'plain', 'at_once'):.2f}x | (CDS effect) |")
+    print(f"| first Spark cell after 10 s of typing | {median(results['ours']['after_typing']):.2f} s | <= 0.6 s |")
+    print(f"| classic kernel, first Spark cell after 10 s | {median(results['classic']['after_typing']):.2f} s | (baseline) |")
+    print(f"| peak memory / classic kernel | {ratio('ours', 'memory', 'classic', 'memory'):.2f}x | <= 1.0x |")
+    print(f"| surviving JVMs over {cycle_count} start/stop cycles (half forced) | {jvms} | 0 |")
+    print(f"| scratch directories left over {cycle_count} cycles | {scratch} | 0 |")
+
+
+if __name__ == "__main__":
+    main()
