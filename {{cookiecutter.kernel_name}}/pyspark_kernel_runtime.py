@@ -134,13 +134,17 @@ KNOWN_CAUSES = [
 ]
 
 
+def with_jvm_output(message, log):
+    tail = log_tail(log)
+    return message + (f"\n--- last lines of the JVM output ({log}) ---\n{tail}" if tail else "")
+
+
 def explain(error, log):
     """A start-up exception as a cause and a fix, with the JVM's last output attached."""
     text = f"{type(error).__name__}: {error}".strip()
     tail = log_tail(log)
     cause = next((fix for needles, fix in KNOWN_CAUSES if any(n in text or n in tail for n in needles)), "see the error and the JVM's output below")
-    message = f"Spark did not start: {cause}.\n{text}"
-    return message + (f"\n--- last lines of the JVM output ({log}) ---\n{tail}" if tail else "")
+    return with_jvm_output(f"Spark did not start: {cause}.\n{text}", log)
 
 
 # ---- scratch directory and watchdog -------------------------------------------------------------
@@ -227,9 +231,9 @@ def cds_dir(environ):
 def cds_key(java, spark_home):
     """Changes whenever the JDK or the Spark jars change: a new archive is built for them."""
     digest = hashlib.sha256()
-    for path in (os.path.realpath(java),):
-        stat = os.stat(path)
-        digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    java = os.path.realpath(java)
+    stat = os.stat(java)
+    digest.update(f"{java}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     jars = os.path.join(spark_home, "jars")
     digest.update(os.path.realpath(spark_home).encode())
     for name in sorted(os.listdir(jars)) if os.path.isdir(jars) else []:
@@ -320,9 +324,9 @@ class SparkRuntime:
 
     def describe_failure(self, error):
         if self.timed_out:
-            return (f"Spark did not start within {self.options['start_timeout']} s on master {self.master} "
-                    "(check that the cluster is up and reachable, or raise start_timeout in the kernel's PYSPARK_KERNEL_OPTIONS)"
-                    + (f"\n--- last lines of the JVM output ({self.log}) ---\n{log_tail(self.log)}" if log_tail(self.log) else ""))
+            return with_jvm_output(
+                f"Spark did not start within {self.options['start_timeout']} s on master {self.master} "
+                "(check that the cluster is up and reachable, or raise start_timeout in the kernel's PYSPARK_KERNEL_OPTIONS)", self.log)
         return explain(error, self.log)
 
     def give_up(self):

@@ -1,0 +1,97 @@
+"""Parts of the kernel runtime that need no kernel: start-up checks, messages, the archive key."""
+
+import importlib.util
+import os
+import socket
+import stat
+
+import pytest
+
+from .conftest import ROOT
+
+spec = importlib.util.spec_from_file_location("runtime_under_test", os.path.join(ROOT, "{{cookiecutter.kernel_name}}", "pyspark_kernel_runtime.py"))
+runtime = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(runtime)
+
+
+@pytest.mark.parametrize("master, addresses", [
+    ("local[*]", []), ("yarn", []), ("k8s://https://10.0.0.1:6443", []),
+    ("spark://127.0.0.1:7077", [("127.0.0.1", 7077)]),
+    ("spark://m1:7077,m2:7078", [("m1", 7077), ("m2", 7078)]),
+    ("sc://localhost", [("localhost", 15002)]),
+    ("sc://h:443/;use_ssl=true", [("h", 443)]),
+])
+def test_master_addresses(master, addresses):
+    assert runtime.master_addresses(master) == addresses
+
+
+def test_a_master_where_nothing_listens_is_refused_at_once():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(runtime.SparkStartError, match=f"nothing listens on 127.0.0.1:{port}"):
+        runtime.check_master_reachable(f"spark://127.0.0.1:{port}")
+
+
+def test_a_listening_master_passes_the_check():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        runtime.check_master_reachable(f"spark://127.0.0.1:{server.getsockname()[1]}")
+
+
+def test_java_home_without_java_is_named(tmp_path):
+    with pytest.raises(runtime.SparkStartError, match=f"JAVA_HOME is {tmp_path}, which has no bin/java"):
+        runtime.find_java({"JAVA_HOME": str(tmp_path), "PATH": ""})
+
+
+def test_java_is_found_on_path(tmp_path):
+    java = tmp_path / "java"
+    java.write_text("#!/bin/sh\n")
+    java.chmod(java.stat().st_mode | stat.S_IXUSR)
+    assert runtime.find_java({"PATH": str(tmp_path)}) == str(java)
+
+
+def test_spark_home_without_spark_submit_is_named(tmp_path):
+    with pytest.raises(runtime.SparkStartError, match="has no bin/spark-submit"):
+        runtime.check_spark_home({"SPARK_HOME": str(tmp_path)})
+
+
+def test_known_causes_are_read_from_the_jvm_output(tmp_path):
+    log = tmp_path / "driver.log"
+    log.write_text('[0.1s][warning][cds] noise\nException in thread "main" java.lang.UnsupportedClassVersionError: class file version 65.0\n')
+    message = runtime.explain(RuntimeError("Java gateway process exited"), str(log))
+    assert message.startswith("Spark did not start: this Java is too old for this Spark (install a JDK 17+")
+    assert "UnsupportedClassVersionError" in message and "[cds]" not in message
+
+
+def test_options_fill_defaults_and_ignore_an_unknown_mode():
+    options = runtime.read_options({"PYSPARK_KERNEL_OPTIONS": '{"init": "sometimes", "progress": false}'})
+    assert options == {**runtime.DEFAULT_OPTIONS, "progress": False}
+
+
+def test_archive_key_follows_the_jdk_and_the_spark_jars(tmp_path):
+    java = tmp_path / "java"
+    java.write_text("jdk 17")
+    (tmp_path / "spark" / "jars").mkdir(parents=True)
+    (tmp_path / "spark" / "jars" / "spark-core.jar").write_text("a")
+    key = runtime.cds_key(str(java), str(tmp_path / "spark"))
+    assert key == runtime.cds_key(str(java), str(tmp_path / "spark"))
+    (tmp_path / "spark" / "jars" / "extra.jar").write_text("b")
+    assert runtime.cds_key(str(java), str(tmp_path / "spark")) != key
+    java.write_text("jdk 17.0.16")
+    assert runtime.cds_key(str(java), str(tmp_path / "spark")) != key
+
+
+def test_archive_options_train_when_missing_and_map_when_present(tmp_path):
+    java = tmp_path / "java"
+    java.write_text("jdk")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    training = runtime.cds_java_options(str(java), str(tmp_path), str(scratch), env)
+    assert training[0].startswith("-XX:ArchiveClassesAtExit=") and training[0].endswith(".partial")
+    assert (scratch / "cds-training.json").exists()
+    archive = training[0].split("=", 1)[1].rsplit(".", 2)[0]
+    open(archive, "w").close()
+    assert runtime.cds_java_options(str(java), str(tmp_path), str(scratch), env) == [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"]
