@@ -1,5 +1,5 @@
-"""Jinja extension of the template: where it lives, where cookiecutter started, and an early check
-of the kernel name.
+"""Jinja extension of the template: where it lives, where cookiecutter started, an early check of
+the kernel name, and the chosen profile's master as the spark_master prompt's default.
 
 Cookiecutter runs hooks from a temporary file, with the generated directory as the working
 directory, and gives them the template path as the user typed it (often relative). The hooks need
@@ -34,9 +34,28 @@ def kernel_name_or_exit(name):
         raise SystemExit(1) from None
 
 
+def profile_master(profile):
+    """The default of the spark_master prompt: the master the chosen profile sets."""
+    sys.path.insert(0, TEMPLATE_ROOT)
+    try:
+        from pyspark_kernel.errors import InputError
+        from pyspark_kernel.hooks import require_dependencies
+        try:
+            require_dependencies()
+            from pyspark_kernel.build import profile_master as master_of
+
+            return master_of(profile)
+        except InputError as error:
+            print(error, file=sys.stderr)
+            raise SystemExit(1) from None
+    finally:
+        sys.path.remove(TEMPLATE_ROOT)
+
+
 class TemplateRoot(Extension):
     def __init__(self, environment):
         super().__init__(environment)
         environment.globals["template_root"] = TEMPLATE_ROOT
         environment.globals["launch_dir"] = LAUNCH_DIR
         environment.filters["kernel_name_or_exit"] = kernel_name_or_exit
+        environment.filters["profile_master"] = profile_master

@@ -3,9 +3,36 @@
 import os
 
 from . import environment, kernelspec, layers, sparkhome
+from .errors import InputError
+from .pack import packer
 from .validate import check_answers, check_env, check_spark_conf
 
 DEFAULTS_PATH = os.path.join(kernelspec.TEMPLATE_ROOT, "defaults.conf")
+PROFILES_DIR = os.path.join(kernelspec.TEMPLATE_ROOT, "profiles")
+
+
+def profile_names():
+    return sorted(name[: -len(".conf")] for name in os.listdir(PROFILES_DIR) if name.endswith(".conf"))
+
+
+def profile_path(profile):
+    path = profile if profile.endswith(".conf") else os.path.join(PROFILES_DIR, f"{profile}.conf")
+    if not os.path.isfile(path):
+        raise InputError("profile", f"no profile {profile!r}", f"use one of {', '.join(profile_names())}, or the path of a .conf file")
+    return path
+
+
+def profile_master(profile):
+    """The master a profile sets: the default of the spark_master prompt."""
+    return layers.merge([layers.read_layer(profile_path(profile))])["master"]
+
+
+def config_layers(answers):
+    """The configuration layers for ``answers``, lowest first."""
+    found = [layers.read_layer(DEFAULTS_PATH), layers.read_layer(profile_path(answers["profile"]))]
+    if answers["spark_defaults"]:
+        found.append(layers.read_spark_defaults(answers["spark_defaults"]))
+    return found + [layers.answers_layer(answers)]
 
 
 def build_spec(answers, environ=None):
@@ -13,8 +40,11 @@ def build_spec(answers, environ=None):
     answers = check_answers(answers)
     python_env = environment.inspect(answers["venv_dir"])
     spark = sparkhome.resolve(answers["spark_home"], python_env, environ)
-    config = layers.merge([layers.read_layer(DEFAULTS_PATH), layers.answers_layer(answers)])
+    config = layers.merge(config_layers(answers))
     # The template's own layers are checked like answers: a team's defaults.conf can have typos too.
     config["conf"] = check_spark_conf(config["conf"])
     config["env"] = check_env(config["env"])
-    return kernelspec.check_spec(kernelspec.build_spec(answers, python_env, spark, config))
+    spec = kernelspec.check_spec(kernelspec.build_spec(answers, python_env, spark, config))
+    if kernelspec.ships_environment(spec):
+        packer(python_env.prefix)  # fail now, before any file is written, if it cannot be packed
+    return spec

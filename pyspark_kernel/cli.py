@@ -76,6 +76,9 @@ def make_parser():
     create.add_argument("--spark_home", help="SPARK_HOME (default: the environment's pyspark, else $SPARK_HOME)")
     create.add_argument("--spark_master", help="Spark master URL (default: the template's, local[*])")
     create.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="environment variable for the kernel (repeatable)")
+    create.add_argument("--profile", help="cluster profile: a name from the template's profiles/ (local, standalone, yarn, kubernetes, connect) or a .conf file")
+    create.add_argument("--from-spark-defaults", dest="spark_defaults", metavar="FILE", help="import a spark-defaults.conf as a configuration layer")
+    create.add_argument("--executor_python", help="executors' Python for cluster masters: pack (ship this environment) or a path")
     create.add_argument("--spark_init", choices=INIT_MODES, help="when Spark starts: background (default), lazy (first use), eager (before the kernel answers)")
     create.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress line for running Spark jobs (default: on)")
     create.add_argument("--log_level", choices=LOG_LEVELS, help="Spark log level (default: WARN)")
@@ -103,12 +106,18 @@ def template_default(template, key):
 def given_answers(args, spark_conf):
     """The answers the user gave; the template's defaults fill the rest."""
     answers = {"spark_conf": spark_conf, "env": parse_env(args.env)}
-    for key in ("display_name", "spark_master", "spark_init", "progress", "log_level", "start_timeout", "class_data_sharing"):
+    for key in ("display_name", "spark_master", "executor_python", "spark_init", "progress", "log_level", "start_timeout", "class_data_sharing"):
         if getattr(args, key) is not None:
             answers[key] = getattr(args, key)
-    for key, flag in (("venv_dir", args.venv_dir_path), ("spark_home", args.spark_home)):
+    for key, flag in (("venv_dir", args.venv_dir_path), ("spark_home", args.spark_home), ("spark_defaults", args.spark_defaults)):
         if flag is not None:
             answers[key] = absolute(flag)
+    if args.profile is not None:
+        answers["profile"] = absolute(args.profile) if args.profile.endswith(".conf") else args.profile
+        if args.spark_master is None:  # the profile's master, as the prompt's default would be
+            from .build import profile_master
+
+            answers["spark_master"] = profile_master(check_given({"profile": answers["profile"]})["profile"])
     return answers
 
 

@@ -16,7 +16,7 @@ from .errors import InputError
 REPLACED = ".pyspark-kernel-replaced"
 PUBLIC_ANSWERS = (
     "kernel_name", "display_name", "venv_dir", "spark_home", "spark_master", "spark_conf", "env",
-    "spark_init", "progress", "log_level", "start_timeout", "class_data_sharing",
+    "spark_init", "progress", "log_level", "start_timeout", "class_data_sharing", "profile", "executor_python",
 )
 
 
@@ -39,7 +39,9 @@ def answers_from(context, launch_dir):
     Relative paths are taken from the directory cookiecutter was started in."""
     answers = {key: context[key] for key in PUBLIC_ANSWERS if key in context}
     answers.update(context.get("_answers") or {})
-    for key in ("venv_dir", "spark_home"):
+    for key in ("venv_dir", "spark_home", "spark_defaults", "profile"):
+        if key == "profile" and not str(answers.get(key, "")).endswith(".conf"):
+            continue  # a profile name, not a path
         if isinstance(answers.get(key), str) and answers[key]:
             answers[key] = os.path.join(launch_dir, os.path.expanduser(answers[key]))
     for key in ("spark_conf", "env"):
@@ -107,9 +109,13 @@ def pre_gen(context, launch_dir, kernel_dir="."):
 def post_gen(context, launch_dir, kernel_dir="."):
     try:
         from .build import build_spec
-        from .kernelspec import dump_spec
+        from .kernelspec import dump_spec, ships_environment
+        from .pack import pack_environment
 
-        write_text(os.path.join(kernel_dir, "kernel.json"), dump_spec(build_spec(answers_from(context, launch_dir))))
+        spec = build_spec(answers_from(context, launch_dir))
+        if ships_environment(spec):
+            pack_environment(spec["metadata"]["pyspark_kernel"]["venv_dir"], kernel_dir)
+        write_text(os.path.join(kernel_dir, "kernel.json"), dump_spec(spec))
     except (InputError, OSError) as error:
         restore_old_kernel(kernel_dir)
         return report(error if isinstance(error, InputError) else InputError("kernel_dir", str(error), "check the kernels directory is writable"))

@@ -6,6 +6,7 @@ from string import Template
 
 from . import __version__
 from .errors import InputError
+from .pack import ARCHIVE
 from .validate import master_kind
 
 TEMPLATE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,14 +39,27 @@ def spark_conf(kernel_name, config):
     return conf
 
 
-def runtime_options(answers):
-    return {
+def executor_python(config, python_env):
+    """(the executors' Python, whether the kernel ships its environment to them)."""
+    choice = config.get("executor_python") or ""
+    if master_kind(config["master"]) in ("local", "connect") or not choice:
+        return python_env.python, False  # executors are the driver's threads, or see the same path
+    if choice == "pack":
+        return "./environment/bin/python", True  # where Spark unpacks the archive for each executor
+    return choice, False
+
+
+def runtime_options(answers, ships_environment):
+    options = {
         "init": answers["spark_init"],
         "progress": answers["progress"],
         "log_level": answers["log_level"],
         "start_timeout": answers["start_timeout"],
         "class_data_sharing": answers["class_data_sharing"],
     }
+    if ships_environment:
+        options["ship_environment"] = ARCHIVE
+    return options
 
 
 def escape_env_value(value):
@@ -60,11 +74,12 @@ def kernel_environment(spec_env, environ):
 
 
 def build_spec(answers, python_env, spark, config):
-    env = {"SPARK_HOME": spark.home, "PYSPARK_PYTHON": python_env.python}
+    executors_python, ships_environment = executor_python(config, python_env)
+    env = {"SPARK_HOME": spark.home, "PYSPARK_PYTHON": executors_python}
     if spark.pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(spark.pythonpath)
     env[CONF_VARIABLE] = json.dumps(spark_conf(answers["kernel_name"], config), ensure_ascii=False)
-    env[OPTIONS_VARIABLE] = json.dumps(runtime_options(answers))
+    env[OPTIONS_VARIABLE] = json.dumps(runtime_options(answers, ships_environment))
     env.update(config["env"])
     spec = {
         "argv": make_argv(python_env.python, python_env.python_version),
@@ -83,10 +98,15 @@ def build_spec(answers, python_env, spark, config):
                 "python": python_env.python,
                 "spark_home": spark.home,
                 "spark_layout": spark.layout,
+                "venv_dir": python_env.prefix,
             },
         },
     }
     return spec
+
+
+def ships_environment(spec):
+    return "ship_environment" in json.loads(Template(spec["env"][OPTIONS_VARIABLE]).safe_substitute({}))
 
 
 def load_schema(path=SCHEMA_PATH):

@@ -1,17 +1,21 @@
 """The kernel's Spark configuration, merged from HOCON layers with pyhocon.
 
-Layers, lowest first: the template's ``defaults.conf``, then the user's answers. A layer has
-``spark.master``, ``spark.conf`` (Spark settings) and ``env`` (environment variables). HOCON
+Layers, lowest first: the template's ``defaults.conf``, the cluster profile (``profiles/*.conf``),
+an imported ``spark-defaults.conf``, then the user's answers. A layer has ``spark.master``,
+``spark.conf`` (Spark settings), ``env`` (environment variables) and ``executor.python`` ("pack",
+or the path of the executors' Python). HOCON
 ``${?NAME}`` substitutions are resolved when the layer is read, from the generating user's
 environment, as in the original bash+HOCON tool; a substitution of an unset variable drops the key.
 Answers never pass through the HOCON parser: they are data, not configuration text.
 """
 
+import re
+
 from pyhocon import ConfigFactory, ConfigTree
 from pyhocon.exceptions import ConfigException
 from pyparsing import ParseBaseException
 
-from .errors import InputError
+from .errors import InputError, quote
 from .validate import conf_value_text
 
 
@@ -20,6 +24,30 @@ def read_layer(path):
         return normalize(ConfigFactory.parse_file(path, resolve=True))
     except (ConfigException, ParseBaseException, OSError) as err:
         raise InputError(str(path), f"cannot read HOCON: {' '.join(str(err).split())}", "fix the file's syntax") from err
+
+
+# Java properties, as Spark reads them: the key ends at the first space, = or :.
+PROPERTY = re.compile(r"([^\s=:]+)\s*[\s=:]\s*(.*?)")
+
+
+def read_spark_defaults(path):
+    """A spark-defaults.conf (``key value`` or ``key=value`` lines, ``#`` comments) as a layer."""
+    conf = {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                found = PROPERTY.fullmatch(line)
+                if not found or not found.group(2):
+                    raise InputError("spark_defaults", f"{path}:{number}: {quote(line)} is not a setting", "write one setting per line: key value")
+                conf[found.group(1)] = found.group(2)
+    except OSError as error:
+        raise InputError("spark_defaults", f"cannot read {path}: {error.strerror}", "give the path of a spark-defaults.conf") from None
+    layer = ConfigTree()
+    layer.put("spark.conf", quoted_tree(conf))
+    return layer
 
 
 def flatten(tree, prefix=""):
@@ -60,19 +88,23 @@ def normalize(layer):
         result.put("spark.conf", quoted_tree(flatten(spark.get_config("conf"))))
     if "env" in layer:
         result.put("env", quoted_tree(flatten(layer.get_config("env"))))
+    if "python" in layer.get_config("executor", ConfigTree()):
+        result.put("executor.python", layer.get_config("executor").get("python"))
     return result
 
 
 def answers_layer(answers):
     layer = ConfigTree()
     layer.put("spark.master", answers["spark_master"])
+    if answers.get("executor_python"):
+        layer.put("executor.python", answers["executor_python"])
     layer.put("spark.conf", quoted_tree(answers["spark_conf"]))
     layer.put("env", quoted_tree(answers["env"]))
     return layer
 
 
 def merge(layers):
-    """Merge layers (lowest first) into {"master", "conf", "env"}, dropping null values."""
+    """Merge layers (lowest first) into {"master", "conf", "env", "executor_python"}, dropping nulls."""
     merged = ConfigTree()
     for layer in layers:
         merged = ConfigTree.merge_configs(merged, layer, copy_trees=True)
@@ -82,4 +114,5 @@ def merge(layers):
         "master": spark.get("master"),
         "conf": {k: v for k, v in spark.get("conf", {}).items() if v is not None},
         "env": {k: v for k, v in plain.get("env", {}).items() if v is not None},
+        "executor_python": plain.get("executor", {}).get("python"),
     }

@@ -4,6 +4,7 @@ Checks that need the machine (does venv_dir's Python run, where is Spark) live i
 ``environment.py`` and ``sparkhome.py``. Every check raises InputError with the fix.
 """
 
+import os
 import re
 
 from .errors import InputError, quote
@@ -175,13 +176,34 @@ def check_start_timeout(value):
     return int(seconds) if seconds == int(seconds) else seconds
 
 
+PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
+
+
+def check_profile(value):
+    """A profile name (profiles/<name>.conf in the template) or the path of a .conf file."""
+    if isinstance(value, str) and (PROFILE_NAME.fullmatch(value) or value.endswith(".conf")):
+        return check_path_text("profile", value)
+    raise InputError("profile", f"{quote(value)} is neither a profile name nor a .conf file", "give a name from the template's profiles/ directory, or the path of a HOCON .conf file")
+
+
+def check_executor_python(value):
+    """Empty: the profile decides; "pack": ship the kernel's environment; else the executors' Python."""
+    value = check_path_text("executor_python", value)
+    if value not in ("", "pack") and not os.path.isabs(value):
+        raise InputError("executor_python", f"{quote(value)} is neither pack nor an absolute path", "give pack, or the path of the Python the executors have, like /opt/venvs/etl/bin/python")
+    return value
+
+
 # Each answer's check and its value when it is not given; None fails the check (it is required).
 CHECKS = {
     "kernel_name": (check_kernel_name, None),
     "display_name": (lambda value: check_text("display_name", value), None),
     "venv_dir": (lambda value: check_path_text("venv_dir", value), ""),
     "spark_home": (lambda value: check_path_text("spark_home", value), ""),
+    "profile": (check_profile, "local"),
     "spark_master": (check_master, None),
+    "executor_python": (check_executor_python, ""),
+    "spark_defaults": (lambda value: check_path_text("spark_defaults", value), ""),
     "spark_conf": (check_spark_conf, {}),
     "env": (check_env, {}),
     "spark_init": (lambda value: check_choice("spark_init", value, INIT_MODES), "background"),

@@ -128,23 +128,95 @@ def spark_distribution(tmp_path_factory):
     return home
 
 
-def venv_with_project_packages(root, leave_out):
-    """A virtual environment seeing this project's installed packages except those whose names
-    start with ``leave_out``, through a .pth file and symlinks (no download)."""
+def venv_with_project_packages(root, leave_out, copy=False):
+    """A virtual environment with this project's installed packages, except those whose names start
+    with ``leave_out``: seen through a .pth file and symlinks, or (``copy``) hard-linked into its
+    own site-packages, as a packer needs them. No download."""
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    shared = root / "site"
-    shared.mkdir()
+    target_site = next((venv / "lib").glob("python3*/site-packages"))
+    shared = target_site if copy else root / "site"
+    shared.mkdir(exist_ok=True)
     site = next(p for p in sys.path if p.startswith(VENV_DIR) and p.endswith("site-packages"))
     for entry in os.listdir(site):
-        if not entry.lower().startswith(("__editable__", "pyspark_kernel", *leave_out)):
+        if entry.lower().startswith(("__editable__", "pyspark_kernel", *leave_out)):
+            continue
+        if not copy:
             os.symlink(os.path.join(site, entry), shared / entry)
-    target_site = next((venv / "lib").glob("python3*/site-packages"))
-    (target_site / "project-packages.pth").write_text(str(shared) + "\n")
+        elif os.path.isdir(os.path.join(site, entry)):
+            shutil.copytree(os.path.join(site, entry), shared / entry, copy_function=link_or_copy, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            link_or_copy(os.path.join(site, entry), shared / entry)
+    if not copy:
+        (target_site / "project-packages.pth").write_text(str(shared) + "\n")
     return venv
+
+
+def link_or_copy(source, target):
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 @pytest.fixture(scope="session")
 def venv_without_pyspark(tmp_path_factory):
     """ipykernel without pyspark and py4j: a kernel environment that needs a Spark distribution."""
     return venv_with_project_packages(tmp_path_factory.mktemp("venv-no-pyspark"), ("pyspark", "py4j"))
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def standalone_cluster(tmp_path_factory):
+    """A real Spark standalone master and one worker (2 cores) on 127.0.0.1, from pip's pyspark."""
+    import signal
+    import urllib.request
+
+    import pyspark
+
+    home = os.path.dirname(pyspark.__file__)
+    work = tmp_path_factory.mktemp("standalone")
+    port, master_ui, worker_ui = free_port(), free_port(), free_port()
+    env = {**os.environ, "SPARK_HOME": home, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(work), "SPARK_NO_DAEMONIZE": "1"}
+    spark_class = os.path.join(home, "bin", "spark-class")
+    daemons = []
+    for name, args in (
+        ("master", ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(master_ui)]),
+        ("worker", ["org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}", "--host", "127.0.0.1", "--cores", "2",
+                    "--memory", "2g", "--webui-port", str(worker_ui), "--work-dir", str(work / "worker")]),
+    ):
+        with open(work / f"{name}.log", "wb") as log:
+            daemons.append(subprocess.Popen([spark_class, *args], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
+
+    def workers_alive():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{master_ui}/json/", timeout=5) as page:
+                return json.load(page).get("aliveworkers", 0) >= 1
+        except OSError:
+            return False
+
+    try:
+        deadline = time.monotonic() + 120
+        while not workers_alive():
+            if time.monotonic() > deadline or any(d.poll() is not None for d in daemons):
+                pytest.fail(f"the standalone cluster did not come up; see {work}/master.log and worker.log")
+            time.sleep(0.5)
+        yield f"spark://127.0.0.1:{port}"
+    finally:
+        for daemon in reversed(daemons):  # the worker first: it stops its executors
+            try:
+                os.killpg(daemon.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+                daemon.wait()

@@ -156,8 +156,8 @@ def test_interactive_answers_are_kept_exactly(tmp_path):
     """Cookiecutter does not render typed answers as Jinja: they reach kernel.json as typed."""
     marker = tmp_path / "marker"
     display, conf_value, env_value = nasty_values(marker)[2], nasty_values(marker)[4], nasty_values(marker)[3]
-    # then the defaults for spark_init, progress, log_level, start_timeout, class_data_sharing
-    answers = ["typed", display, VENV_DIR, "", "local[2]", "", "", "", "", "", json.dumps({"spark.test.typed": conf_value}), json.dumps({"TYPED": env_value})]
+    # the defaults for profile, then for executor_python, spark_init, progress, log_level, start_timeout, class_data_sharing
+    answers = ["typed", display, VENV_DIR, "", "", "local[2]", "", "", "", "", "", "", json.dumps({"spark.test.typed": conf_value}), json.dumps({"TYPED": env_value})]
     out = tmp_path / "kernels"
     done = subprocess.run([os.path.join(VENV_DIR, "bin", "cookiecutter"), ROOT, "-o", str(out)], input="\n".join(answers) + "\n",
                           capture_output=True, text=True, timeout=120)
@@ -173,10 +173,10 @@ def test_a_forked_template_brings_its_own_defaults(tmp_path, kernels_dir):
     fork = tmp_path / "fork"
     shutil.copytree(ROOT, fork, ignore=shutil.ignore_patterns(".venv", ".git", "tests", "__pycache__", "*.egg-info"))
     defaults = (fork / "defaults.conf").read_text()
-    (fork / "defaults.conf").write_text(defaults.replace('conf {\n', 'conf {\n    "spark.sql.shuffle.partitions" = "3"\n', 1))
+    (fork / "defaults.conf").write_text(defaults.replace('conf {\n', 'conf {\n    "spark.sql.session.timeZone" = "UTC"\n', 1))
     done = run_cli("create", "-t", str(fork), "-k", "team", "-d", str(kernels_dir))
     assert done.returncode == 0, done.stderr
-    assert spark_conf_of(read_spec(kernels_dir / "team"))["spark.sql.shuffle.partitions"] == "3"
+    assert spark_conf_of(read_spec(kernels_dir / "team"))["spark.sql.session.timeZone"] == "UTC"
 
 
 def test_hocon_substitution_takes_the_generating_users_environment(kernels_dir):

@@ -115,8 +115,9 @@ def test_template_variables_are_the_public_interface():
     with open(os.path.join(ROOT, "cookiecutter.json"), encoding="utf-8") as handle:
         context = json.load(handle)
     public = [key for key in context if not key.startswith("_")]
-    assert public[:7] == ["kernel_name", "display_name", "venv_dir", "spark_home", "spark_master", "spark_conf", "env"]
-    assert context["kernel_name"] == "pyspark-local" and context["spark_master"] == "local[*]"
+    issue_2_names = ["kernel_name", "display_name", "venv_dir", "spark_home", "spark_master", "spark_conf", "env"]
+    assert [name for name in public if name in issue_2_names] == issue_2_names
+    assert context["kernel_name"] == "pyspark-local" and context["profile"][0] == "local"
     assert set(context["__prompts__"]) == set(public)
 
 

@@ -359,6 +359,11 @@ class SparkRuntime:
         conf.set("spark.driver.defaultJavaOptions", " ".join(java_options))
         if not conf.contains("spark.local.dir"):
             conf.set("spark.local.dir", self.scratch)
+        if self.options.get("ship_environment"):
+            # The kernel's packed environment, unpacked as ./environment beside each executor
+            # (PYSPARK_PYTHON points there).
+            archive = os.path.join(os.path.dirname(os.path.abspath(__file__)), self.options["ship_environment"]) + "#environment"
+            conf.set("spark.archives", ",".join(filter(None, [conf.get("spark.archives"), archive])))
         with open(self.log, "ab") as log:
             self.gateway = launch_gateway(conf=conf, popen_kwargs={"stdout": log, "stderr": subprocess.STDOUT})
         with open(os.path.join(self.scratch, "jvm.pid"), "w", encoding="utf-8") as handle:
