@@ -5,7 +5,7 @@ import os
 from . import environment, kernelspec, layers, sparkhome
 from .errors import InputError
 from .pack import packer
-from .validate import check_answers, check_env, check_spark_conf
+from .validate import check_answers, check_env, check_spark_conf, master_kind
 
 DEFAULTS_PATH = os.path.join(kernelspec.TEMPLATE_ROOT, "defaults.conf")
 PROFILES_DIR = os.path.join(kernelspec.TEMPLATE_ROOT, "profiles")
@@ -41,6 +41,8 @@ def build_spec(answers, environ=None):
     python_env = environment.inspect(answers["venv_dir"])
     spark = sparkhome.resolve(answers["spark_home"], python_env, environ)
     config = layers.merge(config_layers(answers))
+    if master_kind(config["master"]) == "connect":
+        environment.check_connect_client(python_env)
     # The template's own layers are checked like answers: a team's defaults.conf can have typos too.
     config["conf"] = check_spark_conf(config["conf"])
     config["env"] = check_env(config["env"])

@@ -21,6 +21,16 @@ def version(dist):
     except importlib.metadata.PackageNotFoundError:
         return None
 
+# What `pyspark[connect]` adds: (distribution, module).
+CONNECT_CLIENT = [("pandas", "pandas"), ("pyarrow", "pyarrow"), ("grpcio", "grpc"), ("grpcio-status", "grpc_status"),
+                  ("googleapis-common-protos", "google.rpc"), ("zstandard", "zstandard")]
+
+def found(module):
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
 def package_dir(name):
     spec = importlib.util.find_spec(name)
     return list(spec.submodule_search_locations)[0] if spec and spec.submodule_search_locations else None
@@ -33,6 +43,7 @@ print(MARKER + json.dumps({
     "pyspark": version("pyspark") or version("pyspark-client"),
     "pyspark_dir": package_dir("pyspark"),
     "py4j": version("py4j"),
+    "connect_missing": [name for name, module in CONNECT_CLIENT if not found(module)],
 }))
 """
 PROBE_TIMEOUT = 60
@@ -47,6 +58,7 @@ class PythonEnv:
     pyspark: str | None
     pyspark_dir: str | None
     py4j: str | None
+    connect_missing: tuple = ()
 
 
 def find_python(venv_dir):
@@ -79,7 +91,16 @@ def probe(python):
     if not lines:
         raise InputError("venv_dir", f"{quote(python)} did not report its packages", "check the environment's Python runs scripts normally")
     facts = json.loads(lines[-1][len(MARKER):])
+    facts["connect_missing"] = tuple(facts["connect_missing"])
     return PythonEnv(python=python, **{k: v for k, v in facts.items() if k != "executable"})
+
+
+def check_connect_client(found):
+    """A Spark Connect kernel is a gRPC client: pyspark[connect]'s packages must be there."""
+    if found.connect_missing:
+        version = f"=={found.pyspark}" if found.pyspark else ""
+        raise InputError("venv_dir", f"{quote(found.prefix)} lacks the Spark Connect client's {', '.join(found.connect_missing)}", f"{found.python} -m pip install 'pyspark[connect]{version}'")
+    return found
 
 
 def inspect(venv_dir):

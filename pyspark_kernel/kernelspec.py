@@ -31,9 +31,13 @@ def make_argv(python, python_version):
 
 
 def spark_conf(kernel_name, config):
-    """The settings the runtime starts Spark with, master first; the user's settings win."""
+    """The settings the runtime starts Spark with, master first; the user's settings win. A Spark
+    Connect session only takes SQL settings: the server owns the rest."""
+    kind = master_kind(config["master"])
+    if kind == "connect":
+        return {"spark.master": config["master"], **{k: v for k, v in config["conf"].items() if k.startswith("spark.sql.")}}
     conf = {"spark.master": config["master"], "spark.app.name": kernel_name}
-    if master_kind(config["master"]) == "local":
+    if kind == "local":
         conf.update(LOCAL_DRIVER_CONF)
     conf.update(config["conf"])
     return conf
@@ -80,6 +84,9 @@ def build_spec(answers, python_env, spark, config):
         env["PYTHONPATH"] = os.pathsep.join(spark.pythonpath)
     env[CONF_VARIABLE] = json.dumps(spark_conf(answers["kernel_name"], config), ensure_ascii=False)
     env[OPTIONS_VARIABLE] = json.dumps(runtime_options(answers, ships_environment))
+    if master_kind(config["master"]) == "connect":
+        # pyspark's own switch to the Connect client (SPARK_REMOTE alone would start a local JVM).
+        env.update({"SPARK_CONNECT_MODE_ENABLED": "1", "SPARK_REMOTE": config["master"]})
     env.update(config["env"])
     spec = {
         "argv": make_argv(python_env.python, python_env.python_version),

@@ -29,9 +29,15 @@ _count = spark.range(1000).count()
 assert _count == 1000, "spark.range(1000).count() returned %r" % _count
 print("spark.range(1000).count() =", _count)
 """),
-    ("master", "sc.master is the configured master", """\
-assert sc.master == _expected["master"], "sc.master is %r, the kernel configures %r" % (sc.master, _expected["master"])
-print("sc.master =", sc.master)
+    ("master", "Spark runs on the configured master", """\
+if _expected["master"].startswith("sc://"):
+    from pyspark import SparkContext as _SparkContext
+    assert type(spark).__module__ == "pyspark.sql.connect.session", "spark is a %s, not a Spark Connect session" % type(spark)
+    assert _SparkContext._gateway is None, "a local JVM was started for a Spark Connect kernel"
+    print("Spark Connect session, no local JVM")
+else:
+    assert sc.master == _expected["master"], "sc.master is %r, the kernel configures %r" % (sc.master, _expected["master"])
+    print("sc.master =", sc.master)
 """),
     ("conf_round_trip", "every configured Spark setting reads back exactly", """\
 _appended = ("spark.archives", "spark.driver.defaultJavaOptions")  # the kernel's runtime adds to these
@@ -51,14 +57,17 @@ assert _sys.executable == _expected["python"], "the driver runs %s, the kernel i
 print("driver Python:", _sys.executable)
 """),
     ("executor_python", "executors run the driver's Python version", """\
+from pyspark.sql.functions import udf as _udf
+
+@_udf
 def _executor_python(_):
     import sys
-    return sys.executable, "%d.%d.%d" % sys.version_info[:3]
+    return "%s (%d.%d.%d)" % ((sys.executable,) + tuple(sys.version_info[:3]))
 
 _driver_version = "%d.%d.%d" % _sys.version_info[:3]
-_seen = sorted(set(sc.parallelize(range(4), 2).map(_executor_python).collect()))
-assert {version for _, version in _seen} == {_driver_version}, "executors ran %r, the driver runs Python %s" % (_seen, _driver_version)
-print("executor Python:", ", ".join("%s (%s)" % pair for pair in _seen))
+_seen = sorted({row[0] for row in spark.range(0, 4, 1, 2).select(_executor_python("id")).collect()})
+assert all(seen.endswith("(%s)" % _driver_version) for seen in _seen), "executors ran %r, the driver runs Python %s" % (_seen, _driver_version)
+print("executor Python:", ", ".join(_seen))
 """),
 ]
 
@@ -78,7 +87,10 @@ def find_kernel(name, kernels_dir=None):
 def expectations(spec):
     env = kernel_environment(spec.env, os.environ)
     conf = json.loads(env.get(CONF_VARIABLE, "{}"))
-    return {"master": conf.get("spark.master"), "conf": conf, "env": env, "python": spec.argv[0]}
+    master = conf.get("spark.master", "")
+    if master.startswith("sc://"):
+        conf = {k: v for k, v in conf.items() if k != "spark.master"}  # a Connect server has its own master
+    return {"master": master, "conf": conf, "env": env, "python": spec.argv[0]}
 
 
 def make_notebook(expected):

@@ -39,6 +39,7 @@ RESERVED_ENV = {
     "PYSPARK_KERNEL_SPARK_CONF": "set spark_conf instead",
     "PYSPARK_KERNEL_OPTIONS": "set spark_init, progress, log_level, start_timeout or class_data_sharing instead",
     "PYTHONPATH": "install packages into venv_dir instead",
+    "SPARK_REMOTE": "set spark_master to the sc:// URL instead",
 }
 
 
@@ -73,6 +74,8 @@ def check_master(master):
         raise InputError("spark_master", "is empty", "use local[*] to run Spark inside the kernel")
     if not any(pattern.fullmatch(master) for pattern in MASTERS.values()):
         raise InputError("spark_master", f"{quote(master)} is not a Spark master URL", f"use one of {MASTER_FORMS}")
+    if master.startswith("sc://") and re.search(r";token=", master, re.IGNORECASE):
+        raise InputError("spark_master", "has a token in it, which would be written into kernel.json", "leave it out and set SPARK_CONNECT_TOKEN for the Jupyter server: the kernel adds it when it starts")
     return master
 
 

@@ -220,3 +220,51 @@ def standalone_cluster(tmp_path_factory):
             except subprocess.TimeoutExpired:
                 os.killpg(daemon.pid, signal.SIGKILL)
                 daemon.wait()
+
+
+@pytest.fixture(scope="session")
+def connect_server(tmp_path_factory):
+    """A real Spark Connect server on 127.0.0.1 (sbin/start-connect-server.sh of pip's pyspark),
+    its logs and pid file in a temporary directory."""
+    import signal
+    import socket
+
+    import pyspark
+
+    home = os.path.dirname(pyspark.__file__)
+    work = tmp_path_factory.mktemp("connect")
+    port = free_port()
+    env = {**os.environ, "SPARK_HOME": home, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(work), "SPARK_PID_DIR": str(work),
+           "SPARK_NO_DAEMONIZE": "1", "PYSPARK_PYTHON": PYTHON}
+    with open(work / "server.log", "wb") as log:
+        server = subprocess.Popen(
+            [os.path.join(home, "sbin", "start-connect-server.sh"), "--master", "local[2]",
+             "--conf", "spark.connect.grpc.binding.address=127.0.0.1", "--conf", f"spark.connect.grpc.binding.port={port}",
+             "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1", "--conf", "spark.ui.enabled=false"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+
+    def listening():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    try:
+        deadline = time.monotonic() + 120
+        while not listening():
+            if time.monotonic() > deadline or server.poll() is not None:
+                pytest.fail(f"the Spark Connect server did not come up; see {work}/server.log")
+            time.sleep(0.5)
+        yield f"sc://127.0.0.1:{port}"
+    finally:
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()

@@ -102,3 +102,22 @@ def test_standalone_executors_run_the_shipped_environment(kernels_dir, tmp_path,
     finally:
         kernel.stop()
     assert_no_jvm_left("on-standalone")
+
+
+@pytest.mark.e2e
+def test_spark_connect_kernel_runs_the_smoke_notebook_without_a_local_jvm(kernels_dir, connect_server):
+    spec = create(kernels_dir, "on-connect-live", "--profile", "connect", "--spark_master", connect_server, "--spark.sql.shuffle.partitions=5")
+    env = kernel_env(spec)
+    assert (env["SPARK_CONNECT_MODE_ENABLED"], env["SPARK_REMOTE"]) == ("1", connect_server)
+    assert spark_conf_of(spec) == {"spark.master": connect_server, "spark.sql.repl.eagerEval.enabled": "true", "spark.sql.shuffle.partitions": "5"}
+    done = run_cli("smoke", "on-connect-live", "-d", str(kernels_dir), env={**os.environ, "SPARK_CONNECT_TOKEN": ""})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASS master: Spark Connect session, no local JVM" in done.stdout
+    assert done.stdout.splitlines()[0].startswith(f"Spark 4") and "Spark Connect" in done.stdout.splitlines()[0]
+    assert_no_jvm_left("on-connect-live")
+
+
+def test_a_token_in_the_connect_url_is_refused(kernels_dir):
+    done = run_cli("create", "-k", "leaky", "-d", str(kernels_dir), "--spark_master", "sc://h:15002/;token=s3cr3t")
+    assert done.returncode == 1 and done.stderr.startswith("ERROR: spark_master: has a token in it")
+    assert os.listdir(kernels_dir) == []

@@ -95,3 +95,12 @@ def test_archive_options_train_when_missing_and_map_when_present(tmp_path):
     archive = training[0].split("=", 1)[1].rsplit(".", 2)[0]
     open(archive, "w").close()
     assert runtime.cds_java_options(str(java), str(tmp_path), str(scratch), env) == [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"]
+
+
+@pytest.mark.parametrize("master, token, url", [
+    ("sc://h:15002", None, "sc://h:15002"),
+    ("sc://h:15002", "t0k", "sc://h:15002/;token=t0k"),
+    ("sc://h:15002/;use_ssl=true", "t0k", "sc://h:15002/;use_ssl=true;token=t0k"),
+])
+def test_the_connect_token_comes_from_the_environment(master, token, url):
+    assert runtime.with_token(master, token) == url

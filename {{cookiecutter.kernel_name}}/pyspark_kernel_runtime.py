@@ -44,7 +44,14 @@ PROGRESS_DELAY = 0.5  # a cell shows progress once it has run this long with Spa
 PROGRESS_INTERVAL = 0.5
 CANCEL_ATTEMPTS = 3
 WARMUP_GROUP = "pyspark-kernel-warmup"
-CDS_WRITTEN = "Written dynamic archive"
+CONNECT_TOKEN_VARIABLE = "SPARK_CONNECT_TOKEN"
+
+
+def with_token(master, token):
+    """A Spark Connect URL with the token from the environment added, if there is one."""
+    if not token:
+        return master
+    return master + ("" if "/" in master[len("sc://"):] else "/") + f";token={token}"
 
 
 class SparkStartError(RuntimeError):
@@ -339,7 +346,13 @@ class SparkRuntime:
         if self.connect:
             from pyspark.sql import SparkSession
 
-            return SparkSession.builder.remote(self.master).getOrCreate()
+            # The token lives in the Jupyter server's environment, never in kernel.json.
+            os.environ["SPARK_REMOTE"] = with_token(self.master, self.environ.get(CONNECT_TOKEN_VARIABLE))
+            builder = SparkSession.builder
+            for key, value in self.conf.items():
+                if key != "spark.master":
+                    builder = builder.config(key, value)
+            return builder.getOrCreate()
         spark_home = check_spark_home(self.environ)
         java = find_java(self.environ)
         try:
