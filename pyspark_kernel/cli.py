@@ -89,6 +89,10 @@ def make_parser():
     smoke = commands.add_parser("smoke", help="run the smoke notebook on an installed kernel")
     smoke.add_argument("kernel_name")
     smoke.add_argument("-d", "--kernels_dir_path", help="look only in this kernels directory")
+
+    doctor = commands.add_parser("doctor", help="check that an installed kernel can start on this machine")
+    doctor.add_argument("kernel_name")
+    doctor.add_argument("-d", "--kernels_dir_path", help="look only in this kernels directory")
     return parser
 
 
@@ -159,7 +163,11 @@ def main(argv=None):
         if args.command == "create":
             return create(args, spark_conf)
         if spark_conf:
-            raise InputError("spark_conf", "--spark.* flags only go with create", "drop them from smoke")
+            raise InputError("spark_conf", "--spark.* flags only go with create", f"drop them from {args.command}")
+        if args.command == "doctor":
+            from .doctor import doctor
+
+            return doctor(args.kernel_name, absolute(args.kernels_dir_path) or None)
         from .smoke import smoke
 
         return smoke(args.kernel_name, absolute(args.kernels_dir_path) or None)

@@ -267,6 +267,23 @@ def cds_java_options(java, spark_home, scratch, environ):
 
 # ---- the session ---------------------------------------------------------------------------------
 
+KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def launch_settings(conf, options, scratch, kernel_dir, java_options):
+    """The Spark settings the driver JVM is launched with: the kernel's own, plus its scratch
+    directory, extra JVM options and, when it ships its environment, the packed archive."""
+    settings = dict(conf)
+    java = " ".join([settings.get("spark.driver.defaultJavaOptions", ""), f"-Djava.io.tmpdir={scratch}", *java_options]).strip()
+    settings["spark.driver.defaultJavaOptions"] = java
+    settings.setdefault("spark.local.dir", scratch)
+    if options.get("ship_environment"):
+        # Unpacked as ./environment beside each executor, where PYSPARK_PYTHON points.
+        archive = os.path.join(kernel_dir, options["ship_environment"]) + "#environment"
+        settings["spark.archives"] = ",".join(filter(None, [settings.get("spark.archives"), archive]))
+    return settings
+
+
 class SparkRuntime:
     def __init__(self, namespace, shell, environ=None):
         self.environ = dict(os.environ if environ is None else environ)
@@ -361,22 +378,9 @@ class SparkRuntime:
             from pyspark.sql import SparkSession
         except ImportError as error:
             raise SparkStartError(f"pyspark cannot be imported by {sys.executable}: {error} (install pyspark into the kernel's environment, or regenerate the kernel)") from None
+        java_options = cds_java_options(java, spark_home, self.scratch, self.environ) if self.options["class_data_sharing"] else []
         conf = SparkConf(loadDefaults=False)
-        for key, value in self.conf.items():
-            conf.set(key, value)
-        java_options = [f"-Djava.io.tmpdir={self.scratch}"]
-        if self.options["class_data_sharing"]:
-            java_options += cds_java_options(java, spark_home, self.scratch, self.environ)
-        if conf.get("spark.driver.defaultJavaOptions"):
-            java_options.insert(0, conf.get("spark.driver.defaultJavaOptions"))
-        conf.set("spark.driver.defaultJavaOptions", " ".join(java_options))
-        if not conf.contains("spark.local.dir"):
-            conf.set("spark.local.dir", self.scratch)
-        if self.options.get("ship_environment"):
-            # The kernel's packed environment, unpacked as ./environment beside each executor
-            # (PYSPARK_PYTHON points there).
-            archive = os.path.join(os.path.dirname(os.path.abspath(__file__)), self.options["ship_environment"]) + "#environment"
-            conf.set("spark.archives", ",".join(filter(None, [conf.get("spark.archives"), archive])))
+        conf.setAll(launch_settings(self.conf, self.options, self.scratch, KERNEL_DIR, java_options).items())
         with open(self.log, "ab") as log:
             self.gateway = launch_gateway(conf=conf, popen_kwargs={"stdout": log, "stderr": subprocess.STDOUT})
         with open(os.path.join(self.scratch, "jvm.pid"), "w", encoding="utf-8") as handle:

@@ -1,0 +1,111 @@
+"""`pyspark-kernel doctor NAME`: will this kernel start here, and if not, what to fix.
+
+It runs the kernel's own start-up checks (its pyspark_kernel_runtime.py, loaded from the kernel's
+directory) with the environment the kernel would get, plus what they cannot see: the Java
+version Spark needs, the versions of pyspark on both sides, and the cluster's client configuration.
+"""
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+
+from .environment import probe
+from .errors import InputError
+from .kernelspec import CONF_VARIABLE, OPTIONS_VARIABLE, kernel_environment
+from .smoke import find_kernel
+from .validate import master_kind
+
+# The oldest Java each Spark major version runs on.
+JAVA_FOR_SPARK = {"4": 17, "3": 8}
+JAVA_VERSION = re.compile(r'version "(?:1\.)?(\d+)')
+
+
+def load_runtime(kernel_dir):
+    spec = importlib.util.spec_from_file_location("pyspark_kernel_runtime_checked", os.path.join(kernel_dir, "pyspark_kernel_runtime.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def java_major(java):
+    done = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+    found = JAVA_VERSION.search(done.stderr + done.stdout)
+    return int(found.group(1)) if found else None
+
+
+def checks(spec, kernel_dir, environ):
+    """Yield (check, problem or None, detail or fix)."""
+    env = {**environ, **kernel_environment(spec.env, environ)}
+    conf = json.loads(env.get(CONF_VARIABLE, "{}"))
+    options = json.loads(env.get(OPTIONS_VARIABLE, "{}"))
+    master = conf.get("spark.master", "local[*]")
+    kind = master_kind(master)
+    metadata = spec.metadata.get("pyspark_kernel", {})
+    runtime = load_runtime(kernel_dir)
+    python = spec.argv[0]
+    try:
+        found = probe(python)
+        yield "python", None, f"{python} (Python {found.python_version})"
+    except InputError as error:
+        yield "python", f"the kernel's Python {python} does not run: {error.problem}", "recreate the environment, or regenerate the kernel with create --force -e ENV"
+        return
+    if kind != "connect":
+        try:
+            runtime.check_spark_home(env)
+            yield "spark_home", None, env["SPARK_HOME"]
+        except runtime.SparkStartError as error:
+            yield "spark_home", str(error), "regenerate the kernel with pyspark-kernel create --force"
+        missing = [path for path in env.get("PYTHONPATH", "").split(os.pathsep) if path and not os.path.exists(path)]
+        yield "py4j", (f"missing from the kernel's PYTHONPATH: {', '.join(missing)}" if missing else None), "regenerate the kernel: Spark was upgraded or moved" if missing else f"py4j {metadata.get('py4j_version', '?')}"
+        try:
+            java = runtime.find_java(env)
+            needed = JAVA_FOR_SPARK.get(str(metadata.get("spark_version", "4")).split(".")[0], 17)
+            major = java_major(java)
+            if major is None or major < needed:
+                yield "java", f"{java} is Java {major or 'of unknown version'}, Spark {metadata.get('spark_version')} needs {needed}+", f"install a JDK {needed}+ or set JAVA_HOME in the kernel's env"
+            else:
+                yield "java", None, f"{java} (Java {major})"
+        except runtime.SparkStartError as error:
+            yield "java", str(error), "install a JDK 17+ or set JAVA_HOME in the kernel's env"
+    if found.pyspark and metadata.get("spark_version") and metadata.get("spark_layout") == "pip" and found.pyspark != metadata["spark_version"]:
+        yield "pyspark", f"the kernel's Python has pyspark {found.pyspark}, the kernel was made for Spark {metadata['spark_version']}", "regenerate the kernel with pyspark-kernel create --force"
+    else:
+        yield "pyspark", None, f"pyspark {found.pyspark or '(from SPARK_HOME)'}"
+    yield from cluster_checks(kind, master, env, runtime)
+    if options.get("ship_environment"):
+        archive = os.path.join(kernel_dir, options["ship_environment"])
+        yield "executor_environment", (None if os.path.isfile(archive) else f"{archive} is missing"), archive if os.path.isfile(archive) else "regenerate the kernel: it packs the environment again"
+
+
+def cluster_checks(kind, master, env, runtime):
+    if kind == "yarn":
+        conf_dirs = [env[name] for name in ("HADOOP_CONF_DIR", "YARN_CONF_DIR") if env.get(name)]
+        usable = [d for d in conf_dirs if os.path.isfile(os.path.join(d, "yarn-site.xml"))]
+        yield "yarn", (None if usable else "no HADOOP_CONF_DIR or YARN_CONF_DIR with a yarn-site.xml"), usable[0] if usable else "copy the cluster's client configuration here and set HADOOP_CONF_DIR (in the kernel's env, or when generating with the yarn profile)"
+    elif kind == "kubernetes":
+        config = env.get("KUBECONFIG") or os.path.join(os.path.expanduser("~"), ".kube", "config")
+        yield "kubernetes", (None if os.path.isfile(config) else f"no kubeconfig at {config}"), config if os.path.isfile(config) else "set KUBECONFIG (in the kernel's env) to the cluster's kubeconfig"
+    elif kind in ("standalone", "connect"):
+        try:
+            runtime.check_master_reachable(master)
+            yield "master", None, f"{master} answers"
+        except runtime.SparkStartError as error:
+            yield "master", str(error), "start the cluster, or regenerate the kernel with the right master"
+    else:
+        yield "master", None, master
+
+
+def doctor(name, kernels_dir=None, out=sys.stdout, environ=None):
+    manager, spec = find_kernel(name, kernels_dir)
+    problems = 0
+    for check, problem, detail in checks(spec, spec.resource_dir, dict(os.environ if environ is None else environ)):
+        if problem:
+            problems += 1
+            print(f"PROBLEM {check}: {problem} ({detail})", file=out)
+        else:
+            print(f"OK {check}: {detail}", file=out)
+    print(f"{name}: {problems} problem(s)", file=out)
+    return 1 if problems else 0
