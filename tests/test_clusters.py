@@ -121,3 +121,23 @@ def test_a_token_in_the_connect_url_is_refused(kernels_dir):
     done = run_cli("create", "-k", "leaky", "-d", str(kernels_dir), "--spark_master", "sc://h:15002/;token=s3cr3t")
     assert done.returncode == 1 and done.stderr.startswith("ERROR: spark_master: has a token in it")
     assert os.listdir(kernels_dir) == []
+
+
+@pytest.mark.e2e
+def test_four_kernels_on_one_host_start_together(kernels_dir):
+    """Four local[2] kernels started at once all pass their smoke notebooks, each with its own UI."""
+    import re
+    import subprocess
+
+    from .conftest import CLI
+
+    names = [f"many-{index}" for index in range(4)]
+    for name in names:
+        create(kernels_dir, name, "--spark_master", "local[2]")
+    runs = [subprocess.Popen([CLI, "smoke", name, "-d", str(kernels_dir)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for name in names]
+    reports = [run.communicate(timeout=600)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0, 0], reports
+    ui = [re.search(r"\| UI (http://127\.0\.0\.1:\d+)", report).group(1) for report in reports]
+    assert len(set(ui)) == 4, ui
+    for name in names:
+        assert_no_jvm_left(name)
