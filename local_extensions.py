@@ -44,7 +44,7 @@ def profile_master(profile):
             require_dependencies()
             from pyspark_kernel.build import profile_master as master_of
 
-            return master_of(profile)
+            return master_of(profile, os.path.join(TEMPLATE_ROOT, "profiles"))
         except InputError as error:
             print(error, file=sys.stderr)
             raise SystemExit(1) from None

@@ -11,20 +11,20 @@ DEFAULTS_PATH = os.path.join(kernelspec.TEMPLATE_ROOT, "defaults.conf")
 PROFILES_DIR = os.path.join(kernelspec.TEMPLATE_ROOT, "profiles")
 
 
-def profile_names():
-    return sorted(name[: -len(".conf")] for name in os.listdir(PROFILES_DIR) if name.endswith(".conf"))
+def profile_names(profiles_dir):
+    return sorted(name[: -len(".conf")] for name in os.listdir(profiles_dir) if name.endswith(".conf"))
 
 
-def profile_path(profile):
-    path = profile if profile.endswith(".conf") else os.path.join(PROFILES_DIR, f"{profile}.conf")
+def profile_path(profile, profiles_dir=PROFILES_DIR):
+    path = profile if profile.endswith(".conf") else os.path.join(profiles_dir, f"{profile}.conf")
     if not os.path.isfile(path):
-        raise InputError("profile", f"no profile {profile!r}", f"use one of {', '.join(profile_names())}, or the path of a .conf file")
+        raise InputError("profile", f"no profile {profile!r}", f"use one of {', '.join(profile_names(profiles_dir))}, or the path of a .conf file")
     return path
 
 
-def profile_master(profile):
+def profile_master(profile, profiles_dir=PROFILES_DIR):
     """The master a profile sets: the default of the spark_master prompt."""
-    return layers.merge([layers.read_layer(profile_path(profile))])["master"]
+    return layers.merge([layers.read_layer(profile_path(profile, profiles_dir))])["master"]
 
 
 def config_layers(answers):

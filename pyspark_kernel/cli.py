@@ -107,7 +107,7 @@ def template_default(template, key):
     return value if isinstance(value, str) and "{" not in value else None
 
 
-def given_answers(args, spark_conf):
+def given_answers(args, spark_conf, template):
     """The answers the user gave; the template's defaults fill the rest."""
     answers = {"spark_conf": spark_conf, "env": parse_env(args.env)}
     for key in ("display_name", "spark_master", "executor_python", "spark_init", "progress", "log_level", "start_timeout", "class_data_sharing"):
@@ -121,7 +121,8 @@ def given_answers(args, spark_conf):
         if args.spark_master is None:  # the profile's master, as the prompt's default would be
             from .build import profile_master
 
-            answers["spark_master"] = profile_master(check_given({"profile": answers["profile"]})["profile"])
+            profile = check_given({"profile": answers["profile"]})["profile"]
+            answers["spark_master"] = profile_master(profile, os.path.join(template, "profiles"))
     return answers
 
 
@@ -135,7 +136,7 @@ def create(args, spark_conf):
     if not os.path.isfile(os.path.join(template, "cookiecutter.json")):
         raise InputError("kernels_template_path", f"no cookiecutter.json in {template}", "pass -t with the template's directory")
     name = check_kernel_name(args.kernel_name or template_default(template, "kernel_name"))
-    answers = {"kernel_name": name, **check_given(given_answers(args, spark_conf))}
+    answers = {"kernel_name": name, **check_given(given_answers(args, spark_conf, template))}
     kernels_dir = absolute(args.kernels_dir_path or kernels_dir_default())
     target = os.path.join(kernels_dir, name)
     if not args.force:

@@ -4,6 +4,7 @@ import importlib.metadata
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -173,10 +174,33 @@ def free_port():
         return probe.getsockname()[1]
 
 
+SERVICE_START_TIMEOUT = 120
+
+
+def wait_for_service(ready, processes, failure):
+    deadline = time.monotonic() + SERVICE_START_TIMEOUT
+    while not ready():
+        if time.monotonic() > deadline or any(process.poll() is not None for process in processes):
+            pytest.fail(failure)
+        time.sleep(0.5)
+
+
+def stop_process_group(process):
+    """SIGTERM to the service's process group (its JVM and what it started), SIGKILL if it lingers."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 @pytest.fixture(scope="session")
 def standalone_cluster(tmp_path_factory):
     """A real Spark standalone master and one worker (2 cores) on 127.0.0.1, from pip's pyspark."""
-    import signal
     import urllib.request
 
     import pyspark
@@ -203,30 +227,17 @@ def standalone_cluster(tmp_path_factory):
             return False
 
     try:
-        deadline = time.monotonic() + 120
-        while not workers_alive():
-            if time.monotonic() > deadline or any(d.poll() is not None for d in daemons):
-                pytest.fail(f"the standalone cluster did not come up; see {work}/master.log and worker.log")
-            time.sleep(0.5)
+        wait_for_service(workers_alive, daemons, f"the standalone cluster did not come up; see {work}/master.log and worker.log")
         yield f"spark://127.0.0.1:{port}"
     finally:
         for daemon in reversed(daemons):  # the worker first: it stops its executors
-            try:
-                os.killpg(daemon.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                daemon.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(daemon.pid, signal.SIGKILL)
-                daemon.wait()
+            stop_process_group(daemon)
 
 
 @pytest.fixture(scope="session")
 def connect_server(tmp_path_factory):
     """A real Spark Connect server on 127.0.0.1 (sbin/start-connect-server.sh of pip's pyspark),
     its logs and pid file in a temporary directory."""
-    import signal
     import socket
 
     import pyspark
@@ -252,19 +263,7 @@ def connect_server(tmp_path_factory):
             return False
 
     try:
-        deadline = time.monotonic() + 120
-        while not listening():
-            if time.monotonic() > deadline or server.poll() is not None:
-                pytest.fail(f"the Spark Connect server did not come up; see {work}/server.log")
-            time.sleep(0.5)
+        wait_for_service(listening, [server], f"the Spark Connect server did not come up; see {work}/server.log")
         yield f"sc://127.0.0.1:{port}"
     finally:
-        try:
-            os.killpg(server.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_process_group(server)

@@ -234,3 +234,14 @@ def test_an_environment_that_prints_at_start_is_still_understood(tmp_path, kerne
     done = run_cli("create", "-k", "chatty", "-d", str(kernels_dir), "-e", str(venv))
     assert done.returncode == 0, done.stderr
     assert read_spec(kernels_dir / "chatty")["argv"][0] == str(venv / "bin" / "python")
+
+
+def test_a_forked_template_adds_its_own_cluster_profile(tmp_path, kernels_dir):
+    fork = tmp_path / "fork"
+    shutil.copytree(ROOT, fork, ignore=shutil.ignore_patterns(".venv", ".git", "tests", "__pycache__", "*.egg-info"))
+    (fork / "profiles" / "team-yarn.conf").write_text('include "yarn.conf"\nspark.conf { "spark.yarn.queue" = "team" }\nexecutor.python = "/opt/team/bin/python"\n')
+    done = run_cli("create", "-t", str(fork), "-k", "team-yarn", "-d", str(kernels_dir), "--profile", "team-yarn")
+    assert done.returncode == 0, done.stderr
+    spec = read_spec(kernels_dir / "team-yarn")
+    conf = spark_conf_of(spec)
+    assert (conf["spark.master"], conf["spark.yarn.queue"], kernel_env(spec)["PYSPARK_PYTHON"]) == ("yarn", "team", "/opt/team/bin/python")

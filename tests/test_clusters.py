@@ -141,3 +141,39 @@ def test_four_kernels_on_one_host_start_together(kernels_dir):
     assert len(set(ui)) == 4, ui
     for name in names:
         assert_no_jvm_left(name)
+
+
+def test_a_connect_kernel_needs_the_connect_client_in_its_environment(kernels_dir, tmp_path):
+    venv = venv_with_project_packages(tmp_path, ("pandas", "pyarrow"))
+    done = run_cli("create", "-k", "thin", "-d", str(kernels_dir), "-e", str(venv), "--profile", "connect")
+    assert done.returncode == 1
+    assert done.stderr.strip() == (f'ERROR: venv_dir: "{venv}" lacks the Spark Connect client\'s pandas, pyarrow '
+                                   f"({venv / 'bin' / 'python'} -m pip install 'pyspark[connect]==4.3.0')")
+    assert os.listdir(kernels_dir) == []
+
+
+def test_an_environment_is_packed_once_per_version(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from pyspark_kernel.pack import cache_dir, pack_environment
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    venv = tmp_path / "small"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    first, second, third = (tmp_path / name for name in ("k1", "k2", "k3"))
+    for kernel in (first, second, third):
+        kernel.mkdir()
+    pack_environment(str(venv), str(first))
+    cached = {name: os.stat(os.path.join(cache_dir(), name)).st_mtime_ns for name in os.listdir(cache_dir())}
+    pack_environment(str(venv), str(second))  # unchanged: the cached archive, not a new packing
+    assert {name: os.stat(os.path.join(cache_dir(), name)).st_mtime_ns for name in os.listdir(cache_dir())} == cached
+    assert (first / "environment.tar.gz").read_bytes() == (second / "environment.tar.gz").read_bytes()
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / "new_module.py").write_text("X = 1\n")
+    pack_environment(str(venv), str(third))  # changed: packed again
+    assert len(os.listdir(cache_dir())) == 2
+    import tarfile
+
+    with tarfile.open(third / "environment.tar.gz") as archive:
+        assert any(name.endswith("site-packages/new_module.py") for name in archive.getnames())
