@@ -91,7 +91,7 @@ def test_archive_options_train_when_missing_and_map_when_present(tmp_path):
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
     training = runtime.cds_java_options(str(java), str(tmp_path), str(scratch), env)
     assert training[0].startswith("-XX:ArchiveClassesAtExit=") and training[0].endswith(".partial")
-    assert (scratch / "cds-training.json").exists()
+    assert (scratch / "cds-training.sh").exists()
     archive = training[0].split("=", 1)[1].rsplit(".", 2)[0]
     open(archive, "w").close()
     assert runtime.cds_java_options(str(java), str(tmp_path), str(scratch), env) == [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"]

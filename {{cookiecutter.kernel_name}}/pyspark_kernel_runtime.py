@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import shlex
 import signal
 import socket
 import subprocess
@@ -156,63 +157,40 @@ def explain(error, log):
 
 # ---- scratch directory and watchdog -------------------------------------------------------------
 
+# A POSIX shell script, so the process that outlives the kernel costs about a megabyte, not a
+# second Python. Arguments: the kernel's pid, its scratch directory.
 WATCHDOG = r"""
-import json, os, select, shutil, signal, sys, time
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-kernel, scratch = int(sys.argv[1]), sys.argv[2]
-
-def gone(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
-
-def wait_exit(pid, limit):
-    try:
-        fd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        fd = None
-    deadline = time.monotonic() + limit
-    while not gone(pid) and time.monotonic() < deadline:
-        if fd is not None:
-            select.select([fd], [], [], min(1.0, max(0.0, deadline - time.monotonic())))
-        else:
-            time.sleep(0.2)
-    if fd is not None:
-        os.close(fd)
-    return gone(pid)
-
-wait_exit(kernel, float("inf"))
-jvm = None
-try:
-    with open(os.path.join(scratch, "jvm.pid")) as handle:
-        jvm = int(handle.read())
-except (OSError, ValueError):
-    pass
-training = os.path.join(scratch, "cds-training.json")
-limit = 180 if os.path.exists(training) else 20  # writing the archive takes a while at exit
-if jvm and not wait_exit(jvm, limit):
-    try:
-        os.kill(jvm, signal.SIGKILL)
-    except OSError:
-        pass
-    wait_exit(jvm, 10)
-try:
-    with open(training) as handle:
-        plan = json.load(handle)
-except (OSError, ValueError):
-    plan = None
-if plan:
-    try:
-        with open(plan["log"], errors="replace") as handle:
-            if "Written dynamic archive" in handle.read() and not os.path.exists(plan["archive"]):
-                os.replace(plan["partial"], plan["archive"])
-    except OSError:
-        pass
-    if os.path.exists(plan["partial"]):
-        os.remove(plan["partial"])  # not finished: a half-written archive is never used
-shutil.rmtree(scratch, ignore_errors=True)
+trap '' INT
+kernel=$1
+scratch=$2
+gone() {  # the process has exited (or is a zombie nobody reaped yet)
+    state=$(sed 's/.*) \(.\).*/\1/' "/proc/$1/stat" 2>/dev/null) || return 0
+    [ -z "$state" ] || [ "$state" = Z ] || [ "$state" = X ]
+}
+wait_exit() {  # pid, checks at most (0: no limit), seconds between checks; false if still running
+    waited=0
+    while ! gone "$1"; do
+        if [ "$2" -gt 0 ] && [ "$waited" -ge "$2" ]; then return 1; fi
+        sleep "$3"
+        waited=$((waited + 1))
+    done
+}
+wait_exit "$kernel" 0 1
+jvm=$(cat "$scratch/jvm.pid" 2>/dev/null)
+limit=100  # writing the class-data-sharing archive at exit takes a while
+[ -f "$scratch/cds-training.sh" ] && limit=900
+if [ -n "$jvm" ] && ! wait_exit "$jvm" "$limit" 0.2; then
+    kill -9 "$jvm" 2>/dev/null
+    wait_exit "$jvm" 50 0.2
+fi
+if [ -f "$scratch/cds-training.sh" ]; then
+    . "$scratch/cds-training.sh"  # archive=, partial=, log=
+    if grep -q "Written dynamic archive" "$log" 2>/dev/null && [ ! -e "$archive" ]; then
+        mv -f "$partial" "$archive"
+    fi
+    rm -f "$partial"  # not finished: a half-written archive is never used
+fi
+rm -rf "$scratch"
 """
 
 
@@ -222,7 +200,7 @@ def make_scratch():
 
 def start_watchdog(scratch):
     subprocess.Popen(
-        [sys.executable, "-S", "-c", WATCHDOG, str(os.getpid()), scratch],
+        ["/bin/sh", "-c", WATCHDOG, "pyspark-kernel-watchdog", str(os.getpid()), scratch],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, close_fds=True,
     )
@@ -260,8 +238,8 @@ def cds_java_options(java, spark_home, scratch, environ):
         return [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"]
     partial = f"{archive}.{os.getpid()}.partial"
     log = os.path.join(scratch, "cds-training.log")
-    with open(os.path.join(scratch, "cds-training.json"), "w", encoding="utf-8") as handle:
-        json.dump({"archive": archive, "partial": partial, "log": log}, handle)
+    with open(os.path.join(scratch, "cds-training.sh"), "w", encoding="utf-8") as handle:
+        handle.write("".join(f"{name}={shlex.quote(value)}\n" for name, value in (("archive", archive), ("partial", partial), ("log", log))))
     return [f"-XX:ArchiveClassesAtExit={partial}", f"-Xlog:cds+dynamic=info:file={log}"]
 
 
