@@ -19,7 +19,13 @@ from .kernelspec import TEMPLATE_ROOT
 from .validate import INIT_MODES, LOG_LEVELS, check_given, check_kernel_name
 
 
-def kernels_dir_default():
+def kernels_dir(args):
+    """Where create installs, as `python -m ipykernel install` would: --user (default), --sys-prefix,
+    --prefix or an explicit kernels directory."""
+    if args.kernels_dir_path:
+        return absolute(args.kernels_dir_path)
+    if args.sys_prefix or args.prefix:
+        return os.path.join(absolute(args.prefix) if args.prefix else sys.prefix, "share", "jupyter", "kernels")
     from jupyter_core.paths import jupyter_data_dir
 
     return os.path.join(jupyter_data_dir(), "kernels")
@@ -69,13 +75,18 @@ def make_parser():
         epilog="Any Spark setting: --spark.KEY VALUE or --spark.KEY=VALUE (repeatable).",
     )
     create.add_argument("-t", "--kernels_template_path", default=TEMPLATE_ROOT, help="the template (default: this checkout)")
-    create.add_argument("-d", "--kernels_dir_path", help="Jupyter kernels directory (default: the user's, $JUPYTER_DATA_DIR/kernels)")
+    where = create.add_mutually_exclusive_group()
+    where.add_argument("-d", "--kernels_dir_path", help="Jupyter kernels directory (default: the user's, $JUPYTER_DATA_DIR/kernels)")
+    where.add_argument("--user", action="store_true", help="install for this user (the default)")
+    where.add_argument("--sys-prefix", dest="sys_prefix", action="store_true", help="install into this Python environment's share/jupyter/kernels")
+    where.add_argument("--prefix", help="install into PREFIX/share/jupyter/kernels")
     create.add_argument("-k", "--kernel_name", help="kernel name (default: the template's, pyspark-local)")
     create.add_argument("-e", "--venv_dir_path", help="Python environment for driver and executors (default: this one)")
     create.add_argument("--display_name", help="name shown in Jupyter (default: PySpark (KERNEL_NAME))")
     create.add_argument("--spark_home", help="SPARK_HOME (default: the environment's pyspark, else $SPARK_HOME)")
     create.add_argument("--spark_master", help="Spark master URL (default: the template's, local[*])")
     create.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="environment variable for the kernel (repeatable)")
+    create.add_argument("--env-from", dest="env_from", action="append", metavar="NAME", help="a variable the kernel takes from the Jupyter server's environment when it starts, for secrets (repeatable)")
     create.add_argument("--profile", help="cluster profile: a name from the template's profiles/ (local, standalone, yarn, kubernetes, connect) or a .conf file")
     create.add_argument("--from-spark-defaults", dest="spark_defaults", metavar="FILE", help="import a spark-defaults.conf as a configuration layer")
     create.add_argument("--executor_python", help="executors' Python for cluster masters: pack (ship this environment) or a path")
@@ -89,6 +100,13 @@ def make_parser():
     smoke = commands.add_parser("smoke", help="run the smoke notebook on an installed kernel")
     smoke.add_argument("kernel_name")
     smoke.add_argument("-d", "--kernels_dir_path", help="look only in this kernels directory")
+
+    listing = commands.add_parser("list", help="the kernels pyspark-kernel made, wherever Jupyter finds kernels")
+    listing.add_argument("-d", "--kernels_dir_path", help="look only in this kernels directory")
+
+    remove = commands.add_parser("remove", help="remove a kernel pyspark-kernel made")
+    remove.add_argument("kernel_name")
+    remove.add_argument("-d", "--kernels_dir_path", help="look only in this kernels directory")
 
     doctor = commands.add_parser("doctor", help="check that an installed kernel can start on this machine")
     doctor.add_argument("kernel_name")
@@ -109,7 +127,7 @@ def template_default(template, key):
 
 def given_answers(args, spark_conf, template):
     """The answers the user gave; the template's defaults fill the rest."""
-    answers = {"spark_conf": spark_conf, "env": parse_env(args.env)}
+    answers = {"spark_conf": spark_conf, "env": parse_env(args.env), "env_from": args.env_from or []}
     for key in ("display_name", "spark_master", "executor_python", "spark_init", "progress", "log_level", "start_timeout", "class_data_sharing"):
         if getattr(args, key) is not None:
             answers[key] = getattr(args, key)
@@ -130,27 +148,27 @@ def create(args, spark_conf):
     from cookiecutter.exceptions import CookiecutterException, FailedHookException
     from cookiecutter.main import cookiecutter
 
-    from .install import move_into_place, refuse_existing, staging_dir
+    from .install import make_shareable, move_into_place, refuse_existing, staging_dir
 
     template = absolute(args.kernels_template_path)
     if not os.path.isfile(os.path.join(template, "cookiecutter.json")):
         raise InputError("kernels_template_path", f"no cookiecutter.json in {template}", "pass -t with the template's directory")
     name = check_kernel_name(args.kernel_name or template_default(template, "kernel_name"))
     answers = {"kernel_name": name, **check_given(given_answers(args, spark_conf, template))}
-    kernels_dir = absolute(args.kernels_dir_path or kernels_dir_default())
-    target = os.path.join(kernels_dir, name)
+    target = os.path.join(kernels_dir(args), name)
     if not args.force:
         refuse_existing(target)  # before building; checked again when moving into place
     # The hooks print the one-line ERROR; cookiecutter's own report of the failed hook is noise.
     logging.getLogger("cookiecutter").addHandler(logging.NullHandler())
     logging.getLogger("cookiecutter").propagate = False
-    with staging_dir(kernels_dir) as staging:
+    with staging_dir(os.path.dirname(target)) as staging:
         try:
             built = cookiecutter(template, no_input=True, output_dir=staging, extra_context={"kernel_name": name, "_answers": answers})
         except FailedHookException:
             raise SystemExit(1) from None  # the hook has said what is wrong
         except CookiecutterException as error:
             raise InputError("kernels_template_path", f"cookiecutter failed: {' '.join(str(error).split())}", "fix the template, or pass -t with a working one") from None
+        make_shareable(built)
         move_into_place(built, target, args.force)
     print(f"Installed kernel {name} in {target}")
     return 0
@@ -165,6 +183,14 @@ def main(argv=None):
             return create(args, spark_conf)
         if spark_conf:
             raise InputError("spark_conf", "--spark.* flags only go with create", f"drop them from {args.command}")
+        if args.command == "list":
+            from .manage import list_kernels
+
+            return list_kernels(absolute(args.kernels_dir_path) or None)
+        if args.command == "remove":
+            from .manage import remove_kernel
+
+            return remove_kernel(args.kernel_name, absolute(args.kernels_dir_path) or None)
         if args.command == "doctor":
             from .doctor import doctor
 

@@ -44,7 +44,7 @@ def answers_from(context, launch_dir):
             continue  # a profile name, not a path
         if isinstance(answers.get(key), str) and answers[key]:
             answers[key] = os.path.join(launch_dir, os.path.expanduser(answers[key]))
-    for key in ("spark_conf", "env"):
+    for key in ("spark_conf", "env", "env_from"):
         if isinstance(answers.get(key), str):  # --no-input key='{"...": "..."}' gives the JSON text
             try:
                 answers[key] = json.loads(answers[key])

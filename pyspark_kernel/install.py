@@ -31,6 +31,17 @@ def exchange(a, b):
     raise OSError(errno, os.strerror(errno), b)
 
 
+def make_shareable(path):
+    """Directories 0755, files 0644, whatever the caller's umask: every user of a shared Jupyter
+    can read the kernel, only its owner can change it."""
+    os.chmod(path, 0o755)
+    for root, dirs, files in os.walk(path):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)
+
+
 def first_missing(path):
     """The outermost directory of ``path`` that does not exist yet (None when it exists)."""
     missing = None
@@ -47,7 +58,7 @@ def staging_dir(kernels_dir):
         os.makedirs(kernels_dir, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=kernels_dir)
     except OSError as error:
-        raise InputError("kernels_dir", f"cannot write to {kernels_dir}: {error.strerror or error}", "choose a writable directory with -d, or install for your user only") from None
+        raise InputError("kernels_dir", f"cannot write to {kernels_dir}: {error.strerror or error}", "install for your user with --user, or choose a writable directory with -d") from None
     installed = False
     try:
         yield staging

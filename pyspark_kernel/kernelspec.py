@@ -93,7 +93,8 @@ def build_spec(answers, python_env, spark, config):
         "display_name": answers["display_name"],
         "language": "python",
         "interrupt_mode": "signal",
-        "env": {name: escape_env_value(value) for name, value in env.items()},
+        # $NAME references are jupyter_client's: kept only for env_from, escaped everywhere else.
+        "env": {**{name: escape_env_value(value) for name, value in env.items()}, **{name: f"${{{name}}}" for name in answers["env_from"]}},
         "metadata": {
             "debugger": True,
             "pyspark_kernel": {

@@ -31,6 +31,15 @@ MEMORY_KEY = re.compile(r"spark\..*\.(?:memory|memoryOverhead|maxResultSize)|spa
 BYTE_SIZE = re.compile(r"[0-9]+(?:b|k|kb|m|mb|g|gb|t|tb|p|pb)?", re.IGNORECASE)
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Names of settings and variables whose values must not be written into kernel.json (readable by
+# everyone who can list the kernels directory).
+SECRET_WORDS = ("password", "passwd", "secret", "token", "credential", "apikey", "api.key", "api_key", "private.key", "private_key")
+# Spark's own syntax for a value from the environment; the kernel resolves it when it starts.
+ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def looks_secret(name):
+    return any(word in name.lower() for word in SECRET_WORDS)
 # Set by the generator from other answers; a second source would silently win or lose.
 RESERVED_ENV = {
     "SPARK_HOME": "set spark_home instead",
@@ -109,6 +118,9 @@ def check_spark_conf(conf):
             raise InputError("spark_conf", f"{key} is empty", "give it a value, or leave the key out")
         if "\x00" in value:
             raise InputError("spark_conf", f"{key} contains a NUL character", "remove it")
+        if looks_secret(key) and not ENV_REFERENCE.fullmatch(value):
+            raise InputError("spark_conf", f"{key} looks like a secret, and its value would be written into kernel.json",
+                             "give it as ${env:NAME} and set NAME for the Jupyter server: the kernel reads it when it starts")
         if MEMORY_KEY.fullmatch(key) and not BYTE_SIZE.fullmatch(value):
             raise InputError("spark_conf", f"{key} = {quote(value)} is not a size", "use a whole number with a unit, like 512m or 4g")
         checked[key] = value
@@ -129,8 +141,23 @@ def check_env(env):
             raise InputError("env", f"{name} has a value of type {type(value).__name__}", "give a string")
         if "\x00" in value:
             raise InputError("env", f"{name} contains a NUL character", "remove it")
+        if looks_secret(name):
+            raise InputError("env", f"{name} looks like a secret, and its value would be written into kernel.json",
+                             f"pass it with --env-from {name}: the kernel takes it from the Jupyter server's environment when it starts")
         checked[name] = value
     return checked
+
+
+def check_env_from(names):
+    """Variables the kernel takes from the Jupyter server's environment when it starts."""
+    if not isinstance(names, (list, tuple)):
+        raise InputError("env_from", f"must be a list of variable names, not {quote(names)}", 'give a JSON list such as ["MY_TOKEN"]')
+    for name in names:
+        if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
+            raise InputError("env_from", f"{quote(name)} is not an environment variable name", "use letters, digits and _, not starting with a digit")
+        if name in RESERVED_ENV:
+            raise InputError("env_from", f"{name} is set by the generator", RESERVED_ENV[name])
+    return list(names)
 
 
 # Jupyter replaces {connection_file}, {resource_dir}, {prefix}... in a kernel's argv, where the
@@ -209,6 +236,7 @@ CHECKS = {
     "spark_defaults": (lambda value: check_path_text("spark_defaults", value), ""),
     "spark_conf": (check_spark_conf, {}),
     "env": (check_env, {}),
+    "env_from": (check_env_from, []),
     "spark_init": (lambda value: check_choice("spark_init", value, INIT_MODES), "background"),
     "progress": (lambda value: check_flag("progress", value), True),
     "log_level": (lambda value: check_choice("log_level", value, LOG_LEVELS), "WARN"),

@@ -11,6 +11,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from pyspark_kernel.cli import split_spark_flags
 from pyspark_kernel.errors import InputError
 from pyspark_kernel.install import STAGING_PREFIX
+from pyspark_kernel.kernelspec import kernel_environment
 
 from .conftest import KERNEL_FILES, PYTHON, ROOT, VENV_DIR, kernel_env, read_spec, run_cli, spark_conf_of, tree_snapshot, venv_with_project_packages
 
@@ -245,3 +246,35 @@ def test_a_forked_template_adds_its_own_cluster_profile(tmp_path, kernels_dir):
     spec = read_spec(kernels_dir / "team-yarn")
     conf = spark_conf_of(spec)
     assert (conf["spark.master"], conf["spark.yarn.queue"], kernel_env(spec)["PYSPARK_PYTHON"]) == ("yarn", "team", "/opt/team/bin/python")
+
+
+SECRET_VALUE = "s3cr3t-Value-that-must-not-leak"
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--spark.hadoop.fs.s3a.secret.key", SECRET_VALUE], "spark_conf"),
+    (["--spark.ssl.keyStorePassword", SECRET_VALUE], "spark_conf"),
+    (["--spark.authenticate.secret", SECRET_VALUE], "spark_conf"),
+    (["--env", f"MY_TOKEN={SECRET_VALUE}"], "env"),
+    (["--env", f"DB_PASSWORD={SECRET_VALUE}"], "env"),
+    (["--env", f"GOOGLE_APPLICATION_CREDENTIALS_JSON={SECRET_VALUE}"], "env"),
+], ids=lambda v: v[0] if isinstance(v, list) else v)
+def test_secrets_in_plain_text_are_refused_with_the_fix(kernels_dir, args, field):
+    done = run_cli("create", "-k", "leaky", "-d", str(kernels_dir), *args)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"ERROR: {field}: ") and "looks like a secret" in done.stderr
+    assert ("${env:NAME}" in done.stderr) if field == "spark_conf" else ("--env-from" in done.stderr)
+    assert os.listdir(kernels_dir) == []
+
+
+def test_secrets_by_reference_never_reach_a_generated_file(kernels_dir, tmp_path):
+    env = {**os.environ, "MY_TOKEN": SECRET_VALUE, "S3_SECRET": SECRET_VALUE}
+    done = run_cli("create", "-k", "safe", "-d", str(kernels_dir), "--env-from", "MY_TOKEN",
+                   "--spark.hadoop.fs.s3a.secret.key", "${env:S3_SECRET}", env=env)
+    assert done.returncode == 0, done.stderr
+    for relative, content in tree_snapshot(kernels_dir).items():
+        assert SECRET_VALUE.encode() not in content, relative
+    spec = read_spec(kernels_dir / "safe")
+    assert spec["env"]["MY_TOKEN"] == "${MY_TOKEN}"  # jupyter_client fills it in when the kernel starts
+    assert kernel_environment(spec["env"], env)["MY_TOKEN"] == SECRET_VALUE
+    assert spark_conf_of(spec)["spark.hadoop.fs.s3a.secret.key"] == "${env:S3_SECRET}"

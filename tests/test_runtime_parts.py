@@ -124,3 +124,10 @@ def test_the_users_java_options_and_local_dir_are_kept():
     settings = runtime.launch_settings(conf, {}, "/tmp/scratch", "/k", [])
     assert settings["spark.driver.defaultJavaOptions"] == "-Dteam=a -Djava.io.tmpdir=/tmp/scratch"
     assert settings["spark.local.dir"] == "/data/spark" and "spark.archives" not in settings
+
+
+def test_secret_settings_are_resolved_from_the_kernels_environment():
+    settings = {"spark.master": "yarn", "spark.hadoop.fs.s3a.secret.key": "${env:S3_SECRET}"}
+    assert runtime.resolve_secrets(settings, {"S3_SECRET": "x"}) == {"spark.hadoop.fs.s3a.secret.key": "x"}
+    with pytest.raises(runtime.SparkStartError, match=r"comes from \$S3_SECRET, which is not set"):
+        runtime.resolve_secrets(settings, {})

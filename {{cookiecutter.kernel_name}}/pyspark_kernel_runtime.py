@@ -25,6 +25,7 @@ import contextvars
 import hashlib
 import json
 import os
+import re
 import shutil
 import shlex
 import signal
@@ -53,6 +54,21 @@ def with_token(master, token):
     if not token:
         return master
     return master + ("" if "/" in master[len("sc://"):] else "/") + f";token={token}"
+
+
+ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def resolve_secrets(settings, environ):
+    """Settings written as ${env:NAME}, with NAME's value from the environment the kernel started in."""
+    secrets = {}
+    for key, value in settings.items():
+        found = ENV_REFERENCE.fullmatch(value)
+        if found:
+            if found.group(1) not in environ:
+                raise SparkStartError(f"{key} comes from ${found.group(1)}, which is not set (set it in the Jupyter server's environment and restart the kernel)")
+            secrets[key] = environ[found.group(1)]
+    return secrets
 
 
 class SparkStartError(RuntimeError):
@@ -357,10 +373,14 @@ class SparkRuntime:
         except ImportError as error:
             raise SparkStartError(f"pyspark cannot be imported by {sys.executable}: {error} (install pyspark into the kernel's environment, or regenerate the kernel)") from None
         java_options = cds_java_options(java, spark_home, self.scratch, self.environ) if self.options["class_data_sharing"] else []
+        settings = launch_settings(self.conf, self.options, self.scratch, KERNEL_DIR, java_options)
+        secrets = resolve_secrets(settings, self.environ)
         conf = SparkConf(loadDefaults=False)
-        conf.setAll(launch_settings(self.conf, self.options, self.scratch, KERNEL_DIR, java_options).items())
+        conf.setAll((key, value) for key, value in settings.items() if key not in secrets)
         with open(self.log, "ab") as log:
             self.gateway = launch_gateway(conf=conf, popen_kwargs={"stdout": log, "stderr": subprocess.STDOUT})
+        # Secrets reach the JVM through Py4J, not its command line, which every user can list.
+        conf.setAll(secrets.items())
         with open(os.path.join(self.scratch, "jvm.pid"), "w", encoding="utf-8") as handle:
             handle.write(str(self.gateway.proc.pid))
         if self.timed_out:

@@ -1,0 +1,52 @@
+"""`pyspark-kernel list` and `remove`: our kernels, found where Jupyter finds kernels."""
+
+import os
+import sys
+
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+from .errors import InputError
+
+
+def manager(kernels_dir=None):
+    return KernelSpecManager(kernel_dirs=[kernels_dir]) if kernels_dir else KernelSpecManager()
+
+
+def our_kernels(kernels_dir=None):
+    """{name: (resource_dir, spec dict)} of the kernels pyspark-kernel generated."""
+    found = manager(kernels_dir).get_all_specs()
+    return {name: (entry["resource_dir"], entry["spec"]) for name, entry in sorted(found.items())
+            if "pyspark_kernel" in (entry["spec"].get("metadata") or {})}
+
+
+def describe(name, resource_dir, spec):
+    made = spec["metadata"]["pyspark_kernel"]
+    python_ok = os.path.exists(spec["argv"][0])
+    spark_ok = made["spark_home"] == "" or os.path.isfile(os.path.join(made["spark_home"], "bin", "spark-submit"))
+    state = "ok" if python_ok and spark_ok else ", ".join(
+        what for what, ok in (("Python missing", python_ok), ("SPARK_HOME missing", spark_ok)) if not ok)
+    return [name, spec["display_name"], made["master"], made["spark_version"], made["python_version"], state, resource_dir]
+
+
+def list_kernels(kernels_dir=None, out=sys.stdout):
+    rows = [describe(name, *entry) for name, entry in our_kernels(kernels_dir).items()]
+    header = ["NAME", "DISPLAY NAME", "MASTER", "SPARK", "PYTHON", "STATE", "DIRECTORY"]
+    widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
+    for row in [header] + rows:
+        print("  ".join(str(value).ljust(width) for value, width in zip(row, widths)).rstrip(), file=out)
+    return 0
+
+
+def remove_kernel(name, kernels_dir=None, out=sys.stdout):
+    try:
+        spec = manager(kernels_dir).get_kernel_spec(name)
+    except NoSuchKernel:
+        raise InputError("kernel", f"no kernel named {name!r}", "see pyspark-kernel list") from None
+    if "pyspark_kernel" not in (spec.metadata or {}):
+        raise InputError("kernel", f"{name} was not made by pyspark-kernel", f"remove it with jupyter kernelspec remove {name}")
+    try:
+        manager(kernels_dir).remove_kernel_spec(name)
+    except PermissionError as error:
+        raise InputError("kernel", f"cannot remove {spec.resource_dir}: {error.strerror}", "run as the kernel's owner, or ask who installed it") from None
+    print(f"Removed kernel {name} from {spec.resource_dir}", file=out)
+    return 0
