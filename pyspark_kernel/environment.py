@@ -31,6 +31,16 @@ def found(module):
     except (ImportError, ValueError):
         return False
 
+def supported_encryption():
+    # What `ipykernel install` declares: a client may then encrypt the kernel's channels.
+    if not version("ipykernel"):
+        return []
+    try:
+        from ipykernel.kernelspec import get_kernel_dict
+        return list(get_kernel_dict().get("metadata", {}).get("supported_encryption") or [])
+    except Exception:
+        return []
+
 def package_dir(name):
     spec = importlib.util.find_spec(name)
     return list(spec.submodule_search_locations)[0] if spec and spec.submodule_search_locations else None
@@ -44,6 +54,7 @@ print(MARKER + json.dumps({
     "pyspark_dir": package_dir("pyspark"),
     "py4j": version("py4j"),
     "connect_missing": [name for name, module in CONNECT_CLIENT if not found(module)],
+    "supported_encryption": supported_encryption(),
 }))
 """
 PROBE_TIMEOUT = 60
@@ -59,6 +70,7 @@ class PythonEnv:
     pyspark_dir: str | None
     py4j: str | None
     connect_missing: tuple = ()
+    supported_encryption: tuple = ()
 
 
 def find_python(venv_dir):
@@ -92,6 +104,7 @@ def probe(python):
         raise InputError("venv_dir", f"{quote(python)} did not report its packages", "check the environment's Python runs scripts normally")
     facts = json.loads(lines[-1][len(MARKER):])
     facts["connect_missing"] = tuple(facts["connect_missing"])
+    facts["supported_encryption"] = tuple(facts["supported_encryption"])
     return PythonEnv(python=python, **{k: v for k, v in facts.items() if k != "executable"})
 
 

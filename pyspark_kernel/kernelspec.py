@@ -110,6 +110,8 @@ def build_spec(answers, python_env, spark, config):
             },
         },
     }
+    if python_env.supported_encryption:
+        spec["metadata"]["supported_encryption"] = list(python_env.supported_encryption)
     return spec
 
 

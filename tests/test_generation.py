@@ -90,6 +90,7 @@ def test_supported_answers_bake_a_valid_kernel(bake, context, expected):
         assert spec["env"][key] == value
     assert spec["env"]["SPARK_HOME"] == expected.get("spark_home", PIP_SPARK_HOME)
     assert spec["env"]["PYSPARK_PYTHON"] == PYTHON
+    assert spec["metadata"]["supported_encryption"] == ["curve"]  # as the installed ipykernel declares
     options = json.loads(spec["env"]["PYSPARK_KERNEL_OPTIONS"])
     assert options == expected.get("options", {"init": "background", "progress": True, "log_level": "WARN", "start_timeout": 30, "class_data_sharing": True})
 

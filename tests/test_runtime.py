@@ -260,3 +260,28 @@ def test_class_data_sharing_can_be_turned_off(start):
     assert kernel.run("spark.range(10).count()").result == "10"
     args = [arg for jvm in spark_jvms("rt-nocds") for arg in jvm.cmdline()]
     assert args and not [arg for arg in args if "SharedArchiveFile" in arg or "ArchiveClassesAtExit" in arg]
+
+
+def test_a_client_that_requires_encryption_runs_spark_over_curvezmq(kernels_dir, tmp_path):
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+
+    make_kernel(kernels_dir, "rt-curve")
+    tmp_dir = tmp_path / "tmp"
+    tmp_dir.mkdir()
+    manager = KernelManager(kernel_name="rt-curve", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels_dir)]), transport_encryption="required")
+    manager.start_kernel(env=kernel_environment(tmp_dir))
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        messages = []
+        reply = client.execute_interactive("spark.range(100).count()", timeout=120, output_hook=lambda m: messages.append(m))
+        assert reply["content"]["status"] == "ok"
+        assert [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "execute_result"] == ["100"]
+        with open(manager.connection_file, encoding="utf-8") as handle:
+            assert [key for key in json.load(handle) if "curve" in key], "the kernel got no CurveZMQ keys"
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel()
+    assert_left_nothing("rt-curve", tmp_dir)
