@@ -153,7 +153,7 @@ def create(args, spark_conf):
     template = absolute(args.kernels_template_path)
     if not os.path.isfile(os.path.join(template, "cookiecutter.json")):
         raise InputError("kernels_template_path", f"no cookiecutter.json in {template}", "pass -t with the template's directory")
-    name = check_kernel_name(args.kernel_name or template_default(template, "kernel_name"))
+    name = check_kernel_name(args.kernel_name if args.kernel_name is not None else template_default(template, "kernel_name"))
     answers = {"kernel_name": name, **check_given(given_answers(args, spark_conf, template))}
     target = os.path.join(kernels_dir(args), name)
     if not args.force:
