@@ -100,6 +100,9 @@ def make_parser():
     smoke = commands.add_parser("smoke", help="run the smoke notebook on an installed kernel")
     smoke.add_argument("kernel_name")
     smoke.add_argument("-d", "--kernels_dir_path", help="look only in this kernels directory")
+    smoke.add_argument("--junit", metavar="REPORT.xml", help="write a JUnit report, one test case per check")
+    smoke.add_argument("--save-notebook", dest="save_notebook", metavar="OUT.ipynb", help="write the executed notebook")
+    smoke.add_argument("--notebook", metavar="CHECKS.ipynb", help="a notebook of your own checks, run after the built-in ones")
 
     listing = commands.add_parser("list", help="the kernels pyspark-kernel made, wherever Jupyter finds kernels")
     listing.add_argument("-d", "--kernels_dir_path", help="look only in this kernels directory")
@@ -197,7 +200,8 @@ def main(argv=None):
             return doctor(args.kernel_name, absolute(args.kernels_dir_path) or None)
         from .smoke import smoke
 
-        return smoke(args.kernel_name, absolute(args.kernels_dir_path) or None)
+        return smoke(args.kernel_name, absolute(args.kernels_dir_path) or None, junit=args.junit,
+                     save_notebook=args.save_notebook, notebook=args.notebook)
     except InputError as error:
         print(error, file=sys.stderr)
         return 1

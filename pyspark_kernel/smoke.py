@@ -8,6 +8,7 @@ import json
 import os
 import re
 import sys
+import time
 
 import nbformat
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
@@ -93,11 +94,28 @@ def expectations(spec):
     return {"master": master, "conf": conf, "env": env, "python": spec.argv[0]}
 
 
-def make_notebook(expected):
-    cells = [nbformat.v4.new_code_cell(SETUP.format(expected=json.dumps(expected)), metadata={"tags": ["setup"]})]
-    for name, _, code in CHECKS:
-        cells.append(nbformat.v4.new_code_cell(code, metadata={"tags": [f"check:{name}"]}))
-    return nbformat.v4.new_notebook(cells=cells)
+def check_cell(source, name, description):
+    return nbformat.v4.new_code_cell(source, metadata={"tags": [f"check:{name}"], "pyspark_kernel": {"check": name, "description": description}})
+
+
+def user_checks(path):
+    """The code cells of a team's own notebook, each one more check (named by a check:NAME tag)."""
+    try:
+        notebook = nbformat.read(path, as_version=4)
+    except (OSError, ValueError) as error:
+        raise InputError("notebook", f"cannot read {path}: {error}", "give the path of a .ipynb notebook") from None
+    cells = []
+    for number, cell in enumerate((c for c in notebook.cells if c.cell_type == "code"), 1):
+        tags = [tag[len("check:"):] for tag in cell.metadata.get("tags", []) if tag.startswith("check:")]
+        first_line = next((line for line in cell.source.splitlines() if line.strip()), "(empty cell)")
+        cells.append(check_cell(cell.source, tags[0] if tags else f"notebook-{number}", first_line))
+    return cells
+
+
+def make_notebook(expected, extra_cells=()):
+    cells = [check_cell(SETUP.format(expected=json.dumps(expected)), "setup", "the kernel starts and the notebook's first cell runs")]
+    cells += [check_cell(code, name, description) for name, description, code in CHECKS]
+    return nbformat.v4.new_notebook(cells=cells + list(extra_cells))
 
 
 def cell_error(cell):
@@ -128,30 +146,50 @@ def banner(notebook):
 
 
 def results(notebook):
-    """[(name, description, error or None, output)] for each check, the setup cell first."""
-    found = [("setup", "the kernel starts and the notebook's first cell runs", cell_error(notebook.cells[0]), cell_text(notebook.cells[0]))]
-    for (name, description, _), cell in zip(CHECKS, notebook.cells[1:]):
-        found.append((name, description, cell_error(cell), cell_text(cell)))
-    return found
+    """[(name, description, error or None, output)], one per check cell, in order."""
+    return [(cell.metadata["pyspark_kernel"]["check"], cell.metadata["pyspark_kernel"]["description"], cell_error(cell), cell_text(cell))
+            for cell in notebook.cells if "pyspark_kernel" in cell.metadata]
 
 
-def smoke(name, kernels_dir=None, out=sys.stdout):
-    """Run the smoke notebook on kernel ``name``; print one line a check; 0 when all pass."""
+def write_junit(path, name, found, seconds):
+    """A JUnit report: one test case per check, its output and failure readable in any CI."""
+    from xml.etree import ElementTree
+
+    failures = sum(1 for _, _, error, _ in found if error)
+    suite = ElementTree.Element("testsuite", name=f"pyspark-kernel smoke {name}", tests=str(len(found)), failures=str(failures), errors="0", time=f"{seconds:.2f}")
+    for check, description, error, output in found:
+        case = ElementTree.SubElement(suite, "testcase", classname=f"smoke.{name}", name=check)
+        if error:
+            ElementTree.SubElement(case, "failure", message=error).text = f"{description}\n{error}"
+        ElementTree.SubElement(case, "system-out").text = output
+    tree = ElementTree.ElementTree(suite)
+    ElementTree.indent(tree)
+    tree.write(path, encoding="utf-8", xml_declaration=True)
+
+
+def smoke(name, kernels_dir=None, out=sys.stdout, junit=None, save_notebook=None, notebook=None):
+    """Run the smoke notebook on kernel ``name``; print one line a check; 0 when all pass.
+    ``notebook`` adds a team's own checks; ``junit`` and ``save_notebook`` write the results."""
     manager, spec = find_kernel(name, kernels_dir)
-    notebook = make_notebook(expectations(spec))
+    executed = make_notebook(expectations(spec), user_checks(notebook) if notebook else ())
+    started = time.monotonic()
     try:
-        run_notebook(notebook, manager, name)
+        run_notebook(executed, manager, name)
+        found = results(executed)
     except Exception as error:  # the kernel died or never answered: that is the finding
-        print(f"FAIL kernel: {name} did not run the notebook: {type(error).__name__}: {error}", file=out)
-        return 1
+        found = [("kernel", f"{name} runs the notebook", f"{type(error).__name__}: {error}", "")]
+    if save_notebook:
+        nbformat.write(executed, save_notebook)
+    if junit:
+        write_junit(junit, name, found, time.monotonic() - started)
+    if banner(executed):
+        print(banner(executed), file=out)
     failed = []
-    if banner(notebook):
-        print(banner(notebook), file=out)
-    for check, description, error, output in results(notebook):
+    for check, description, error, output in found:
         if error:
             failed.append(check)
             print(f"FAIL {check}: {description}: {error}", file=out)
         else:
             print(f"PASS {check}: {output.splitlines()[-1] if output else description}", file=out)
-    print(f"{name}: {len(CHECKS) + 1 - len(failed)} passed, {len(failed)} failed" + (f" ({', '.join(failed)})" if failed else ""), file=out)
+    print(f"{name}: {len(found) - len(failed)} passed, {len(failed)} failed" + (f" ({', '.join(failed)})" if failed else ""), file=out)
     return 1 if failed else 0

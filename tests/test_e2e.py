@@ -69,3 +69,29 @@ def test_smoke_names_the_failing_check_when_spark_cannot_start(kernels_dir):
             "which has no bin/java (install a JDK 17+ there, or set JAVA_HOME in the kernel's env to a JDK)") in done.stdout
     assert done.stdout.splitlines()[-1].startswith("e2e-nojava: 3 passed, 4 failed (spark_count, master, conf_round_trip, ")
     assert_no_jvm_left("e2e-nojava")
+
+
+def test_smoke_for_ci_writes_junit_and_the_executed_notebook_with_a_teams_checks(kernels_dir, tmp_path):
+    import nbformat
+    from junitparser import Failure, JUnitXml
+
+    assert run_cli("create", "-k", "e2e-ci", "-d", str(kernels_dir)).returncode == 0
+    checks = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("Team checks"),
+        nbformat.v4.new_code_cell("assert spark.range(5).count() == 5", metadata={"tags": ["check:five-rows"]}),
+        nbformat.v4.new_code_cell("assert spark.conf.get('spark.sql.shuffle.partitions') == '999', 'wrong partitions'"),
+    ])
+    nbformat.write(checks, tmp_path / "team.ipynb")
+    report, executed = tmp_path / "report.xml", tmp_path / "out.ipynb"
+    done = run_cli("smoke", "e2e-ci", "-d", str(kernels_dir), "--junit", str(report), "--save-notebook", str(executed), "--notebook", str(tmp_path / "team.ipynb"))
+    assert done.returncode == 1
+    assert "PASS five-rows: assert spark.range(5).count() == 5" in done.stdout
+    assert "FAIL notebook-2: assert spark.conf.get('spark.sql.shuffle.partitions') == '999', 'wrong partitions': AssertionError: wrong partitions" in done.stdout
+    suite = next(iter(JUnitXml.fromfile(str(report))))
+    cases = {case.name: case for case in suite}
+    assert list(cases) == [*SMOKE_CHECKS, "five-rows", "notebook-2"]
+    assert [name for name, case in cases.items() if any(isinstance(r, Failure) for r in case.result)] == ["notebook-2"]
+    assert (suite.tests, suite.failures) == (len(SMOKE_CHECKS) + 2, 1)
+    saved = nbformat.read(executed, as_version=4)
+    assert any(output.get("ename") == "AssertionError" for cell in saved.cells for output in cell.get("outputs", []))
+    assert_no_jvm_left("e2e-ci")
