@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 KERNEL ?= pyspark-local
 PYTEST_ARGS ?=
 
-.PHONY: venv kernel test smoke bench clean
+.PHONY: venv kernel test smoke bench ci-smoke clean
 
 venv: $(VENV)/.installed
 
@@ -27,6 +27,18 @@ test: venv
 
 smoke: venv
 	$(BIN)/pyspark-kernel smoke $(KERNEL)
+
+# What a team's CI runs (README, "CI for your kernels"): bake each kernel, smoke it, keep the reports.
+CI_DIR ?= build/ci
+CI_KERNELS ?= pyspark-ci
+CI_PROFILE ?= local
+ci-smoke: venv
+	rm -rf $(CI_DIR) && mkdir -p $(CI_DIR)/reports
+	set -e; for kernel in $(CI_KERNELS); do \
+	  $(BIN)/pyspark-kernel create -k $$kernel -d $(CI_DIR)/kernels --profile $(CI_PROFILE); \
+	  $(BIN)/pyspark-kernel smoke $$kernel -d $(CI_DIR)/kernels --junit $(CI_DIR)/reports/$$kernel.xml \
+	    --save-notebook $(CI_DIR)/reports/$$kernel.ipynb $(if $(CI_NOTEBOOK),--notebook $(CI_NOTEBOOK)); \
+	done
 
 # Kernel start-up against the baselines of issue 3 (about 10 minutes); prints a table.
 bench: venv

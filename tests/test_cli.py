@@ -278,3 +278,32 @@ def test_secrets_by_reference_never_reach_a_generated_file(kernels_dir, tmp_path
     assert spec["env"]["MY_TOKEN"] == "${MY_TOKEN}"  # jupyter_client fills it in when the kernel starts
     assert kernel_environment(spec["env"], env)["MY_TOKEN"] == SECRET_VALUE
     assert spark_conf_of(spec)["spark.hadoop.fs.s3a.secret.key"] == "${env:S3_SECRET}"
+
+
+def test_a_teams_config_file_sets_its_cluster_defaults(tmp_path):
+    """cookiecutter --config-file with default_context: the team's defaults, no prompts."""
+    config = tmp_path / "team.yaml"
+    config.write_text("default_context:\n  kernel_name: team-etl\n  spark_master: local[3]\n  spark_init: lazy\n")
+    out = tmp_path / "kernels"
+    done = subprocess.run([os.path.join(VENV_DIR, "bin", "cookiecutter"), ROOT, "--no-input", "--config-file", str(config), "-o", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    spec = read_spec(out / "team-etl")
+    assert spark_conf_of(spec)["spark.master"] == "local[3]"
+    assert json.loads(kernel_env(spec)["PYSPARK_KERNEL_OPTIONS"])["init"] == "lazy"
+
+
+def test_replay_regenerates_the_last_kernel(tmp_path):
+    """cookiecutter --replay: the same answers again, for a kernel lost or to rebuild after an upgrade."""
+    config = tmp_path / "config.yaml"
+    config.write_text(f"replay_dir: {tmp_path / 'replay'}\ncookiecutters_dir: {tmp_path / 'cc'}\n")
+    out = tmp_path / "kernels"
+    cookiecutter = os.path.join(VENV_DIR, "bin", "cookiecutter")
+    first = subprocess.run([cookiecutter, ROOT, "--no-input", "--config-file", str(config), "-o", str(out), "kernel_name=again", "spark_master=local[2]"],
+                           capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    original = (out / "again" / "kernel.json").read_text()
+    shutil.rmtree(out / "again")
+    replay = subprocess.run([cookiecutter, ROOT, "--replay", "--config-file", str(config), "-o", str(out)], capture_output=True, text=True, timeout=120)
+    assert replay.returncode == 0, replay.stderr
+    assert (out / "again" / "kernel.json").read_text() == original
