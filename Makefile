@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 KERNEL ?= pyspark-local
 PYTEST_ARGS ?=
 
-.PHONY: venv kernel test smoke bench ci-smoke clean
+.PHONY: venv browser kernel test smoke bench ci-smoke clean
 
 venv: $(VENV)/.installed
 
@@ -20,8 +20,14 @@ kernel: venv
 	$(BIN)/pyspark-kernel create -k $(KERNEL) -e $(VENV) --force
 	$(BIN)/pyspark-kernel smoke $(KERNEL)
 
+# The JupyterLab test drives Debian's Chromium; as root (CI), install it when it is missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	  else echo "Chromium is missing: sudo apt-get install chromium (the JupyterLab test needs it)"; fi; }
+
 # Fast tests first, then the end-to-end ones (real kernels, real Spark), each with its own report.
-test: venv
+test: venv browser
 	$(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
 

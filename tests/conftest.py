@@ -267,3 +267,36 @@ def connect_server(tmp_path_factory):
         yield f"sc://127.0.0.1:{port}"
     finally:
         stop_process_group(server)
+
+
+@pytest.fixture
+def jupyter_server(tmp_path):
+    """A real `jupyter server` on 127.0.0.1 with a token, whose JUPYTER_PATH holds a baked kernel
+    named "served"; yields (base URL, token, its Jupyter data directory)."""
+    import secrets
+    import urllib.request
+
+    data = tmp_path / "jupyter"
+    assert run_cli("create", "-k", "served", "-d", str(data / "kernels"), "--display_name", "PySpark served").returncode == 0
+    token, port = secrets.token_hex(16), free_port()
+    root_flag = ["--allow-root"] if os.geteuid() == 0 else []
+    env = {**os.environ, "JUPYTER_PATH": str(data), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    with open(tmp_path / "server.log", "wb") as log:
+        server = subprocess.Popen(
+            [os.path.join(VENV_DIR, "bin", "jupyter"), "server", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}", *root_flag],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def answers():
+        try:
+            with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5) as status:
+                return status.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for_service(answers, [server], f"the Jupyter server did not start; see {tmp_path}/server.log")
+        yield base, token, data
+    finally:
+        stop_process_group(server)

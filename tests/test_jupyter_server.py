@@ -2,9 +2,6 @@
 kernel started through the API, a Spark cell over the kernel's websocket, shutdown through the API."""
 
 import json
-import os
-import secrets
-import subprocess
 import time
 import urllib.request
 import uuid
@@ -12,36 +9,9 @@ import uuid
 import pytest
 import websocket
 
-from .conftest import VENV_DIR, assert_no_jvm_left, free_port, run_cli, stop_process_group, wait_for_service
+from .conftest import assert_no_jvm_left
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def jupyter_server(tmp_path):
-    data = tmp_path / "jupyter"
-    assert run_cli("create", "-k", "served", "-d", str(data / "kernels"), "--display_name", "PySpark served").returncode == 0
-    token, port = secrets.token_hex(16), free_port()
-    root_flag = ["--allow-root"] if os.geteuid() == 0 else []
-    env = {**os.environ, "JUPYTER_PATH": str(data), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
-    with open(tmp_path / "server.log", "wb") as log:
-        server = subprocess.Popen(
-            [os.path.join(VENV_DIR, "bin", "jupyter"), "server", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}", *root_flag],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-
-    def answers():
-        try:
-            return request(base, token, "GET", "/api/status")[0] == 200
-        except OSError:
-            return False
-
-    try:
-        wait_for_service(answers, [server], f"the Jupyter server did not start; see {tmp_path}/server.log")
-        yield base, token, data
-    finally:
-        stop_process_group(server)
 
 
 def request(base, token, method, path, body=None):
