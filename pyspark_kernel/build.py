@@ -39,10 +39,12 @@ def build_spec(answers, environ=None):
     """The kernel.json dict for ``answers``; raises InputError naming the first problem."""
     answers = check_answers(answers)
     python_env = environment.inspect(answers["venv_dir"])
-    spark = sparkhome.resolve(answers["spark_home"], python_env, environ)
     config = layers.merge(config_layers(answers))
     if master_kind(config["master"]) == "connect":
         environment.check_connect_client(python_env)
+        spark = sparkhome.client_only(python_env) if not answers["spark_home"] else sparkhome.resolve(answers["spark_home"], python_env, environ)
+    else:
+        spark = sparkhome.resolve(answers["spark_home"], python_env, environ)
     # The template's own layers are checked like answers: a team's defaults.conf can have typos too.
     config["conf"] = check_spark_conf(config["conf"])
     config["env"] = check_env(config["env"])

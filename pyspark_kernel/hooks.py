@@ -6,6 +6,7 @@ deletes them once the new kernel is complete, or puts them back if it fails: no 
 kernel survives beside the new one, and a failure leaves the old kernel as it was.
 """
 
+import importlib.util
 import json
 import os
 import shutil
@@ -22,14 +23,12 @@ PUBLIC_ANSWERS = (
 
 def require_dependencies():
     for module in ("pyhocon", "jsonschema"):
-        try:
-            __import__(module)
-        except ImportError:
+        if importlib.util.find_spec(module) is None:  # found, not imported: importing costs time
             raise InputError(
                 "cookiecutter",
                 f"{module} is not installed for {sys.executable}",
                 f"{sys.executable} -m pip install pyhocon jsonschema, or for a pipx install: pipx inject cookiecutter pyhocon jsonschema",
-            ) from None
+            )
 
 
 def answers_from(context, launch_dir):

@@ -32,9 +32,10 @@ print("spark.range(1000).count() =", _count)
 """),
     ("master", "Spark runs on the configured master", """\
 if _expected["master"].startswith("sc://"):
-    from pyspark import SparkContext as _SparkContext
+    import pyspark as _pyspark
     assert type(spark).__module__ == "pyspark.sql.connect.session", "spark is a %s, not a Spark Connect session" % type(spark)
-    assert _SparkContext._gateway is None, "a local JVM was started for a Spark Connect kernel"
+    # pyspark-client has no SparkContext at all, so no way to start a JVM.
+    assert getattr(getattr(_pyspark, "SparkContext", None), "_gateway", None) is None, "a local JVM was started for a Spark Connect kernel"
     print("Spark Connect session, no local JVM")
 else:
     assert sc.master == _expected["master"], "sc.master is %r, the kernel configures %r" % (sc.master, _expected["master"])

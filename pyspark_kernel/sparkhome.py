@@ -72,6 +72,14 @@ def describe(home, python_env):
     raise InputError("spark_home", f"{quote(home)} is neither a Spark distribution nor a pip-installed pyspark", "point spark_home at the directory holding bin/spark-submit and python/ (or jars/)")
 
 
+def client_only(python_env):
+    """A Spark Connect kernel needs no Spark installation: pyspark-client (pyspark without jars) is
+    enough, and the server runs the JVM."""
+    if python_env.pyspark_dir and os.path.isfile(os.path.join(python_env.pyspark_dir, "__init__.py")):
+        return SparkInstall(home=python_env.pyspark_dir, layout="client", spark_version=read_spark_version(python_env.pyspark_dir), py4j_version="none")
+    raise InputError("venv_dir", f"{quote(python_env.prefix)} has no pyspark", f"{python_env.python} -m pip install 'pyspark[connect]' (or pyspark-client)")
+
+
 def resolve(spark_home, python_env, environ=None):
     """SPARK_HOME for the kernel: the answer, else the pyspark installed in venv_dir, else $SPARK_HOME."""
     environ = os.environ if environ is None else environ

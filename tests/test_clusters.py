@@ -177,3 +177,20 @@ def test_an_environment_is_packed_once_per_version(tmp_path, monkeypatch):
 
     with tarfile.open(third / "environment.tar.gz") as archive:
         assert any(name.endswith("site-packages/new_module.py") for name in archive.getnames())
+
+
+@pytest.mark.e2e
+def test_a_client_only_pyspark_is_enough_for_spark_connect(kernels_dir, tmp_path, connect_server):
+    """pyspark-client's layout: pyspark without pyspark.core, jars or bin/, and no py4j."""
+    import shutil
+
+    import pyspark
+
+    venv = venv_with_project_packages(tmp_path, ("pyspark", "py4j"), copy=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    shutil.copytree(os.path.dirname(pyspark.__file__), site / "pyspark", ignore=shutil.ignore_patterns("jars", "bin", "sbin", "__pycache__"))
+    shutil.rmtree(site / "pyspark" / "core")  # what pyspark-client leaves out: pyspark sees it runs remote-only
+    spec = create(kernels_dir, "thin-client", "-e", str(venv), "--profile", "connect", "--spark_master", connect_server)
+    assert spec["metadata"]["pyspark_kernel"]["spark_layout"] == "client"
+    done = run_cli("smoke", "thin-client", "-d", str(kernels_dir))
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -217,6 +217,8 @@ def make_scratch():
 def start_watchdog(scratch):
     subprocess.Popen(
         ["/bin/sh", "-c", WATCHDOG, "pyspark-kernel-watchdog", str(os.getpid()), scratch],
+        # The system's tools first, whatever the kernel's PATH holds (or lacks).
+        env={**os.environ, "PATH": os.pathsep.join([os.defpath, os.environ.get("PATH", "")])},
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, close_fds=True,
     )
