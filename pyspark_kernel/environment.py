@@ -31,6 +31,12 @@ def found(module):
     except (ImportError, ValueError):
         return False
 
+def requires_python(dist):
+    try:
+        return importlib.metadata.metadata(dist).get("Requires-Python")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
 def supported_encryption():
     # What `ipykernel install` declares: a client may then encrypt the kernel's channels.
     if not version("ipykernel"):
@@ -52,6 +58,7 @@ print(MARKER + json.dumps({
     "ipykernel": version("ipykernel"),
     "pyspark": version("pyspark") or version("pyspark-client"),
     "pyspark_dir": package_dir("pyspark"),
+    "pyspark_requires_python": requires_python("pyspark"),
     "py4j": version("py4j"),
     "connect_missing": [name for name, module in CONNECT_CLIENT if not found(module)],
     "supported_encryption": supported_encryption(),
@@ -69,6 +76,7 @@ class PythonEnv:
     pyspark: str | None
     pyspark_dir: str | None
     py4j: str | None
+    pyspark_requires_python: str | None = None
     connect_missing: tuple = ()
     supported_encryption: tuple = ()
 

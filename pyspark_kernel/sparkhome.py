@@ -36,6 +36,31 @@ def read_spark_version(pyspark_dir):
     return found.group(1)
 
 
+PYTHON_REQUIRES = re.compile(r"""python_requires\s*=\s*["']([^"']+)["']""")
+
+
+def check_python_supported(requirement, python_env, spark_version):
+    """The kernel's Python must be one this pyspark supports: the executors would fail on it."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    try:
+        supported = SpecifierSet(requirement) if requirement else None
+    except InvalidSpecifier:
+        supported = None
+    if supported is not None and python_env.python_version not in supported:
+        raise InputError("venv_dir", f"Python {python_env.python_version} is not one Spark {spark_version} supports ({requirement})",
+                         "use an environment with a supported Python, or a Spark version that supports this one")
+
+
+def distribution_requires_python(home):
+    try:
+        with open(os.path.join(home, "python", "setup.py"), encoding="utf-8") as handle:
+            found = PYTHON_REQUIRES.search(handle.read())
+    except OSError:
+        return None
+    return found.group(1) if found else None
+
+
 def find_py4j_zip(home):
     lib = os.path.join(home, "python", "lib")
     zips = sorted(os.path.basename(p) for p in glob.glob(os.path.join(glob.escape(lib), "py4j-*-src.zip")))
@@ -55,10 +80,12 @@ def describe(home, python_env):
         raise InputError("spark_home", f"{quote(home)} has no bin/spark-submit", "point spark_home at a Spark distribution or a pip-installed pyspark directory")
     if os.path.isfile(os.path.join(home, "python", "pyspark", "__init__.py")):
         py4j_zip, py4j_version = find_py4j_zip(home)
+        spark_version = read_spark_version(os.path.join(home, "python", "pyspark"))
+        check_python_supported(distribution_requires_python(home), python_env, spark_version)
         return SparkInstall(
             home=home,
             layout="distribution",
-            spark_version=read_spark_version(os.path.join(home, "python", "pyspark")),
+            spark_version=spark_version,
             py4j_version=py4j_version,
             pythonpath=(os.path.join(home, "python"), py4j_zip),
         )
@@ -68,6 +95,7 @@ def describe(home, python_env):
             raise InputError("spark_home", f"{quote(home)} is a pip-installed pyspark that venv_dir's Python does not import", "leave spark_home empty to use venv_dir's own pyspark")
         if not python_env.py4j:
             raise InputError("venv_dir", f"{quote(python_env.prefix)} has pyspark but no py4j", f"{python_env.python} -m pip install --force-reinstall pyspark")
+        check_python_supported(python_env.pyspark_requires_python, python_env, read_spark_version(home))
         return SparkInstall(home=home, layout="pip", spark_version=read_spark_version(home), py4j_version=python_env.py4j)
     raise InputError("spark_home", f"{quote(home)} is neither a Spark distribution nor a pip-installed pyspark", "point spark_home at the directory holding bin/spark-submit and python/ (or jars/)")
 

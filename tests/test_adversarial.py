@@ -20,7 +20,7 @@ V = ["-k", "victim", "--force"]  # would replace the existing kernel if the inpu
 
 
 def cases(paths):
-    bare_venv, a_file, two_py4j, no_py4j = paths
+    bare_venv, a_file, two_py4j, no_py4j, future_python = paths
     return [
         # kernel_name
         ("kernel_name", ["-k", "a/b"]), ("kernel_name", ["-k", ".."]), ("kernel_name", ["-k", "."]),
@@ -38,6 +38,7 @@ def cases(paths):
         ("spark_home", [*V, "--spark_home", "/nonexistent/spark"]), ("spark_home", [*V, "--spark_home", ROOT]),
         ("spark_home", [*V, "--spark_home", two_py4j]), ("spark_home", [*V, "--spark_home", no_py4j]),
         ("spark_home", [*V, "--spark_home", "/opt/{prefix}/spark"]),
+        ("venv_dir", [*V, "--spark_home", future_python]),  # this Python is not one that Spark supports
         # spark_master
         ("spark_master", [*V, "--spark_master", "locl[*]"]), ("spark_master", [*V, "--spark_master", "local[0]"]),
         ("spark_master", [*V, "--spark_master", "spark://"]), ("spark_master", [*V, "--spark_master", "spark://host"]),
@@ -75,10 +76,11 @@ def world(tmp_path_factory):
     a_file.write_text("not a directory")
     two = make_distribution(root / "two-py4j", zips=("py4j-0.10.9.7-src.zip", "py4j-0.10.9.9-src.zip"))
     none = make_distribution(root / "no-py4j", zips=())
-    return kernels, (str(bare), str(a_file), str(two), str(none))
+    future = make_distribution(root / "future-python", python_requires=">=3.99")
+    return kernels, (str(bare), str(a_file), str(two), str(none), str(future))
 
 
-CASES = cases(("BARE", "FILE", "TWO", "NONE"))
+CASES = cases(("BARE", "FILE", "TWO", "NONE", "FUTURE"))
 
 
 @pytest.mark.parametrize("index", range(len(CASES)), ids=[f"{field}-{i}" for i, (field, _) in enumerate(CASES)])

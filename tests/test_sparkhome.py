@@ -16,7 +16,7 @@ def project_env():
     return environment.inspect(VENV_DIR)
 
 
-def make_distribution(root, zips=("py4j-0.10.9.9-src.zip",), submit=True, version="3.5.1"):
+def make_distribution(root, zips=("py4j-0.10.9.9-src.zip",), submit=True, version="3.5.1", python_requires=None):
     (root / "bin").mkdir(parents=True)
     if submit:
         (root / "bin" / "spark-submit").write_text("#!/bin/sh\n")
@@ -24,6 +24,8 @@ def make_distribution(root, zips=("py4j-0.10.9.9-src.zip",), submit=True, versio
     (root / "python" / "pyspark" / "__init__.py").write_text("")
     (root / "python" / "pyspark" / "version.py").write_text(f'__version__: str = "{version}"\n')
     (root / "python" / "lib").mkdir()
+    if python_requires:
+        (root / "python" / "setup.py").write_text(f'setup(name="pyspark", python_requires="{python_requires}")\n')
     for name in zips:
         (root / "python" / "lib" / name).write_bytes(b"PK")
     return root
@@ -99,3 +101,17 @@ def test_venv_dir_that_is_not_an_environment_is_refused(tmp_path, make, words):
     with pytest.raises(InputError) as caught:
         environment.inspect(make(tmp_path))
     assert caught.value.field == "venv_dir" and words in str(caught.value)
+
+
+def test_a_python_the_spark_version_does_not_support_is_refused(tmp_path, project_env):
+    home = make_distribution(tmp_path / "spark", python_requires=">=3.99")
+    with pytest.raises(InputError) as caught:
+        sparkhome.resolve(str(home), project_env)
+    assert caught.value.field == "venv_dir"
+    assert f"Python {project_env.python_version} is not one Spark 3.5.1 supports (>=3.99)" in str(caught.value)
+
+
+def test_a_supported_python_passes(tmp_path, project_env):
+    home = make_distribution(tmp_path / "spark", python_requires=">=3.9")
+    assert sparkhome.resolve(str(home), project_env).layout == "distribution"
+    assert project_env.pyspark_requires_python  # pip's pyspark declares it, and it was checked
