@@ -110,7 +110,10 @@ def test_interrupt_cancels_the_cells_jobs_and_spark_stays_usable(start, tmp_path
     markers.mkdir()
     client = kernel.client
     # Each task marks that it runs, then would sleep for a minute.
-    msg_id = client.execute(f"sc.parallelize(range(2), 2).map(lambda x: open({str(markers)!r} + '/%d' % x, 'w').close() or __import__('time').sleep(60)).count()")
+    # stop_on_error=False: ipykernel would otherwise abort a request that arrives just after the
+    # interrupted cell's reply, racing the test's next cell.
+    msg_id = client.execute(f"sc.parallelize(range(2), 2).map(lambda x: open({str(markers)!r} + '/%d' % x, 'w').close() or __import__('time').sleep(60)).count()",
+                            stop_on_error=False)
     wait_until(lambda: len(os.listdir(markers)) == 2, 60, "the job's tasks never started")
     interrupted = time.monotonic()
     kernel.manager.interrupt_kernel()
