@@ -59,7 +59,10 @@ def checks(spec, kernel_dir, environ):
         except runtime.SparkStartError as error:
             yield "spark_home", str(error), "regenerate the kernel with pyspark-kernel create --force"
         missing = [path for path in env.get("PYTHONPATH", "").split(os.pathsep) if path and not os.path.exists(path)]
-        yield "py4j", (f"missing from the kernel's PYTHONPATH: {', '.join(missing)}" if missing else None), "regenerate the kernel: Spark was upgraded or moved" if missing else f"py4j {metadata.get('py4j_version', '?')}"
+        if missing:
+            yield "py4j", f"missing from the kernel's PYTHONPATH: {', '.join(missing)}", "regenerate the kernel: Spark was upgraded or moved"
+        else:
+            yield "py4j", None, f"py4j {metadata.get('py4j_version', '?')}"
         try:
             java = runtime.find_java(env)
             needed = JAVA_FOR_SPARK.get(str(metadata.get("spark_version", "4")).split(".")[0], 17)

@@ -26,8 +26,8 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
