@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 KERNEL ?= pyspark-local
 PYTEST_ARGS ?=
 
-.PHONY: venv browser kernel test smoke bench ci-smoke clean
+.PHONY: venv browser kernel test test-busy smoke bench ci-smoke clean
 
 venv: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ browser:
 test: venv browser
 	$(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
+
+# The whole suite beside two CPU-bound processes: run it whenever start-up or timing changes.
+test-busy: venv browser
+	tests/beside_load.sh 2 $(MAKE) test
 
 smoke: venv
 	$(BIN)/pyspark-kernel smoke $(KERNEL)

@@ -10,7 +10,10 @@ Per configuration, medians of --runs:
   peak memory          largest resident memory of the kernel's process tree while it ran
   orphans              processes of the kernel still alive 10 s after its shutdown
 Then --cycles start/stop cycles of our kernel (every other one forced) count surviving JVMs and
-scratch directories. Everything runs on this machine, in temporary directories.
+scratch directories; --runs interrupts of a minute-long job time how soon the cell stops; and
+--together kernels of one spec, started at once with an empty class-data-sharing cache, time
+launch -> first count for each (first, median, last). Everything runs on this machine, in
+temporary directories.
 """
 
 import argparse
@@ -203,6 +206,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cycles", type=int, default=20)
+    parser.add_argument("--together", type=int, default=8)
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="pyspark-kernel-bench-")
     try:
@@ -230,9 +234,86 @@ def main():
             results["plain"]["memory"].append(memory)
         print(f"{args.cycles} start/stop cycles...", file=sys.stderr)
         jvms, scratch = cycles(kernels_dir, env, args.cycles)
+        print("interrupts...", file=sys.stderr)
+        interrupts = [interrupt_latency(kernels_dir, env) for _ in range(args.runs)]
+        print(f"{args.together} kernels at once, empty cache...", file=sys.stderr)
+        together = start_together(kernels_dir, {**env, "XDG_CACHE_HOME": os.path.join(work, "cache-together")}, args.together)
         print_table(results, args.runs, args.cycles, jvms, scratch)
+        print_start_figures(interrupts, together)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def interrupt_latency(kernels_dir, env):
+    """Seconds from interrupting a cell, whose Spark job would run a minute, to the cell's error."""
+    markers = tempfile.mkdtemp(dir=env["TMPDIR"], prefix="bench-markers-")
+    job = f"sc.parallelize(range(2), 2).map(lambda x: open({markers!r} + '/%d' % x, 'w').close() or __import__('time').sleep(60)).count()"
+    manager = KernelManager(kernel_name="ours", kernel_spec_manager=KernelSpecManager(kernel_dirs=[kernels_dir]))
+    manager.start_kernel(env=env)
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=180)
+        client.execute_interactive(CELL, timeout=300, output_hook=lambda msg: None)
+        msg_id = client.execute(job, stop_on_error=False)
+        deadline = time.monotonic() + 120
+        while len(os.listdir(markers)) < 2:  # both tasks are running
+            if time.monotonic() > deadline:
+                raise RuntimeError("the interrupted job's tasks never started")
+            time.sleep(0.1)
+        interrupted = time.monotonic()
+        manager.interrupt_kernel()
+        while True:
+            message = client.get_iopub_msg(timeout=60)
+            if message["parent_header"].get("msg_id") == msg_id and message["msg_type"] == "error":
+                return time.monotonic() - interrupted
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+        shutil.rmtree(markers, ignore_errors=True)
+
+
+def start_together(kernels_dir, env, count):
+    """Launch ``count`` kernels of one spec at once (empty cache); each one's launch -> first count."""
+    managers, clients, launched = [], [], []
+    for _ in range(count):
+        manager = KernelManager(kernel_name="ours", kernel_spec_manager=KernelSpecManager(kernel_dirs=[kernels_dir]))
+        launched.append(time.monotonic())
+        manager.start_kernel(env=env)
+        managers.append(manager)
+    times = [None] * count
+
+    def first_count(index):
+        client = managers[index].client()
+        client.start_channels()
+        clients.append(client)
+        client.wait_for_ready(timeout=300)
+        reply = client.execute_interactive(CELL, timeout=900, output_hook=lambda msg: None)
+        if reply["content"]["status"] == "ok":
+            times[index] = time.monotonic() - launched[index]
+
+    threads = [threading.Thread(target=first_count, args=(index,)) for index in range(count)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for client in clients:
+            client.stop_channels()
+        for manager in managers:
+            manager.shutdown_kernel()
+    return times
+
+
+def print_start_figures(interrupts, together):
+    print("\n| start-up and interrupt | measured |")
+    print("|---|---:|")
+    print(f"| interrupt of a minute-long job -> cell stopped (median of {len(interrupts)}) | {median(interrupts):.2f} s |")
+    done = sorted(t for t in together if t is not None)
+    print(f"| {len(together)} kernels at once, empty cache: failed starts | {len(together) - len(done)} |")
+    if done:
+        print(f"| same: launch -> first count, first / median / last | {done[0]:.1f} / {median(done):.1f} / {done[-1]:.1f} s |")
 
 
 def bare_run(kernels_dir, env):

@@ -5,10 +5,12 @@ import os
 from . import environment, kernelspec, layers, sparkhome
 from .errors import InputError
 from .pack import packer
-from .validate import check_answers, check_env, check_spark_conf, master_kind
+from .validate import check_answers, check_env, check_spark_conf, check_start_timeout, master_kind
 
 DEFAULTS_PATH = os.path.join(kernelspec.TEMPLATE_ROOT, "defaults.conf")
 PROFILES_DIR = os.path.join(kernelspec.TEMPLATE_ROOT, "profiles")
+# A fork whose defaults.conf and profile set no start limit still gets one a busy machine can meet.
+DEFAULT_START_TIMEOUT = 600
 
 
 def profile_names(profiles_dir):
@@ -48,6 +50,7 @@ def build_spec(answers, environ=None):
     # The template's own layers are checked like answers: a team's defaults.conf can have typos too.
     config["conf"] = check_spark_conf(config["conf"])
     config["env"] = check_env(config["env"])
+    config["start_timeout"] = check_start_timeout(config["start_timeout"]) or DEFAULT_START_TIMEOUT
     spec = kernelspec.check_spec(kernelspec.build_spec(answers, python_env, spark, config))
     if kernelspec.ships_environment(spec):
         packer(python_env.prefix)  # fail now, before any file is written, if it cannot be packed

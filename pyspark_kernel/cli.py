@@ -93,7 +93,7 @@ def make_parser():
     create.add_argument("--spark_init", choices=INIT_MODES, help="when Spark starts: background (default), lazy (first use), eager (before the kernel answers)")
     create.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress line for running Spark jobs (default: on)")
     create.add_argument("--log_level", choices=LOG_LEVELS, help="Spark log level (default: WARN)")
-    create.add_argument("--start_timeout", help="seconds to wait for Spark to start (default: 30)")
+    create.add_argument("--start_timeout", help="the longest Spark may take to start, in seconds (default: the profile's; 600 for local)")
     create.add_argument("--class_data_sharing", action=argparse.BooleanOptionalAction, help="class-data-sharing archive for the driver JVM (default: on)")
     create.add_argument("-f", "--force", action="store_true", help="replace an existing kernel of the same name")
 

@@ -78,6 +78,7 @@ def checks(spec, kernel_dir, environ):
     else:
         yield "pyspark", None, f"pyspark {found.pyspark or '(from SPARK_HOME)'}"
     yield from cluster_checks(kind, master, env, runtime)
+    yield "start_timeout", None, f"a start that hangs is given up after {options.get('start_timeout', runtime.DEFAULT_OPTIONS['start_timeout'])} s; one whose JVM exits fails at once"
     if options.get("ship_environment"):
         archive = os.path.join(kernel_dir, options["ship_environment"])
         yield "executor_environment", (None if os.path.isfile(archive) else f"{archive} is missing"), archive if os.path.isfile(archive) else "regenerate the kernel: it packs the environment again"

@@ -54,12 +54,12 @@ def executor_python(config, python_env):
     return choice, False
 
 
-def runtime_options(answers, ships_environment):
+def runtime_options(answers, config, ships_environment):
     options = {
         "init": answers["spark_init"],
         "progress": answers["progress"],
         "log_level": answers["log_level"],
-        "start_timeout": answers["start_timeout"],
+        "start_timeout": config["start_timeout"],
         "class_data_sharing": answers["class_data_sharing"],
     }
     if ships_environment:
@@ -84,7 +84,7 @@ def build_spec(answers, python_env, spark, config):
     if spark.pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(spark.pythonpath)
     env[CONF_VARIABLE] = json.dumps(spark_conf(answers["kernel_name"], config), ensure_ascii=False)
-    env[OPTIONS_VARIABLE] = json.dumps(runtime_options(answers, ships_environment))
+    env[OPTIONS_VARIABLE] = json.dumps(runtime_options(answers, config, ships_environment))
     if master_kind(config["master"]) == "connect":
         # pyspark's own switch to the Connect client (SPARK_REMOTE alone would start a local JVM).
         env.update({"SPARK_CONNECT_MODE_ENABLED": "1", "SPARK_REMOTE": config["master"]})

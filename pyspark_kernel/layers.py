@@ -2,8 +2,9 @@
 
 Layers, lowest first: the template's ``defaults.conf``, the cluster profile (``profiles/*.conf``),
 an imported ``spark-defaults.conf``, then the user's answers. A layer has ``spark.master``,
-``spark.conf`` (Spark settings), ``env`` (environment variables) and ``executor.python`` ("pack",
-or the path of the executors' Python). HOCON
+``spark.conf`` (Spark settings), ``env`` (environment variables), ``executor.python`` ("pack",
+or the path of the executors' Python) and ``kernel.start_timeout`` (the longest a start may take,
+in seconds: a local JVM on a busy machine needs minutes, a YARN queue can need more). HOCON
 ``${?NAME}`` substitutions are resolved when the layer is read, from the generating user's
 environment, as in the original bash+HOCON tool; a substitution of an unset variable drops the key.
 Answers never pass through the HOCON parser: they are data, not configuration text.
@@ -90,6 +91,8 @@ def normalize(layer):
         result.put("env", quoted_tree(flatten(layer.get_config("env"))))
     if "python" in layer.get_config("executor", ConfigTree()):
         result.put("executor.python", layer.get_config("executor").get("python"))
+    if "start_timeout" in layer.get_config("kernel", ConfigTree()):
+        result.put("kernel.start_timeout", layer.get_config("kernel").get("start_timeout"))
     return result
 
 
@@ -98,13 +101,16 @@ def answers_layer(answers):
     layer.put("spark.master", answers["spark_master"])
     if answers.get("executor_python"):
         layer.put("executor.python", answers["executor_python"])
+    if answers.get("start_timeout") is not None:
+        layer.put("kernel.start_timeout", answers["start_timeout"])
     layer.put("spark.conf", quoted_tree(answers["spark_conf"]))
     layer.put("env", quoted_tree(answers["env"]))
     return layer
 
 
 def merge(layers):
-    """Merge layers (lowest first) into {"master", "conf", "env", "executor_python"}, dropping nulls."""
+    """Merge layers (lowest first) into {"master", "conf", "env", "executor_python", "start_timeout"},
+    dropping nulls."""
     merged = ConfigTree()
     for layer in layers:
         merged = ConfigTree.merge_configs(merged, layer, copy_trees=True)
@@ -115,4 +121,5 @@ def merge(layers):
         "conf": {k: v for k, v in spark.get("conf", {}).items() if v is not None},
         "env": {k: v for k, v in plain.get("env", {}).items() if v is not None},
         "executor_python": plain.get("executor", {}).get("python"),
+        "start_timeout": plain.get("kernel", {}).get("start_timeout"),
     }

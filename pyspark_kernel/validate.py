@@ -197,12 +197,15 @@ def check_choice(field, value, choices):
 
 
 def check_start_timeout(value):
+    """Seconds, or None (empty) for the profile's own limit."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
     try:
         seconds = float(value)
     except (TypeError, ValueError):
         seconds = float("nan")
     if not 0 < seconds <= START_TIMEOUT_MAX:
-        raise InputError("start_timeout", f"{quote(value)} is not a number of seconds", f"give a number between 1 and {START_TIMEOUT_MAX}, like 30")
+        raise InputError("start_timeout", f"{quote(value)} is not a number of seconds", f"give a number between 1 and {START_TIMEOUT_MAX}, like 600, or leave it empty for the profile's")
     return int(seconds) if seconds == int(seconds) else seconds
 
 
@@ -240,7 +243,7 @@ CHECKS = {
     "spark_init": (lambda value: check_choice("spark_init", value, INIT_MODES), "background"),
     "progress": (lambda value: check_flag("progress", value), True),
     "log_level": (lambda value: check_choice("log_level", value, LOG_LEVELS), "WARN"),
-    "start_timeout": (check_start_timeout, 30),
+    "start_timeout": (check_start_timeout, None),
     "class_data_sharing": (lambda value: check_flag("class_data_sharing", value), True),
 }
 

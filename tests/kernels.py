@@ -30,6 +30,20 @@ class CellRun:
         return "".join(parts)
 
     @property
+    def stream(self):
+        """What the cell printed (stdout and stderr), without its displays."""
+        return "".join(content["text"] for kind, content in self.messages if kind == "stream")
+
+    @property
+    def displays(self):
+        """The last text of each display the cell showed, in the order they appeared."""
+        shown = {}
+        for kind, content in self.messages:
+            if kind in ("display_data", "update_display_data"):
+                shown[content.get("transient", {}).get("display_id") or len(shown)] = content["data"].get("text/plain", "")
+        return list(shown.values())
+
+    @property
     def result(self):
         return next((c["data"]["text/plain"] for k, c in self.messages if k == "execute_result"), None)
 
@@ -39,11 +53,15 @@ class CellRun:
 
 
 class Kernel:
-    def __init__(self, kernels_dir, name, env):
+    def __init__(self, kernels_dir, name, env, wait=True):
         self.manager = KernelManager(kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels_dir)]))
         self.manager.start_kernel(env=env)
         self.client = self.manager.client()
         self.client.start_channels()
+        if wait:
+            self.wait_for_ready()
+
+    def wait_for_ready(self):
         self.client.wait_for_ready(timeout=READY_TIMEOUT)
 
     def run(self, code, timeout=CELL_TIMEOUT):

@@ -15,7 +15,8 @@ def test_a_healthy_local_kernel_has_no_problem(kernels_dir):
     create(kernels_dir, "fine")
     done = doctor(kernels_dir, "fine")
     assert done.returncode == 0, done.stdout
-    assert [line.split(":")[0] for line in done.stdout.splitlines()] == ["OK python", "OK spark_home", "OK py4j", "OK java", "OK pyspark", "OK master", "fine"]
+    assert [line.split(":")[0] for line in done.stdout.splitlines()] == ["OK python", "OK spark_home", "OK py4j", "OK java", "OK pyspark", "OK master", "OK start_timeout", "fine"]
+    assert "OK start_timeout: a start that hangs is given up after 600 s" in done.stdout
     assert "(Java 17" in done.stdout or "(Java 2" in done.stdout
 
 

@@ -92,7 +92,7 @@ def test_supported_answers_bake_a_valid_kernel(bake, context, expected):
     assert spec["env"]["PYSPARK_PYTHON"] == PYTHON
     assert spec["metadata"]["supported_encryption"] == ["curve"]  # as the installed ipykernel declares
     options = json.loads(spec["env"]["PYSPARK_KERNEL_OPTIONS"])
-    assert options == expected.get("options", {"init": "background", "progress": True, "log_level": "WARN", "start_timeout": 30, "class_data_sharing": True})
+    assert options == expected.get("options", {"init": "background", "progress": True, "log_level": "WARN", "start_timeout": 600, "class_data_sharing": True})
 
 
 @pytest.mark.parametrize("context, field", [row[1:] for row in UNSUPPORTED], ids=[row[0] for row in UNSUPPORTED])

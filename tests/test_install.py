@@ -73,3 +73,24 @@ def test_two_creates_of_one_name_at_once_end_with_one_whole_kernel_and_one_error
     winner = next(out for out, _, code in results if code == 0)
     master = json.loads(read_spec(kernels_dir / "race")["env"]["PYSPARK_KERNEL_SPARK_CONF"])["spark.master"]
     assert winner.startswith("Installed kernel race") and master in ("local[1]", "local[2]")
+
+
+def test_the_load_script_stops_its_busy_loops_and_keeps_the_exit_status(tmp_path):
+    """make test-busy runs the suite beside CPU-bound loops; they must not outlive it."""
+    import sys
+
+    import psutil
+
+    from .conftest import ROOT
+
+    pids = tmp_path / "pids"
+    list_loops = ("import os, psutil, sys\n"
+                  "loops = [p.pid for p in psutil.Process(os.getppid()).children() if p.pid != os.getpid() and 'while :' in ' '.join(p.cmdline())]\n"
+                  f"open({str(pids)!r}, 'w').write(' '.join(map(str, loops)))\n"
+                  "sys.exit(3)\n")
+    done = subprocess.run([os.path.join(ROOT, "tests", "beside_load.sh"), "2", sys.executable, "-c", list_loops], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3 and "2 busy loops running" in done.stderr, done.stderr
+    loops = [int(pid) for pid in pids.read_text().split()]
+    assert len(loops) == 2
+    _, alive = psutil.wait_procs([psutil.Process(pid) for pid in loops if psutil.pid_exists(pid)], timeout=10)
+    assert alive == []

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.e2e
 
 STATE = 'print(__import__("sys").modules["pyspark_kernel_runtime"].RUNTIME.state)'
 CLEANUP_TIMEOUT = 90  # the first JVM of a run writes the class-data-sharing archive as it exits
+INTERRUPT_BOUND = 15  # seconds: a minute-long job stops well before its end, on a busy machine too
 
 
 def make_kernel(kernels_dir, name, *flags):
@@ -60,10 +61,11 @@ def test_background_kernel_answers_at_once_and_the_first_use_of_spark_waits(star
     assert kernel.run(STATE).text.strip() == "starting"  # the kernel answered before Spark was up
     first = kernel.run("spark.range(1000).count()")
     assert first.result == "1000"
-    lines = first.text.splitlines()
-    assert lines[0] == "Spark is starting…"
-    banner = re.fullmatch(r"Spark \S+ \| master local\[\*\] \| app local-\d+ \| UI (http://127\.0\.0\.1:\d+)", lines[1])
-    assert banner, lines[1]
+    waiting = [content["data"]["text/plain"] for kind, content in first.messages if kind in ("display_data", "update_display_data")]
+    assert waiting[0] == "Spark is starting…", waiting  # then the elapsed time, in place
+    assert re.fullmatch(r"Spark started after \d+\.\d s", first.displays[0]), first.displays
+    banner = re.fullmatch(r"Spark \S+ \| master local\[\*\] \| app local-\d+ \| UI (http://127\.0\.0\.1:\d+)", first.stream.splitlines()[0])
+    assert banner, first.stream
     with urllib.request.urlopen(banner.group(1), timeout=10) as page:  # the link works from this machine
         assert page.status == 200
     assert kernel.run("print(type(spark).__name__, type(sc).__name__)").text.strip() == "SparkSession SparkContext"
@@ -81,6 +83,7 @@ def test_lazy_kernel_starts_no_jvm_until_spark_is_used(start):
     slow = kernel.run("sc.parallelize(range(4), 4).map(lambda x: __import__('time').sleep(1.5) or x).sum()")
     assert slow.result == "6"
     assert spark_jvms("rt-lazy") != []
+    assert slow.stream.splitlines()[0] == "Spark is starting…"  # a plain line: no live displays
     assert not [kind for kind, _ in slow.messages if kind in ("display_data", "update_display_data")]  # progress is off
 
 
@@ -109,7 +112,8 @@ def test_interrupt_cancels_the_cells_jobs_and_spark_stays_usable(start, tmp_path
     markers = tmp_path / "running"
     markers.mkdir()
     client = kernel.client
-    # Each task marks that it runs, then would sleep for a minute.
+    # Each task marks that it runs, then would sleep for a minute: it must stop well before that,
+    # even on a busy machine (the latency itself is measured by make bench).
     # stop_on_error=False: ipykernel would otherwise abort a request that arrives just after the
     # interrupted cell's reply, racing the test's next cell.
     msg_id = client.execute(f"sc.parallelize(range(2), 2).map(lambda x: open({str(markers)!r} + '/%d' % x, 'w').close() or __import__('time').sleep(60)).count()",
@@ -117,11 +121,11 @@ def test_interrupt_cancels_the_cells_jobs_and_spark_stays_usable(start, tmp_path
     wait_until(lambda: len(os.listdir(markers)) == 2, 60, "the job's tasks never started")
     interrupted = time.monotonic()
     kernel.manager.interrupt_kernel()
-    error = wait_for_message(client, msg_id, lambda kind, content: kind == "error", 10, "the cell was not interrupted")
+    error = wait_for_message(client, msg_id, lambda kind, content: kind == "error", INTERRUPT_BOUND, f"the cell was not interrupted within {INTERRUPT_BOUND} s")
     stopped_after = time.monotonic() - interrupted
-    assert error["ename"] == "KeyboardInterrupt"
-    assert stopped_after < 2, f"the cell took {stopped_after:.1f} s to stop"
-    client.get_shell_msg(timeout=10)
+    assert error["ename"] == "KeyboardInterrupt", "\n".join(error["traceback"])
+    assert stopped_after < INTERRUPT_BOUND, f"the cell took {stopped_after:.1f} s to stop"
+    client.get_shell_msg(timeout=INTERRUPT_BOUND)
     after = kernel.run("print(sc.statusTracker().getActiveJobsIds(), spark.range(100).count())", timeout=30)  # not the minute
     assert "[] 100" in after.text.splitlines(), after.messages
 

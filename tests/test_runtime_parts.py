@@ -89,12 +89,57 @@ def test_archive_options_train_when_missing_and_map_when_present(tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
-    training = runtime.cds_java_options(str(java), str(tmp_path), str(scratch), env)
+    training = runtime.cds_java_options(str(java), str(tmp_path), str(scratch), env, os.getpid())
     assert training[0].startswith("-XX:ArchiveClassesAtExit=") and training[0].endswith(".partial")
     assert (scratch / "cds-training.sh").exists()
     archive = training[0].split("=", 1)[1].rsplit(".", 2)[0]
     open(archive, "w").close()
-    assert runtime.cds_java_options(str(java), str(tmp_path), str(scratch), env) == [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"]
+    assert runtime.cds_java_options(str(java), str(tmp_path), str(scratch), env, os.getpid()) == [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"]
+
+
+def test_while_one_kernel_writes_the_archive_the_others_start_without_it(tmp_path):
+    java = tmp_path / "java"
+    java.write_text("jdk")
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    options = []
+    for index in range(3):
+        scratch = tmp_path / f"scratch-{index}"
+        scratch.mkdir()
+        options.append(runtime.cds_java_options(str(java), str(tmp_path), str(scratch), env, os.getpid()))
+    assert options[0][0].startswith("-XX:ArchiveClassesAtExit=") and options[1:] == [[], []]
+    assert not (tmp_path / "scratch-1" / "cds-training.sh").exists()
+
+
+def dead_pid():
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_a_lock_left_by_a_crashed_writer_is_taken_over(tmp_path):
+    lock = tmp_path / "spark-x.jsa.lock"
+    lock.write_text(f"{socket.gethostname()} {dead_pid()}\n")
+    assert runtime.claim_archive(str(lock), os.getpid())
+    assert lock.read_text() == f"{socket.gethostname()} {os.getpid()}\n"
+    assert not runtime.claim_archive(str(lock), os.getpid())  # now held by a live process
+
+
+def test_a_lock_just_created_and_not_yet_written_is_respected(tmp_path):
+    lock = tmp_path / "spark-x.jsa.lock"
+    lock.write_text("")
+    assert not runtime.claim_archive(str(lock), os.getpid())
+    os.utime(lock, (0, 0))  # empty for ages: its maker died between create and write
+    assert runtime.claim_archive(str(lock), os.getpid())
+
+
+def test_a_lock_from_another_host_is_trusted_for_a_day(tmp_path):
+    lock = tmp_path / "spark-x.jsa.lock"
+    lock.write_text(f"other-host-{socket.gethostname()} 1\n")
+    assert not runtime.claim_archive(str(lock), os.getpid())
+    os.utime(lock, (0, 0))
+    assert runtime.claim_archive(str(lock), os.getpid())
 
 
 @pytest.mark.parametrize("master, token, url", [
@@ -131,3 +176,51 @@ def test_secret_settings_are_resolved_from_the_kernels_environment():
     assert runtime.resolve_secrets(settings, {"S3_SECRET": "x"}) == {"spark.hadoop.fs.s3a.secret.key": "x"}
     with pytest.raises(runtime.SparkStartError, match=r"comes from \$S3_SECRET, which is not set"):
         runtime.resolve_secrets(settings, {})
+
+
+class FakeClient:
+    """A Py4J gateway client whose call runs ``during`` while the main thread is inside it."""
+
+    def __init__(self, during):
+        self.during = during
+
+    def send_command(self, command):
+        self.during()
+        return f"answer to {command}"
+
+
+def test_an_interrupt_inside_a_py4j_call_is_raised_as_the_call_returns():
+    held = runtime.HeldInterrupt()
+    client = FakeClient(lambda: calls.append(held.hold()))
+    calls = []
+    held.guard(client)
+    with pytest.raises(KeyboardInterrupt):
+        client.send_command("collect")  # the answer is read whole; then the interrupt
+    assert calls == [True] and not held.pending and held.depth == 0
+    assert client.send_command("next") == "answer to next"  # nothing left pending
+
+
+def test_a_second_interrupt_inside_the_call_is_not_held():
+    held = runtime.HeldInterrupt()
+    client = FakeClient(lambda: calls.append((held.hold(), held.hold())))
+    calls = []
+    held.guard(client)
+    client.send_command("stuck")
+    assert calls == [(True, False)] and not held.pending
+
+
+def test_outside_a_py4j_call_an_interrupt_is_raised_at_once():
+    assert runtime.HeldInterrupt().hold() is False
+
+
+def test_other_threads_calls_do_not_hold_the_main_threads_interrupt():
+    import threading
+
+    held = runtime.HeldInterrupt()
+    seen = []
+    client = FakeClient(lambda: seen.append(held.depth))
+    held.guard(client)
+    worker = threading.Thread(target=client.send_command, args=("progress",))
+    worker.start()
+    worker.join()
+    assert seen == [0] and held.hold() is False

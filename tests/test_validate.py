@@ -130,12 +130,12 @@ def test_anything_else_is_not_a_yes_or_no(value):
         check_flag("progress", value)
 
 
-@pytest.mark.parametrize("value, expected", [("30", 30), (45, 45), ("2.5", 2.5)])
+@pytest.mark.parametrize("value, expected", [("30", 30), (45, 45), ("2.5", 2.5), ("", None), (None, None)])
 def test_start_timeout_is_a_number_of_seconds(value, expected):
     assert check_start_timeout(value) == expected
 
 
-@pytest.mark.parametrize("value", ["soon", "0", "-1", "nan", "inf", "99999", None])
+@pytest.mark.parametrize("value", ["soon", "0", "-1", "nan", "inf", "99999", [30]])
 def test_start_timeout_out_of_range_is_refused(value):
     with pytest.raises(InputError, match="^ERROR: start_timeout: "):
         check_start_timeout(value)

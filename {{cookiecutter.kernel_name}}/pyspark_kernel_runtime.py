@@ -9,6 +9,9 @@ library until Spark starts.
 - The session starts in a background thread (init "background"), on first use ("lazy") or before
   the kernel answers ("eager"); a tiny warm-up job then pays Spark's first-job cost, unless a cell
   is already waiting with a job of its own.
+- A start is judged by what happens, not by a short clock: it fails at once when the JVM exits or
+  a master cannot be reached, and otherwise only after start_timeout (minutes: a busy machine is
+  slow, not broken). A cell waiting for it shows the elapsed time and the current step.
 - A failed start keeps the kernel alive; every use of `spark` raises the cause, the fix and the
   last lines of the JVM's output, which goes to a log file rather than into cells.
 - Each cell runs its jobs in a job group of its own: interrupting the cell cancels them.
@@ -17,7 +20,8 @@ library until Spark starts.
   own session removes it once the kernel and its JVM have exited, however they exited.
 - The driver JVM maps a class-data-sharing archive of Spark's classes when one exists for this
   Java and Spark; otherwise this run's JVM writes one when it exits (the watchdog keeps it only if
-  the JVM finished writing it).
+  the JVM finished writing it). Of kernels starting together, one writes it; the others start
+  without it.
 """
 
 import atexit
@@ -38,12 +42,13 @@ import time
 
 OPTIONS_VARIABLE = "PYSPARK_KERNEL_OPTIONS"
 CONF_VARIABLE = "PYSPARK_KERNEL_SPARK_CONF"
-DEFAULT_OPTIONS = {"init": "background", "progress": True, "log_level": "WARN", "start_timeout": 30, "class_data_sharing": True}
+DEFAULT_OPTIONS = {"init": "background", "progress": True, "log_level": "WARN", "start_timeout": 600, "class_data_sharing": True}
 INIT_MODES = ("background", "lazy", "eager")
 LOG_TAIL_LINES = 15
 CONNECT_TIMEOUT = 5
 PROGRESS_DELAY = 0.5  # a cell shows progress once it has run this long with Spark jobs
 PROGRESS_INTERVAL = 0.5
+WAIT_INTERVAL = 1.0  # how often a cell waiting for Spark's start updates its elapsed time
 CANCEL_ATTEMPTS = 3
 WARMUP_GROUP = "pyspark-kernel-warmup"
 CONNECT_TOKEN_VARIABLE = "SPARK_CONNECT_TOKEN"
@@ -200,11 +205,11 @@ if [ -n "$jvm" ] && ! wait_exit "$jvm" "$limit" 0.2; then
     wait_exit "$jvm" 50 0.2
 fi
 if [ -f "$scratch/cds-training.sh" ]; then
-    . "$scratch/cds-training.sh"  # archive=, partial=, log=
+    . "$scratch/cds-training.sh"  # archive=, partial=, log=, lock=
     if grep -q "Written dynamic archive" "$log" 2>/dev/null && [ ! -e "$archive" ]; then
-        mv -f "$partial" "$archive"
+        mv -f "$partial" "$archive"  # a rename: the archive appears whole or not at all
     fi
-    rm -f "$partial"  # not finished: a half-written archive is never used
+    rm -f "$partial" "$lock"  # not finished: a half-written archive is never used
 fi
 rm -rf "$scratch"
 """
@@ -215,13 +220,14 @@ def make_scratch():
 
 
 def start_watchdog(scratch):
-    subprocess.Popen(
+    """The watchdog's pid: it outlives the kernel, and holds the archive lock until it is done."""
+    return subprocess.Popen(
         ["/bin/sh", "-c", WATCHDOG, "pyspark-kernel-watchdog", str(os.getpid()), scratch],
         # The system's tools first, whatever the kernel's PATH holds (or lacks).
         env={**os.environ, "PATH": os.pathsep.join([os.defpath, os.environ.get("PATH", "")])},
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, close_fds=True,
-    )
+    ).pid
 
 
 # ---- class-data-sharing archive of the driver JVM -----------------------------------------------
@@ -244,20 +250,70 @@ def cds_key(java, spark_home):
     return digest.hexdigest()[:24]
 
 
-def cds_java_options(java, spark_home, scratch, environ):
-    """JVM options to use the archive, or to write it at exit when there is none yet."""
+LOCK_UNWRITTEN_AGE = 60  # seconds a lock file may stay empty: its maker is between create and write
+LOCK_FOREIGN_AGE = 86400  # a lock from another host (a shared home) cannot be checked: trust it this long
+
+
+def lock_is_held(lock):
+    """Whether the archive lock's holder (host and pid) is alive."""
+    try:
+        age = time.time() - os.stat(lock).st_mtime
+        with open(lock, encoding="utf-8") as handle:
+            host, pid = handle.read().split()
+        pid = int(pid)
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        return age < LOCK_UNWRITTEN_AGE
+    if host != socket.gethostname():
+        return age < LOCK_FOREIGN_AGE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    return True
+
+
+def claim_archive(lock, holder):
+    """Whether this kernel writes the archive: the one that creates the lock file does. A lock whose
+    holder has gone (a crash, a reboot) is taken over; otherwise someone is already writing it."""
+    for _ in range(2):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if lock_is_held(lock):
+                return False
+            try:
+                os.remove(lock)
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(f"{socket.gethostname()} {holder}\n")
+        return True
+    return False
+
+
+def cds_java_options(java, spark_home, scratch, environ, holder):
+    """JVM options to use the archive, or to write it at exit when there is none yet and no other
+    kernel is writing it (``holder``, the watchdog's pid, finishes the archive and frees the lock)."""
     try:
         directory = cds_dir(environ)
         os.makedirs(directory, exist_ok=True)
         archive = os.path.join(directory, f"spark-{cds_key(java, spark_home)}.jsa")
+        if os.path.isfile(archive):
+            return [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"]
+        lock = f"{archive}.lock"
+        if not claim_archive(lock, holder):
+            return []  # another kernel is writing it: start without, as fast as before archives
     except OSError:
-        return []  # no cache directory: start without the archive
-    if os.path.isfile(archive):
-        return [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"]
+        return []  # no usable cache directory: start without the archive
     partial = f"{archive}.{os.getpid()}.partial"
     log = os.path.join(scratch, "cds-training.log")
     with open(os.path.join(scratch, "cds-training.sh"), "w", encoding="utf-8") as handle:
-        handle.write("".join(f"{name}={shlex.quote(value)}\n" for name, value in (("archive", archive), ("partial", partial), ("log", log))))
+        handle.write("".join(f"{name}={shlex.quote(value)}\n" for name, value in (("archive", archive), ("partial", partial), ("log", log), ("lock", lock))))
     return [f"-XX:ArchiveClassesAtExit={partial}", f"-Xlog:cds+dynamic=info:file={log}"]
 
 
@@ -292,6 +348,9 @@ class SparkRuntime:
         self.scratch = make_scratch()
         self.log = os.path.join(self.scratch, "driver.log")
         self.state = "idle"  # idle -> starting -> ready | failed
+        self.step = None  # what the start is doing now, for the waiting cell and the timeout message
+        self.started_at = None
+        self.watchdog = None
         self.done = threading.Event()
         self.lock = threading.Lock()
         self.session = None
@@ -303,11 +362,12 @@ class SparkRuntime:
         self.cell = 0
         self.group = None
         self.progress = None
+        self.held = HeldInterrupt()
 
     # -- starting
 
     def begin(self):
-        start_watchdog(self.scratch)
+        self.watchdog = start_watchdog(self.scratch)
         atexit.register(self.shutdown)
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
         self.shell.events.register("post_run_cell", self.post_run_cell)
@@ -317,13 +377,19 @@ class SparkRuntime:
         if mode == "eager":
             self.start()
         elif mode == "background":
-            threading.Thread(target=self.start, name="pyspark-kernel-start", daemon=True).start()
+            self.start_in_background()
+
+    def start_in_background(self):
+        threading.Thread(target=self.start, name="pyspark-kernel-start", daemon=True).start()
 
     def start(self):
         with self.lock:
             if self.state != "idle":
                 return
             self.state = "starting"
+            self.started_at = time.monotonic()
+        # The only clock on a start: for one that hangs. A slow start goes on while it advances; a
+        # JVM that exits or a master that refuses fails it at once, with its own message.
         timer = threading.Timer(float(self.options["start_timeout"]), self.give_up)
         timer.daemon = True
         timer.start()
@@ -345,7 +411,7 @@ class SparkRuntime:
     def describe_failure(self, error):
         if self.timed_out:
             return with_jvm_output(
-                f"Spark did not start within {self.options['start_timeout']} s on master {self.master} "
+                f"Spark did not start within {self.options['start_timeout']} s on master {self.master}, while {self.step} "
                 "(check that the cluster is up and reachable, or raise start_timeout in the kernel's PYSPARK_KERNEL_OPTIONS)", self.log)
         return explain(error, self.log)
 
@@ -355,8 +421,10 @@ class SparkRuntime:
             self.stop_jvm()
 
     def create_session(self):
+        self.step = "checking the master"
         check_master_reachable(self.master)
         if self.connect:
+            self.step = "connecting to the Spark Connect server"
             from pyspark.sql import SparkSession
 
             # The token lives in the Jupyter server's environment, never in kernel.json.
@@ -366,6 +434,7 @@ class SparkRuntime:
                 if key != "spark.master":
                     builder = builder.config(key, value)
             return builder.getOrCreate()
+        self.step = "looking for Java"
         spark_home = check_spark_home(self.environ)
         java = find_java(self.environ)
         try:
@@ -374,19 +443,22 @@ class SparkRuntime:
             from pyspark.sql import SparkSession
         except ImportError as error:
             raise SparkStartError(f"pyspark cannot be imported by {sys.executable}: {error} (install pyspark into the kernel's environment, or regenerate the kernel)") from None
-        java_options = cds_java_options(java, spark_home, self.scratch, self.environ) if self.options["class_data_sharing"] else []
+        java_options = cds_java_options(java, spark_home, self.scratch, self.environ, self.watchdog) if self.options["class_data_sharing"] else []
         settings = launch_settings(self.conf, self.options, self.scratch, KERNEL_DIR, java_options)
         secrets = resolve_secrets(settings, self.environ)
         conf = SparkConf(loadDefaults=False)
         conf.setAll((key, value) for key, value in settings.items() if key not in secrets)
+        self.step = "launching the driver JVM"
         with open(self.log, "ab") as log:
             self.gateway = launch_gateway(conf=conf, popen_kwargs={"stdout": log, "stderr": subprocess.STDOUT})
         # Secrets reach the JVM through Py4J, not its command line, which every user can list.
         conf.setAll(secrets.items())
+        self.held.guard(self.gateway._gateway_client)
         with open(os.path.join(self.scratch, "jvm.pid"), "w", encoding="utf-8") as handle:
             handle.write(str(self.gateway.proc.pid))
         if self.timed_out:
             raise SparkStartError("timed out")
+        self.step = "creating the SparkContext"
         context = SparkContext(conf=conf, gateway=self.gateway)
         context.setLogLevel(self.options["log_level"])
         return SparkSession.builder.getOrCreate()
@@ -414,15 +486,36 @@ class SparkRuntime:
     def wait(self):
         """The session, once started: waits (saying so) if it is still starting."""
         if self.state == "idle":
-            self.start()
+            self.waiting = True  # this cell pays the first-job cost itself: no warm-up
+            self.start_in_background()  # on this thread, the wait could show nothing
         if not self.done.is_set():
             self.waiting = True
-            print("Spark is starting…", flush=True)
-            self.done.wait()
+            self.show_wait()
         if self.error is not None:
             raise SparkStartError(str(self.error)) from None
         self.publish()
         return self.session
+
+    def waited(self):
+        return time.monotonic() - (self.started_at or time.monotonic())
+
+    def show_wait(self):
+        """Wait for the start in this cell, with a line that shows the elapsed time and the current
+        step (updated in place when progress is on). An interrupt stops the wait, not the start."""
+        from IPython.display import display
+
+        text = "Spark is starting…"
+        handle = display({"text/plain": text}, raw=True, display_id=True) if self.options["progress"] else print(text, flush=True)
+        try:
+            while not self.done.wait(WAIT_INTERVAL):
+                if handle is not None:
+                    handle.update({"text/plain": f"{text} {self.waited():.0f} s, {self.step or 'starting'}"}, raw=True)
+        except KeyboardInterrupt:
+            if handle is not None:
+                handle.update({"text/plain": f"{text} {self.waited():.0f} s; interrupted: the next use of Spark waits for it again"}, raw=True)
+            raise
+        if handle is not None:
+            handle.update({"text/plain": f"Spark {'started' if self.error is None else 'did not start'} after {self.waited():.1f} s"}, raw=True)
 
     def resolve(self, name):
         session = self.wait()
@@ -454,6 +547,7 @@ class SparkRuntime:
     def pre_run_cell(self, *_):
         # ipykernel puts Python's default SIGINT handler in place for every request it handles.
         signal.signal(signal.SIGINT, self.on_interrupt)
+        self.held.pending = False
         self.cell += 1
         self.group = f"pyspark-kernel-cell-{self.cell}"
         if self.state in ("ready", "failed"):
@@ -472,15 +566,18 @@ class SparkRuntime:
         self.group = None
 
     def on_interrupt(self, signum, frame):
-        """Cancel the running cell's Spark jobs, then interrupt the cell as usual. The cancel goes
-        from another thread: this one may be inside a Py4J call, on the connection the cancel
-        would need."""
+        """Cancel the running cell's Spark jobs, then interrupt the cell. The cancel goes from
+        another thread: this one may be inside a Py4J call, on the connection the cancel would
+        need. Inside a Py4J call the KeyboardInterrupt waits until the call returns, which the
+        cancel makes it do (see HeldInterrupt); a second interrupt does not wait."""
         if self.state == "ready" and self.group and not self.connect:
             threading.Thread(target=self.cancel, args=(self.group,), name="pyspark-kernel-cancel", daemon=True).start()
+        if self.held.hold():
+            return
         raise KeyboardInterrupt
 
     def cancel(self, group):
-        # The interrupted call can leave a broken Py4J connection in the pool, and the first call
+        # A connection broken by an earlier interrupt can still be in the pool, and the first call
         # that picks it up fails: try again on a fresh one.
         for _ in range(CANCEL_ATTEMPTS):
             try:
@@ -498,6 +595,43 @@ class SparkRuntime:
                 self.session.stop()
             except Exception:
                 self.stop_jvm()
+
+
+class HeldInterrupt:
+    """Holds a KeyboardInterrupt that arrives while the main thread waits inside a Py4J call, and
+    raises it as the call returns. Raised inside the call, Py4J shuts the call's connection down
+    and asks the JVM to do the same, and the JVM can then drop the next connection the cell opens:
+    the cell ends with a Py4JNetworkError instead of the interrupt (seen on a busy machine)."""
+
+    def __init__(self):
+        self.depth = 0  # Py4J calls the main thread is inside (the JVM can call back into Python)
+        self.pending = False
+
+    def guard(self, client):
+        """Count the main thread's calls through this gateway client."""
+        send = client.send_command
+
+        def send_command(*args, **kwargs):
+            if threading.current_thread() is not threading.main_thread():
+                return send(*args, **kwargs)
+            self.depth += 1
+            try:
+                return send(*args, **kwargs)
+            finally:
+                self.depth -= 1
+                if self.pending and self.depth == 0:
+                    self.pending = False
+                    raise KeyboardInterrupt  # noqa: B012 - the interrupt the user asked for wins
+
+        client.send_command = send_command
+
+    def hold(self):
+        """Whether to hold this interrupt (a first one, inside a call) rather than raise it now."""
+        if self.depth and not self.pending:
+            self.pending = True
+            return True
+        self.pending = False
+        return False
 
 
 class SparkStandIn:
