@@ -603,6 +603,8 @@ class HeldInterrupt:
     and asks the JVM to do the same, and the JVM can then drop the next connection the cell opens:
     the cell ends with a Py4JNetworkError instead of the interrupt (seen on a busy machine)."""
 
+    interrupt = KeyboardInterrupt
+
     def __init__(self):
         self.depth = 0  # Py4J calls the main thread is inside (the JVM can call back into Python)
         self.pending = False
@@ -621,7 +623,7 @@ class HeldInterrupt:
                 self.depth -= 1
                 if self.pending and self.depth == 0:
                     self.pending = False
-                    raise KeyboardInterrupt  # noqa: B012 - the interrupt the user asked for wins
+                    raise self.interrupt  # noqa: B012 - the interrupt the user asked for wins
 
         client.send_command = send_command
 
