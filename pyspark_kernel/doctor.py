@@ -1,7 +1,7 @@
 """`pyspark-kernel doctor NAME`: will this kernel start here, and if not, what to fix.
 
-It runs the kernel's own start-up checks (its pyspark_kernel_runtime.py, loaded from the kernel's
-directory) with the environment the kernel would get, plus what they cannot see: the Java
+It runs the kernel's own start-up checks (the diagnostics module of its runtime, loaded from the
+kernel's directory) with the environment the kernel would get, plus what they cannot see: the Java
 version Spark needs, the versions of pyspark on both sides, and the cluster's client configuration.
 """
 
@@ -14,7 +14,9 @@ import sys
 
 from .environment import probe
 from .errors import InputError
+from .hooks import RUNTIME_PACKAGE
 from .kernelspec import CONF_VARIABLE, OPTIONS_VARIABLE, kernel_environment
+from .runtime.options import DEFAULT_OPTIONS
 from .smoke import find_kernel
 from .validate import master_kind
 
@@ -24,7 +26,11 @@ JAVA_VERSION = re.compile(r'version "(?:1\.)?(\d+)')
 
 
 def load_runtime(kernel_dir):
-    spec = importlib.util.spec_from_file_location("pyspark_kernel_runtime_checked", os.path.join(kernel_dir, "pyspark_kernel_runtime.py"))
+    """The kernel's own diagnostics module (standard library only: it loads on its own)."""
+    path = os.path.join(kernel_dir, RUNTIME_PACKAGE, "diagnostics.py")
+    if not os.path.isfile(path):
+        raise InputError("kernel_name", f"{kernel_dir} has no {RUNTIME_PACKAGE}/diagnostics.py", "regenerate the kernel with pyspark-kernel create --force")
+    spec = importlib.util.spec_from_file_location("pyspark_kernel_diagnostics_checked", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -78,7 +84,7 @@ def checks(spec, kernel_dir, environ):
     else:
         yield "pyspark", None, f"pyspark {found.pyspark or '(from SPARK_HOME)'}"
     yield from cluster_checks(kind, master, env, runtime)
-    yield "start_timeout", None, f"a start that hangs is given up after {options.get('start_timeout', runtime.DEFAULT_OPTIONS['start_timeout'])} s; one whose JVM exits fails at once"
+    yield "start_timeout", None, f"a start that hangs is given up after {options.get('start_timeout', DEFAULT_OPTIONS['start_timeout'])} s; one whose JVM exits fails at once"
     if options.get("ship_environment"):
         archive = os.path.join(kernel_dir, options["ship_environment"])
         yield "executor_environment", (None if os.path.isfile(archive) else f"{archive} is missing"), archive if os.path.isfile(archive) else "regenerate the kernel: it packs the environment again"

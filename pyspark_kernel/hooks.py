@@ -81,6 +81,17 @@ def restore_old_kernel(kernel_dir):
     os.rmdir(aside)
 
 
+RUNTIME_PACKAGE = "pyspark_kernel_runtime"  # the kernel directory's copy of pyspark_kernel/runtime
+
+
+def copy_runtime(kernel_dir):
+    """The kernel-side runtime, as a package in the kernel's directory (it runs in the kernel's
+    own Python, which does not have this project)."""
+    from .kernelspec import RUNTIME_SOURCE
+
+    shutil.copytree(RUNTIME_SOURCE, os.path.join(kernel_dir, RUNTIME_PACKAGE), ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
 def write_text(path, text):
     partial = path + ".partial"
     with open(partial, "w", encoding="utf-8") as handle:
@@ -114,6 +125,7 @@ def post_gen(context, launch_dir, kernel_dir="."):
         spec = build_spec(answers_from(context, launch_dir))
         if ships_environment(spec):
             pack_environment(spec["metadata"]["pyspark_kernel"]["venv_dir"], kernel_dir)
+        copy_runtime(kernel_dir)
         write_text(os.path.join(kernel_dir, "kernel.json"), dump_spec(spec))
     except (InputError, OSError) as error:
         restore_old_kernel(kernel_dir)

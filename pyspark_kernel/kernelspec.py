@@ -8,15 +8,16 @@ from string import Template
 from . import __version__
 from .errors import InputError
 from .pack import ARCHIVE
+from .runtime.options import CONF_VARIABLE, OPTIONS_VARIABLE  # noqa: F401 - one definition, read by the runtime too
 from .validate import master_kind
 
 TEMPLATE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA_PATH = os.path.join(TEMPLATE_ROOT, "schema", "kernel.schema.json")
 SHIM = "pyspark_startup.py"
-# The kernel's runtime reads the Spark settings and its own options from these; env values, so
-# kernel.json stays the one description of the kernel and launchers that copy its env carry them.
-CONF_VARIABLE = "PYSPARK_KERNEL_SPARK_CONF"
-OPTIONS_VARIABLE = "PYSPARK_KERNEL_OPTIONS"
+RUNTIME_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runtime")
+# The kernel's runtime reads the Spark settings and its own options from CONF_VARIABLE and
+# OPTIONS_VARIABLE: env values, so kernel.json stays the one description of the kernel and
+# launchers that copy its env carry them.
 # A local driver on loopback: the Spark UI link works from the machine running the browser, and
 # Spark no longer warns that the host name resolves to a loopback address.
 LOCAL_DRIVER_CONF = {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}

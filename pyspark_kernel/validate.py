@@ -8,6 +8,7 @@ import os
 import re
 
 from .errors import InputError, quote
+from .runtime.options import INIT_MODES, LOG_LEVELS  # the runtime's own lists
 
 # jupyter_client's rule (ASCII letters, digits, - . _). Jupyter lowercases names on install, so an
 # uppercase name would be installed under another name than the one asked for: refuse it instead.
@@ -175,8 +176,6 @@ def check_path_text(field, value):
     return value
 
 
-INIT_MODES = ("background", "lazy", "eager")
-LOG_LEVELS = ("WARN", "ERROR", "INFO", "DEBUG", "TRACE", "FATAL", "OFF", "ALL")
 TRUE_WORDS, FALSE_WORDS = ("true", "yes", "y", "1", "on"), ("false", "no", "n", "0", "off")
 START_TIMEOUT_MAX = 3600
 

@@ -1,5 +1,6 @@
 """Shared fixtures: an isolated Jupyter and cookiecutter home, kernel bakes, Spark layouts, JVM checks."""
 
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -24,7 +25,8 @@ VENV_DIR = sys.prefix
 PYTHON = os.path.join(VENV_DIR, "bin", "python")
 CLI = os.path.join(VENV_DIR, "bin", "pyspark-kernel")
 JVM_GONE_TIMEOUT = 60
-KERNEL_FILES = ["kernel.json", "logo-32x32.png", "logo-64x64.png", "pyspark_kernel_runtime.py", "pyspark_startup.py"]
+CLEANUP_TIMEOUT = 90  # the first JVM of a run writes the class-data-sharing archive as it exits
+KERNEL_FILES = ["kernel.json", "logo-32x32.png", "logo-64x64.png", "pyspark_kernel_runtime", "pyspark_startup.py"]
 SCRATCH = tempfile.mkdtemp(prefix="pyspark-kernel-tests-")
 
 
@@ -198,40 +200,46 @@ def stop_process_group(process):
         process.wait()
 
 
-@pytest.fixture(scope="session")
-def standalone_cluster(tmp_path_factory):
-    """A real Spark standalone master and one worker (2 cores) on 127.0.0.1, from pip's pyspark."""
+@contextlib.contextmanager
+def standalone(work, port=None):
+    """A real Spark standalone master and one worker (2 cores) on 127.0.0.1, from pip's pyspark,
+    with their logs in ``work``; yields the master URL and stops both, even on failure."""
     import urllib.request
 
     import pyspark
 
     home = os.path.dirname(pyspark.__file__)
-    work = tmp_path_factory.mktemp("standalone")
-    port, master_ui, worker_ui = free_port(), free_port(), free_port()
+    port, master_ui, worker_ui = port or free_port(), free_port(), free_port()
     env = {**os.environ, "SPARK_HOME": home, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(work), "SPARK_NO_DAEMONIZE": "1"}
     spark_class = os.path.join(home, "bin", "spark-class")
     daemons = []
-    for name, args in (
-        ("master", ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(master_ui)]),
-        ("worker", ["org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}", "--host", "127.0.0.1", "--cores", "2",
-                    "--memory", "2g", "--webui-port", str(worker_ui), "--work-dir", str(work / "worker")]),
-    ):
-        with open(work / f"{name}.log", "wb") as log:
-            daemons.append(subprocess.Popen([spark_class, *args], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
-
-    def workers_alive():
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{master_ui}/json/", timeout=5) as page:
-                return json.load(page).get("aliveworkers", 0) >= 1
-        except OSError:
-            return False
-
     try:
+        for name, args in (
+            ("master", ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(master_ui)]),
+            ("worker", ["org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}", "--host", "127.0.0.1", "--cores", "2",
+                        "--memory", "2g", "--webui-port", str(worker_ui), "--work-dir", str(work / "worker")]),
+        ):
+            with open(work / f"{name}.log", "wb") as log:
+                daemons.append(subprocess.Popen([spark_class, *args], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
+
+        def workers_alive():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{master_ui}/json/", timeout=5) as page:
+                    return json.load(page).get("aliveworkers", 0) >= 1
+            except OSError:
+                return False
+
         wait_for_service(workers_alive, daemons, f"the standalone cluster did not come up; see {work}/master.log and worker.log")
         yield f"spark://127.0.0.1:{port}"
     finally:
         for daemon in reversed(daemons):  # the worker first: it stops its executors
             stop_process_group(daemon)
+
+
+@pytest.fixture(scope="session")
+def standalone_cluster(tmp_path_factory):
+    with standalone(tmp_path_factory.mktemp("standalone")) as master:
+        yield master
 
 
 @pytest.fixture(scope="session")
@@ -300,3 +308,40 @@ def jupyter_server(tmp_path):
         yield base, token, data
     finally:
         stop_process_group(server)
+
+
+def make_kernel(kernels_dir, name, *flags):
+    done = run_cli("create", "-k", name, "-d", str(kernels_dir), *flags)
+    assert done.returncode == 0, done.stderr
+
+
+def assert_left_nothing(name, tmp_dir):
+    from .kernels import wait_until
+
+    assert_no_jvm_left(name, timeout=CLEANUP_TIMEOUT)
+    wait_until(lambda: os.listdir(tmp_dir) == [], CLEANUP_TIMEOUT, f"kernel {name} left files in its TMPDIR: {os.listdir(tmp_dir)}")
+
+
+@pytest.fixture
+def start(kernels_dir, tmp_path):
+    """start(name, *create_flags, edit=None, **env_changes) -> a running kernel with its own TMPDIR; stopped,
+    and checked to have left no JVM and no file, after the test."""
+    from .kernels import Kernel, kernel_environment
+
+    started = []
+
+    def run(name, *flags, edit=None, **env):
+        make_kernel(kernels_dir, name, *flags)
+        if edit:
+            edit(kernels_dir / name / "kernel.json")
+        tmp_dir = tmp_path / f"tmp-{name}"
+        tmp_dir.mkdir()
+        kernel = Kernel(kernels_dir, name, kernel_environment(tmp_dir, **env))
+        started.append((kernel, name, tmp_dir))
+        return kernel
+
+    yield run
+    for kernel, name, tmp_dir in started:
+        kernel.stop()
+    for kernel, name, tmp_dir in started:
+        assert_left_nothing(name, tmp_dir)

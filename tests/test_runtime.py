@@ -13,47 +13,13 @@ import urllib.request
 
 import pytest
 
-from .conftest import assert_no_jvm_left, run_cli, spark_jvms
+from .conftest import assert_left_nothing, make_kernel, spark_jvms
 from .kernels import Kernel, kernel_environment, wait_until
 
 pytestmark = pytest.mark.e2e
 
 STATE = 'print(__import__("sys").modules["pyspark_kernel_runtime"].RUNTIME.state)'
-CLEANUP_TIMEOUT = 90  # the first JVM of a run writes the class-data-sharing archive as it exits
 INTERRUPT_BOUND = 15  # seconds: a minute-long job stops well before its end, on a busy machine too
-
-
-def make_kernel(kernels_dir, name, *flags):
-    done = run_cli("create", "-k", name, "-d", str(kernels_dir), *flags)
-    assert done.returncode == 0, done.stderr
-
-
-def assert_left_nothing(name, tmp_dir):
-    assert_no_jvm_left(name, timeout=CLEANUP_TIMEOUT)
-    wait_until(lambda: os.listdir(tmp_dir) == [], CLEANUP_TIMEOUT, f"kernel {name} left files in its TMPDIR: {os.listdir(tmp_dir)}")
-
-
-@pytest.fixture
-def start(kernels_dir, tmp_path):
-    """start(name, *create_flags, edit=None, **env_changes) -> a running kernel with its own TMPDIR; stopped,
-    and checked to have left no JVM and no file, after the test."""
-    started = []
-
-    def run(name, *flags, edit=None, **env):
-        make_kernel(kernels_dir, name, *flags)
-        if edit:
-            edit(kernels_dir / name / "kernel.json")
-        tmp_dir = tmp_path / f"tmp-{name}"
-        tmp_dir.mkdir()
-        kernel = Kernel(kernels_dir, name, kernel_environment(tmp_dir, **env))
-        started.append((kernel, name, tmp_dir))
-        return kernel
-
-    yield run
-    for kernel, name, tmp_dir in started:
-        kernel.stop()
-    for kernel, name, tmp_dir in started:
-        assert_left_nothing(name, tmp_dir)
 
 
 def test_background_kernel_answers_at_once_and_the_first_use_of_spark_waits(start):

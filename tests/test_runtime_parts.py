@@ -1,17 +1,12 @@
 """Parts of the kernel runtime that need no kernel: start-up checks, messages, the archive key."""
 
-import importlib.util
 import os
 import socket
 import stat
 
 import pytest
 
-from .conftest import ROOT
-
-spec = importlib.util.spec_from_file_location("runtime_under_test", os.path.join(ROOT, "{{cookiecutter.kernel_name}}", "pyspark_kernel_runtime.py"))
-runtime = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(runtime)
+from pyspark_kernel.runtime import diagnostics, entrypoints, guard, jvm, magics, notebook, options, progress
 
 
 @pytest.mark.parametrize("master, addresses", [
@@ -22,52 +17,86 @@ spec.loader.exec_module(runtime)
     ("sc://h:443/;use_ssl=true", [("h", 443)]),
 ])
 def test_master_addresses(master, addresses):
-    assert runtime.master_addresses(master) == addresses
+    assert diagnostics.master_addresses(master) == addresses
 
 
 def test_a_master_where_nothing_listens_is_refused_at_once():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with pytest.raises(runtime.SparkStartError, match=f"nothing listens on 127.0.0.1:{port}"):
-        runtime.check_master_reachable(f"spark://127.0.0.1:{port}")
+    with pytest.raises(diagnostics.SparkStartError, match=f"nothing listens on 127.0.0.1:{port}"):
+        diagnostics.check_master_reachable(f"spark://127.0.0.1:{port}")
 
 
 def test_a_listening_master_passes_the_check():
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(1)
-        runtime.check_master_reachable(f"spark://127.0.0.1:{server.getsockname()[1]}")
+        diagnostics.check_master_reachable(f"spark://127.0.0.1:{server.getsockname()[1]}")
 
 
 def test_java_home_without_java_is_named(tmp_path):
-    with pytest.raises(runtime.SparkStartError, match=f"JAVA_HOME is {tmp_path}, which has no bin/java"):
-        runtime.find_java({"JAVA_HOME": str(tmp_path), "PATH": ""})
+    with pytest.raises(diagnostics.SparkStartError, match=f"JAVA_HOME is {tmp_path}, which has no bin/java"):
+        diagnostics.find_java({"JAVA_HOME": str(tmp_path), "PATH": ""})
 
 
 def test_java_is_found_on_path(tmp_path):
     java = tmp_path / "java"
     java.write_text("#!/bin/sh\n")
     java.chmod(java.stat().st_mode | stat.S_IXUSR)
-    assert runtime.find_java({"PATH": str(tmp_path)}) == str(java)
+    assert diagnostics.find_java({"PATH": str(tmp_path)}) == str(java)
 
 
 def test_spark_home_without_spark_submit_is_named(tmp_path):
-    with pytest.raises(runtime.SparkStartError, match="has no bin/spark-submit"):
-        runtime.check_spark_home({"SPARK_HOME": str(tmp_path)})
+    with pytest.raises(diagnostics.SparkStartError, match="has no bin/spark-submit"):
+        diagnostics.check_spark_home({"SPARK_HOME": str(tmp_path)})
 
 
 def test_known_causes_are_read_from_the_jvm_output(tmp_path):
     log = tmp_path / "driver.log"
     log.write_text('[0.1s][warning][cds] noise\nException in thread "main" java.lang.UnsupportedClassVersionError: class file version 65.0\n')
-    message = runtime.explain(RuntimeError("Java gateway process exited"), str(log))
+    message = diagnostics.explain(RuntimeError("Java gateway process exited"), str(log))
     assert message.startswith("Spark did not start: this Java is too old for this Spark (install a JDK 17+")
     assert "UnsupportedClassVersionError" in message and "[cds]" not in message
 
 
 def test_options_fill_defaults_and_ignore_an_unknown_mode():
-    options = runtime.read_options({"PYSPARK_KERNEL_OPTIONS": '{"init": "sometimes", "progress": false}'})
-    assert options == {**runtime.DEFAULT_OPTIONS, "progress": False}
+    read = options.read_options({"PYSPARK_KERNEL_OPTIONS": '{"init": "sometimes", "progress": false}'})
+    assert read == {**options.DEFAULT_OPTIONS, "progress": False}
+
+
+@pytest.mark.parametrize("text, problem", [("{not json", "is not valid JSON"), ("[1, 2]", "is not a JSON object of options")])
+def test_broken_options_are_a_setup_error_that_says_what_to_do(text, problem):
+    with pytest.raises(options.SetupError, match=f"PYSPARK_KERNEL_OPTIONS in kernel.json {problem}.*regenerate the kernel"):
+        options.read_options({"PYSPARK_KERNEL_OPTIONS": text})
+
+
+@pytest.mark.parametrize("key, value, shown", [
+    ("spark.app.name", "etl", "etl"),
+    ("spark.hadoop.fs.s3a.secret.key", "s3cr3t", "*********(redacted)"),
+    ("spark.ssl.keyStorePassword", "pw", "*********(redacted)"),
+    ("spark.executor.memory", "${env:MEM}", "*********(redacted)"),
+])
+def test_values_the_runtime_prints_are_redacted_as_spark_redacts_them(key, value, shown):
+    assert options.shown_value(key, value) == shown
+
+
+@pytest.mark.parametrize("returncode, described", [
+    (-9, "killed by signal 9 (SIGKILL: often the out-of-memory killer)"),
+    (-15, "killed by signal 15 (SIGTERM)"),
+    (1, "exited with code 1"),
+    (52, "exited with code 52 (an OutOfMemoryError in the driver (raise spark.driver.memory))"),
+])
+def test_how_the_jvm_ended_is_said_plainly(returncode, described):
+    assert diagnostics.describe_exit(returncode) == described
+
+
+def test_a_dead_jvm_message_names_the_way_back(tmp_path):
+    log = tmp_path / "driver.log"
+    log.write_text("25/01/01 WARN last words\n")
+    message = diagnostics.died_message(-9, str(log))
+    assert message.startswith("The Spark driver JVM has exited: killed by signal 9 (SIGKILL: often the out-of-memory killer).")
+    assert "run %spark restart for a new session; your Python variables are kept" in message and message.endswith("WARN last words")
 
 
 def test_archive_key_follows_the_jdk_and_the_spark_jars(tmp_path):
@@ -75,12 +104,12 @@ def test_archive_key_follows_the_jdk_and_the_spark_jars(tmp_path):
     java.write_text("jdk 17")
     (tmp_path / "spark" / "jars").mkdir(parents=True)
     (tmp_path / "spark" / "jars" / "spark-core.jar").write_text("a")
-    key = runtime.cds_key(str(java), str(tmp_path / "spark"))
-    assert key == runtime.cds_key(str(java), str(tmp_path / "spark"))
+    key = jvm.cds_key(str(java), str(tmp_path / "spark"))
+    assert key == jvm.cds_key(str(java), str(tmp_path / "spark"))
     (tmp_path / "spark" / "jars" / "extra.jar").write_text("b")
-    assert runtime.cds_key(str(java), str(tmp_path / "spark")) != key
+    assert jvm.cds_key(str(java), str(tmp_path / "spark")) != key
     java.write_text("jdk 17.0.16")
-    assert runtime.cds_key(str(java), str(tmp_path / "spark")) != key
+    assert jvm.cds_key(str(java), str(tmp_path / "spark")) != key
 
 
 def test_archive_options_train_when_missing_and_map_when_present(tmp_path):
@@ -89,12 +118,12 @@ def test_archive_options_train_when_missing_and_map_when_present(tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
-    training = runtime.cds_java_options(str(java), str(tmp_path), str(scratch), env, os.getpid())
+    training = jvm.cds_java_options(str(java), str(tmp_path), str(scratch), env, os.getpid())
     assert training[0].startswith("-XX:ArchiveClassesAtExit=") and training[0].endswith(".partial")
     assert (scratch / "cds-training.sh").exists()
     archive = training[0].split("=", 1)[1].rsplit(".", 2)[0]
     open(archive, "w").close()
-    assert runtime.cds_java_options(str(java), str(tmp_path), str(scratch), env, os.getpid()) == [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"]
+    assert jvm.cds_java_options(str(java), str(tmp_path), str(scratch), env, os.getpid()) == [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"]
 
 
 def test_while_one_kernel_writes_the_archive_the_others_start_without_it(tmp_path):
@@ -105,7 +134,7 @@ def test_while_one_kernel_writes_the_archive_the_others_start_without_it(tmp_pat
     for index in range(3):
         scratch = tmp_path / f"scratch-{index}"
         scratch.mkdir()
-        options.append(runtime.cds_java_options(str(java), str(tmp_path), str(scratch), env, os.getpid()))
+        options.append(jvm.cds_java_options(str(java), str(tmp_path), str(scratch), env, os.getpid()))
     assert options[0][0].startswith("-XX:ArchiveClassesAtExit=") and options[1:] == [[], []]
     assert not (tmp_path / "scratch-1" / "cds-training.sh").exists()
 
@@ -121,25 +150,25 @@ def dead_pid():
 def test_a_lock_left_by_a_crashed_writer_is_taken_over(tmp_path):
     lock = tmp_path / "spark-x.jsa.lock"
     lock.write_text(f"{socket.gethostname()} {dead_pid()}\n")
-    assert runtime.claim_archive(str(lock), os.getpid())
+    assert jvm.claim_archive(str(lock), os.getpid())
     assert lock.read_text() == f"{socket.gethostname()} {os.getpid()}\n"
-    assert not runtime.claim_archive(str(lock), os.getpid())  # now held by a live process
+    assert not jvm.claim_archive(str(lock), os.getpid())  # now held by a live process
 
 
 def test_a_lock_just_created_and_not_yet_written_is_respected(tmp_path):
     lock = tmp_path / "spark-x.jsa.lock"
     lock.write_text("")
-    assert not runtime.claim_archive(str(lock), os.getpid())
+    assert not jvm.claim_archive(str(lock), os.getpid())
     os.utime(lock, (0, 0))  # empty for ages: its maker died between create and write
-    assert runtime.claim_archive(str(lock), os.getpid())
+    assert jvm.claim_archive(str(lock), os.getpid())
 
 
 def test_a_lock_from_another_host_is_trusted_for_a_day(tmp_path):
     lock = tmp_path / "spark-x.jsa.lock"
     lock.write_text(f"other-host-{socket.gethostname()} 1\n")
-    assert not runtime.claim_archive(str(lock), os.getpid())
+    assert not jvm.claim_archive(str(lock), os.getpid())
     os.utime(lock, (0, 0))
-    assert runtime.claim_archive(str(lock), os.getpid())
+    assert jvm.claim_archive(str(lock), os.getpid())
 
 
 @pytest.mark.parametrize("master, token, url", [
@@ -148,12 +177,12 @@ def test_a_lock_from_another_host_is_trusted_for_a_day(tmp_path):
     ("sc://h:15002/;use_ssl=true", "t0k", "sc://h:15002/;use_ssl=true;token=t0k"),
 ])
 def test_the_connect_token_comes_from_the_environment(master, token, url):
-    assert runtime.with_token(master, token) == url
+    assert options.with_token(master, token) == url
 
 
 def test_a_yarn_kernel_that_ships_its_environment_launches_spark_with_exactly_this():
     conf = {"spark.master": "yarn", "spark.submit.deployMode": "client", "spark.yarn.queue": "analytics", "spark.archives": "hdfs:///libs/geo.zip#geo"}
-    settings = runtime.launch_settings(conf, {"ship_environment": "environment.tar.gz"}, "/tmp/scratch", "/k/etl", ["-XX:SharedArchiveFile=/c/a.jsa", "-Xshare:auto"])
+    settings = jvm.launch_settings(conf, {"ship_environment": "environment.tar.gz"}, "/tmp/scratch", "/k/etl", ["-XX:SharedArchiveFile=/c/a.jsa", "-Xshare:auto"])
     assert settings == {
         "spark.master": "yarn",
         "spark.submit.deployMode": "client",
@@ -166,16 +195,16 @@ def test_a_yarn_kernel_that_ships_its_environment_launches_spark_with_exactly_th
 
 def test_the_users_java_options_and_local_dir_are_kept():
     conf = {"spark.master": "local[*]", "spark.driver.defaultJavaOptions": "-Dteam=a", "spark.local.dir": "/data/spark"}
-    settings = runtime.launch_settings(conf, {}, "/tmp/scratch", "/k", [])
+    settings = jvm.launch_settings(conf, {}, "/tmp/scratch", "/k", [])
     assert settings["spark.driver.defaultJavaOptions"] == "-Dteam=a -Djava.io.tmpdir=/tmp/scratch"
     assert settings["spark.local.dir"] == "/data/spark" and "spark.archives" not in settings
 
 
 def test_secret_settings_are_resolved_from_the_kernels_environment():
     settings = {"spark.master": "yarn", "spark.hadoop.fs.s3a.secret.key": "${env:S3_SECRET}"}
-    assert runtime.resolve_secrets(settings, {"S3_SECRET": "x"}) == {"spark.hadoop.fs.s3a.secret.key": "x"}
-    with pytest.raises(runtime.SparkStartError, match=r"comes from \$S3_SECRET, which is not set"):
-        runtime.resolve_secrets(settings, {})
+    assert options.resolve_secrets(settings, {"S3_SECRET": "x"}) == {"spark.hadoop.fs.s3a.secret.key": "x"}
+    with pytest.raises(diagnostics.SparkStartError, match=r"comes from \$S3_SECRET, which is not set"):
+        options.resolve_secrets(settings, {})
 
 
 class FakeClient:
@@ -194,11 +223,11 @@ class Interrupted(Exception):
 
 
 def test_an_interrupt_inside_a_py4j_call_is_raised_as_the_call_returns():
-    held = runtime.HeldInterrupt()
+    held = guard.HeldInterrupt()
     held.interrupt = Interrupted
     client = FakeClient(lambda: calls.append(held.hold()))
     calls = []
-    held.guard(client)
+    guard.guard(client, held, lambda: None)
     with pytest.raises(Interrupted):
         client.send_command("collect")  # the answer is read whole; then the interrupt
     assert calls == [True] and not held.pending and held.depth == 0
@@ -207,26 +236,185 @@ def test_an_interrupt_inside_a_py4j_call_is_raised_as_the_call_returns():
 
 
 def test_a_second_interrupt_inside_the_call_is_not_held():
-    held = runtime.HeldInterrupt()
+    held = guard.HeldInterrupt()
     client = FakeClient(lambda: calls.append((held.hold(), held.hold())))
     calls = []
-    held.guard(client)
+    guard.guard(client, held, lambda: None)
     client.send_command("stuck")
     assert calls == [(True, False)] and not held.pending
 
 
 def test_outside_a_py4j_call_an_interrupt_is_raised_at_once():
-    assert runtime.HeldInterrupt().hold() is False
+    assert guard.HeldInterrupt().hold() is False
 
 
 def test_other_threads_calls_do_not_hold_the_main_threads_interrupt():
     import threading
 
-    held = runtime.HeldInterrupt()
+    held = guard.HeldInterrupt()
     seen = []
     client = FakeClient(lambda: seen.append(held.depth))
-    held.guard(client)
+    guard.guard(client, held, lambda: None)
     worker = threading.Thread(target=client.send_command, args=("progress",))
     worker.start()
     worker.join()
     assert seen == [0] and held.hold() is False
+
+
+def test_a_call_that_fails_because_the_jvm_has_exited_raises_the_runtimes_error():
+    died = diagnostics.SparkDiedError("The Spark driver JVM has exited: killed by signal 9")
+
+    def refuse():
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    client = FakeClient(refuse)
+    guard.guard(client, guard.HeldInterrupt(), lambda: died)
+    with pytest.raises(diagnostics.SparkDiedError, match="killed by signal 9") as raised:
+        client.send_command("count")
+    assert raised.value.__suppress_context__  # one error, not Py4J's chain
+
+
+def test_a_failed_call_of_a_live_jvm_keeps_its_own_error():
+    def refuse():
+        raise ConnectionResetError(104, "reset")
+
+    client = FakeClient(refuse)
+    guard.guard(client, guard.HeldInterrupt(), lambda: None)
+    with pytest.raises(ConnectionResetError):
+        client.send_command("count")
+
+
+def test_an_error_the_jvm_answered_with_is_never_taken_for_a_death():
+    class Py4JJavaError(Exception):
+        pass
+
+    def fail():
+        raise Py4JJavaError("AnalysisException")
+
+    asked = []
+    client = FakeClient(fail)
+    guard.guard(client, guard.HeldInterrupt(), lambda: asked.append(1))
+    with pytest.raises(Py4JJavaError):
+        client.send_command("sql")
+    assert asked == []  # the JVM was not even checked
+
+
+def test_a_builders_options_are_set_now_or_named_for_a_restart():
+    current = {"spark.master": "local[*]", "spark.app.name": "pyspark-local", "spark.sql.shuffle.partitions": "8", "spark.driver.memory": None}
+    options_ = {"spark.master": "local[1]", "spark.app.name": "etl", "spark.sql.shuffle.partitions": "4", "spark.driver.memory": "4g"}
+    settable, fixed = notebook.split_options(options_, current, lambda key: key.startswith("spark.sql."))
+    assert settable == {"spark.sql.shuffle.partitions": "4"}
+    assert fixed == {"spark.master": "local[1]", "spark.app.name": "etl", "spark.driver.memory": "4g"}
+
+
+def test_options_the_session_already_has_are_left_alone():
+    assert notebook.split_options({"spark.master": "local[*]"}, {"spark.master": "local[*]"}, lambda key: True) == ({}, {})
+
+
+def test_the_notice_for_options_that_need_a_new_driver_is_one_line_with_the_command():
+    notice = notebook.fixed_options_notice({"spark.app.name": "my etl", "spark.hadoop.fs.s3a.secret.key": "s3cr3t"})
+    assert "\n" not in notice and "s3cr3t" not in notice
+    assert notice == ("Using the kernel's Spark session; not applied, as they need a new driver: spark.app.name=my etl "
+                      "spark.hadoop.fs.s3a.secret.key=*********(redacted) (to apply them: %spark restart --conf 'spark.app.name=my etl' "
+                      "--conf 'spark.hadoop.fs.s3a.secret.key=*********(redacted)')")
+
+
+class FakeConf:
+    def __init__(self, pairs):
+        self.pairs = pairs
+
+    def getAll(self):
+        return list(self.pairs.items())
+
+
+@pytest.mark.parametrize("args, kwargs, expected", [
+    ((), {}, {"spark.master": None, "spark.app.name": None}),
+    (("local[2]", "etl"), {}, {"spark.master": "local[2]", "spark.app.name": "etl"}),
+    ((), {"conf": FakeConf({"spark.master": "local[3]", "spark.executor.memory": "2g"})},
+     {"spark.master": "local[3]", "spark.app.name": None, "spark.executor.memory": "2g"}),
+    (("local[1]",), {"conf": FakeConf({"spark.master": "local[3]"})}, {"spark.master": "local[1]", "spark.app.name": None}),
+])
+def test_a_spark_context_call_is_read_as_spark_settings(args, kwargs, expected):
+    assert entrypoints.context_options(args, kwargs) == expected
+
+
+def test_a_module_is_patched_as_it_is_imported(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "patched_here.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen = []
+    finder = entrypoints.PatchOnImport({"patched_here": lambda module: seen.append(module.VALUE)})
+    monkeypatch.setattr(sys, "meta_path", [finder, *sys.meta_path])
+    import patched_here  # noqa: F401
+
+    assert seen == [1]
+    assert sys.modules["patched_here"].__loader__.get_source("patched_here") == "VALUE = 1\n"  # the real loader's, still there
+    monkeypatch.delitem(sys.modules, "patched_here")
+
+
+@pytest.mark.parametrize("words, overrides", [
+    ([], {}),
+    (["--conf", "spark.driver.memory=4g"], {"spark.driver.memory": "4g"}),
+    (["--conf=spark.a=b=c", "--conf", "spark.x="], {"spark.a": "b=c", "spark.x": ""}),
+])
+def test_restart_takes_conf_overrides(words, overrides):
+    assert magics.parse_restart(words) == overrides
+
+
+@pytest.mark.parametrize("words, problem", [
+    (["--conf"], "unexpected '--conf'"),
+    (["--conf", "driver.memory=4g"], "is not KEY=VALUE with a spark.* key"),
+    (["--conf", "spark.driver.memory"], "is not KEY=VALUE"),
+    (["now"], "unexpected 'now'"),
+])
+def test_a_bad_restart_line_is_one_clear_error(words, problem):
+    with pytest.raises(magics.MagicError, match=problem):
+        magics.parse_restart(words)
+
+
+def test_log_takes_a_line_count():
+    assert (magics.parse_log([]), magics.parse_log(["-n", "5"])) == (magics.LOG_LINES, 5)
+    with pytest.raises(magics.MagicError, match="usage: %spark log"):
+        magics.parse_log(["-n", "many"])
+
+
+class Job:
+    def __init__(self, status, stage_ids):
+        self.status, self.stageIds = status, stage_ids
+
+
+class Stage:
+    def __init__(self, tasks, completed, active):
+        self.numTasks, self.numCompletedTasks, self.numActiveTasks = tasks, completed, active
+
+
+class Tracker:
+    def __init__(self, jobs, stages):
+        self.jobs, self.stages = jobs, stages
+
+    def getJobIdsForGroup(self, group):
+        return list(self.jobs)
+
+    def getJobInfo(self, job):
+        return self.jobs.get(job)
+
+    def getStageInfo(self, stage):
+        return self.stages.get(stage)
+
+
+def test_the_progress_line_counts_jobs_stages_and_tasks():
+    tracker = Tracker({0: Job("SUCCEEDED", [0]), 1: Job("RUNNING", [1])}, {0: Stage(4, 4, 0), 1: Stage(4, 1, 2)})
+    assert progress.describe(tracker, "g", 3.2, final=False) == "Spark: [############........] jobs 1/2, stages 1/2, tasks 5/8 (2 running), 3 s"
+    tracker.jobs[1].status = "FAILED"
+    assert progress.describe(tracker, "g", 3.25, final=True) == "Spark: 2 job(s) 1 failed or cancelled, 5/8 tasks, 3.2 s"
+    assert progress.describe(Tracker({}, {}), "g", 1, final=False) is None
+
+
+def test_the_status_of_a_kernel_that_has_not_started_spark():
+    class Runtime:
+        state, connect, master, log = "idle", False, "local[*]", "/tmp/x/driver.log"
+        conf = kernel_conf = {"spark.master": "local[*]"}
+        environ = {"PYSPARK_PYTHON": "/venv/bin/python"}
+
+    assert magics.status_lines(Runtime()) == ["state: idle", "master: local[*]", "executor Python: /venv/bin/python", "JVM log: /tmp/x/driver.log"]

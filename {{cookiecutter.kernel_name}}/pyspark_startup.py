@@ -1,8 +1,10 @@
 """Startup shim of a pyspark-kernel kernel: defines `spark` and `sc` for the notebook.
 
 IPython runs this file in the notebook's namespace before the first cell (kernel.json passes it as
-IPKernelApp.exec_files). It loads pyspark_kernel_runtime.py from the kernel's directory, which
-starts Spark and looks after it, and leaves only `spark` and `sc` behind.
+IPKernelApp.exec_files). It loads the package pyspark_kernel_runtime from the kernel's directory,
+which starts Spark and looks after it. If the runtime itself cannot start (an unwritable TMPDIR, no
+/bin/sh, a broken kernel.json), the first cell says why and `spark` and `sc` raise that error:
+IPython would only log an error here to the server's console.
 """
 
 
@@ -12,13 +14,41 @@ def _pyspark_kernel_start(namespace):
     import sys
 
     # IPython sets __file__ while it runs this file.
-    path = os.path.join(os.path.dirname(os.path.abspath(namespace["__file__"])), "pyspark_kernel_runtime.py")
-    spec = importlib.util.spec_from_file_location("pyspark_kernel_runtime", path)
-    runtime = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = runtime
-    spec.loader.exec_module(runtime)
-    runtime.install(namespace)
+    package = os.path.join(os.path.dirname(os.path.abspath(namespace["__file__"])), "pyspark_kernel_runtime")
+    try:
+        spec = importlib.util.spec_from_file_location("pyspark_kernel_runtime", os.path.join(package, "__init__.py"), submodule_search_locations=[package])
+        runtime = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = runtime
+        spec.loader.exec_module(runtime)
+        runtime.install(namespace)
+    except Exception as error:  # noqa: BLE001 - whatever it is, the notebook must be told
+        detail = str(error) if type(error).__name__ == "SetupError" else f"{type(error).__name__}: {error}"
+        _pyspark_kernel_setup_failed(namespace, f"The kernel's Spark runtime could not start: {detail}")
+
+
+def _pyspark_kernel_setup_failed(namespace, message):
+    class SparkSetupError(RuntimeError):
+        """The kernel's runtime could not start; Spark cannot either."""
+
+    class Unavailable:
+        def __getattr__(self, attribute):
+            raise SparkSetupError(message)
+
+        def __repr__(self):
+            raise SparkSetupError(message)
+
+    namespace["spark"] = Unavailable()
+    namespace["sc"] = Unavailable()
+    shell = namespace["get_ipython"]()
+
+    def first_cell(*_):
+        import sys
+
+        shell.events.unregister("pre_run_cell", first_cell)
+        print(f"ERROR: {message}", file=sys.stderr, flush=True)
+
+    shell.events.register("pre_run_cell", first_cell)
 
 
 _pyspark_kernel_start(globals())
-del _pyspark_kernel_start
+del _pyspark_kernel_start, _pyspark_kernel_setup_failed

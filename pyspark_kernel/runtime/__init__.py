@@ -1,0 +1,34 @@
+"""Runtime of a pyspark-kernel kernel: starts Spark beside the kernel and looks after it.
+
+Copied into each kernel directory as the package `pyspark_kernel_runtime` and loaded by the
+kernel's pyspark_startup.py, in the kernel's own Python, which needs nothing but ipykernel and
+pyspark: these modules import only the standard library until Spark starts. One job a module:
+
+- options: kernel.json's options and Spark settings, and secrets;
+- diagnostics: start-up checks and failure messages (pyspark-kernel doctor uses them too);
+- jvm: the driver JVM's launch settings, scratch directory, watchdog.sh and archive;
+- guard: every Py4J call: interrupts held to the call's end, a dead JVM explained;
+- session: the session's life: start, stop, death, restart;
+- notebook: `spark` and `sc`, cells, waiting, interrupt; entrypoints: the notebook's own builders;
+- progress: the progress line; magics: %spark.
+"""
+
+RUNTIME = None  # this kernel's SparkRuntime, for inspection
+NOTEBOOK = None
+
+
+def install(namespace):
+    global RUNTIME, NOTEBOOK
+    from . import magics
+    from .entrypoints import EntryPoints
+    from .notebook import Notebook
+    from .session import SparkRuntime
+
+    shell = namespace["get_ipython"]()
+    RUNTIME = SparkRuntime()
+    NOTEBOOK = Notebook(RUNTIME, namespace, shell)
+    EntryPoints(RUNTIME, NOTEBOOK).install()
+    magics.register(shell, NOTEBOOK)
+    RUNTIME.begin()
+    NOTEBOOK.begin()
+    return RUNTIME

@@ -1,0 +1,141 @@
+"""Start-up checks and failure messages: a cause and a fix, with the JVM's last output.
+
+`pyspark-kernel doctor` imports this module from the kernel's directory, so the kernel and the
+doctor never disagree about what stops a start.
+"""
+
+import os
+import shutil
+import signal
+import socket
+
+LOG_TAIL_LINES = 15
+CONNECT_TIMEOUT = 5
+RESTART_HINT = "run %spark restart for a new session; your Python variables are kept"
+
+
+class ShortError(RuntimeError):
+    """An error whose message says it all: the notebook shows the message, not the frames of
+    PySpark and Py4J it was raised through (IPython's _render_traceback_)."""
+
+    def _render_traceback_(self):
+        return [f"{type(self).__name__}: {self}"]
+
+
+class SparkStartError(ShortError):
+    """Spark could not start; the message says why and what to do."""
+
+
+class SparkDiedError(ShortError):
+    """The driver JVM exited under a running session; the message says how, and what to do."""
+
+
+def log_lines(path):
+    """The JVM output's lines, without the class-data-sharing archive's own noise."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return [line.rstrip() for line in handle if line.strip() and "[cds" not in line]
+    except OSError:
+        return []
+
+
+def log_tail(path, lines=LOG_TAIL_LINES):
+    return "\n".join(log_lines(path)[-lines:])
+
+
+def with_jvm_output(message, log):
+    tail = log_tail(log)
+    return message + (f"\n--- last lines of the JVM output ({log}) ---\n{tail}" if tail else "")
+
+
+def find_java(environ):
+    """The java that Spark's launch scripts will run: $JAVA_HOME/bin/java, else java on PATH."""
+    java_home = environ.get("JAVA_HOME")
+    if java_home:
+        java = os.path.join(java_home, "bin", "java")
+        if os.access(java, os.X_OK):
+            return java
+        raise SparkStartError(f"Java not found: JAVA_HOME is {java_home}, which has no bin/java (install a JDK 17+ there, or set JAVA_HOME in the kernel's env to a JDK)")
+    java = shutil.which("java", path=environ.get("PATH"))
+    if not java:
+        raise SparkStartError("Java not found: no java on PATH and JAVA_HOME is not set (install a JDK 17+ or set JAVA_HOME in the kernel's env)")
+    return java
+
+
+def check_spark_home(environ):
+    home = environ.get("SPARK_HOME", "")
+    if not home or not os.path.isfile(os.path.join(home, "bin", "spark-submit")):
+        raise SparkStartError(f"SPARK_HOME {home or '(unset)'} has no bin/spark-submit (regenerate the kernel with pyspark-kernel create --force, or fix SPARK_HOME in its kernel.json)")
+    return home
+
+
+def master_addresses(master):
+    """(host, port) pairs a cluster master URL names; empty for local, yarn and k8s masters."""
+    scheme, _, rest = master.partition("://")
+    if scheme not in ("spark", "sc"):
+        return []
+    pairs = []
+    for address in rest.split("/")[0].split(","):
+        host, colon, port = address.rpartition(":")
+        if not colon:  # sc://host: Spark Connect's default port
+            host, port = address, "15002"
+        pairs.append((host.strip("[]"), int(port)))
+    return pairs
+
+
+def check_master_reachable(master):
+    """Fail in seconds, not after Spark's minute of retries, when no master answers."""
+    problems = []
+    for host, port in master_addresses(master):
+        try:
+            socket.create_connection((host, port), timeout=CONNECT_TIMEOUT).close()
+            return
+        except socket.gaierror:
+            problems.append(f"{host} does not resolve")
+        except socket.timeout:
+            problems.append(f"{host}:{port} did not answer within {CONNECT_TIMEOUT} s")
+        except OSError as error:
+            problems.append(f"nothing listens on {host}:{port} ({error.strerror or error})")
+    if problems:
+        raise SparkStartError(f"Spark master {master} is unreachable: {'; '.join(problems)} (start the cluster, then {RESTART_HINT.split(';')[0]}; or fix the master URL in the kernel's PYSPARK_KERNEL_SPARK_CONF)")
+
+
+KNOWN_CAUSES = [
+    (("Could not parse Master URL", "Master must either be yarn or start with"),
+     "the master URL is not one Spark knows (fix spark.master in the kernel's PYSPARK_KERNEL_SPARK_CONF, or regenerate the kernel)"),
+    (("UnsupportedClassVersionError", "class file version"),
+     "this Java is too old for this Spark (install a JDK 17+ or set JAVA_HOME in the kernel's env)"),
+    (("Cannot allocate memory", "Could not reserve enough space", "Invalid maximum heap size"),
+     "the JVM could not get the memory asked for (lower spark.driver.memory in the kernel's PYSPARK_KERNEL_SPARK_CONF)"),
+    (("JAVA_GATEWAY_EXITED", "Java gateway process exited"),
+     "the Spark JVM exited during start-up (its output below says why)"),
+]
+
+
+def explain(error, log):
+    """A start-up exception as a cause and a fix, with the JVM's last output attached."""
+    text = f"{type(error).__name__}: {error}".strip()
+    tail = log_tail(log)
+    cause = next((fix for needles, fix in KNOWN_CAUSES if any(n in text or n in tail for n in needles)), "see the error and the JVM's output below")
+    return with_jvm_output(f"Spark did not start: {cause}.\n{text}", log)
+
+
+# Exit codes Spark's driver uses for itself (SparkExitCode).
+SPARK_EXIT_CODES = {52: "an OutOfMemoryError in the driver (raise spark.driver.memory)", 50: "an uncaught exception in the driver"}
+
+
+def describe_exit(returncode):
+    """How a process ended, from its return code (negative: the signal that killed it)."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = "an unknown signal"
+        why = ": often the out-of-memory killer" if -returncode == signal.SIGKILL else ""
+        return f"killed by signal {-returncode} ({name}{why})"
+    cause = SPARK_EXIT_CODES.get(returncode)
+    return f"exited with code {returncode}" + (f" ({cause})" if cause else "")
+
+
+def died_message(returncode, log):
+    return with_jvm_output(f"The Spark driver JVM has exited: {describe_exit(returncode)}. Spark objects made before are gone ({RESTART_HINT})", log)

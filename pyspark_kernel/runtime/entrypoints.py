@@ -1,0 +1,198 @@
+"""Every way a notebook gets a session gets the kernel's.
+
+Whoever creates the first SparkContext in a process decides its configuration, and most
+notebooks begin with their own `SparkSession.builder...getOrCreate()`. So PySpark's entry points
+are wrapped as PySpark is imported (an import hook: the notebook may import it before the
+kernel's background start does):
+
+- `SparkSession.builder...getOrCreate()`, `SparkContext(...)` and `SparkContext.getOrCreate()`
+  return the kernel's session or context, waiting for it while it starts; the builder's runtime
+  settings are applied and the others named (Notebook.user_session);
+- `SparkSession.getActiveSession()` returns the kernel's session when PySpark finds none for the
+  calling thread (the JVM keeps the active session per thread, and the kernel's was made in its
+  start thread);
+- `stop()` on the kernel's session or context tells the runtime, so that the next use of Spark
+  starts a new session.
+
+The kernel's own start passes through untouched (SparkRuntime.creating), and so does a builder
+that asks for a Spark Connect server with `.remote(...)` on a kernel that is not one.
+"""
+
+import functools
+import importlib.abc
+import sys
+import threading
+
+CONTEXT_MODULES = ("pyspark.core.context", "pyspark.context")  # Spark 4, Spark 3
+SESSION_MODULE = "pyspark.sql.session"
+CONNECT_SESSION_MODULE = "pyspark.sql.connect.session"
+CONTEXT_ARGUMENTS = ("master", "appName", "sparkHome", "pyFiles", "environment", "batchSize", "serializer", "conf")
+
+
+def context_options(args, kwargs):
+    """The settings a SparkContext(...) call asks for, as Spark keys."""
+    given = {**dict(zip(CONTEXT_ARGUMENTS, args)), **kwargs}
+    options = {}
+    conf = given.get("conf")
+    if conf is not None:
+        options.update(dict(conf.getAll()))
+    options["spark.master"] = given.get("master") or options.get("spark.master")
+    options["spark.app.name"] = given.get("appName") or options.get("spark.app.name")
+    return options
+
+
+class PatchOnImport(importlib.abc.MetaPathFinder):
+    """Runs ``patches[name](module)`` right after the module ``name`` is executed."""
+
+    def __init__(self, patches):
+        self.patches = patches
+        self.finding = threading.local()
+
+    def find_spec(self, name, path, target=None):
+        if name not in self.patches or getattr(self.finding, "active", False):
+            return None
+        self.finding.active = True
+        try:
+            for finder in sys.meta_path:
+                if finder is self or not hasattr(finder, "find_spec"):
+                    continue
+                spec = finder.find_spec(name, path, target)
+                if spec is not None:
+                    if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                        spec.loader = PatchingLoader(spec.loader, self.patches[name])
+                    return spec
+            return None
+        finally:
+            self.finding.active = False
+
+
+class PatchingLoader(importlib.abc.Loader):
+    def __init__(self, loader, patch):
+        self.loader = loader
+        self.patch = patch
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.loader.exec_module(module)
+        self.patch(module)
+
+    def __getattr__(self, name):  # get_source, get_code, ... as the real loader has them
+        return getattr(self.loader, name)
+
+
+class EntryPoints:
+    def __init__(self, runtime, notebook):
+        self.runtime = runtime
+        self.notebook = notebook
+        self.stopping = threading.local()  # inside SparkSession.stop(), which stops the context too
+
+    def install(self):
+        patches = {name: self.patch_context_module for name in CONTEXT_MODULES}
+        patches[SESSION_MODULE] = self.patch_session_module
+        patches[CONNECT_SESSION_MODULE] = self.patch_connect_session_module
+        for name, patch in patches.items():
+            if name in sys.modules:
+                patch(sys.modules[name])
+        sys.meta_path.insert(0, PatchOnImport(patches))
+
+    def passes_through(self):
+        return self.runtime.creating()
+
+    # -- SparkContext
+
+    def patch_context_module(self, module):
+        context_class = module.__dict__.get("SparkContext")
+        if context_class is None or context_class.__module__ != module.__name__ or "pyspark_kernel_patched" in context_class.__dict__:
+            return  # Spark 4's pyspark.context re-exports pyspark.core.context's
+        entry = self
+        original_init = context_class.__init__
+        original_stop = context_class.stop
+
+        def __new__(cls, *args, **kwargs):
+            if cls is not context_class or entry.passes_through():
+                return object.__new__(cls)
+            return entry.notebook.user_context(context_options(args, kwargs))
+
+        @functools.wraps(original_init)
+        def __init__(self, *args, **kwargs):
+            if getattr(self, "_jsc", None) is not None:
+                return  # the kernel's context, given back by __new__
+            original_init(self, *args, **kwargs)
+
+        def getOrCreate(cls, conf=None):
+            if entry.passes_through():
+                return original_get_or_create.__func__(cls, conf)
+            return entry.notebook.user_context(dict(conf.getAll()) if conf is not None else {})
+
+        @functools.wraps(original_stop)
+        def stop(self):
+            original_stop(self)
+            if not getattr(entry.stopping, "active", False):
+                entry.runtime.user_stopped(self)
+
+        original_get_or_create = context_class.__dict__["getOrCreate"]
+        context_class.__new__ = __new__
+        context_class.__init__ = __init__
+        context_class.getOrCreate = classmethod(functools.wraps(original_get_or_create.__func__)(getOrCreate))
+        context_class.stop = stop
+        context_class.pyspark_kernel_patched = True
+
+    # -- SparkSession
+
+    def patch_session_module(self, module):
+        session_class = module.SparkSession
+        if "pyspark_kernel_patched" in session_class.__dict__:
+            return
+        entry = self
+        builder_class = session_class.Builder
+        original_get_or_create = builder_class.getOrCreate
+        original_active = session_class.__dict__["getActiveSession"]
+        original_stop = session_class.stop
+
+        @functools.wraps(original_get_or_create)
+        def getOrCreate(builder):
+            options = dict(getattr(builder, "_options", {}))
+            asks_elsewhere = "spark.remote" in options and not entry.runtime.connect
+            if entry.passes_through() or asks_elsewhere:
+                return original_get_or_create(builder)
+            if entry.runtime.connect:
+                entry.notebook.user_session({})
+                return original_get_or_create(builder)  # Connect gives back its default session, with these settings
+            return entry.notebook.user_session(options)
+
+        def getActiveSession(cls):
+            found = original_active.__func__(cls)
+            if found is not None or entry.passes_through() or threading.current_thread() is not threading.main_thread():
+                return found
+            return entry.notebook.session()
+
+        @functools.wraps(original_stop)
+        def stop(self):
+            entry.stopping.active = True
+            try:
+                original_stop(self)
+            finally:
+                entry.stopping.active = False
+            entry.runtime.user_stopped(self)
+
+        builder_class.getOrCreate = getOrCreate
+        session_class.getActiveSession = classmethod(functools.wraps(original_active.__func__)(getActiveSession))
+        session_class.stop = stop
+        session_class.pyspark_kernel_patched = True
+
+    def patch_connect_session_module(self, module):
+        session_class = module.__dict__.get("SparkSession")
+        if session_class is None or "pyspark_kernel_patched" in session_class.__dict__:
+            return
+        entry = self
+        original_stop = session_class.stop
+
+        @functools.wraps(original_stop)
+        def stop(self):
+            original_stop(self)
+            entry.runtime.user_stopped(self)
+
+        session_class.stop = stop
+        session_class.pyspark_kernel_patched = True

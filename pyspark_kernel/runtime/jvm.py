@@ -1,0 +1,184 @@
+"""The driver JVM: its launch settings, its scratch directory and watchdog, and the
+class-data-sharing archive that makes it start faster.
+
+Every JVM temporary file lives in a scratch directory of the kernel; the watchdog (watchdog.sh)
+removes it once the kernel and its JVMs have exited, however they exited. The driver JVM maps a
+class-data-sharing archive of Spark's classes when one exists for this Java and Spark; otherwise
+one JVM writes it as it exits, and kernels starting meanwhile start without it.
+"""
+
+import hashlib
+import os
+import shlex
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+from .options import SetupError
+
+WATCHDOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "watchdog.sh")
+SHELL = "/bin/sh"
+LOCK_UNWRITTEN_AGE = 60  # seconds a lock file may stay empty: its maker is between create and write
+LOCK_FOREIGN_AGE = 86400  # a lock from another host (a shared home) cannot be checked: trust it this long
+
+
+def make_scratch(environ):
+    # TMPDIR as given: Python would quietly fall back to /tmp when it is unusable.
+    where = environ.get("TMPDIR") or tempfile.gettempdir()
+    try:
+        return tempfile.mkdtemp(prefix="pyspark-kernel-", dir=where)
+    except OSError as error:
+        raise SetupError(f"cannot create the kernel's scratch directory in {where}: {error.strerror} "
+                         "(set TMPDIR to a writable directory for the Jupyter server, or in the kernel's env)") from None
+
+
+def start_watchdog(scratch):
+    """The watchdog's pid: it outlives the kernel, and holds the archive lock until it is done."""
+    try:
+        return subprocess.Popen(
+            [SHELL, WATCHDOG, str(os.getpid()), scratch],
+            # The system's tools first, whatever the kernel's PATH holds (or lacks).
+            env={**os.environ, "PATH": os.pathsep.join([os.defpath, os.environ.get("PATH", "")])},
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, close_fds=True,
+        ).pid
+    except OSError as error:
+        raise SetupError(f"cannot start the kernel's watchdog with {SHELL}: {error.strerror} (the kernel needs a POSIX {SHELL})") from None
+
+
+def record_jvm(scratch, pid):
+    """Tell the watchdog about a driver JVM it must see exit."""
+    with open(os.path.join(scratch, "jvm.pids"), "a", encoding="utf-8") as handle:
+        handle.write(f"{pid}\n")
+
+
+def cds_dir(environ):
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "pyspark-kernel", "cds")
+
+
+def cds_key(java, spark_home):
+    """Changes whenever the JDK or the Spark jars change: a new archive is built for them."""
+    digest = hashlib.sha256()
+    java = os.path.realpath(java)
+    stat = os.stat(java)
+    digest.update(f"{java}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    jars = os.path.join(spark_home, "jars")
+    digest.update(os.path.realpath(spark_home).encode())
+    for name in sorted(os.listdir(jars)) if os.path.isdir(jars) else []:
+        digest.update(f"{name}:{os.path.getsize(os.path.join(jars, name))}".encode())
+    return digest.hexdigest()[:24]
+
+
+def lock_is_held(lock):
+    """Whether the archive lock's holder (host and pid) is alive."""
+    try:
+        age = time.time() - os.stat(lock).st_mtime
+        with open(lock, encoding="utf-8") as handle:
+            host, pid = handle.read().split()
+        pid = int(pid)
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        return age < LOCK_UNWRITTEN_AGE
+    if host != socket.gethostname():
+        return age < LOCK_FOREIGN_AGE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    return True
+
+
+def claim_archive(lock, holder):
+    """Whether this kernel writes the archive: the one that creates the lock file does. A lock whose
+    holder has gone (a crash, a reboot) is taken over; otherwise someone is already writing it."""
+    for _ in range(2):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if lock_is_held(lock):
+                return False
+            try:
+                os.remove(lock)
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(f"{socket.gethostname()} {holder}\n")
+        return True
+    return False
+
+
+def cds_java_options(java, spark_home, scratch, environ, holder):
+    """JVM options to use the archive, or to write it at exit when there is none yet and no other
+    kernel is writing it (``holder``, the watchdog's pid, finishes the archive and frees the lock)."""
+    try:
+        directory = cds_dir(environ)
+        os.makedirs(directory, exist_ok=True)
+        archive = os.path.join(directory, f"spark-{cds_key(java, spark_home)}.jsa")
+        if os.path.isfile(archive):
+            return [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"]
+        lock = f"{archive}.lock"
+        if not claim_archive(lock, holder):
+            return []  # another kernel is writing it: start without, as fast as before archives
+    except OSError:
+        return []  # no usable cache directory: start without the archive
+    partial = f"{archive}.{os.getpid()}.partial"
+    log = os.path.join(scratch, "cds-training.log")
+    with open(os.path.join(scratch, "cds-training.sh"), "w", encoding="utf-8") as handle:
+        handle.write("".join(f"{name}={shlex.quote(value)}\n" for name, value in (("archive", archive), ("partial", partial), ("log", log), ("lock", lock))))
+    return [f"-XX:ArchiveClassesAtExit={partial}", f"-Xlog:cds+dynamic=info:file={log}"]
+
+
+def launch_settings(conf, options, scratch, kernel_dir, java_options):
+    """The Spark settings the driver JVM is launched with: the kernel's own, plus its scratch
+    directory, extra JVM options and, when it ships its environment, the packed archive."""
+    settings = dict(conf)
+    java = " ".join([settings.get("spark.driver.defaultJavaOptions", ""), f"-Djava.io.tmpdir={scratch}", *java_options]).strip()
+    settings["spark.driver.defaultJavaOptions"] = java
+    settings.setdefault("spark.local.dir", scratch)
+    if options.get("ship_environment"):
+        # Unpacked as ./environment beside each executor, where PYSPARK_PYTHON points.
+        archive = os.path.join(kernel_dir, options["ship_environment"]) + "#environment"
+        settings["spark.archives"] = ",".join(filter(None, [settings.get("spark.archives"), archive]))
+    return settings
+
+
+def close_jvm(gateway, grace=60):
+    """Let a driver JVM whose session has ended exit by itself (it exits when its stdin closes,
+    writing its class-data-sharing archive if it has one to write); kill it if it lingers."""
+    if gateway is None:
+        return
+    try:
+        gateway.close()
+    except Exception:  # the Python side of a gateway whose JVM is going away
+        pass
+    gateway._gateway_client.is_connected = False  # no more calls, not even Py4J's finalizers
+    proc = gateway.proc
+    if proc.poll() is not None:
+        return
+    try:
+        proc.stdin.close()
+    except (OSError, AttributeError):
+        pass
+
+    def reap():
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    threading.Thread(target=reap, name="pyspark-kernel-reap", daemon=True).start()
+
+
+def kill_jvm(gateway):
+    proc = getattr(gateway, "proc", None)
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait()

@@ -1,0 +1,258 @@
+"""The kernel's Spark in the notebook: `spark` and `sc`, what a cell shows while Spark starts,
+the cells' job groups, progress and interrupt, and the sessions a notebook builds itself.
+
+- `spark` and `sc` are stand-ins until the session exists; the first use waits for it (and says
+  so), then the notebook's names point at the real objects. When a session ends (spark.stop(), a
+  dead JVM, %spark restart), every name bound to it becomes a stand-in again.
+- Each cell runs its jobs in a job group of its own: interrupting the cell cancels them. The
+  SIGINT handler is the kernel's only while a cell runs, as ipykernel's own is.
+- Nothing here raises into a cell that does not use Spark.
+"""
+
+import shlex
+import signal
+import threading
+
+from .options import shown_value
+from .progress import Progress
+
+WAIT_INTERVAL = 1.0  # how often a cell waiting for Spark's start updates its elapsed time
+CANCEL_ATTEMPTS = 3
+STOPPED_NOTICE = "Spark was stopped (spark.stop()): starting a new session with the kernel's configuration."
+
+
+class SparkStandIn:
+    """Stands for `spark` or `sc` until the session exists; any use waits for it."""
+
+    def __init__(self, notebook, name):
+        object.__setattr__(self, "_notebook", notebook)
+        object.__setattr__(self, "_name", name)
+
+    def _target(self):
+        return self._notebook.resolve(self._name)
+
+    def __getattr__(self, attribute):
+        return getattr(self._target(), attribute)
+
+    def __setattr__(self, attribute, value):
+        setattr(self._target(), attribute, value)
+
+    def __repr__(self):
+        return repr(self._target())
+
+    def __dir__(self):
+        return dir(self._target()) if self._notebook.runtime.state == "ready" else []
+
+
+def split_options(options, current, modifiable):
+    """A notebook's session options against the kernel's session: ({key: value} to set now, as
+    runtime settings, {key: value} that need a new driver). Options it already has are neither."""
+    settable, fixed = {}, {}
+    for key, value in options.items():
+        if current.get(key) == value:
+            continue
+        if key != "spark.master" and modifiable(key):
+            settable[key] = value
+        else:
+            fixed[key] = value
+    return settable, fixed
+
+
+def fixed_options_notice(fixed):
+    shown = " ".join(f"{key}={shown_value(key, value)}" for key, value in fixed.items())
+    command = " ".join(f"--conf {shlex.quote(f'{key}={shown_value(key, value)}')}" for key, value in fixed.items())
+    return f"Using the kernel's Spark session; not applied, as they need a new driver: {shown} (to apply them: %spark restart {command})"
+
+
+class Notebook:
+    def __init__(self, runtime, namespace, shell):
+        self.runtime = runtime
+        self.namespace = namespace
+        self.shell = shell
+        self.cell = 0
+        self.group = None
+        self.progress = None
+        self.saved_sigint = None
+        self.announced = 0  # the session generation whose banner the notebook has seen
+        self.notice = None  # a line for the next start: why there is a new session
+        self.stand_ins_out = False
+
+    def begin(self):
+        self.shell.events.register("pre_run_cell", self.pre_run_cell)
+        self.shell.events.register("post_run_cell", self.post_run_cell)
+        self.namespace["spark"] = SparkStandIn(self, "spark")
+        self.namespace["sc"] = SparkStandIn(self, "sc")
+        self.stand_ins_out = True
+        self.runtime.listeners.append(self.session_ended)
+        mode = self.runtime.options["init"]
+        if mode == "eager":
+            previous = signal.getsignal(signal.SIGINT)
+            self.runtime.start()
+            signal.signal(signal.SIGINT, previous)  # a context made here installs pyspark's handler
+        elif mode == "background":
+            self.runtime.start_in_background()
+
+    # -- the session, for the notebook
+
+    def session(self):
+        """The kernel's session, started if need be, waiting (and saying so) while it starts."""
+        runtime = self.runtime
+        runtime.check_alive()
+        if runtime.state in ("idle", "stopped"):
+            if self.notice:
+                print(self.notice, flush=True)
+                self.notice = None
+            runtime.waiting = True  # this cell pays the first-job cost itself: no warm-up
+            runtime.start_in_background()
+        if not runtime.done.is_set():
+            runtime.waiting = True
+            self.show_wait()
+        if runtime.state != "ready":
+            error = runtime.error
+            raise type(error)(str(error)) from None
+        self.publish()
+        return runtime.session
+
+    def resolve(self, name):
+        session = self.session()
+        return session if name == "spark" else session.sparkContext
+
+    def show_wait(self):
+        """Wait for the start in this cell, with a line that shows the elapsed time and the current
+        step (updated in place when progress is on). An interrupt stops the wait, not the start."""
+        from IPython.display import display
+
+        runtime, text = self.runtime, "Spark is starting…"
+        handle = display({"text/plain": text}, raw=True, display_id=True) if runtime.options["progress"] else print(text, flush=True)
+        try:
+            while not runtime.done.wait(WAIT_INTERVAL):
+                if handle is not None:
+                    handle.update({"text/plain": f"{text} {runtime.elapsed():.0f} s, {runtime.step or 'starting'}"}, raw=True)
+        except KeyboardInterrupt:
+            if handle is not None:
+                handle.update({"text/plain": f"{text} {runtime.elapsed():.0f} s; interrupted: the next use of Spark waits for it again"}, raw=True)
+            raise
+        if handle is not None:
+            handle.update({"text/plain": f"Spark {'started' if runtime.state == 'ready' else 'did not start'} after {runtime.elapsed():.1f} s"}, raw=True)
+
+    def publish(self):
+        """Point the notebook's stand-ins at the real objects and show the banner once a session."""
+        runtime = self.runtime
+        if self.stand_ins_out:
+            for name, value in list(self.namespace.items()):
+                if type(value) is SparkStandIn and value._notebook is self and not (value._name == "sc" and runtime.connect):
+                    self.namespace[name] = runtime.session if value._name == "spark" else runtime.context
+            self.stand_ins_out = False
+        if self.group and not runtime.connect:
+            runtime.context.setJobGroup(self.group, f"cell {self.cell}", True)
+        if self.announced != runtime.generation:
+            self.announced = runtime.generation
+            print(self.banner(), flush=True)
+
+    def banner(self):
+        runtime = self.runtime
+        if runtime.connect:
+            return f"Spark {runtime.session.version} | Spark Connect {runtime.master}"
+        sc = runtime.context
+        return f"Spark {sc.version} | master {sc.master} | app {sc.applicationId} | UI {sc.uiWebUrl or 'off'}"
+
+    def session_ended(self, runtime, ended):
+        """Names bound to a session or context that has ended become stand-ins again."""
+        session, context = ended
+        if self.progress is not None:
+            self.progress.stopped.set()
+        for name, value in list(self.namespace.items()):
+            if value is not None and (value is session or value is context):
+                self.namespace[name] = SparkStandIn(self, "spark" if value is session else "sc")
+                self.stand_ins_out = True
+        if runtime.state == "stopped":
+            self.notice = STOPPED_NOTICE
+
+    # -- sessions the notebook builds itself (see entrypoints)
+
+    def user_session(self, options):
+        """What SparkSession.builder...getOrCreate() gives the notebook: the kernel's session, with
+        the builder's runtime settings applied and the others named."""
+        session = self.session()
+        if not self.runtime.connect:
+            self.apply_options(session, options)
+        return session
+
+    def user_context(self, options):
+        """What SparkContext(...) and SparkContext.getOrCreate(...) give the notebook."""
+        session = self.session()
+        self.apply_options(session, options)
+        return session.sparkContext
+
+    def apply_options(self, session, options):
+        options = {key: value for key, value in options.items() if value is not None}
+        if not options:
+            return
+        current = {key: session.conf.get(key, None) for key in options}
+        settable, fixed = split_options(options, current, session.conf.isModifiable)
+        for key, value in settable.items():
+            session.conf.set(key, value)
+        if fixed:
+            print(fixed_options_notice(fixed), flush=True)
+
+    # -- cells
+
+    def pre_run_cell(self, *_):
+        # ipykernel puts Python's default SIGINT handler in place for every request it handles,
+        # and its own back after it: the kernel's handler lives only while the cell runs.
+        self.saved_sigint = signal.signal(signal.SIGINT, self.on_interrupt)
+        self.runtime.held.pending = False
+        self.cell += 1
+        self.group = f"pyspark-kernel-cell-{self.cell}"
+        try:
+            if self.runtime.check_alive():
+                self.publish()
+                if self.runtime.options["progress"] and not self.runtime.connect:
+                    self.progress = Progress(self.runtime.context, self.group)
+                    self.progress.begin()
+        except Exception:  # the JVM went away in between: the cell that uses Spark will say so
+            pass
+
+    def post_run_cell(self, *_):
+        try:
+            if self.progress is not None:
+                self.progress.end()
+        finally:
+            self.progress = None
+            self.group = None
+            if self.saved_sigint is not None:
+                signal.signal(signal.SIGINT, self.saved_sigint)
+                self.saved_sigint = None
+
+    def on_interrupt(self, signum, frame):
+        """Cancel the running cell's Spark jobs, then interrupt the cell. The cancel goes from
+        another thread: this one may be inside a Py4J call, on the connection the cancel would
+        need, and such an interrupt is held until the call returns (see guard)."""
+        runtime = self.runtime
+        if runtime.state == "ready" and self.group and not runtime.connect:
+            threading.Thread(target=self.cancel, args=(runtime.context, self.group), name="pyspark-kernel-cancel", daemon=True).start()
+        if runtime.held.hold():
+            return
+        raise KeyboardInterrupt
+
+    @staticmethod
+    def cancel(context, group):
+        # A connection broken by an earlier interrupt can still be in the pool, and the first call
+        # that picks it up fails: try again on a fresh one.
+        for _ in range(CANCEL_ATTEMPTS):
+            try:
+                context.cancelJobGroup(group)
+                return
+            except Exception:  # a broken connection, or Spark is going away
+                continue
+
+    def restart(self, overrides):
+        """%spark restart: a new session from the kernel's configuration plus ``overrides``."""
+        self.notice = None
+        self.runtime.restart(overrides)
+        return self.session()
+
+    def shutdown(self):
+        if self.progress is not None:
+            self.progress.end()
+

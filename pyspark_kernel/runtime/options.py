@@ -1,0 +1,69 @@
+"""The kernel's options and Spark settings, as kernel.json passes them, and its secrets.
+
+The generator imports the names defined here too (pyspark_kernel.kernelspec): the two sides of
+kernel.json are written against one definition.
+"""
+
+import json
+import re
+
+from .diagnostics import SparkStartError
+
+OPTIONS_VARIABLE = "PYSPARK_KERNEL_OPTIONS"
+CONF_VARIABLE = "PYSPARK_KERNEL_SPARK_CONF"
+CONNECT_TOKEN_VARIABLE = "SPARK_CONNECT_TOKEN"
+INIT_MODES = ("background", "lazy", "eager")
+LOG_LEVELS = ("WARN", "ERROR", "INFO", "DEBUG", "TRACE", "FATAL", "OFF", "ALL")
+DEFAULT_OPTIONS = {"init": "background", "progress": True, "log_level": "WARN", "start_timeout": 600, "class_data_sharing": True}
+ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+# Spark's own spark.redaction.regex default, for what the runtime itself prints.
+SECRET_KEY = re.compile(r"(?i)secret|password|token|access[.]?key")
+
+
+class SetupError(RuntimeError):
+    """The runtime itself cannot start (before Spark is even tried); the message says what to fix."""
+
+
+def read_json(environ, name, what):
+    try:
+        value = json.loads(environ.get(name) or "{}")
+    except ValueError as error:
+        raise SetupError(f"{name} in kernel.json is not valid JSON ({error}); regenerate the kernel with pyspark-kernel create --force") from None
+    if not isinstance(value, dict):
+        raise SetupError(f"{name} in kernel.json is not a JSON object of {what}; regenerate the kernel with pyspark-kernel create --force")
+    return value
+
+
+def read_options(environ):
+    options = {**DEFAULT_OPTIONS, **read_json(environ, OPTIONS_VARIABLE, "options")}
+    if options["init"] not in INIT_MODES:
+        options["init"] = "background"
+    return options
+
+
+def read_conf(environ):
+    return {str(key): str(value) for key, value in read_json(environ, CONF_VARIABLE, "Spark settings").items()}
+
+
+def resolve_secrets(settings, environ):
+    """Settings written as ${env:NAME}, with NAME's value from the environment the kernel started in."""
+    secrets = {}
+    for key, value in settings.items():
+        found = ENV_REFERENCE.fullmatch(value)
+        if found:
+            if found.group(1) not in environ:
+                raise SparkStartError(f"{key} comes from ${found.group(1)}, which is not set (set it in the Jupyter server's environment and restart the kernel)")
+            secrets[key] = environ[found.group(1)]
+    return secrets
+
+
+def shown_value(key, value):
+    """A setting's value as the runtime may print it."""
+    return "*********(redacted)" if SECRET_KEY.search(key) or ENV_REFERENCE.fullmatch(value) else value
+
+
+def with_token(master, token):
+    """A Spark Connect URL with the token from the environment added, if there is one."""
+    if not token:
+        return master
+    return master + ("" if "/" in master[len("sc://"):] else "/") + f";token={token}"

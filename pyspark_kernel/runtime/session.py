@@ -1,0 +1,305 @@
+"""The kernel's Spark session, from start to stop: one at a time, started in the background, on
+first use or before the kernel answers, restarted on request, and watched for a JVM that dies.
+
+States: idle -> starting -> ready | failed; ready -> stopped (the notebook called spark.stop()) or
+dead (the JVM exited); any of them -> starting again on restart. A start is judged by what
+happens, not by a short clock: it fails at once when the JVM exits or a master cannot be reached,
+and otherwise only after start_timeout (a busy machine is slow, not broken).
+"""
+
+import atexit
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from . import jvm
+from .diagnostics import SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, explain, find_java, with_jvm_output
+from .guard import HeldInterrupt, guard, quiet_py4j
+from .options import CONNECT_TOKEN_VARIABLE, read_conf, read_options, resolve_secrets, with_token
+
+KERNEL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WARMUP_GROUP = "pyspark-kernel-warmup"
+DEATH_WAIT = 2  # seconds a refused connection may take to show as the JVM's exit
+
+
+class SparkRuntime:
+    def __init__(self, environ=None):
+        self.environ = dict(os.environ if environ is None else environ)
+        self.options = read_options(self.environ)
+        self.kernel_conf = read_conf(self.environ)
+        self.conf = dict(self.kernel_conf)  # the kernel's, plus the last %spark restart's --conf
+        self.master = self.conf.get("spark.master", "local[*]")
+        self.connect = self.master.startswith("sc://")
+        self.scratch = jvm.make_scratch(self.environ)
+        self.log = os.path.join(self.scratch, "driver.log")
+        self.state = "idle"
+        self.step = None  # what the start is doing now, for a waiting cell and the timeout message
+        self.started_at = self.ready_at = None
+        self.generation = 0  # one more for each session started
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.local = threading.local()  # .creating: this thread is inside the kernel's own start
+        self.session = self.context = self.gateway = self.error = None
+        self.timed_out = False
+        self.waiting = False  # a cell waits for the session: it pays the first-job cost itself
+        self.held = HeldInterrupt()
+        self.watchdog = None
+        self.quieted = False
+        self.listeners = []  # called with the runtime when a session ends (stop, death, restart)
+
+    def begin(self):
+        self.watchdog = jvm.start_watchdog(self.scratch)
+        atexit.register(self.shutdown)
+
+    # -- starting
+
+    def start(self):
+        """Start a session here, unless one is already started or starting."""
+        if self.claim_start():
+            self.run_start()
+
+    def start_in_background(self):
+        if self.claim_start():  # here, so that `done` is cleared before the caller waits on it
+            threading.Thread(target=self.run_start, name="pyspark-kernel-start", daemon=True).start()
+
+    def claim_start(self):
+        with self.lock:
+            if self.state not in ("idle", "stopped"):
+                return False
+            self.state = "starting"
+            self.started_at, self.ready_at = time.monotonic(), None
+            self.error, self.timed_out = None, False
+            self.done.clear()
+            return True
+
+    def run_start(self):
+        # The only clock on a start: for one that hangs.
+        timer = threading.Timer(float(self.options["start_timeout"]), self.give_up)
+        timer.daemon = True
+        timer.start()
+        self.local.creating = True
+        try:
+            self.session = self.create_session()
+            self.context = None if self.connect else self.session.sparkContext
+            self.generation += 1
+            self.ready_at = time.monotonic()
+            self.state = "ready"
+        except BaseException as error:  # noqa: B036 - whatever stopped Spark is the user's answer
+            self.error = error if isinstance(error, SparkStartError) else SparkStartError(self.describe_failure(error))
+            self.state = "failed"
+            jvm.kill_jvm(self.gateway)
+            self.forget_pyspark_session()
+        finally:
+            self.local.creating = False
+            timer.cancel()
+            self.done.set()
+        if self.state == "ready":
+            self.warm_up()
+
+    def creating(self):
+        return getattr(self.local, "creating", False)
+
+    def describe_failure(self, error):
+        if self.timed_out:
+            return with_jvm_output(
+                f"Spark did not start within {self.options['start_timeout']} s on master {self.master}, while {self.step} "
+                "(check that the cluster is up and reachable, or raise start_timeout in the kernel's PYSPARK_KERNEL_OPTIONS)", self.log)
+        return explain(error, self.log)
+
+    def give_up(self):
+        if not self.done.is_set():
+            self.timed_out = True
+            jvm.kill_jvm(self.gateway)
+
+    def create_session(self):
+        self.step = "checking the master"
+        check_master_reachable(self.master)
+        if self.connect:
+            return self.create_connect_session()
+        self.step = "looking for Java"
+        spark_home = check_spark_home(self.environ)
+        java = find_java(self.environ)
+        try:
+            from pyspark import SparkConf, SparkContext
+            from pyspark.java_gateway import launch_gateway
+            from pyspark.sql import SparkSession
+        except ImportError as error:
+            raise SparkStartError(f"pyspark cannot be imported by {sys.executable}: {error} (install pyspark into the kernel's environment, or regenerate the kernel)") from None
+        java_options = jvm.cds_java_options(java, spark_home, self.scratch, self.environ, self.watchdog) if self.options["class_data_sharing"] else []
+        settings = jvm.launch_settings(self.conf, self.options, self.scratch, KERNEL_DIR, java_options)
+        secrets = resolve_secrets(settings, self.environ)
+        conf = SparkConf(loadDefaults=False)
+        conf.setAll((key, value) for key, value in settings.items() if key not in secrets)
+        self.step = "launching the driver JVM"
+        with open(self.log, "ab") as log:
+            self.gateway = launch_gateway(conf=conf, popen_kwargs={"stdout": log, "stderr": subprocess.STDOUT, "stdin": subprocess.PIPE})
+        jvm.record_jvm(self.scratch, self.gateway.proc.pid)
+        gateway = self.gateway
+        guard(gateway._gateway_client, self.held, lambda: self.death(gateway))
+        if not self.quieted:
+            quiet_py4j(self.jvm_exited)
+            self.quieted = True
+        # Secrets reach the JVM through Py4J, not its command line, which every user can list.
+        conf.setAll(secrets.items())
+        if self.timed_out:
+            raise SparkStartError("timed out")
+        self.step = "creating the SparkContext"
+        context = SparkContext(conf=conf, gateway=self.gateway)
+        context.setLogLevel(self.options["log_level"])
+        return SparkSession.builder.getOrCreate()
+
+    def create_connect_session(self):
+        from pyspark.sql import SparkSession
+
+        self.step = "connecting to the Spark Connect server"
+        # The token lives in the Jupyter server's environment, never in kernel.json.
+        os.environ["SPARK_REMOTE"] = with_token(self.master, self.environ.get(CONNECT_TOKEN_VARIABLE))
+        builder = SparkSession.builder
+        for key, value in self.conf.items():
+            if key != "spark.master":
+                builder = builder.config(key, value)
+        return builder.getOrCreate()
+
+    def warm_up(self):
+        """Pay the first-job cost (code loading, query planning) before the user's first job; a
+        cell that is already waiting for Spark pays it itself, sooner."""
+        if self.waiting:
+            return
+        try:
+            if not self.connect:
+                self.context.setJobGroup(WARMUP_GROUP, "pyspark-kernel warm-up", False)
+            self.session.range(1000).count()
+        except Exception:  # a failed warm-up only costs time later
+            pass
+
+    # -- while it runs
+
+    def elapsed(self):
+        """Seconds the current (or last) start has taken."""
+        if self.started_at is None:
+            return 0.0
+        return (self.ready_at or time.monotonic()) - self.started_at
+
+    def jvm_exited(self):
+        """Whether the current JVM has exited. It waits a little: a refused connection can come
+        before the exit is visible, and poll() says "running" while another thread waits on it."""
+        proc = getattr(self.gateway, "proc", None)
+        if proc is None:
+            return False
+        try:
+            proc.wait(timeout=DEATH_WAIT)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def death(self, gateway):
+        """The error to raise for a failed call through ``gateway`` when its JVM is gone, else None."""
+        if gateway is not self.gateway:
+            return SparkDiedError("This belongs to a Spark session that has ended (spark.stop() or %spark restart): "
+                                  "make it again from the current spark")
+        try:
+            returncode = gateway.proc.wait(timeout=DEATH_WAIT)
+        except subprocess.TimeoutExpired:
+            return None  # alive: the call failed for another reason
+        self.mark_dead(returncode)
+        return self.error if isinstance(self.error, SparkDiedError) else SparkDiedError(died_message(returncode, self.log))
+
+    def check_alive(self):
+        """Whether the session is usable; a JVM found dead turns the state to dead."""
+        if self.state != "ready" or self.connect:
+            return self.state == "ready"
+        returncode = self.gateway.proc.poll()
+        if returncode is None:
+            return True
+        self.mark_dead(returncode)
+        return False
+
+    def mark_dead(self, returncode):
+        with self.lock:
+            if self.state != "ready":
+                return
+            self.state = "dead"
+            self.error = SparkDiedError(died_message(returncode, self.log))
+        ended = (self.session, self.context)
+        self.session = self.context = None  # the gateway stays: it tells how the JVM ended
+        self.gateway._gateway_client.is_connected = False  # Py4J's finalizers stop calling a dead JVM
+        self.forget_pyspark_session()
+        self.notify(ended)
+
+    def user_stopped(self, stopped):
+        """The notebook stopped the kernel's session or context (spark.stop()): the next use of
+        Spark starts a new one."""
+        with self.lock:
+            if self.state != "ready" or stopped is None or (stopped is not self.context and stopped is not self.session):
+                return
+            self.state = "stopped"
+        ended = (self.session, self.context)
+        gateway, self.gateway = self.gateway, None
+        self.session = self.context = None
+        jvm.close_jvm(gateway)
+        self.forget_pyspark_session()
+        self.notify(ended)
+
+    def notify(self, ended):
+        """Tell the listeners that the session and context in ``ended`` are gone."""
+        for listener in self.listeners:
+            try:
+                listener(self, ended)
+            except Exception:  # a listener's trouble must not break Spark's own state
+                pass
+
+    # -- restarting and stopping
+
+    def restart(self, overrides=None):
+        """Stop the current session, if any, and start a new one from the kernel's configuration
+        plus ``overrides`` (in the background: the caller waits on ``done``)."""
+        if self.state == "starting":
+            self.give_up()
+            self.done.wait()
+        ended = self.retire()
+        with self.lock:
+            self.conf = {**self.kernel_conf, **(overrides or {})}
+            self.state = "idle"
+        self.notify(ended)
+        self.waiting = True
+        self.start_in_background()
+
+    def retire(self):
+        """End the current session and let its JVM go; the (session, context) that ended."""
+        session, context, gateway = self.session, self.context, self.gateway
+        self.session = self.context = self.gateway = None
+        if session is not None and self.state == "ready":
+            self.state = "stopped"  # before stop(): the notebook's stop hook must not react
+            try:
+                session.stop()
+            except Exception:  # a session whose JVM is in trouble: it goes anyway
+                pass
+        jvm.close_jvm(gateway)
+        self.forget_pyspark_session()
+        return session, context
+
+    def forget_pyspark_session(self):
+        """PySpark keeps its context, session and gateway in class attributes: after a JVM is gone
+        they would make the next start fail ("Cannot run multiple SparkContexts") or reuse it."""
+        if self.connect:
+            return
+        context_module = sys.modules.get("pyspark.core.context") or sys.modules.get("pyspark.context")
+        session_module = sys.modules.get("pyspark.sql.session")
+        if context_module is not None:
+            context_class = context_module.SparkContext
+            context_class._active_spark_context = None
+            context_class._gateway = None
+            context_class._jvm = None
+        if session_module is not None:
+            session_module.SparkSession._instantiatedSession = None
+            session_module.SparkSession._activeSession = None
+
+    def shutdown(self):
+        """At kernel exit: stop Spark gracefully; the watchdog handles any other way out."""
+        if self.state == "ready":
+            try:
+                self.session.stop()
+            except Exception:
+                jvm.kill_jvm(self.gateway)

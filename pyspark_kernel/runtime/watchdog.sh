@@ -1,0 +1,51 @@
+# Watchdog of a pyspark-kernel kernel: POSIX sh, in a session of its own, so it outlives the
+# kernel however the kernel ends, at about a megabyte instead of a second Python.
+# Arguments: the kernel's pid, its scratch directory. Once the kernel has exited it waits for the
+# driver JVMs it started (scratch/jvm.pids, one per line), kills any that linger, keeps a
+# class-data-sharing archive only if its JVM finished writing it, and removes the scratch directory.
+trap '' INT HUP
+kernel=$1
+scratch=$2
+
+gone() {  # the process has exited, or is a zombie its parent has not reaped yet
+    kill -0 "$1" 2>/dev/null || return 0
+    if [ -r "/proc/$1/stat" ]; then
+        state=$(sed 's/.*) \(.\).*/\1/' "/proc/$1/stat" 2>/dev/null) || return 0
+    else  # no /proc (macOS): ps is POSIX
+        state=$(ps -o stat= -p "$1" 2>/dev/null) || return 0
+    fi
+    case $state in
+        Z* | X* | "") return 0 ;;
+    esac
+    return 1
+}
+
+wait_exit() {  # pid, checks at most (0: no limit), seconds between checks; false if still running
+    waited=0
+    while ! gone "$1"; do
+        if [ "$2" -gt 0 ] && [ "$waited" -ge "$2" ]; then return 1; fi
+        sleep "$3"
+        waited=$((waited + 1))
+    done
+}
+
+wait_exit "$kernel" 0 1
+limit=100  # checks of 0.2 s; writing the class-data-sharing archive at exit takes longer
+[ -f "$scratch/cds-training.sh" ] && limit=900
+if [ -f "$scratch/jvm.pids" ]; then
+    while read -r jvm; do
+        [ -n "$jvm" ] || continue
+        if ! wait_exit "$jvm" "$limit" 0.2; then
+            kill -9 "$jvm" 2>/dev/null
+            wait_exit "$jvm" 50 0.2
+        fi
+    done < "$scratch/jvm.pids"
+fi
+if [ -f "$scratch/cds-training.sh" ]; then
+    . "$scratch/cds-training.sh"  # archive=, partial=, log=, lock=
+    if grep -q "Written dynamic archive" "$log" 2>/dev/null && [ ! -e "$archive" ]; then
+        mv -f "$partial" "$archive"  # a rename: the archive appears whole or not at all
+    fi
+    rm -f "$partial" "$lock"  # not finished: a half-written archive is never used
+fi
+rm -rf "$scratch"

@@ -1,0 +1,122 @@
+"""The runtime's session lifecycle and notebook integration, without a kernel or a JVM: states,
+restarts, the names a notebook holds, and set-up failures."""
+
+import os
+import threading
+
+import pytest
+
+from pyspark_kernel.runtime import jvm, notebook, options, session
+
+from .conftest import free_port
+
+
+def runtime_for(tmp_path, master, **options_):
+    environ = {"TMPDIR": str(tmp_path), "PYSPARK_KERNEL_SPARK_CONF": f'{{"spark.master": "{master}"}}',
+               "PYSPARK_KERNEL_OPTIONS": __import__("json").dumps(options_)}
+    return session.SparkRuntime(environ)
+
+
+def test_a_start_that_fails_is_not_final_a_restart_tries_again(tmp_path):
+    port = free_port()
+    runtime = runtime_for(tmp_path, f"sc://127.0.0.1:{port}")
+    runtime.start()
+    assert runtime.state == "failed" and runtime.done.is_set()
+    assert str(runtime.error).startswith(f"Spark master sc://127.0.0.1:{port} is unreachable: nothing listens on 127.0.0.1:{port}")
+    assert "then run %spark restart for a new session" in str(runtime.error)
+    ended = []
+    runtime.listeners.append(lambda rt, gone: ended.append((rt.state, gone)))
+    runtime.restart({"spark.sql.shuffle.partitions": "3"})
+    assert runtime.done.wait(30) and runtime.state == "failed"  # still down: a clear error again, not a hang
+    assert runtime.conf == {"spark.master": f"sc://127.0.0.1:{port}", "spark.sql.shuffle.partitions": "3"}
+    assert ended == [("idle", (None, None))]
+
+
+def test_only_one_start_runs_at_a_time(tmp_path):
+    runtime = runtime_for(tmp_path, "local[1]")
+    assert runtime.claim_start() and runtime.state == "starting" and not runtime.done.is_set()
+    assert not runtime.claim_start()
+    runtime.start()  # already starting: returns at once
+    assert runtime.state == "starting"
+
+
+def test_a_stop_of_something_else_is_not_the_kernels_stop(tmp_path):
+    runtime = runtime_for(tmp_path, "local[1]")
+    runtime.state, runtime.session, runtime.context = "ready", object(), object()
+    runtime.user_stopped(object())
+    assert runtime.state == "ready"
+
+
+def test_an_unusable_tmpdir_is_a_setup_error_not_a_silent_fallback(tmp_path):
+    with pytest.raises(options.SetupError, match=r"cannot create the kernel's scratch directory in .*/missing: No such file or directory \(set TMPDIR"):
+        jvm.make_scratch({"TMPDIR": str(tmp_path / "missing")})
+
+
+def test_a_missing_shell_is_a_setup_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(jvm, "SHELL", str(tmp_path / "no-sh"))
+    with pytest.raises(options.SetupError, match="cannot start the kernel's watchdog with .*no-sh: No such file or directory"):
+        jvm.start_watchdog(str(tmp_path))
+
+
+class Events:
+    def __init__(self):
+        self.handlers = {}
+
+    def register(self, event, handler):
+        self.handlers.setdefault(event, []).append(handler)
+
+
+class Shell:
+    def __init__(self):
+        self.events = Events()
+
+
+class FakeSession:
+    def __init__(self, context):
+        self.sparkContext = context
+
+
+def test_names_bound_to_an_ended_session_become_stand_ins_and_then_the_new_objects(tmp_path):
+    runtime = runtime_for(tmp_path, "local[1]", init="lazy")
+    namespace = {}
+    book = notebook.Notebook(runtime, namespace, Shell())
+    book.begin()
+    assert type(namespace["spark"]) is notebook.SparkStandIn and runtime.state == "idle"  # lazy: nothing started
+    old_context = object()
+    old = FakeSession(old_context)
+    namespace.update(spark=old, my_session=old, sc=old_context, unrelated=42)
+    book.session_ended(runtime, (old, old_context))
+    assert {name for name, value in namespace.items() if type(value) is notebook.SparkStandIn} == {"spark", "sc", "my_session"}
+    assert namespace["unrelated"] == 42
+    new_context = object()
+    runtime.state, runtime.session, runtime.context, runtime.generation = "ready", FakeSession(new_context), new_context, 0
+    book.publish()
+    assert namespace["spark"] is runtime.session and namespace["my_session"] is runtime.session and namespace["sc"] is new_context
+
+
+def test_after_a_user_stop_the_next_start_says_why(tmp_path):
+    runtime = runtime_for(tmp_path, "local[1]", init="lazy")
+    book = notebook.Notebook(runtime, {}, Shell())
+    runtime.state = "stopped"
+    book.session_ended(runtime, (None, None))
+    assert book.notice == notebook.STOPPED_NOTICE
+
+
+def test_the_cells_interrupt_handler_is_put_back_after_the_cell(tmp_path):
+    import signal
+
+    runtime = runtime_for(tmp_path, "local[1]", init="lazy")
+    book = notebook.Notebook(runtime, {}, Shell())
+    before = signal.getsignal(signal.SIGINT)
+    book.pre_run_cell()
+    assert signal.getsignal(signal.SIGINT) == book.on_interrupt
+    book.post_run_cell()
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_an_interrupt_outside_spark_is_a_keyboard_interrupt_at_once(tmp_path):
+    runtime = runtime_for(tmp_path, "local[1]", init="lazy")
+    book = notebook.Notebook(runtime, {}, Shell())
+    assert threading.current_thread() is threading.main_thread()
+    with pytest.raises(KeyboardInterrupt):
+        book.on_interrupt(2, None)

@@ -1,0 +1,192 @@
+"""The notebook's session is the kernel's session, whatever the notebook does: its own builder as
+the first cell, other entry points, spark.stop(), a JVM that dies, a master that is down at first,
+%spark restart, and papermill running a tutorial-style notebook. Real kernels, real Spark."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from .conftest import PYTHON, VENV_DIR, free_port, make_kernel, spark_jvms, standalone
+from .kernels import wait_until
+
+pytestmark = pytest.mark.e2e
+
+RUNTIME = '__import__("sys").modules["pyspark_kernel_runtime"].RUNTIME'
+JVM_NOISE = re.compile(r"\b(WARN|INFO|ERROR)\b|log4j|Setting default log level|WARNING: Using incubator")
+OWN_BUILDER = (
+    "from pyspark.sql import SparkSession\n"
+    "from pyspark import SparkContext\n"
+    "spark = SparkSession.builder.appName('etl').getOrCreate()\n"
+    f"print('SESSION', spark.conf.get('spark.sql.shuffle.partitions'), spark.sparkContext.master, spark.conf.get('spark.driver.host'),\n"
+    f"      spark is {RUNTIME}.session, SparkContext._active_spark_context is spark.sparkContext)"
+)
+ETL_NOTICE = ("Using the kernel's Spark session; not applied, as they need a new driver: spark.app.name=etl "
+              "(to apply them: %spark restart --conf spark.app.name=etl)")
+
+
+def printed(cell, marker):
+    """The words of the one line the cell printed that starts with ``marker``."""
+    lines = [line.split()[1:] for line in cell.stream.splitlines() if line.startswith(marker + " ")]
+    assert len(lines) == 1 and cell.error is None, cell.text
+    return lines[0]
+
+
+def jvm_pid(kernel):
+    return int(kernel.run(f"print({RUNTIME}.gateway.proc.pid)").stream.split()[-1])
+
+
+@pytest.mark.parametrize("mode", ["background", "lazy", "eager"])
+def test_a_first_cell_that_builds_its_own_session_gets_the_kernels(start, mode):
+    name = f"own-{mode}"
+    kernel = start(name, "--spark_init", mode)
+    cell = kernel.run(OWN_BUILDER)  # sent as soon as the kernel answers: Run All on a saved notebook
+    assert printed(cell, "SESSION") == ["8", "local[*]", "127.0.0.1", "True", "True"]
+    assert ETL_NOTICE in cell.stream.splitlines()
+    assert [line for line in cell.text.splitlines() if JVM_NOISE.search(line)] == []
+    assert len(spark_jvms(name)) == 1  # no second SparkContext, no second JVM
+    again = kernel.run(OWN_BUILDER)  # re-run out of order: the same session
+    assert printed(again, "SESSION") == ["8", "local[*]", "127.0.0.1", "True", "True"]
+
+
+def test_every_entry_point_gives_the_kernels_session_and_runtime_settings_apply(start):
+    kernel = start("own-entry-points")
+    cell = kernel.run(
+        "from pyspark import SparkConf, SparkContext\n"
+        "from pyspark.sql import SparkSession\n"
+        "a = SparkContext.getOrCreate()\n"
+        "b = SparkContext(conf=SparkConf().setMaster('local[1]'))\n"
+        "c = SparkSession.getActiveSession()\n"
+        "d = SparkSession.builder.master('local[2]').config('spark.sql.shuffle.partitions', '3').getOrCreate()\n"
+        "print('SAME', a is sc, b is sc, c is spark, d is spark, spark.conf.get('spark.sql.shuffle.partitions'))"
+    )
+    assert printed(cell, "SAME") == ["True", "True", "True", "True", "3"]  # a runtime SQL setting is applied
+    notices = [line for line in cell.stream.splitlines() if line.startswith("Using the kernel's Spark session")]
+    assert len(notices) == 2 and "spark.master=local[1]" in notices[0] and "spark.master=local[2]" in notices[1], cell.stream
+    pandas = kernel.run("import pyspark.pandas as ps\nprint('PANDAS', ps.range(3).to_spark().sparkSession is spark, len(ps.range(3)))")
+    assert printed(pandas, "PANDAS") == ["True", "3"]
+    assert len(spark_jvms("own-entry-points")) == 1
+
+
+def test_a_notebook_on_a_standalone_cluster_keeps_the_clusters_session(start, standalone_cluster):
+    kernel = start("own-standalone", "--profile", "standalone", "--spark_master", standalone_cluster, "--executor_python", PYTHON,
+                   "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m")
+    cell = kernel.run(OWN_BUILDER.replace("'spark.sql.shuffle.partitions'", "'spark.executor.memory'"))
+    assert printed(cell, "SESSION") == ["512m", standalone_cluster, "127.0.0.1", "True", "True"]
+    assert [line for line in cell.text.splitlines() if JVM_NOISE.search(line)] == []
+    assert kernel.run("sc.parallelize(range(4), 2).map(lambda x: x * 2).sum()").result == "12"  # on the cluster's executors
+
+
+def test_after_spark_stop_the_next_use_starts_a_new_session_and_says_so(start):
+    kernel = start("stop-reuse")
+    first = kernel.run("print('APP', spark.sparkContext.applicationId); spark.range(1).count()")
+    old_app = printed(first, "APP")[0]
+    stopped = kernel.run("spark.stop()")
+    assert stopped.error is None and stopped.stream == ""
+    reused = kernel.run("spark.range(3).count()")
+    assert reused.result == "3"
+    assert [line for line in reused.stream.splitlines() if "stop" in line] == [
+        "Spark was stopped (spark.stop()): starting a new session with the kernel's configuration."]
+    new = kernel.run("print('APP', sc.applicationId, spark.conf.get('spark.sql.shuffle.partitions'))")
+    assert printed(new, "APP")[0] != old_app and printed(new, "APP")[1] == "8"  # the kernel's configuration again
+    wait_until(lambda: len(spark_jvms("stop-reuse")) == 1, 60, "the stopped session's JVM did not exit")
+
+
+def test_a_jvm_killed_from_outside_is_one_clear_error_and_restart_brings_spark_back(start):
+    kernel = start("dead-jvm")
+    assert kernel.run("kept = 'set before'\ndf = spark.range(5)\nspark.range(1).count()").result == "1"
+    pid = jvm_pid(kernel)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z", 30, "the JVM did not die")
+    plain = kernel.run("print(1 + 1)")
+    assert plain.error is None and plain.text == "2\n"  # a cell that does not use Spark runs clean
+    for code in ("spark.range(3).count()", "df.count()"):  # the session, and a DataFrame made before
+        failed = kernel.run(code)
+        assert failed.error[0] == "SparkDiedError", failed.text
+        assert failed.error[1].startswith("The Spark driver JVM has exited: killed by signal 9 (SIGKILL: often the out-of-memory killer).")
+        assert "run %spark restart for a new session" in failed.error[1]
+        error = next(content for kind, content in failed.messages if kind == "error")
+        assert error["traceback"] == [f"SparkDiedError: {failed.error[1]}"]  # no frames of PySpark and Py4J
+    restarted = kernel.run("%spark restart")
+    assert restarted.error is None and re.match(r"Spark \S+ \| master local\[\*\]", restarted.stream), restarted.text
+    after = kernel.run("print('AFTER', spark.range(3).count(), kept)")
+    assert printed(after, "AFTER") == ["3", "set", "before"]
+
+
+def test_a_master_that_is_down_at_start_fails_clearly_and_restart_succeeds_once_it_is_up(start, tmp_path):
+    port = free_port()
+    master = f"spark://127.0.0.1:{port}"
+    kernel = start("down-first", "--profile", "standalone", "--spark_master", master, "--executor_python", PYTHON,
+                   "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m")
+    failed = kernel.run("spark.range(1).count()")
+    assert failed.error[0] == "SparkStartError"
+    assert failed.error[1].startswith(f"Spark master {master} is unreachable: nothing listens on 127.0.0.1:{port}")
+    work = tmp_path / "cluster"
+    work.mkdir()
+    with standalone(work, port):
+        restarted = kernel.run("%spark restart")
+        assert restarted.error is None, restarted.text
+        assert kernel.run("print('MASTER', sc.master, spark.range(10).count())").stream.split()[1:] == [master, "10"]
+        kernel.stop()
+
+
+def test_restart_applies_conf_that_needs_a_new_driver_and_keeps_variables(start):
+    kernel = start("restart-conf")
+    assert kernel.run("kept = 42\nspark.range(1).count()").result == "1"
+    first_pid = jvm_pid(kernel)
+    restarted = kernel.run("%spark restart --conf spark.app.name=etl-2 --conf spark.sql.shuffle.partitions=3")
+    assert restarted.error is None, restarted.text
+    cell = kernel.run("print('CONF', sc.appName, spark.conf.get('spark.sql.shuffle.partitions'), kept)")
+    assert printed(cell, "CONF") == ["etl-2", "3", "42"]
+    assert jvm_pid(kernel) != first_pid  # a new driver
+    status = kernel.run("%spark status").stream
+    assert status.startswith("state: ready") and "restarted with: --conf spark.app.name=etl-2 --conf spark.sql.shuffle.partitions=3" in status
+    usage = kernel.run("%spark restart --conf nonsense")
+    assert usage.stream.strip() == "UsageError: %spark restart: --conf 'nonsense' is not KEY=VALUE with a spark.* key (for example --conf spark.driver.memory=4g)"
+
+
+def test_papermill_runs_a_tutorial_notebook_with_no_stray_interrupt(kernels_dir, tmp_path):
+    make_kernel(kernels_dir, "paper")
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("from pyspark.sql import SparkSession\nspark = SparkSession.builder.appName('tutorial').getOrCreate()"),
+        nbformat.v4.new_code_cell("df = spark.createDataFrame([(1, 'a'), (2, 'b')], ['n', 's'])\ndf.groupBy('s').count().orderBy('s').collect()"),
+        nbformat.v4.new_code_cell("spark.stop()"),
+    ])
+    source, out = tmp_path / "tutorial.ipynb", tmp_path / "out.ipynb"
+    nbformat.write(notebook, source)
+    env = {**os.environ, "JUPYTER_PATH": str(kernels_dir.parent), "TMPDIR": str(tmp_path)}
+    done = subprocess.run([os.path.join(VENV_DIR, "bin", "papermill"), str(source), str(out), "-k", "paper"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "KeyboardInterrupt" not in done.stderr, done.stderr
+    executed = nbformat.read(out, as_version=4)
+    outputs = [output for cell in executed.cells for output in cell.get("outputs", [])]
+    assert [output for output in outputs if output["output_type"] == "error"] == []
+    assert "Row(s='a', count=1), Row(s='b', count=1)" in json.dumps(outputs)
+
+
+def break_options(kernel_json):
+    spec = json.loads(kernel_json.read_text())
+    spec["env"]["PYSPARK_KERNEL_OPTIONS"] = "{broken"
+    kernel_json.write_text(json.dumps(spec))
+
+
+@pytest.mark.parametrize("problem, flags, expected", [
+    ("tmpdir", {"TMPDIR": "missing"}, "cannot create the kernel's scratch directory in {tmp}/missing: No such file or directory"),
+    ("options", {"edit": break_options}, "PYSPARK_KERNEL_OPTIONS in kernel.json is not valid JSON"),
+])
+def test_a_runtime_that_cannot_start_says_so_in_the_first_cell_and_spark_is_never_undefined(start, tmp_path, problem, flags, expected):
+    changes = {key: (str(tmp_path / value) if key == "TMPDIR" else value) for key, value in flags.items()}
+    kernel = start(f"setup-{problem}", **changes)
+    first = kernel.run("1 + 1")
+    assert first.result == "2"
+    assert first.stream.startswith("ERROR: The kernel's Spark runtime could not start: " + expected.format(tmp=tmp_path)), first.stream
+    assert len(first.stream.splitlines()) == 1
+    assert kernel.run("2 + 2").text == "4\n"  # said once
+    used = kernel.run("spark.range(1).count()")
+    assert used.error[0] == "SparkSetupError" and used.error[1].startswith("The kernel's Spark runtime could not start: ")
