@@ -1,11 +1,12 @@
 """From answers to a finished kernel spec: every check and every look-up, no file written."""
 
 import os
+import sys
 
 from . import environment, kernelspec, layers, sparkhome
 from .errors import InputError
 from .pack import packer
-from .validate import check_answers, check_env, check_spark_conf, check_start_timeout, master_kind
+from .validate import check_answers, check_env, check_platform, check_spark_conf, check_start_timeout, master_kind
 
 DEFAULTS_PATH = os.path.join(kernelspec.TEMPLATE_ROOT, "defaults.conf")
 PROFILES_DIR = os.path.join(kernelspec.TEMPLATE_ROOT, "profiles")
@@ -39,8 +40,9 @@ def config_layers(answers):
 
 def build_spec(answers, environ=None):
     """The kernel.json dict for ``answers``; raises InputError naming the first problem."""
+    check_platform(sys.platform)
     answers = check_answers(answers)
-    python_env = environment.inspect(answers["venv_dir"])
+    python_env = environment.find_environment(answers["venv_dir"])
     config = layers.merge(config_layers(answers))
     if master_kind(config["master"]) == "connect":
         environment.check_connect_client(python_env)
@@ -51,7 +53,7 @@ def build_spec(answers, environ=None):
     config["conf"] = check_spark_conf(config["conf"])
     config["env"] = check_env(config["env"])
     config["start_timeout"] = check_start_timeout(config["start_timeout"]) or DEFAULT_START_TIMEOUT
-    spec = kernelspec.check_spec(kernelspec.build_spec(answers, python_env, spark, config))
+    spec = kernelspec.check_spec(kernelspec.make_spec(answers, python_env, spark, config))
     if kernelspec.ships_environment(spec):
         packer(python_env.prefix)  # fail now, before any file is written, if it cannot be packed
     return spec

@@ -74,7 +74,7 @@ def make_parser():
         help="generate a kernel without prompts",
         epilog="Any Spark setting: --spark.KEY VALUE or --spark.KEY=VALUE (repeatable).",
     )
-    create.add_argument("-t", "--kernels_template_path", default=TEMPLATE_ROOT, help="the template (default: this checkout)")
+    create.add_argument("-t", "--kernels_template_path", default=TEMPLATE_ROOT, help="the template (default: the one this pyspark-kernel carries; a team points it at its fork)")
     where = create.add_mutually_exclusive_group()
     where.add_argument("-d", "--kernels_dir_path", help="Jupyter kernels directory (default: the user's, $JUPYTER_DATA_DIR/kernels)")
     where.add_argument("--user", action="store_true", help="install for this user (the default)")

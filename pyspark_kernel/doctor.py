@@ -8,21 +8,18 @@ version Spark needs, the versions of pyspark on both sides, and the cluster's cl
 import importlib.util
 import json
 import os
-import re
-import subprocess
 import sys
 
 from .environment import probe
 from .errors import InputError
 from .hooks import RUNTIME_PACKAGE
 from .kernelspec import CONF_VARIABLE, OPTIONS_VARIABLE, kernel_environment
-from .runtime.options import DEFAULT_OPTIONS
-from .smoke import find_kernel
+from .runtime.options import DEFAULT_OPTIONS, SPARK_VARIABLES
+from .manage import find_kernel
 from .validate import master_kind
 
-# The oldest Java each Spark major version runs on.
-JAVA_FOR_SPARK = {"4": 17, "3": 8}
-JAVA_VERSION = re.compile(r'version "(?:1\.)?(\d+)')
+# The Java versions each Spark release line documents ("Spark runs on Java ..." in its docs).
+SPARK_JAVA = {(3, 3): (8, 11, 17), (3, 4): (8, 11, 17), (3, 5): (8, 11, 17, 21), (4, 0): (17, 21), (4, 1): (17, 21)}
 
 
 def load_runtime(kernel_dir):
@@ -36,10 +33,32 @@ def load_runtime(kernel_dir):
     return module
 
 
-def java_major(java):
-    done = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
-    found = JAVA_VERSION.search(done.stderr + done.stdout)
-    return int(found.group(1)) if found else None
+def documented_java(spark_version):
+    """The Java versions Spark ``spark_version`` documents; a newer Spark 4 than the table knows
+    is taken to keep its line's (17 and 21)."""
+    try:
+        line = tuple(int(part) for part in str(spark_version).split(".")[:2])
+    except ValueError:
+        return None
+    if line in SPARK_JAVA:
+        return SPARK_JAVA[line]
+    newest = max((known for known in SPARK_JAVA if known[0] == line[0]), default=None)
+    return SPARK_JAVA[newest] if newest and line > newest else None
+
+
+def java_check(java, spark_version, java_version):
+    found = java_version(java)
+    documented = documented_java(spark_version)
+    if found is None:
+        return "java", f"cannot tell the version of {java}", "check that it runs: java -version"
+    if documented is None:
+        return "java", None, f"{java} (Java {found}; no Java table for Spark {spark_version})"
+    listed = ", ".join(map(str, documented))
+    if found < min(documented):
+        return "java", f"{java} is Java {found}; Spark {spark_version} runs on Java {listed}", f"install one of those JDKs, or set JAVA_HOME in the kernel's env to one"
+    if found not in documented:
+        return "java", None, f"{java} (Java {found}; Spark {spark_version} documents Java {listed})"
+    return "java", None, f"{java} (Java {found})"
 
 
 def checks(spec, kernel_dir, environ):
@@ -70,13 +89,7 @@ def checks(spec, kernel_dir, environ):
         else:
             yield "py4j", None, f"py4j {metadata.get('py4j_version', '?')}"
         try:
-            java = runtime.find_java(env)
-            needed = JAVA_FOR_SPARK.get(str(metadata.get("spark_version", "4")).split(".")[0], 17)
-            major = java_major(java)
-            if major is None or major < needed:
-                yield "java", f"{java} is Java {major or 'of unknown version'}, Spark {metadata.get('spark_version')} needs {needed}+", f"install a JDK {needed}+ or set JAVA_HOME in the kernel's env"
-            else:
-                yield "java", None, f"{java} (Java {major})"
+            yield java_check(runtime.find_java(env), metadata.get("spark_version"), runtime.java_version)
         except runtime.SparkStartError as error:
             yield "java", str(error), "install a JDK 17+ or set JAVA_HOME in the kernel's env"
     if found.pyspark and metadata.get("spark_version") and metadata.get("spark_layout") == "pip" and found.pyspark != metadata["spark_version"]:
@@ -84,10 +97,22 @@ def checks(spec, kernel_dir, environ):
     else:
         yield "pyspark", None, f"pyspark {found.pyspark or '(from SPARK_HOME)'}"
     yield from cluster_checks(kind, master, env, runtime)
+    yield server_environment_check(spec.env, environ)
     yield "start_timeout", None, f"a start that hangs is given up after {options.get('start_timeout', DEFAULT_OPTIONS['start_timeout'])} s; one whose JVM exits fails at once"
     if options.get("ship_environment"):
         archive = os.path.join(kernel_dir, options["ship_environment"])
         yield "executor_environment", (None if os.path.isfile(archive) else f"{archive} is missing"), archive if os.path.isfile(archive) else "regenerate the kernel: it packs the environment again"
+
+
+def server_environment_check(spec_env, environ):
+    """Variables of the server's environment that would change Spark, and whether kernel.json
+    overrides them (kernels made before it did so inherit them)."""
+    given = [name for name in SPARK_VARIABLES if environ.get(name)]
+    inherited = [name for name in given if name not in spec_env]
+    if inherited:
+        return "server_environment", f"the Jupyter server sets {', '.join(inherited)}, which this kernel inherits", "regenerate the kernel with pyspark-kernel create --force: new kernels set them in kernel.json"
+    detail = f"the Jupyter server sets {', '.join(given)}; kernel.json sets its own" if given else "no Spark variables from the Jupyter server"
+    return "server_environment", None, detail
 
 
 def cluster_checks(kind, master, env, runtime):
@@ -109,7 +134,7 @@ def cluster_checks(kind, master, env, runtime):
 
 
 def doctor(name, kernels_dir=None, out=sys.stdout, environ=None):
-    manager, spec = find_kernel(name, kernels_dir)
+    _, spec = find_kernel(name, kernels_dir, ours=True)
     problems = 0
     for check, problem, detail in checks(spec, spec.resource_dir, dict(os.environ if environ is None else environ)):
         if problem:

@@ -124,7 +124,7 @@ def check_connect_client(found):
     return found
 
 
-def inspect(venv_dir):
+def find_environment(venv_dir):
     """The checked Python environment for venv_dir: it runs and has ipykernel."""
     python = find_python(venv_dir)
     found = probe(python)

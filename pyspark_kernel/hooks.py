@@ -21,14 +21,18 @@ PUBLIC_ANSWERS = (
 )
 
 
+HOOK_DEPENDENCIES = ("pyhocon", "jsonschema", "packaging")  # all the hooks import beyond cookiecutter's own
+
+
 def require_dependencies():
-    for module in ("pyhocon", "jsonschema"):
-        if importlib.util.find_spec(module) is None:  # found, not imported: importing costs time
-            raise InputError(
-                "cookiecutter",
-                f"{module} is not installed for {sys.executable}",
-                f"{sys.executable} -m pip install pyhocon jsonschema, or for a pipx install: pipx inject cookiecutter pyhocon jsonschema",
-            )
+    missing = [module for module in HOOK_DEPENDENCIES if importlib.util.find_spec(module) is None]  # found, not imported: importing costs time
+    if missing:
+        names = " ".join(HOOK_DEPENDENCIES)
+        raise InputError(
+            "cookiecutter",
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed for {sys.executable}",
+            f"{sys.executable} -m pip install {names}, or for a pipx install: pipx inject cookiecutter {names}",
+        )
 
 
 def answers_from(context, launch_dir):
@@ -104,25 +108,41 @@ def report(error):
     return 1
 
 
+BUILT = ".pyspark-kernel-spec.json"  # pre_gen's finished spec, for post_gen: the checks and the environment probe run once
+
+
 def pre_gen(context, launch_dir, kernel_dir="."):
     try:
         require_dependencies()
         from .build import build_spec
 
-        build_spec(answers_from(context, launch_dir))
+        spec = build_spec(answers_from(context, launch_dir))
     except InputError as error:
         return report(error)
     set_aside_old_kernel(kernel_dir)
+    write_text(os.path.join(kernel_dir, BUILT), json.dumps(spec))
     return 0
+
+
+def built_spec(context, launch_dir, kernel_dir):
+    """The spec pre_gen built, or (a hook run on its own) one built now."""
+    path = os.path.join(kernel_dir, BUILT)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as handle:
+            spec = json.load(handle)
+        os.remove(path)
+        return spec
+    from .build import build_spec
+
+    return build_spec(answers_from(context, launch_dir))
 
 
 def post_gen(context, launch_dir, kernel_dir="."):
     try:
-        from .build import build_spec
         from .kernelspec import dump_spec, ships_environment
         from .pack import pack_environment
 
-        spec = build_spec(answers_from(context, launch_dir))
+        spec = built_spec(context, launch_dir, kernel_dir)
         if ships_environment(spec):
             pack_environment(spec["metadata"]["pyspark_kernel"]["venv_dir"], kernel_dir)
         copy_runtime(kernel_dir)

@@ -8,13 +8,16 @@ from string import Template
 from . import __version__
 from .errors import InputError
 from .pack import ARCHIVE
-from .runtime.options import CONF_VARIABLE, OPTIONS_VARIABLE  # noqa: F401 - one definition, read by the runtime too
+from .runtime.options import CONF_VARIABLE, OPTIONS_VARIABLE, SPARK_VARIABLES  # noqa: F401 - one definition, read by the runtime too
 from .validate import master_kind
 
-TEMPLATE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# An installed wheel carries the template as package data (setup.py); a checkout is the template.
+BUNDLED_TEMPLATE = os.path.join(PACKAGE_DIR, "_template")
+TEMPLATE_ROOT = BUNDLED_TEMPLATE if os.path.isfile(os.path.join(BUNDLED_TEMPLATE, "cookiecutter.json")) else os.path.dirname(PACKAGE_DIR)
 SCHEMA_PATH = os.path.join(TEMPLATE_ROOT, "schema", "kernel.schema.json")
 SHIM = "pyspark_startup.py"
-RUNTIME_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runtime")
+RUNTIME_SOURCE = os.path.join(PACKAGE_DIR, "runtime")
 # The kernel's runtime reads the Spark settings and its own options from CONF_VARIABLE and
 # OPTIONS_VARIABLE: env values, so kernel.json stays the one description of the kernel and
 # launchers that copy its env carry them.
@@ -79,11 +82,11 @@ def kernel_environment(spec_env, environ):
     return {name: Template(value).safe_substitute(environ) for name, value in spec_env.items()}
 
 
-def build_spec(answers, python_env, spark, config):
+def make_spec(answers, python_env, spark, config):
     executors_python, ships_environment = executor_python(config, python_env)
-    env = {"SPARK_HOME": spark.home, "PYSPARK_PYTHON": executors_python}
-    if spark.pythonpath:
-        env["PYTHONPATH"] = os.pathsep.join(spark.pythonpath)
+    # Every variable that changes Spark is set here, "" meaning unset: the server's own never leak in.
+    env = {name: "" for name in SPARK_VARIABLES}
+    env.update({"SPARK_HOME": spark.home, "PYSPARK_PYTHON": executors_python, "PYTHONPATH": os.pathsep.join(spark.pythonpath)})
     env[CONF_VARIABLE] = json.dumps(spark_conf(answers["kernel_name"], config), ensure_ascii=False)
     env[OPTIONS_VARIABLE] = json.dumps(runtime_options(answers, config, ships_environment))
     if master_kind(config["master"]) == "connect":

@@ -1,4 +1,5 @@
-"""`pyspark-kernel list` and `remove`: our kernels, found where Jupyter finds kernels."""
+"""Finding, listing and removing kernels (`pyspark-kernel list`, `remove`; `smoke` and `doctor`
+find theirs here too), where Jupyter finds kernels."""
 
 import os
 import sys
@@ -10,6 +11,19 @@ from .errors import InputError
 
 def manager(kernels_dir=None):
     return KernelSpecManager(kernel_dirs=[kernels_dir]) if kernels_dir else KernelSpecManager()
+
+
+def find_kernel(name, kernels_dir=None, ours=False):
+    """(the KernelSpecManager, the kernel's spec); ``ours``: only a kernel pyspark-kernel made."""
+    found = manager(kernels_dir)
+    try:
+        spec = found.get_kernel_spec(name)
+    except NoSuchKernel:
+        where = kernels_dir or "Jupyter's kernel paths"
+        raise InputError("kernel", f"no kernel named {name!r} in {where}", "see `jupyter kernelspec list`, or pass -d with the kernels directory") from None
+    if ours and "pyspark_kernel" not in (spec.metadata or {}):
+        raise InputError("kernel", f"{name} was not made by pyspark-kernel ({spec.resource_dir})", "see pyspark-kernel list for the kernels it made")
+    return found, spec
 
 
 def our_kernels(kernels_dir=None):
@@ -38,14 +52,11 @@ def list_kernels(kernels_dir=None, out=sys.stdout):
 
 
 def remove_kernel(name, kernels_dir=None, out=sys.stdout):
-    try:
-        spec = manager(kernels_dir).get_kernel_spec(name)
-    except NoSuchKernel:
-        raise InputError("kernel", f"no kernel named {name!r}", "see pyspark-kernel list") from None
+    specs, spec = find_kernel(name, kernels_dir)
     if "pyspark_kernel" not in (spec.metadata or {}):
         raise InputError("kernel", f"{name} was not made by pyspark-kernel", f"remove it with jupyter kernelspec remove {name}")
     try:
-        manager(kernels_dir).remove_kernel_spec(name)
+        specs.remove_kernel_spec(name)
     except PermissionError as error:
         raise InputError("kernel", f"cannot remove {spec.resource_dir}: {error.strerror}", "run as the kernel's owner, or ask who installed it") from None
     print(f"Removed kernel {name} from {spec.resource_dir}", file=out)

@@ -16,6 +16,7 @@ from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
 from .errors import InputError
+from .manage import find_kernel
 from .kernelspec import CONF_VARIABLE, kernel_environment
 
 SETUP = """\
@@ -50,7 +51,7 @@ print(len(_expected["conf"]), "settings read back exactly")
 """),
     ("environment", "the kernel process has kernel.json's env", """\
 import os as _os
-_wrong = {k: (v, _os.environ.get(k)) for k, v in _expected["env"].items() if _os.environ.get(k) != v}
+_wrong = {k: (v, _os.environ.get(k)) for k, v in _expected["env"].items() if _os.environ.get(k, "") != v}  # "" in kernel.json: unset
 assert not _wrong, "; ".join("%s: kernel.json gives %r, the kernel has %r" % (k, v, got) for k, (v, got) in _wrong.items())
 print(len(_expected["env"]), "environment variables as configured")
 """),
@@ -75,15 +76,6 @@ print("executor Python:", ", ".join(_seen))
 
 STARTUP_TIMEOUT = 180
 CELL_TIMEOUT = 300
-
-
-def find_kernel(name, kernels_dir=None):
-    manager = KernelSpecManager(kernel_dirs=[kernels_dir]) if kernels_dir else KernelSpecManager()
-    try:
-        return manager, manager.get_kernel_spec(name)
-    except NoSuchKernel:
-        where = kernels_dir or "Jupyter's kernel paths"
-        raise InputError("kernel", f"no kernel named {name!r} in {where}", "see `jupyter kernelspec list`, or pass -d with the kernels directory") from None
 
 
 def expectations(spec):
@@ -131,9 +123,14 @@ def cell_text(cell):
 
 
 def run_notebook(notebook, manager, name):
-    km = KernelManager(kernel_name=name, kernel_spec_manager=manager)
+    # The channels encrypted when the kernel can (it says so in kernel.json): no plain-TCP warning.
+    km = KernelManager(kernel_name=name, kernel_spec_manager=manager, transport_encryption="auto")
     client = NotebookClient(notebook, km=km, timeout=CELL_TIMEOUT, startup_timeout=STARTUP_TIMEOUT, allow_errors=True)
-    client.execute()
+    try:
+        client.execute()
+    finally:
+        if km.has_kernel:  # nbclient gives up waiting after a while; the kernel must not outlive us
+            km.shutdown_kernel(now=False)
     return notebook
 
 

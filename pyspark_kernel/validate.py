@@ -176,6 +176,16 @@ def check_path_text(field, value):
     return value
 
 
+SUPPORTED_PLATFORMS = {"linux": "Linux", "darwin": "macOS"}
+
+
+def check_platform(platform):
+    """The kernel's runtime needs a POSIX shell, signals and process groups: Linux and macOS."""
+    if platform not in SUPPORTED_PLATFORMS:
+        raise InputError("platform", f"{platform} is not supported", "pyspark-kernel runs on Linux and macOS; on Windows, use WSL")
+    return platform
+
+
 TRUE_WORDS, FALSE_WORDS = ("true", "yes", "y", "1", "on"), ("false", "no", "n", "0", "off")
 START_TIMEOUT_MAX = 3600
 

@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 from .conftest import run_cli
 from .test_clusters import create
 
@@ -15,7 +17,7 @@ def test_a_healthy_local_kernel_has_no_problem(kernels_dir):
     create(kernels_dir, "fine")
     done = doctor(kernels_dir, "fine")
     assert done.returncode == 0, done.stdout
-    assert [line.split(":")[0] for line in done.stdout.splitlines()] == ["OK python", "OK spark_home", "OK py4j", "OK java", "OK pyspark", "OK master", "OK start_timeout", "fine"]
+    assert [line.split(":")[0] for line in done.stdout.splitlines()] == ["OK python", "OK spark_home", "OK py4j", "OK java", "OK pyspark", "OK master", "OK server_environment", "OK start_timeout", "fine"]
     assert "OK start_timeout: a start that hangs is given up after 600 s" in done.stdout
     assert "(Java 17" in done.stdout or "(Java 2" in done.stdout
 
@@ -63,3 +65,51 @@ def test_a_moved_py4j_archive_is_a_problem(kernels_dir, spark_distribution, venv
         archive.rename(archive.with_name("py4j-0.0.1-src.zip"))
     done = doctor(kernels_dir, "dist")
     assert done.returncode == 1 and "PROBLEM py4j: missing from the kernel's PYTHONPATH: " in done.stdout and "Spark was upgraded or moved" in done.stdout
+
+
+def test_spark_variables_of_the_server_are_reported_and_overridden(kernels_dir):
+    create(kernels_dir, "server-env")
+    done = doctor(kernels_dir, "server-env", PYSPARK_SUBMIT_ARGS="--master yarn pyspark-shell", SPARK_CONF_DIR="/etc/spark")
+    assert done.returncode == 0, done.stdout
+    assert "OK server_environment: the Jupyter server sets PYSPARK_SUBMIT_ARGS, SPARK_CONF_DIR; kernel.json sets its own" in done.stdout
+
+
+def test_an_older_kernel_that_inherits_the_servers_spark_variables_is_a_problem(kernels_dir):
+    import json
+
+    create(kernels_dir, "older")
+    spec_path = kernels_dir / "older" / "kernel.json"
+    spec = json.loads(spec_path.read_text())
+    del spec["env"]["PYSPARK_SUBMIT_ARGS"]  # as kernels made before kernel.json set it
+    spec_path.write_text(json.dumps(spec))
+    done = doctor(kernels_dir, "older", PYSPARK_SUBMIT_ARGS="--master yarn pyspark-shell")
+    assert done.returncode == 1
+    assert "PROBLEM server_environment: the Jupyter server sets PYSPARK_SUBMIT_ARGS, which this kernel inherits" in done.stdout
+
+
+@pytest.mark.parametrize("spark, java, problem, detail", [
+    ("3.5.9", 8, None, "(Java 8)"), ("3.5.9", 11, None, "(Java 11)"), ("3.5.9", 21, None, "(Java 21)"),
+    ("4.0.5", 11, "is Java 11; Spark 4.0.5 runs on Java 17, 21", None), ("4.3.0", 17, None, "(Java 17)"),
+    ("4.3.0", 25, None, "(Java 25; Spark 4.3.0 documents Java 17, 21)"), ("3.5.9", 7, "is Java 7; Spark 3.5.9 runs on Java 8, 11, 17, 21", None),
+])
+def test_java_is_checked_against_the_versions_spark_documents(spark, java, problem, detail):
+    from pyspark_kernel.doctor import java_check
+
+    check, found_problem, found_detail = java_check("/jdk/bin/java", spark, lambda _: java)
+    assert check == "java"
+    if problem:
+        assert problem in found_problem
+    else:
+        assert found_problem is None and found_detail.endswith(detail)
+
+
+def test_a_kernel_pyspark_kernel_did_not_make_is_one_clear_line(kernels_dir):
+    import json
+    import sys
+
+    (kernels_dir / "plain").mkdir()
+    (kernels_dir / "plain" / "kernel.json").write_text(json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                                                                   "display_name": "Python 3", "language": "python"}))
+    done = doctor(kernels_dir, "plain")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == f"ERROR: kernel: plain was not made by pyspark-kernel ({kernels_dir / 'plain'}) (see pyspark-kernel list for the kernels it made)\n"

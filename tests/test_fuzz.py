@@ -25,7 +25,7 @@ values = st.text(max_size=40)
 def build(answers):
     answers = check_answers(answers)
     config = layers.merge([layers.answers_layer(answers)])
-    return kernelspec.check_spec(kernelspec.build_spec(answers, PYTHON_ENV, SPARK, config)), answers
+    return kernelspec.check_spec(kernelspec.make_spec(answers, PYTHON_ENV, SPARK, config)), answers
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -157,7 +157,7 @@ def test_missing_pyhocon_in_the_cookiecutter_environment_names_the_install_comma
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR: cookiecutter: ")]
     assert errors == [f"ERROR: cookiecutter: pyhocon is not installed for {venv / 'bin' / 'python'} "
-                      f"({venv / 'bin' / 'python'} -m pip install pyhocon jsonschema, or for a pipx install: pipx inject cookiecutter pyhocon jsonschema)"]
+                      f"({venv / 'bin' / 'python'} -m pip install pyhocon jsonschema packaging, or for a pipx install: pipx inject cookiecutter pyhocon jsonschema packaging)"]
     assert not out.exists() or os.listdir(out) == []
 
 

@@ -112,31 +112,100 @@ def test_archive_key_follows_the_jdk_and_the_spark_jars(tmp_path):
     assert jvm.cds_key(str(java), str(tmp_path / "spark")) != key
 
 
-def test_archive_options_train_when_missing_and_map_when_present(tmp_path):
-    java = tmp_path / "java"
-    java.write_text("jdk")
+@pytest.mark.parametrize("version, first", [(17, "-XX:ArchiveClassesAtExit="), (13, "-XX:ArchiveClassesAtExit="), (21, "-XX:+AutoCreateSharedArchive")])
+def test_archive_options_write_it_when_missing_and_map_it_when_present(tmp_path, version, first):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
-    training = jvm.cds_java_options(str(java), str(tmp_path), str(scratch), env, os.getpid())
-    assert training[0].startswith("-XX:ArchiveClassesAtExit=") and training[0].endswith(".partial")
-    assert (scratch / "cds-training.sh").exists()
-    archive = training[0].split("=", 1)[1].rsplit(".", 2)[0]
-    open(archive, "w").close()
-    assert jvm.cds_java_options(str(java), str(tmp_path), str(scratch), env, os.getpid()) == [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"]
+    archive = tmp_path / "cache" / "pyspark-kernel" / "cds" / "spark-k.jsa"
+    writing = jvm.cds_java_options(version, "spark-k", str(scratch), env, os.getpid())
+    assert writing[0].startswith(first)
+    facts = (scratch / "cds-training.sh").read_text()
+    assert f"lock={archive}.lock" in facts
+    if version >= 19:  # the JVM writes the archive in place: nothing for the watchdog to rename
+        assert writing == ["-XX:+AutoCreateSharedArchive", f"-XX:SharedArchiveFile={archive}"] and "partial=" not in facts
+    else:
+        assert writing[0] == f"-XX:ArchiveClassesAtExit={archive}.{os.getpid()}.partial" and f"archive={archive}" in facts
+    archive.write_bytes(b"an archive")
+    assert jvm.cds_java_options(version, "spark-k", str(scratch), env, os.getpid()) == [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"]
+
+
+@pytest.mark.parametrize("version", [None, 8, 11, 12])
+def test_jdks_before_13_get_no_archive_options(tmp_path, version):
+    assert jvm.cds_java_options(version, "spark-k", str(tmp_path), {"XDG_CACHE_HOME": str(tmp_path)}, os.getpid()) == []
 
 
 def test_while_one_kernel_writes_the_archive_the_others_start_without_it(tmp_path):
-    java = tmp_path / "java"
-    java.write_text("jdk")
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
-    options = []
+    found = []
     for index in range(3):
         scratch = tmp_path / f"scratch-{index}"
         scratch.mkdir()
-        options.append(jvm.cds_java_options(str(java), str(tmp_path), str(scratch), env, os.getpid()))
-    assert options[0][0].startswith("-XX:ArchiveClassesAtExit=") and options[1:] == [[], []]
+        found.append(jvm.cds_java_options(17, "spark-k", str(scratch), env, os.getpid()))
+    assert found[0][0].startswith("-XX:ArchiveClassesAtExit=") and found[1:] == [[], []]
     assert not (tmp_path / "scratch-1" / "cds-training.sh").exists()
+
+
+@pytest.mark.parametrize("release, version", [('JAVA_VERSION="17.0.15"', 17), ('JAVA_VERSION="1.8.0_392"', 8), ('JAVA_VERSION="21"', 21),
+                                              ('JAVA_VERSION="11.0.2"\nIMPLEMENTOR="x"', 11)])
+def test_the_java_version_is_read_from_the_jdks_release_file(tmp_path, release, version):
+    (tmp_path / "bin").mkdir()
+    java = tmp_path / "bin" / "java"
+    java.write_text("#!/bin/sh\nexit 1\n")  # never run: the release file answers
+    (tmp_path / "release").write_text(release + "\n")
+    assert diagnostics.java_version(str(java)) == version
+
+
+def test_without_a_release_file_java_is_asked(tmp_path):
+    (tmp_path / "bin").mkdir()
+    java = tmp_path / "bin" / "java"
+    java.write_text('#!/bin/sh\necho \'openjdk version "11.0.25" 2024-10-15\' >&2\n')
+    java.chmod(0o755)
+    assert diagnostics.java_version(str(java)) == 11
+
+
+@pytest.mark.parametrize("option, text", [
+    ("-Djava.io.tmpdir=/tmp/plain", "-Djava.io.tmpdir=/tmp/plain"),
+    ("-Djava.io.tmpdir=/home/Jane Doe/tmp", '"-Djava.io.tmpdir=/home/Jane Doe/tmp"'),
+    ('-Dx=say "hi"', '"-Dx=say \\"hi\\""'),
+    ("-Dx=back\\slash it's", '"-Dx=back\\\\slash it\'s"'),
+])
+def test_jvm_options_are_quoted_as_sparks_launcher_splits_them(option, text):
+    assert jvm.java_option_text(option) == text
+    assert split_like_spark(text) == [option]
+
+
+def split_like_spark(text):
+    """Spark's CommandBuilderUtils.parseOptionString, for the cases above: whitespace splits,
+    double and single quotes group, a backslash outside single quotes escapes."""
+    options, current, quote, escaped, started = [], [], None, False, False
+    for char in text:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\" and quote != "'":
+            escaped, started = True, True
+        elif char in "\"'" and quote in (None, char):
+            quote = None if quote else char
+            started = True
+        elif char.isspace() and quote is None:
+            if started:
+                options.append("".join(current))
+            current, started = [], False
+        else:
+            current.append(char)
+            started = True
+    if started:
+        options.append("".join(current))
+    return options
+
+
+@pytest.mark.parametrize("path, uri", [
+    ("/k/etl/environment.tar.gz", "file:///k/etl/environment.tar.gz#environment"),
+    ("/home/Jane Doe/k#1/100%/ümlaut/environment.tar.gz", "file:///home/Jane%20Doe/k%231/100%25/%C3%BCmlaut/environment.tar.gz#environment"),
+])
+def test_the_shipped_archive_is_a_file_uri_whatever_its_path(path, uri):
+    assert jvm.archive_uri(path, "environment") == uri
 
 
 def dead_pid():
@@ -187,7 +256,7 @@ def test_a_yarn_kernel_that_ships_its_environment_launches_spark_with_exactly_th
         "spark.master": "yarn",
         "spark.submit.deployMode": "client",
         "spark.yarn.queue": "analytics",
-        "spark.archives": "hdfs:///libs/geo.zip#geo,/k/etl/environment.tar.gz#environment",
+        "spark.archives": "hdfs:///libs/geo.zip#geo,file:///k/etl/environment.tar.gz#environment",
         "spark.driver.defaultJavaOptions": "-Djava.io.tmpdir=/tmp/scratch -XX:SharedArchiveFile=/c/a.jsa -Xshare:auto",
         "spark.local.dir": "/tmp/scratch",
     }

@@ -13,7 +13,7 @@ from .conftest import VENV_DIR
 
 @pytest.fixture(scope="module")
 def project_env():
-    return environment.inspect(VENV_DIR)
+    return environment.find_environment(VENV_DIR)
 
 
 def make_distribution(root, zips=("py4j-0.10.9.9-src.zip",), submit=True, version="3.5.1", python_requires=None):
@@ -52,7 +52,7 @@ def test_distribution_py4j_version_is_read_from_its_zip(tmp_path, project_env):
 
 def test_spark_home_from_the_environment_variable_when_the_venv_has_no_pyspark(tmp_path, venv_without_pyspark):
     home = make_distribution(tmp_path / "spark")
-    bare = environment.inspect(str(venv_without_pyspark))
+    bare = environment.find_environment(str(venv_without_pyspark))
     assert bare.pyspark is None
     assert sparkhome.resolve("", bare, environ={"SPARK_HOME": str(home)}).home == str(home)
 
@@ -75,7 +75,7 @@ def test_spark_home_without_spark_submit_is_refused(tmp_path, project_env):
 
 
 def test_no_spark_anywhere_says_how_to_get_one(venv_without_pyspark):
-    bare = environment.inspect(str(venv_without_pyspark))
+    bare = environment.find_environment(str(venv_without_pyspark))
     with pytest.raises(InputError) as caught:
         sparkhome.resolve("", bare, environ={})
     assert caught.value.field == "spark_home"
@@ -87,7 +87,7 @@ def test_venv_without_ipykernel_is_refused(tmp_path):
 
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "v")], check=True)
     with pytest.raises(InputError) as caught:
-        environment.inspect(str(tmp_path / "v"))
+        environment.find_environment(str(tmp_path / "v"))
     assert caught.value.field == "venv_dir" and "has no ipykernel" in str(caught.value)
     assert "pip install ipykernel" in caught.value.fix
 
@@ -99,7 +99,7 @@ def test_venv_without_ipykernel_is_refused(tmp_path):
 ], ids=["missing", "a-file", "no-python"])
 def test_venv_dir_that_is_not_an_environment_is_refused(tmp_path, make, words):
     with pytest.raises(InputError) as caught:
-        environment.inspect(make(tmp_path))
+        environment.find_environment(make(tmp_path))
     assert caught.value.field == "venv_dir" and words in str(caught.value)
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from pyspark_kernel.errors import InputError
-from pyspark_kernel.validate import check_env, check_flag, check_kernel_name, check_master, check_spark_conf, check_start_timeout, master_kind
+from pyspark_kernel.validate import check_env, check_flag, check_kernel_name, check_master, check_platform, check_spark_conf, check_start_timeout, master_kind
 
 SUPPORTED_MASTERS = [
     ("local", "local"),
@@ -139,3 +139,14 @@ def test_start_timeout_is_a_number_of_seconds(value, expected):
 def test_start_timeout_out_of_range_is_refused(value):
     with pytest.raises(InputError, match="^ERROR: start_timeout: "):
         check_start_timeout(value)
+
+
+@pytest.mark.parametrize("platform", ["linux", "darwin"])
+def test_linux_and_macos_are_supported(platform):
+    assert check_platform(platform) == platform
+
+
+@pytest.mark.parametrize("platform", ["win32", "cygwin", "freebsd14"])
+def test_other_platforms_are_refused_with_one_line(platform):
+    with pytest.raises(InputError, match=f"^ERROR: platform: {platform} is not supported \\(pyspark-kernel runs on Linux and macOS; on Windows, use WSL\\)$"):
+        check_platform(platform)

@@ -5,9 +5,11 @@ doctor never disagree about what stops a start.
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
+import subprocess
 
 LOG_TAIL_LINES = 15
 CONNECT_TIMEOUT = 5
@@ -60,6 +62,29 @@ def find_java(environ):
     if not java:
         raise SparkStartError("Java not found: no java on PATH and JAVA_HOME is not set (install a JDK 17+ or set JAVA_HOME in the kernel's env)")
     return java
+
+
+JAVA_RELEASE_VERSION = re.compile(r'^JAVA_VERSION="?(?:1\.)?(\d+)', re.MULTILINE)
+JAVA_VERSION_OUTPUT = re.compile(r'version "(?:1\.)?(\d+)')
+
+
+def java_version(java):
+    """The feature version (8, 11, 17, 21, ...) of ``java``: from its JDK's release file, which
+    costs nothing, else from `java -version`. None when neither tells."""
+    home = os.path.dirname(os.path.dirname(os.path.realpath(java)))
+    try:
+        with open(os.path.join(home, "release"), encoding="utf-8", errors="replace") as handle:
+            found = JAVA_RELEASE_VERSION.search(handle.read())
+        if found:
+            return int(found.group(1))
+    except OSError:
+        pass
+    try:
+        done = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = JAVA_VERSION_OUTPUT.search(done.stderr + done.stdout)
+    return int(found.group(1)) if found else None
 
 
 def check_spark_home(environ):

@@ -9,6 +9,7 @@ one JVM writes it as it exits, and kernels starting meanwhile start without it.
 
 import hashlib
 import os
+import pathlib
 import shlex
 import socket
 import subprocess
@@ -114,13 +115,18 @@ def claim_archive(lock, holder):
     return False
 
 
-def cds_java_options(java, spark_home, scratch, environ, holder):
-    """JVM options to use the archive, or to write it at exit when there is none yet and no other
-    kernel is writing it (``holder``, the watchdog's pid, finishes the archive and frees the lock)."""
+def cds_java_options(java_version, archive_base, scratch, environ, holder):
+    """JVM options for the class-data-sharing archive ``archive_base``.jsa, by the JDK's feature
+    version: map it when it exists; otherwise one kernel writes it as its JVM exits, while the
+    others start without it (``holder``, the watchdog's pid, frees the lock once the JVM is gone).
+    JDK 19+ writes and refreshes the archive in place; JDK 13-18 write a copy the watchdog renames
+    once the JVM has finished it; older JDKs have no dynamic archives."""
+    if java_version is None or java_version < 13:
+        return []
     try:
         directory = cds_dir(environ)
         os.makedirs(directory, exist_ok=True)
-        archive = os.path.join(directory, f"spark-{cds_key(java, spark_home)}.jsa")
+        archive = os.path.join(directory, f"{archive_base}.jsa")
         if os.path.isfile(archive):
             return [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"]
         lock = f"{archive}.lock"
@@ -128,23 +134,50 @@ def cds_java_options(java, spark_home, scratch, environ, holder):
             return []  # another kernel is writing it: start without, as fast as before archives
     except OSError:
         return []  # no usable cache directory: start without the archive
-    partial = f"{archive}.{os.getpid()}.partial"
-    log = os.path.join(scratch, "cds-training.log")
+    facts = {"lock": lock}
+    if java_version >= 19:
+        options = ["-XX:+AutoCreateSharedArchive", f"-XX:SharedArchiveFile={archive}"]
+    else:
+        facts.update(archive=archive, partial=f"{archive}.{os.getpid()}.partial", log=os.path.join(scratch, "cds-training.log"))
+        options = [f"-XX:ArchiveClassesAtExit={facts['partial']}", f"-Xlog:cds+dynamic=info:file={quote_xlog(facts['log'])}"]
     with open(os.path.join(scratch, "cds-training.sh"), "w", encoding="utf-8") as handle:
-        handle.write("".join(f"{name}={shlex.quote(value)}\n" for name, value in (("archive", archive), ("partial", partial), ("log", log), ("lock", lock))))
-    return [f"-XX:ArchiveClassesAtExit={partial}", f"-Xlog:cds+dynamic=info:file={log}"]
+        handle.write("".join(f"{name}={shlex.quote(value)}\n" for name, value in facts.items()))
+    return options
+
+
+def quote_xlog(path):
+    """A file name inside -Xlog's option string, which is split on ':' unless quoted."""
+    return '"' + path + '"' if any(char in path for char in ' :,"=') else path
+
+
+def archive_name(java, spark_home):
+    return f"spark-{cds_key(java, spark_home)}"
+
+
+def java_option_text(option):
+    """One JVM option as Spark's launcher reads spark.driver.defaultJavaOptions: split on
+    whitespace, with quotes and backslashes as a shell has them."""
+    if option and not any(char.isspace() or char in "\"'\\" for char in option):
+        return option
+    return '"' + option.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def archive_uri(path, fragment):
+    """A local archive for spark.archives, with the name it unpacks as: a file URI, so that
+    spaces, '#' and '%' in the path stay part of the path."""
+    return pathlib.Path(path).absolute().as_uri() + "#" + fragment
 
 
 def launch_settings(conf, options, scratch, kernel_dir, java_options):
     """The Spark settings the driver JVM is launched with: the kernel's own, plus its scratch
     directory, extra JVM options and, when it ships its environment, the packed archive."""
     settings = dict(conf)
-    java = " ".join([settings.get("spark.driver.defaultJavaOptions", ""), f"-Djava.io.tmpdir={scratch}", *java_options]).strip()
-    settings["spark.driver.defaultJavaOptions"] = java
+    ours = [java_option_text(option) for option in [f"-Djava.io.tmpdir={scratch}", *java_options]]
+    settings["spark.driver.defaultJavaOptions"] = " ".join([settings.get("spark.driver.defaultJavaOptions", ""), *ours]).strip()
     settings.setdefault("spark.local.dir", scratch)
     if options.get("ship_environment"):
         # Unpacked as ./environment beside each executor, where PYSPARK_PYTHON points.
-        archive = os.path.join(kernel_dir, options["ship_environment"]) + "#environment"
+        archive = archive_uri(os.path.join(kernel_dir, options["ship_environment"]), "environment")
         settings["spark.archives"] = ",".join(filter(None, [settings.get("spark.archives"), archive]))
     return settings
 

@@ -13,6 +13,10 @@ OPTIONS_VARIABLE = "PYSPARK_KERNEL_OPTIONS"
 CONF_VARIABLE = "PYSPARK_KERNEL_SPARK_CONF"
 CONNECT_TOKEN_VARIABLE = "SPARK_CONNECT_TOKEN"
 INIT_MODES = ("background", "lazy", "eager")
+# Variables of the Jupyter server's environment that would change the kernel's Spark behind
+# kernel.json's back. kernel.json sets each one, to "" when the kernel wants it unset, and the
+# runtime removes the empty ones before Spark starts.
+SPARK_VARIABLES = ("SPARK_HOME", "PYSPARK_PYTHON", "PYTHONPATH", "PYSPARK_SUBMIT_ARGS", "SPARK_CONF_DIR", "PYSPARK_DRIVER_PYTHON")
 LOG_LEVELS = ("WARN", "ERROR", "INFO", "DEBUG", "TRACE", "FATAL", "OFF", "ALL")
 DEFAULT_OPTIONS = {"init": "background", "progress": True, "log_level": "WARN", "start_timeout": 600, "class_data_sharing": True}
 ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -43,6 +47,13 @@ def read_options(environ):
 
 def read_conf(environ):
     return {str(key): str(value) for key, value in read_json(environ, CONF_VARIABLE, "Spark settings").items()}
+
+
+def clear_unset(environ):
+    """Remove the Spark variables kernel.json set to "" (jupyter_client cannot unset a variable)."""
+    for name in SPARK_VARIABLES:
+        if environ.get(name) == "":
+            del environ[name]
 
 
 def resolve_secrets(settings, environ):

@@ -15,9 +15,9 @@ import threading
 import time
 
 from . import jvm
-from .diagnostics import SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, explain, find_java, with_jvm_output
+from .diagnostics import SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, explain, find_java, java_version, with_jvm_output
 from .guard import HeldInterrupt, guard, quiet_py4j
-from .options import CONNECT_TOKEN_VARIABLE, read_conf, read_options, resolve_secrets, with_token
+from .options import CONNECT_TOKEN_VARIABLE, clear_unset, read_conf, read_options, resolve_secrets, with_token
 
 KERNEL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WARMUP_GROUP = "pyspark-kernel-warmup"
@@ -26,6 +26,8 @@ DEATH_WAIT = 2  # seconds a refused connection may take to show as the JVM's exi
 
 class SparkRuntime:
     def __init__(self, environ=None):
+        if environ is None:
+            clear_unset(os.environ)  # before anything reads them, pyspark and spark-submit included
         self.environ = dict(os.environ if environ is None else environ)
         self.options = read_options(self.environ)
         self.kernel_conf = read_conf(self.environ)
@@ -127,7 +129,9 @@ class SparkRuntime:
             from pyspark.sql import SparkSession
         except ImportError as error:
             raise SparkStartError(f"pyspark cannot be imported by {sys.executable}: {error} (install pyspark into the kernel's environment, or regenerate the kernel)") from None
-        java_options = jvm.cds_java_options(java, spark_home, self.scratch, self.environ, self.watchdog) if self.options["class_data_sharing"] else []
+        java_options = []
+        if self.options["class_data_sharing"]:
+            java_options = jvm.cds_java_options(java_version(java), jvm.archive_name(java, spark_home), self.scratch, self.environ, self.watchdog)
         settings = jvm.launch_settings(self.conf, self.options, self.scratch, KERNEL_DIR, java_options)
         secrets = resolve_secrets(settings, self.environ)
         conf = SparkConf(loadDefaults=False)

@@ -10,12 +10,13 @@ scratch=$2
 gone() {  # the process has exited, or is a zombie its parent has not reaped yet
     kill -0 "$1" 2>/dev/null || return 0
     if [ -r "/proc/$1/stat" ]; then
-        state=$(sed 's/.*) \(.\).*/\1/' "/proc/$1/stat" 2>/dev/null) || return 0
-    else  # no /proc (macOS): ps is POSIX
-        state=$(ps -o stat= -p "$1" 2>/dev/null) || return 0
+        state=$(sed 's/.*) \(.\).*/\1/' "/proc/$1/stat" 2>/dev/null)
+    else  # no /proc (macOS); ps is POSIX
+        state=$(ps -o stat= -p "$1" 2>/dev/null)
     fi
+    # No answer from either: kill -0 has just said the process is there.
     case $state in
-        Z* | X* | "") return 0 ;;
+        Z* | X*) return 0 ;;
     esac
     return 1
 }
@@ -42,10 +43,14 @@ if [ -f "$scratch/jvm.pids" ]; then
     done < "$scratch/jvm.pids"
 fi
 if [ -f "$scratch/cds-training.sh" ]; then
-    . "$scratch/cds-training.sh"  # archive=, partial=, log=, lock=
-    if grep -q "Written dynamic archive" "$log" 2>/dev/null && [ ! -e "$archive" ]; then
-        mv -f "$partial" "$archive"  # a rename: the archive appears whole or not at all
+    partial=""
+    . "$scratch/cds-training.sh"  # lock=, and for a JDK that cannot write the archive in place: archive=, partial=, log=
+    if [ -n "$partial" ]; then
+        if grep -q "Written dynamic archive" "$log" 2>/dev/null && [ ! -e "$archive" ]; then
+            mv -f "$partial" "$archive"  # a rename: the archive appears whole or not at all
+        fi
+        rm -f "$partial"  # not finished: a half-written archive is never used
     fi
-    rm -f "$partial" "$lock"  # not finished: a half-written archive is never used
+    rm -f "$lock"
 fi
 rm -rf "$scratch"

@@ -1,0 +1,65 @@
+"""What a user gets outside this checkout: a wheel installed into a fresh environment, and the
+template run by a plain cookiecutter that has only the packages the hooks' message names."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import PYTHON, ROOT, read_spec, run_cli, venv_with_project_packages
+from .environments import cached_environment, pinned, pinned_all
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wheel")
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps", "--no-build-isolation",
+                           "-w", str(out), ROOT], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    [built] = [name for name in os.listdir(out) if name.endswith(".whl")]
+    assert built.startswith("pyspark_kernel_template-")  # the distribution name that is free on PyPI
+    return out / built
+
+
+def test_a_wheel_installed_outside_the_checkout_creates_a_kernel_that_passes_smoke(tmp_path, wheel):
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert "pyspark_kernel/_template/cookiecutter.json" in names and "pyspark_kernel/runtime/watchdog.sh" in names
+    assert "pyspark_kernel/_template/{{cookiecutter.kernel_name}}/pyspark_startup.py" in names
+    # A fresh venv: the project's dependencies seen through a .pth file, this checkout nowhere.
+    venv = venv_with_project_packages(tmp_path, ())
+    install = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", str(wheel)],
+                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert install.returncode == 0, install.stderr
+    cli = str(venv / "bin" / "pyspark-kernel")
+    kernels = tmp_path / "kernels"
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    created = subprocess.run([cli, "create", "-k", "from-wheel", "-d", str(kernels), "-e", sys.prefix], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert created.returncode == 0, created.stderr
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import pyspark_kernel.kernelspec as k; print(k.TEMPLATE_ROOT)"],
+                           capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert where.stdout.strip().startswith(str(venv)) and where.stdout.strip().endswith("_template")  # not this checkout
+    smoked = subprocess.run([cli, "smoke", "from-wheel", "-d", str(kernels)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert smoked.returncode == 0, smoked.stdout + smoked.stderr
+    fork = subprocess.run([cli, "create", "-k", "from-fork", "-d", str(kernels), "-t", ROOT, "-e", sys.prefix], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert fork.returncode == 0, fork.stderr  # -t still points at a template of one's own
+
+
+def test_a_plain_cookiecutter_with_the_packages_the_message_names_makes_a_kernel(tmp_path):
+    from pyspark_kernel.hooks import HOOK_DEPENDENCIES
+
+    env_dir = cached_environment("cookiecutter-only", pinned(["cookiecutter", *HOOK_DEPENDENCIES]), constraints=pinned_all())
+    out = tmp_path / "kernels"
+    done = subprocess.run([os.path.join(env_dir, "bin", "cookiecutter"), ROOT, "--no-input", "-o", str(out), "kernel_name=plain", f"venv_dir={sys.prefix}"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    spec = read_spec(out / "plain")
+    assert spec["argv"][0] == PYTHON and json.loads(spec["env"]["PYSPARK_KERNEL_SPARK_CONF"])["spark.master"] == "local[*]"
+    smoked = run_cli("smoke", "plain", "-d", str(out))
+    assert smoked.returncode == 0, smoked.stdout + smoked.stderr

@@ -1,0 +1,76 @@
+"""The watchdog (watchdog.sh), on its own: it removes a kernel's scratch directory once the kernel
+has exited, without /proc as on macOS, and takes an unreaped zombie for an exited kernel."""
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from pyspark_kernel.runtime import jvm
+
+from .kernels import wait_until
+
+GONE_TIMEOUT = 30
+WATCHDOG_CHECKS = 3  # seconds of the watchdog's 1 s checks, for the one thing a test must not see
+
+
+def start_watchdog(kernel_pid, scratch, hide_proc=False):
+    command = ["/bin/sh", jvm.WATCHDOG, str(kernel_pid), str(scratch)]
+    if hide_proc:  # a mount namespace of its own, where /proc is an empty tmpfs
+        command = ["unshare", "-m", "--propagation", "private", "/bin/sh", "-c", 'mount -t tmpfs none /proc && exec "$@"', "sh", *command]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("hide_proc", [False, pytest.param(True, marks=pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="hiding /proc needs root and unshare (CI runs as root)"))],
+    ids=["with-proc", "without-proc"])
+def test_the_scratch_directory_goes_only_after_the_kernel_exits(tmp_path, hide_proc):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (scratch / "driver.log").write_text("log")
+    kernel = subprocess.Popen(["sleep", "600"])
+    watchdog = start_watchdog(kernel.pid, scratch, hide_proc)
+    try:
+        time.sleep(WATCHDOG_CHECKS)  # not synchronisation: the watchdog must NOT act in this time
+        assert scratch.exists() and watchdog.poll() is None, watchdog.stderr.read() if watchdog.poll() is not None else ""
+        kernel.kill()
+        kernel.wait()
+        wait_until(lambda: not scratch.exists(), GONE_TIMEOUT, "the watchdog did not remove the scratch directory after the kernel exited")
+        assert watchdog.wait(GONE_TIMEOUT) == 0
+    finally:
+        kernel.kill()
+        watchdog.kill()
+        watchdog.wait()
+
+
+def test_a_zombie_kernel_counts_as_exited(tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    kernel = subprocess.Popen(["true"])  # exits at once; not reaped until kernel.wait()
+    wait_until(lambda: open(f"/proc/{kernel.pid}/stat").read().split(") ")[1][0] == "Z", GONE_TIMEOUT, "the child did not become a zombie")
+    watchdog = start_watchdog(kernel.pid, scratch)
+    try:
+        wait_until(lambda: not scratch.exists(), GONE_TIMEOUT, "the watchdog waited for a zombie")
+    finally:
+        kernel.wait()
+        watchdog.kill()
+        watchdog.wait()
+
+
+def test_jvms_the_kernel_started_are_waited_for_then_killed(tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    lingering = subprocess.Popen(["sleep", "600"])  # a JVM that does not exit with its kernel
+    (scratch / "jvm.pids").write_text(f"{lingering.pid}\n")
+    kernel = subprocess.Popen(["true"])
+    kernel.wait()
+    watchdog = start_watchdog(kernel.pid, scratch)
+    try:
+        assert lingering.wait(timeout=60) == -9  # after its grace period of 20 s
+        wait_until(lambda: not scratch.exists(), GONE_TIMEOUT, "the scratch directory stayed")
+    finally:
+        lingering.kill()
+        watchdog.kill()
+        watchdog.wait()
