@@ -13,6 +13,7 @@ def main():
     sys.path.insert(0, TEMPLATE_ROOT)
     from pyspark_kernel import hooks
 
+    hooks.remove_rendered(__file__, TEMPLATE_ROOT)
     return hooks.pre_gen(CONTEXT, LAUNCH_DIR)
 
 

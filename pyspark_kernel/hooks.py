@@ -35,6 +35,16 @@ def require_dependencies():
         )
 
 
+def remove_rendered(path, template_root):
+    """Cookiecutter renders each hook, with the whole context (env values included), into a
+    temporary file that it never deletes: the running hook removes its own copy."""
+    if os.path.dirname(os.path.abspath(path)) != os.path.join(template_root, "hooks"):  # never the template's own
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
 def answers_from(context, launch_dir):
     """`pyspark-kernel create` passes its answers in the private `_answers`, which cookiecutter
     neither renders as Jinja nor turns into strings; it overrides the public answers, whose

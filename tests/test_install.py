@@ -96,3 +96,13 @@ def test_the_load_script_stops_its_busy_loops_and_keeps_the_exit_status(tmp_path
     assert len(loops) == 2
     _, alive = psutil.wait_procs([psutil.Process(pid) for pid in loops if psutil.pid_exists(pid)], timeout=10)
     assert alive == []
+
+
+def test_create_leaves_no_rendered_hook_in_tmpdir(tmp_path, kernels_dir):
+    """Cookiecutter writes each hook, with the whole context, to $TMPDIR and never deletes it."""
+    tmp_dir = tmp_path / "tmp"
+    tmp_dir.mkdir()
+    done = run_cli("create", "-k", "tidy", "-d", str(kernels_dir), "--env", "TEAM_VALUE=visible-in-context",
+                   env={**os.environ, "TMPDIR": str(tmp_dir)})
+    assert done.returncode == 0, done.stderr
+    assert os.listdir(tmp_dir) == []

@@ -16,9 +16,14 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="session")
 def wheel(tmp_path_factory):
+    import shutil
+
     out = tmp_path_factory.mktemp("wheel")
+    # Built from a copy: setuptools writes build/ and *.egg-info into the tree it builds.
+    source = out / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info", "test-output", "__pycache__"))
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps", "--no-build-isolation",
-                           "-w", str(out), ROOT], capture_output=True, text=True, timeout=600)
+                           "-w", str(out), str(source)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     [built] = [name for name in os.listdir(out) if name.endswith(".whl")]
     assert built.startswith("pyspark_kernel_template-")  # the distribution name that is free on PyPI
