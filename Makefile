@@ -26,10 +26,12 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
 	  else echo "Chromium is missing: sudo apt-get install chromium (the JupyterLab test needs it)"; fi; }
 
-# Fast tests first, then the end-to-end ones (real kernels, real Spark), each with its own report.
+# Fast tests first, then the end-to-end ones (real kernels, real Spark), each with its own report;
+# two workers (pytest-xdist): the end-to-end tests mostly wait on JVMs, and no test depends on another.
+TEST_WORKERS ?= 2
 test: venv browser
-	$(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not e2e" -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m e2e -n $(TEST_WORKERS) --durations=15 $(PYTEST_ARGS)
 
 # The whole suite beside two CPU-bound processes: run it whenever start-up or timing changes.
 test-busy: venv browser

@@ -4,6 +4,7 @@ import contextlib
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -200,37 +201,58 @@ def stop_process_group(process):
         process.wait()
 
 
+def log_match(path, pattern):
+    """The first match of ``pattern`` in a service's log, or None."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return re.search(pattern, handle.read())
+    except OSError:
+        return None
+
+
 @contextlib.contextmanager
 def standalone(work, port=None):
     """A real Spark standalone master and one worker (2 cores) on 127.0.0.1, from pip's pyspark,
-    with their logs in ``work``; yields the master URL and stops both, even on failure."""
+    with their logs in ``work``; yields the master URL and stops both, even on failure. Ports the
+    test does not name are chosen by Spark itself (0) and read from its log: no race with other
+    tests for a port that was free a moment ago."""
+    import http.client
     import urllib.request
 
     import pyspark
 
     home = os.path.dirname(pyspark.__file__)
-    port, master_ui, worker_ui = port or free_port(), free_port(), free_port()
     env = {**os.environ, "SPARK_HOME": home, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(work), "SPARK_NO_DAEMONIZE": "1"}
     spark_class = os.path.join(home, "bin", "spark-class")
     daemons = []
+
+    def launch(name, *args):
+        with open(work / f"{name}.log", "wb") as log:
+            daemons.append(subprocess.Popen([spark_class, *args], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
+
     try:
-        for name, args in (
-            ("master", ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(master_ui)]),
-            ("worker", ["org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}", "--host", "127.0.0.1", "--cores", "2",
-                        "--memory", "2g", "--webui-port", str(worker_ui), "--work-dir", str(work / "worker")]),
-        ):
-            with open(work / f"{name}.log", "wb") as log:
-                daemons.append(subprocess.Popen([spark_class, *args], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
+        launch("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port or 0), "--webui-port", "0")
+        found = {}
+
+        def master_up():
+            found["url"] = log_match(work / "master.log", r"Starting Spark master at (spark://127\.0\.0\.1:\d+)")
+            found["ui"] = log_match(work / "master.log", r"MasterWebUI.* started at (http://[\w.]+:\d+)")
+            return found["url"] and found["ui"]
+
+        wait_for_service(master_up, daemons, f"the standalone master did not come up; see {work}/master.log")
+        master, ui = found["url"].group(1), found["ui"].group(1)
+        launch("worker", "org.apache.spark.deploy.worker.Worker", master, "--host", "127.0.0.1", "--cores", "2", "--memory", "2g",
+               "--webui-port", "0", "--work-dir", str(work / "worker"))
 
         def workers_alive():
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{master_ui}/json/", timeout=5) as page:
+                with urllib.request.urlopen(f"{ui}/json/", timeout=5) as page:
                     return json.load(page).get("aliveworkers", 0) >= 1
-            except OSError:
+            except (OSError, http.client.HTTPException, ValueError):
                 return False
 
-        wait_for_service(workers_alive, daemons, f"the standalone cluster did not come up; see {work}/master.log and worker.log")
-        yield f"spark://127.0.0.1:{port}"
+        wait_for_service(workers_alive, daemons, f"the standalone worker did not register; see {work}/master.log and worker.log")
+        yield master
     finally:
         for daemon in reversed(daemons):  # the worker first: it stops its executors
             stop_process_group(daemon)
@@ -292,7 +314,7 @@ def jupyter_server(tmp_path):
     with open(tmp_path / "server.log", "wb") as log:
         server = subprocess.Popen(
             [os.path.join(VENV_DIR, "bin", "jupyter"), "server", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}", *root_flag],
+             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}", "--ServerApp.port_retries=0", *root_flag],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
 

@@ -35,18 +35,22 @@ def pinned(names):
 
 
 def find_python(version):
-    """An interpreter of this minor version on this machine: on PATH as pythonX.Y, or one of
-    pyenv's versions. None when there is none."""
-    found = shutil.which(f"python{version}")
-    if found:
-        return found
+    """An interpreter of this minor version on this machine: one of pyenv's versions, else
+    pythonX.Y on PATH (a pyenv shim there may not run, so each candidate is tried). None when none runs."""
+    candidates = []
     pyenv_root = os.environ.get("PYENV_ROOT") or os.path.join(os.path.expanduser("~"), ".pyenv")
     versions = os.path.join(pyenv_root, "versions")
     if os.path.isdir(versions):
-        for name in sorted(os.listdir(versions), reverse=True):
-            candidate = os.path.join(versions, name, "bin", f"python{version}")
-            if name.startswith(version + ".") and os.access(candidate, os.X_OK):
+        candidates += [os.path.join(versions, name, "bin", f"python{version}") for name in sorted(os.listdir(versions), reverse=True)
+                       if name.startswith(version + ".")]
+    if shutil.which(f"python{version}"):
+        candidates.append(shutil.which(f"python{version}"))
+    for candidate in candidates:
+        try:
+            if os.access(candidate, os.X_OK) and python_version(candidate).startswith(version + "."):
                 return candidate
+        except (OSError, subprocess.CalledProcessError):
+            continue
     return None
 
 

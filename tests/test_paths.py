@@ -5,10 +5,11 @@ writes the class-data-sharing archive under that HOME, and on its second, which 
 import glob
 import os
 
+import nbformat
 import pytest
 
-from .conftest import assert_left_nothing, run_cli, spark_jvms, venv_with_project_packages
-from .kernels import Kernel, wait_until
+from .conftest import run_cli, venv_with_project_packages
+from .kernels import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -29,13 +30,14 @@ def test_a_home_with_spaces_and_symbols_starts_spark_twice_and_maps_its_archive(
     wait_until(lambda: glob.glob(str(store / "*.jsa")) and not glob.glob(str(store / "*.lock")), 120,
                f"the first start wrote no class-data-sharing archive under {store}")
     [archive] = glob.glob(str(store / "*.jsa"))
-    kernel = Kernel(kernels, "awkward", env)
-    try:
-        assert kernel.run("spark.range(1000).count()").result == "1000"
-        args = [arg for jvm in spark_jvms("awkward") for arg in jvm.cmdline()]
-        assert f"-XX:SharedArchiveFile={archive}" in args and f"-Djava.io.tmpdir={tmp_dir}" in " ".join(args)
-    finally:
-        kernel.stop()
-    assert_left_nothing("awkward", tmp_dir)
-    second = run_cli("smoke", "awkward", "-d", str(kernels), env=env)
+    # The second start, as a team's own smoke check: its JVM maps the archive the first one wrote.
+    check = tmp_path / "maps-the-archive.ipynb"
+    source = ("_args = [str(arg) for arg in spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()]\n"
+              f"assert {'-XX:SharedArchiveFile=' + archive!r} in _args, _args\n"
+              f"assert any(arg.startswith({'-Djava.io.tmpdir=' + str(tmp_dir)!r}) for arg in _args), _args\n"
+              "print('the JVM maps the archive')")
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source, metadata={"tags": ["check:maps_archive"]})]), check)
+    second = run_cli("smoke", "awkward", "-d", str(kernels), "--notebook", str(check), env=env)
     assert second.returncode == 0, second.stdout + second.stderr
+    assert "PASS maps_archive: the JVM maps the archive" in second.stdout, second.stdout
+    wait_until(lambda: os.listdir(tmp_dir) == [], 120, f"the kernel left files in its TMPDIR: {os.listdir(tmp_dir)}")
