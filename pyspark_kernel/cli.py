@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 
 from .errors import InputError
@@ -29,6 +30,10 @@ def kernels_dir(args):
     from jupyter_core.paths import jupyter_data_dir
 
     return os.path.join(jupyter_data_dir(), "kernels")
+
+
+def shared_install(args):
+    return bool(args.kernels_dir_path or args.sys_prefix or args.prefix)
 
 
 def split_spark_flags(argv):
@@ -151,8 +156,10 @@ def create(args, spark_conf):
     from cookiecutter.exceptions import CookiecutterException, FailedHookException
     from cookiecutter.main import cookiecutter
 
-    from .install import make_shareable, move_into_place, refuse_existing, staging_dir
+    from .install import apply_umask, make_shareable, move_into_place, refuse_existing, staging_dir
 
+    # A create stopped with SIGTERM cleans up as after an error (a SIGKILL's leftovers go next time).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     template = absolute(args.kernels_template_path)
     if not os.path.isfile(os.path.join(template, "cookiecutter.json")):
         raise InputError("kernels_template_path", f"no cookiecutter.json in {template}", "pass -t with the template's directory")
@@ -171,7 +178,8 @@ def create(args, spark_conf):
             raise SystemExit(1) from None  # the hook has said what is wrong
         except CookiecutterException as error:
             raise InputError("kernels_template_path", f"cookiecutter failed: {' '.join(str(error).split())}", "fix the template, or pass -t with a working one") from None
-        make_shareable(built)
+        # Shared places (--sys-prefix, --prefix, -d) are readable by all; a --user kernel is as private as the umask says.
+        (make_shareable if shared_install(args) else apply_umask)(built)
         move_into_place(built, target, args.force)
     print(f"Installed kernel {name} in {target}")
     return 0

@@ -31,6 +31,24 @@ def exchange(a, b):
     raise OSError(errno, os.strerror(errno), b)
 
 
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path, mask=None):
+    """Modes as the user's umask gives them (0700/0600 under umask 077): a --user kernel stays as
+    private as its owner keeps files. Copied files would otherwise keep their source's modes."""
+    mask = current_umask() if mask is None else mask
+    os.chmod(path, 0o777 & ~mask)
+    for root, dirs, files in os.walk(path):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~mask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~mask)
+
+
 def make_shareable(path):
     """Directories 0755, files 0644, whatever the caller's umask: every user of a shared Jupyter
     can read the kernel, only its owner can change it."""
@@ -50,13 +68,37 @@ def first_missing(path):
     return missing
 
 
+def remove_stale_staging(kernels_dir):
+    """Staging directories left by a create that was killed: their creator (named in the directory)
+    is no longer running. Another create's, still running, stay."""
+    try:
+        entries = os.listdir(kernels_dir)
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.startswith(STAGING_PREFIX):
+            continue
+        try:
+            pid = int(entry[len(STAGING_PREFIX):].split("-")[0])
+        except ValueError:
+            continue  # not one of ours
+        try:
+            os.kill(pid, 0)
+            continue  # its create is still running
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(kernels_dir, entry), ignore_errors=True)
+        except PermissionError:
+            continue  # another user's running process
+
+
 @contextmanager
 def staging_dir(kernels_dir):
     """A staging directory in ``kernels_dir``; on failure, the directories this created go too."""
     created = first_missing(kernels_dir)
+    remove_stale_staging(kernels_dir)
     try:
         os.makedirs(kernels_dir, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=kernels_dir)
+        staging = tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=kernels_dir)
     except OSError as error:
         raise InputError("kernels_dir", f"cannot write to {kernels_dir}: {error.strerror or error}", "install for your user with --user, or choose a writable directory with -d") from None
     installed = False

@@ -1,20 +1,44 @@
 """Pack the kernel's Python environment for the executors of a cluster.
 
-venv-pack for a virtualenv, conda-pack for a conda environment, chosen by what the environment
-is. Archives are cached by the environment's contents, so an unchanged environment is packed once
-and later kernels only copy (or hard-link) the archive.
+The archive must run on a worker that shares nothing with the driver's machine but the OS:
+- a conda environment carries its own interpreter: conda-pack packs it;
+- a virtualenv does not (its bin/python is a link to the interpreter it was made from), so the
+  archive takes that interpreter along: its binary, its standard library and, for a shared
+  build, libpython, beside the environment's site-packages. bin/python is then a small script that
+  finds libpython next to it. No pyvenv.cfg: Python takes the unpacked directory as its prefix.
+Archives are cached by the environment's contents, so an unchanged environment is packed once and
+later kernels only copy (or hard-link) the archive.
 """
 
 import hashlib
+import io
+import json
 import os
 import shutil
+import subprocess
 import sys
+import tarfile
 
 from .errors import InputError, quote
 
 ARCHIVE = "environment.tar.gz"
+PACK_FORMAT = "2"  # in the cache key: archives made before the interpreter travelled with them are not reused
 # Executors bring their own Spark: its jars need not travel with every kernel's environment.
 LEAVE_OUT = "*/site-packages/pyspark/jars/*"
+# Parts of the standard library no executor imports.
+STDLIB_LEAVE_OUT = {"site-packages", "idlelib", "tkinter", "turtledemo", "ensurepip"}
+INTERPRETER_PROBE = (
+    "import json, sys, sysconfig\n"
+    "print(json.dumps({'base_prefix': sys.base_prefix, 'version': '%d.%d' % sys.version_info[:2], 'executable': sys.executable,"
+    " 'stdlib': sysconfig.get_paths()['stdlib'], 'purelib': sysconfig.get_paths()['purelib'],"
+    " 'libdir': sysconfig.get_config_var('LIBDIR') or '', 'shared': bool(sysconfig.get_config_var('Py_ENABLE_SHARED')),"
+    " 'soname': sysconfig.get_config_var('INSTSONAME') or ''}))"
+)
+LAUNCHER = """#!/bin/sh
+# The interpreter shipped with this environment; libpython is beside it, wherever it is unpacked.
+here=$(cd "$(dirname "$0")" && pwd)
+LD_LIBRARY_PATH="$here/../lib${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}" exec "$here/python{version}-shipped" "$@"
+"""
 
 
 def packer(prefix):
@@ -51,17 +75,77 @@ def cache_dir():
     return os.path.join(base, "pyspark-kernel", "environments")
 
 
+def interpreter(prefix):
+    """Where a virtualenv's interpreter lives: its base prefix, standard library, libpython."""
+    python = os.path.join(prefix, "bin", "python")
+    done = subprocess.run([python, "-I", "-c", INTERPRETER_PROBE], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise InputError("executor_python", f"{python} does not run: {done.stderr.strip().splitlines()[-1:]}", "recreate the environment")
+    return json.loads(done.stdout)
+
+
+def leave_out(path):
+    return "__pycache__" in path.split(os.sep) or "/site-packages/pyspark/jars/" in path.replace(os.sep, "/") + "/"
+
+
+def add_tree(archive, source, name, skip=(), skip_everywhere=()):
+    for root, dirs, files in os.walk(source):
+        dirs[:] = sorted(d for d in dirs if not (root == source and d in skip) and d != "__pycache__" and d not in skip_everywhere)
+        for file_name in sorted(files):
+            full = os.path.join(root, file_name)
+            if not leave_out(full):
+                archive.add(full, arcname=os.path.join(name, os.path.relpath(full, source)), recursive=False)
+        for directory in dirs:  # empty directories and links to directories kept as such
+            full = os.path.join(root, directory)
+            if os.path.islink(full):
+                archive.add(full, arcname=os.path.join(name, os.path.relpath(full, source)), recursive=False)
+
+
+def add_text(archive, name, text, mode):
+    data = text.encode()
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), mode
+    archive.addfile(info, io.BytesIO(data))
+
+
+def pack_with_interpreter(prefix, output):
+    """A virtualenv and the interpreter it was made from, as one relocatable directory."""
+    found = interpreter(prefix)
+    version = found["version"]
+    lib = f"lib/python{version}"
+    with tarfile.open(output, "w:gz", compresslevel=1) as archive:  # speed: the archive is rebuilt only when the environment changes
+        archive.add(os.path.realpath(found["executable"]), arcname=f"bin/python{version}-shipped")
+        add_text(archive, "bin/python", LAUNCHER.format(version=version), 0o755)
+        for alias in ("python3", f"python{version}"):
+            link = tarfile.TarInfo(f"bin/{alias}")
+            link.type, link.linkname = tarfile.SYMTYPE, "python"
+            archive.addfile(link)
+        add_tree(archive, found["stdlib"], lib, skip=STDLIB_LEAVE_OUT | {d for d in os.listdir(found["stdlib"]) if d.startswith("config-")},
+                 skip_everywhere={"test", "tests", "idle_test"})
+        if found["shared"] and found["soname"]:
+            for name in os.listdir(found["libdir"]):
+                if name.startswith(f"libpython{version}"):
+                    archive.add(os.path.realpath(os.path.join(found["libdir"], name)), arcname=f"lib/{name}")
+        add_tree(archive, found["purelib"], f"{lib}/site-packages")
+
+
 def pack_environment(prefix, kernel_dir):
     """Put the packed environment in ``kernel_dir``; pack it only if its cache entry is missing."""
     module = packer(prefix)
     os.makedirs(cache_dir(), exist_ok=True)
-    cached = os.path.join(cache_dir(), f"{fingerprint(prefix)}.tar.gz")
+    cached = os.path.join(cache_dir(), f"{fingerprint(prefix)}-{PACK_FORMAT}.tar.gz")
     if not os.path.isfile(cached):
         partial = f"{cached}.{os.getpid()}.partial"
         print(f"Packing {prefix} for the executors (once per version of the environment)...", file=sys.stderr)
-        kind = {"format": "tar.gz", "verbose": True, "force": True, "filters": [("exclude", LEAVE_OUT)]}
         try:
-            module.pack(prefix=prefix, output=partial, **kind)
+            if module.__name__ == "venv_pack":
+                pack_with_interpreter(prefix, partial)
+            else:
+                module.pack(prefix=prefix, output=partial, format="tar.gz", verbose=True, force=True, filters=[("exclude", LEAVE_OUT)])
+        except InputError:
+            if os.path.exists(partial):
+                os.remove(partial)
+            raise
         except Exception as error:  # the packers raise their own error types
             if os.path.exists(partial):
                 os.remove(partial)

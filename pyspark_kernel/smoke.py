@@ -11,13 +11,15 @@ import sys
 import time
 
 import nbformat
-from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
 from .errors import InputError
-from .manage import find_kernel
 from .kernelspec import CONF_VARIABLE, kernel_environment
+from .manage import find_kernel
+from .runtime.options import ENV_REFERENCE
+
+ENV_FROM_SERVER = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")  # kernel.json's form of an --env-from variable
 
 SETUP = """\
 import json as _json, sys as _sys
@@ -46,14 +48,19 @@ else:
 _appended = ("spark.archives", "spark.driver.defaultJavaOptions")  # the kernel's runtime adds to these
 _read = {k: spark.conf.get(k, None) for k in _expected["conf"]}
 _wrong = {k: (v, _read[k]) for k, v in _expected["conf"].items() if _read[k] != v and not (k in _appended and (_read[k] or "").startswith(v))}
-assert not _wrong, "; ".join("%s: configured %r, Spark has %r" % (k, v, got) for k, (v, got) in _wrong.items())
-print(len(_expected["conf"]), "settings read back exactly")
+# Secrets (${env:NAME} settings): only that Spark has a value; the value is never shown.
+_missing = [k for k in _expected["conf_secret"] if not spark.conf.get(k, None)]
+assert not _wrong and not _missing, "; ".join(["%s: configured %r, Spark has %r" % (k, v, got) for k, (v, got) in _wrong.items()]
+                                             + ["%s: Spark has no value for this secret" % k for k in _missing])
+print(len(_expected["conf"]) + len(_expected["conf_secret"]), "settings read back exactly")
 """),
     ("environment", "the kernel process has kernel.json's env", """\
 import os as _os
 _wrong = {k: (v, _os.environ.get(k)) for k, v in _expected["env"].items() if _os.environ.get(k, "") != v}  # "" in kernel.json: unset
-assert not _wrong, "; ".join("%s: kernel.json gives %r, the kernel has %r" % (k, v, got) for k, (v, got) in _wrong.items())
-print(len(_expected["env"]), "environment variables as configured")
+_missing = [k for k in _expected["env_secret"] if not _os.environ.get(k)]  # from the server's environment: only that it is there
+assert not _wrong and not _missing, "; ".join(["%s: kernel.json gives %r, the kernel has %r" % (k, v, got) for k, (v, got) in _wrong.items()]
+                                             + ["%s: not set in the Jupyter server's environment" % k for k in _missing])
+print(len(_expected["env"]) + len(_expected["env_secret"]), "environment variables as configured")
 """),
     ("driver_python", "the driver runs the kernel's Python", """\
 assert _sys.executable == _expected["python"], "the driver runs %s, the kernel is configured for %s" % (_sys.executable, _expected["python"])
@@ -79,12 +86,18 @@ CELL_TIMEOUT = 300
 
 
 def expectations(spec):
-    env = kernel_environment(spec.env, os.environ)
+    """What the notebook checks, as data written into its first cell. Values from the server's
+    environment (--env-from) and ${env:NAME} settings are secrets: the notebook, which CI keeps as
+    an artifact, gets only their names, and checks only that they are set."""
+    from_server = {name for name, value in spec.env.items() if ENV_FROM_SERVER.fullmatch(value)}
+    env = {name: value for name, value in kernel_environment(spec.env, {}).items() if name not in from_server}
     conf = json.loads(env.get(CONF_VARIABLE, "{}"))
     master = conf.get("spark.master", "")
     if master.startswith("sc://"):
         conf = {k: v for k, v in conf.items() if k != "spark.master"}  # a Connect server has its own master
-    return {"master": master, "conf": conf, "env": env, "python": spec.argv[0]}
+    secret_conf = sorted(k for k, v in conf.items() if ENV_REFERENCE.search(v))
+    return {"master": master, "conf": {k: v for k, v in conf.items() if k not in secret_conf}, "conf_secret": secret_conf,
+            "env": env, "env_secret": sorted(from_server), "python": spec.argv[0]}
 
 
 def check_cell(source, name, description):

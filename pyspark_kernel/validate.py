@@ -8,7 +8,7 @@ import os
 import re
 
 from .errors import InputError, quote
-from .runtime.options import INIT_MODES, LOG_LEVELS  # the runtime's own lists
+from .runtime.options import ENV_REFERENCE, INIT_MODES, LOG_LEVELS, is_secret  # the runtime's own
 
 # jupyter_client's rule (ASCII letters, digits, - . _). Jupyter lowercases names on install, so an
 # uppercase name would be installed under another name than the one asked for: refuse it instead.
@@ -32,15 +32,10 @@ MEMORY_KEY = re.compile(r"spark\..*\.(?:memory|memoryOverhead|maxResultSize)|spa
 BYTE_SIZE = re.compile(r"[0-9]+(?:b|k|kb|m|mb|g|gb|t|tb|p|pb)?", re.IGNORECASE)
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Names of settings and variables whose values must not be written into kernel.json (readable by
-# everyone who can list the kernels directory).
-SECRET_WORDS = ("password", "passwd", "secret", "token", "credential", "apikey", "api.key", "api_key", "private.key", "private_key")
-# Spark's own syntax for a value from the environment; the kernel resolves it when it starts.
-ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def looks_secret(name):
-    return any(word in name.lower() for word in SECRET_WORDS)
+# Settings and variables that hold secrets must not be written into kernel.json (readable by
+# everyone who can list the kernels directory): the runtime's own detector (is_secret), so that
+# what is refused here is what the kernel redacts. ENV_REFERENCE is Spark's syntax for a value
+# from the environment, which the kernel resolves when it starts.
 # Set by the generator from other answers; a second source would silently win or lose.
 RESERVED_ENV = {
     "SPARK_HOME": "set spark_home instead",
@@ -119,8 +114,8 @@ def check_spark_conf(conf):
             raise InputError("spark_conf", f"{key} is empty", "give it a value, or leave the key out")
         if "\x00" in value:
             raise InputError("spark_conf", f"{key} contains a NUL character", "remove it")
-        if looks_secret(key) and not ENV_REFERENCE.fullmatch(value):
-            raise InputError("spark_conf", f"{key} looks like a secret, and its value would be written into kernel.json",
+        if is_secret(key, value) and not ENV_REFERENCE.fullmatch(value):
+            raise InputError("spark_conf", f"{key} holds a secret, and its value would be written into kernel.json",
                              "give it as ${env:NAME} and set NAME for the Jupyter server: the kernel reads it when it starts")
         if MEMORY_KEY.fullmatch(key) and not BYTE_SIZE.fullmatch(value):
             raise InputError("spark_conf", f"{key} = {quote(value)} is not a size", "use a whole number with a unit, like 512m or 4g")
@@ -142,8 +137,8 @@ def check_env(env):
             raise InputError("env", f"{name} has a value of type {type(value).__name__}", "give a string")
         if "\x00" in value:
             raise InputError("env", f"{name} contains a NUL character", "remove it")
-        if looks_secret(name):
-            raise InputError("env", f"{name} looks like a secret, and its value would be written into kernel.json",
+        if is_secret(name, value):
+            raise InputError("env", f"{name} holds a secret, and its value would be written into kernel.json",
                              f"pass it with --env-from {name}: the kernel takes it from the Jupyter server's environment when it starts")
         checked[name] = value
     return checked

@@ -5,6 +5,7 @@ import importlib.metadata
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -211,11 +212,12 @@ def log_match(path, pattern):
 
 
 @contextlib.contextmanager
-def standalone(work, port=None):
+def standalone(work, port=None, hide=()):
     """A real Spark standalone master and one worker (2 cores) on 127.0.0.1, from pip's pyspark,
     with their logs in ``work``; yields the master URL and stops both, even on failure. Ports the
     test does not name are chosen by Spark itself (0) and read from its log: no race with other
-    tests for a port that was free a moment ago."""
+    tests for a port that was free a moment ago. ``hide``: directories the worker must not see,
+    as on another host (its own mount namespace, each of them under an empty tmpfs; needs root)."""
     import http.client
     import urllib.request
 
@@ -226,9 +228,13 @@ def standalone(work, port=None):
     spark_class = os.path.join(home, "bin", "spark-class")
     daemons = []
 
-    def launch(name, *args):
+    def launch(name, *args, hidden=()):
+        command = [spark_class, *args]
+        if hidden:
+            mounts = " && ".join(f"mount -t tmpfs none {shlex.quote(str(path))}" for path in hidden)
+            command = ["unshare", "-m", "--propagation", "private", "/bin/sh", "-c", f'{mounts} && exec "$@"', "sh", *command]
         with open(work / f"{name}.log", "wb") as log:
-            daemons.append(subprocess.Popen([spark_class, *args], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
+            daemons.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
 
     try:
         launch("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port or 0), "--webui-port", "0")
@@ -242,7 +248,7 @@ def standalone(work, port=None):
         wait_for_service(master_up, daemons, f"the standalone master did not come up; see {work}/master.log")
         master, ui = found["url"].group(1), found["ui"].group(1)
         launch("worker", "org.apache.spark.deploy.worker.Worker", master, "--host", "127.0.0.1", "--cores", "2", "--memory", "2g",
-               "--webui-port", "0", "--work-dir", str(work / "worker"))
+               "--webui-port", "0", "--work-dir", str(work / "worker"), hidden=hide)
 
         def workers_alive():
             try:

@@ -262,7 +262,7 @@ SECRET_VALUE = "s3cr3t-Value-that-must-not-leak"
 def test_secrets_in_plain_text_are_refused_with_the_fix(kernels_dir, args, field):
     done = run_cli("create", "-k", "leaky", "-d", str(kernels_dir), *args)
     assert done.returncode == 1
-    assert done.stderr.startswith(f"ERROR: {field}: ") and "looks like a secret" in done.stderr
+    assert done.stderr.startswith(f"ERROR: {field}: ") and "holds a secret" in done.stderr
     assert ("${env:NAME}" in done.stderr) if field == "spark_conf" else ("--env-from" in done.stderr)
     assert os.listdir(kernels_dir) == []
 

@@ -96,33 +96,49 @@ def test_connect_profile_points_at_a_connect_server(kernels_dir):
 
 
 @pytest.mark.e2e
-def test_standalone_executors_run_the_shipped_environment(kernels_dir, tmp_path, standalone_cluster):
-    venv = venv_with_project_packages(tmp_path, (), copy=True)
+@pytest.mark.skipif(os.geteuid() != 0, reason="a worker that cannot see the driver's files needs a mount namespace: root (CI runs as root)")
+def test_executors_on_a_host_without_the_drivers_files_run_the_shipped_environment(kernels_dir, tmp_path):
+    """The worker runs in a mount namespace of its own where the kernel's environment and the
+    interpreter it was made from are hidden, as on another host: the executors can only run what
+    the kernel shipped."""
+    import sys
+
+    from .conftest import standalone
+
+    venv = venv_with_project_packages(tmp_path / "env", LEAN, copy=True)
     site = next((venv / "lib").glob("python3*/site-packages"))
     (site / "only_in_kernel_env").mkdir()
     (site / "only_in_kernel_env" / "__init__.py").write_text('WHERE = "shipped with the kernel"\n')
-    create(kernels_dir, "on-standalone", "-e", str(venv), "--profile", "standalone", "--spark_master", standalone_cluster,
-           "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m")
-    assert (kernels_dir / "on-standalone" / "environment.tar.gz").stat().st_size > 0
-    done = run_cli("smoke", "on-standalone", "-d", str(kernels_dir))
-    assert done.returncode == 0, done.stdout + done.stderr
-    tmp_dir = tmp_path / "tmp"
-    tmp_dir.mkdir()
-    kernel = Kernel(kernels_dir, "on-standalone", kernel_environment(tmp_dir))
-    try:
-        found = kernel.run(
-            "def _where(_):\n"
-            "    import sys, only_in_kernel_env\n"
-            "    return sys.executable, only_in_kernel_env.WHERE\n"
-            "print('EXECUTORS', sorted(set(sc.parallelize(range(4), 2).map(_where).collect())))"
-        )
-        printed = [line for line in found.stream.splitlines() if line.startswith("EXECUTORS ")]
-        assert found.error is None and len(printed) == 1, found.text
-        executables = ast.literal_eval(printed[0][len("EXECUTORS "):])  # the list of tuples the cell printed
-        assert executables and all(path.endswith("/environment/bin/python") and where == "shipped with the kernel" for path, where in executables), found.text
-    finally:
-        kernel.stop()
-    assert_no_jvm_left("on-standalone")
+    work = tmp_path / "cluster"
+    work.mkdir()
+    with standalone(work, hide=[venv, sys.base_prefix]) as master:
+        create(kernels_dir, "on-standalone", "-e", str(venv), "--profile", "standalone", "--spark_master", master,
+               "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m")
+        assert (kernels_dir / "on-standalone" / "environment.tar.gz").stat().st_size > 0
+        done = run_cli("smoke", "on-standalone", "-d", str(kernels_dir))
+        assert done.returncode == 0, done.stdout + done.stderr  # its executor-Python check included
+        tmp_dir = tmp_path / "tmp"
+        tmp_dir.mkdir()
+        kernel = Kernel(kernels_dir, "on-standalone", kernel_environment(tmp_dir))
+        try:
+            found = kernel.run(
+                "def _where(_):\n"
+                "    import os, sys, only_in_kernel_env\n"
+                f"    return sys.executable, only_in_kernel_env.WHERE, os.path.exists({str(venv)!r}), os.path.exists({sys.base_prefix!r} + '/bin')\n"
+                "print('EXECUTORS', sorted(set(sc.parallelize(range(4), 2).map(_where).collect())))"
+            )
+            printed = [line for line in found.stream.splitlines() if line.startswith("EXECUTORS ")]
+            assert found.error is None and len(printed) == 1, found.text
+            executors = ast.literal_eval(printed[0][len("EXECUTORS "):])  # the list of tuples the cell printed
+            assert executors and all(path.endswith("/environment/bin/python3.11-shipped") or path.endswith("-shipped") for path, _, _, _ in executors), executors
+            assert all(where == "shipped with the kernel" and not sees_env and not sees_base for _, where, sees_env, sees_base in executors), executors
+        finally:
+            kernel.stop()
+        assert_no_jvm_left("on-standalone")
+
+
+# Big packages no executor of this test imports: a leaner environment to pack.
+LEAN = ("jupyterlab", "jupyter_server", "notebook", "playwright", "pyarrow", "pandas", "numpy", "grpc", "babel", "hypothesis", "pytest")
 
 
 @pytest.mark.e2e

@@ -106,3 +106,30 @@ def test_create_leaves_no_rendered_hook_in_tmpdir(tmp_path, kernels_dir):
                    env={**os.environ, "TMPDIR": str(tmp_dir)})
     assert done.returncode == 0, done.stderr
     assert os.listdir(tmp_dir) == []
+
+
+def test_a_user_install_stays_as_private_as_the_umask(tmp_path):
+    """--user (the default) under umask 077: nobody else can read the kernel (its env may name
+    internal hosts); a shared install stays readable by all (the test above)."""
+    data = tmp_path / "jupyter-data"
+    done = subprocess.run([CLI, "create", "-k", "mine"], capture_output=True, text=True, preexec_fn=lambda: os.umask(0o077), timeout=120,
+                          env={**os.environ, "JUPYTER_DATA_DIR": str(data)})
+    assert done.returncode == 0, done.stderr
+    kernel = data / "kernels" / "mine"
+    found = modes(kernel)
+    assert stat.S_IMODE(os.stat(kernel).st_mode) == 0o700
+    assert {mode for path, mode in found.items() if os.path.isdir(kernel / path)} == {0o700}
+    assert {mode for path, mode in found.items() if not os.path.isdir(kernel / path)} == {0o600}
+
+
+def test_a_killed_creates_staging_directory_is_cleaned_by_the_next_create(kernels_dir):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = kernels_dir / f".pyspark-kernel-staging-{dead.pid}-abc123"
+    (stale / "half-made").mkdir(parents=True)
+    running = kernels_dir / f".pyspark-kernel-staging-{os.getpid()}-def456"  # a create still running
+    running.mkdir()
+    done = run_cli("create", "-k", "after-crash", "-d", str(kernels_dir))
+    assert done.returncode == 0, done.stderr
+    assert not stale.exists() and running.exists()
+    assert sorted(os.listdir(kernels_dir)) == sorted(["after-crash", running.name])

@@ -108,10 +108,17 @@ def test_the_cells_interrupt_handler_is_put_back_after_the_cell(tmp_path):
     runtime = runtime_for(tmp_path, "local[1]", init="lazy")
     book = notebook.Notebook(runtime, {}, Shell())
     before = signal.getsignal(signal.SIGINT)
-    book.pre_run_cell()
-    assert signal.getsignal(signal.SIGINT) == book.on_interrupt
-    book.post_run_cell()
-    assert signal.getsignal(signal.SIGINT) is before
+    try:
+        book.pre_run_cell()
+        assert signal.getsignal(signal.SIGINT) == book.on_interrupt
+        book.pre_run_cell()  # a cell that runs a cell
+        book.post_run_cell()
+        assert signal.getsignal(signal.SIGINT) == book.on_interrupt  # the outer cell stays interruptible
+        book.post_run_cell()
+        # Between the cell's end and ipykernel's own restore, an interrupt is ignored.
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_an_interrupt_outside_spark_is_a_keyboard_interrupt_at_once(tmp_path):

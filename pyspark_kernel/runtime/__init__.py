@@ -26,9 +26,9 @@ def install(namespace):
 
     shell = namespace["get_ipython"]()
     RUNTIME = SparkRuntime()
+    RUNTIME.begin()  # the watchdog first: no Spark without it, whoever starts Spark
     NOTEBOOK = Notebook(RUNTIME, namespace, shell)
     EntryPoints(RUNTIME, NOTEBOOK).install()
     magics.register(shell, NOTEBOOK)
-    RUNTIME.begin()
     NOTEBOOK.begin()
     return RUNTIME

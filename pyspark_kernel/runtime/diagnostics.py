@@ -13,7 +13,8 @@ import subprocess
 
 LOG_TAIL_LINES = 15
 CONNECT_TIMEOUT = 5
-RESTART_HINT = "run %spark restart for a new session; your Python variables are kept"
+RESTART = "run %spark restart for a new session"
+RESTART_HINT = f"{RESTART}; your Python variables are kept"
 
 
 class ShortError(RuntimeError):
@@ -102,7 +103,7 @@ def master_addresses(master):
     pairs = []
     for address in rest.split("/")[0].split(","):
         host, colon, port = address.rpartition(":")
-        if not colon:  # sc://host: Spark Connect's default port
+        if not colon or host.endswith(":") or not port.isdigit():  # no port (sc://host, sc://[::1]): Spark Connect's default
             host, port = address, "15002"
         pairs.append((host.strip("[]"), int(port)))
     return pairs
@@ -122,7 +123,7 @@ def check_master_reachable(master):
         except OSError as error:
             problems.append(f"nothing listens on {host}:{port} ({error.strerror or error})")
     if problems:
-        raise SparkStartError(f"Spark master {master} is unreachable: {'; '.join(problems)} (start the cluster, then {RESTART_HINT.split(';')[0]}; or fix the master URL in the kernel's PYSPARK_KERNEL_SPARK_CONF)")
+        raise SparkStartError(f"Spark master {master} is unreachable: {'; '.join(problems)} (start the cluster, then {RESTART}; or fix the master URL in the kernel's PYSPARK_KERNEL_SPARK_CONF)")
 
 
 KNOWN_CAUSES = [

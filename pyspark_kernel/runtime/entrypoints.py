@@ -97,9 +97,6 @@ class EntryPoints:
                 patch(sys.modules[name])
         sys.meta_path.insert(0, PatchOnImport(patches))
 
-    def passes_through(self):
-        return self.runtime.creating()
-
     # -- SparkContext
 
     def patch_context_module(self, module):
@@ -111,7 +108,7 @@ class EntryPoints:
         original_stop = context_class.stop
 
         def __new__(cls, *args, **kwargs):
-            if cls is not context_class or entry.passes_through():
+            if cls is not context_class or entry.runtime.creating():
                 return object.__new__(cls)
             return entry.notebook.user_context(context_options(args, kwargs))
 
@@ -122,7 +119,7 @@ class EntryPoints:
             original_init(self, *args, **kwargs)
 
         def getOrCreate(cls, conf=None):
-            if entry.passes_through():
+            if entry.runtime.creating():
                 return original_get_or_create.__func__(cls, conf)
             return entry.notebook.user_context(dict(conf.getAll()) if conf is not None else {})
 
@@ -155,17 +152,16 @@ class EntryPoints:
         def getOrCreate(builder):
             options = dict(getattr(builder, "_options", {}))
             asks_elsewhere = "spark.remote" in options and not entry.runtime.connect
-            if entry.passes_through() or asks_elsewhere:
+            if entry.runtime.creating() or asks_elsewhere:
                 return original_get_or_create(builder)
-            if entry.runtime.connect:
-                entry.notebook.user_session({})
-                return original_get_or_create(builder)  # Connect gives back its default session, with these settings
             return entry.notebook.user_session(options)
 
         def getActiveSession(cls):
             found = original_active.__func__(cls)
-            if found is not None or entry.passes_through() or threading.current_thread() is not threading.main_thread():
+            if found is not None or entry.runtime.creating() or threading.current_thread() is not threading.main_thread():
                 return found
+            if entry.runtime.state == "ready":
+                return entry.runtime.session  # PySpark asks for it in many operations: no detour
             return entry.notebook.session()
 
         @functools.wraps(original_stop)
@@ -175,7 +171,7 @@ class EntryPoints:
                 original_stop(self)
             finally:
                 entry.stopping.active = False
-            entry.runtime.user_stopped(self)
+            entry.runtime.user_stopped(getattr(self, "_sc", None))  # any session of the kernel's context: newSession() too
 
         builder_class.getOrCreate = getOrCreate
         session_class.getActiveSession = classmethod(functools.wraps(original_active.__func__)(getActiveSession))

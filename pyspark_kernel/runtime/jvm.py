@@ -7,6 +7,7 @@ class-data-sharing archive of Spark's classes when one exists for this Java and 
 one JVM writes it as it exits, and kernels starting meanwhile start without it.
 """
 
+import contextlib
 import hashlib
 import os
 import pathlib
@@ -49,10 +50,14 @@ def start_watchdog(scratch):
         raise SetupError(f"cannot start the kernel's watchdog with {SHELL}: {error.strerror} (the kernel needs a POSIX {SHELL})") from None
 
 
-def record_jvm(scratch, pid):
-    """Tell the watchdog about a driver JVM it must see exit."""
-    with open(os.path.join(scratch, "jvm.pids"), "a", encoding="utf-8") as handle:
-        handle.write(f"{pid}\n")
+def record_jvms(scratch, procs):
+    """Tell the watchdog which driver JVMs it must see exit: those still running. Exited ones are
+    left out, so that a process that reuses one of their pids is never waited on or killed."""
+    running = "".join(f"{proc.pid}\n" for proc in procs if proc.poll() is None)
+    partial = os.path.join(scratch, "jvm.pids.partial")
+    with open(partial, "w", encoding="utf-8") as handle:
+        handle.write(running)
+    os.replace(partial, os.path.join(scratch, "jvm.pids"))
 
 
 def cds_dir(environ):
@@ -77,6 +82,11 @@ def lock_is_held(lock):
     """Whether the archive lock's holder (host and pid) is alive."""
     try:
         age = time.time() - os.stat(lock).st_mtime
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # cannot tell: as if held, and start without the archive
+    try:
         with open(lock, encoding="utf-8") as handle:
             host, pid = handle.read().split()
         pid = int(pid)
@@ -104,8 +114,12 @@ def claim_archive(lock, holder):
         except FileExistsError:
             if lock_is_held(lock):
                 return False
+            # Take a stale lock over by renaming it away first: of two kernels doing this at once,
+            # one rename fails, so the second cannot remove the first one's new lock.
+            stale = f"{lock}.stale.{os.getpid()}"
             try:
-                os.remove(lock)
+                os.rename(lock, stale)
+                os.remove(stale)
             except FileNotFoundError:
                 pass
             continue
@@ -117,21 +131,24 @@ def claim_archive(lock, holder):
 
 def cds_java_options(java_version, archive_base, scratch, environ, holder):
     """JVM options for the class-data-sharing archive ``archive_base``.jsa, by the JDK's feature
-    version: map it when it exists; otherwise one kernel writes it as its JVM exits, while the
-    others start without it (``holder``, the watchdog's pid, frees the lock once the JVM is gone).
-    JDK 19+ writes and refreshes the archive in place; JDK 13-18 write a copy the watchdog renames
-    once the JVM has finished it; older JDKs have no dynamic archives."""
+    version. One JVM at a time may write it: the one whose kernel holds the lock (``holder``, the
+    watchdog's pid, frees it once the JVM is gone); the others map it if it exists, or start
+    without it. JDK 19+ writes the archive in place, and the lock holder's JVM also rewrites one
+    that is broken or stale (-XX:+AutoCreateSharedArchive); JDK 13-18 write a copy that the
+    watchdog renames once the JVM has finished it; older JDKs have no dynamic archives."""
     if java_version is None or java_version < 13:
         return []
     try:
         directory = cds_dir(environ)
         os.makedirs(directory, exist_ok=True)
         archive = os.path.join(directory, f"{archive_base}.jsa")
-        if os.path.isfile(archive):
-            return [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"]
+        exists = os.path.isfile(archive)
         lock = f"{archive}.lock"
+        if exists and java_version < 19:
+            return [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"]
         if not claim_archive(lock, holder):
-            return []  # another kernel is writing it: start without, as fast as before archives
+            # Another kernel may be writing it: map it as it is, or start as fast as before archives.
+            return [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"] if exists else []
     except OSError:
         return []  # no usable cache directory: start without the archive
     facts = {"lock": lock}
@@ -182,6 +199,27 @@ def launch_settings(conf, options, scratch, kernel_dir, java_options):
     return settings
 
 
+@contextlib.contextmanager
+def recording_launch(record):
+    """PySpark's launch_gateway starts the JVM with subprocess.Popen and returns only once the JVM
+    answers (spark-submit may first hang fetching packages): hand the process to ``record`` as
+    soon as it exists, so that a launch that hangs can be killed, and the watchdog knows of it."""
+    import pyspark.java_gateway as java_gateway
+
+    original = java_gateway.Popen
+
+    def popen(*args, **kwargs):
+        proc = original(*args, **kwargs)
+        record(proc)
+        return proc
+
+    java_gateway.Popen = popen
+    try:
+        yield
+    finally:
+        java_gateway.Popen = original
+
+
 def close_jvm(gateway, grace=60):
     """Let a driver JVM whose session has ended exit by itself (it exits when its stdin closes,
     writing its class-data-sharing archive if it has one to write); kill it if it lingers."""
@@ -210,8 +248,7 @@ def close_jvm(gateway, grace=60):
     threading.Thread(target=reap, name="pyspark-kernel-reap", daemon=True).start()
 
 
-def kill_jvm(gateway):
-    proc = getattr(gateway, "proc", None)
+def kill_jvm(proc):
     if proc is not None and proc.poll() is None:
         proc.kill()
         proc.wait()

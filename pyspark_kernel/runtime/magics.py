@@ -4,6 +4,7 @@ import shlex
 import time
 
 from .diagnostics import log_lines
+from .options import shown_value
 
 USAGE = "%spark status | %spark restart [--conf KEY=VALUE ...] | %spark log [-n N]"
 LOG_LINES = 40
@@ -35,7 +36,7 @@ def parse_restart(words):
 def parse_log(words):
     if not words:
         return LOG_LINES
-    if len(words) == 2 and words[0] == "-n" and words[1].isdigit():
+    if len(words) == 2 and words[0] == "-n" and words[1].isdigit() and int(words[1]) > 0:
         return int(words[1])
     raise MagicError("%spark log: usage: %spark log [-n N]")
 
@@ -62,7 +63,7 @@ def status_lines(runtime):
     lines.append(f"executor Python: {runtime.environ.get('PYSPARK_PYTHON') or '(unset: python3 on the executors PATH)'}")
     overrides = {key: value for key, value in runtime.conf.items() if runtime.kernel_conf.get(key) != value}
     if overrides:
-        lines.append("restarted with: " + " ".join(f"--conf {key}={value}" for key, value in overrides.items()))
+        lines.append("restarted with: " + " ".join(f"--conf {key}={shown_value(key, value)}" for key, value in overrides.items()))
     lines.append(f"JVM log: {runtime.log}")
     if runtime.state in ("failed", "dead"):
         lines.append(str(runtime.error).splitlines()[0])
@@ -70,9 +71,13 @@ def status_lines(runtime):
 
 
 def run(notebook, line):
-    words = shlex.split(line)
+    try:
+        words = shlex.split(line)
+    except ValueError as error:
+        raise MagicError(f"%spark: cannot read {line.strip()!r}: {error} (usage: {USAGE})") from None
     command, rest = (words[0], words[1:]) if words else ("status", [])
     runtime = notebook.runtime
+    runtime.check_alive()  # a JVM that died since the last cell shows as dead, not ready
     if command == "status" and not rest:
         print("\n".join(status_lines(runtime)))
     elif command == "restart":

@@ -13,6 +13,7 @@ import shlex
 import signal
 import threading
 
+from .diagnostics import SparkStartError
 from .options import shown_value
 from .progress import Progress
 
@@ -32,6 +33,12 @@ class SparkStandIn:
         return self._notebook.resolve(self._name)
 
     def __getattr__(self, attribute):
+        if self._notebook.runtime.state != "ready":
+            if attribute.startswith(("__", "_ipython", "_repr_")):
+                # IPython's inspector and display protocols probe these: they must not start Spark.
+                raise AttributeError(attribute)
+            if attribute == "stop" and self._notebook.runtime.state in ("idle", "stopped", "failed", "dead"):
+                return lambda: None  # nothing to stop: spark.stop() at the end of a notebook stays quiet
         return getattr(self._target(), attribute)
 
     def __setattr__(self, attribute, value):
@@ -72,8 +79,9 @@ class Notebook:
         self.cell = 0
         self.group = None
         self.progress = None
-        self.saved_sigint = None
+        self.saved_sigint = []  # the handlers pre_run_cell replaced, one per cell running (a cell can run a cell)
         self.announced = 0  # the session generation whose banner the notebook has seen
+        self.grouped = None  # (cell, generation) whose job group is set in the JVM
         self.notice = None  # a line for the next start: why there is a new session
         self.stand_ins_out = False
 
@@ -108,7 +116,7 @@ class Notebook:
             runtime.waiting = True
             self.show_wait()
         if runtime.state != "ready":
-            error = runtime.error
+            error = runtime.error or SparkStartError("Spark is stopping: the kernel is shutting down")
             raise type(error)(str(error)) from None
         self.publish()
         return runtime.session
@@ -143,8 +151,13 @@ class Notebook:
                 if type(value) is SparkStandIn and value._notebook is self and not (value._name == "sc" and runtime.connect):
                     self.namespace[name] = runtime.session if value._name == "spark" else runtime.context
             self.stand_ins_out = False
-        if self.group and not runtime.connect:
+        if self.group and not runtime.connect and self.grouped != (self.cell, runtime.generation):
+            self.grouped = (self.cell, runtime.generation)
             runtime.context.setJobGroup(self.group, f"cell {self.cell}", True)
+            # The JVM keeps the active session per thread, and the kernel's was made in its start
+            # thread: make it this thread's too, so getActiveSession() finds it at once.
+            jvm_session = runtime.session._jvm.SparkSession
+            jvm_session.setActiveSession(runtime.session._jsparkSession)
         if self.announced != runtime.generation:
             self.announced = runtime.generation
             print(self.banner(), flush=True)
@@ -174,8 +187,9 @@ class Notebook:
         """What SparkSession.builder...getOrCreate() gives the notebook: the kernel's session, with
         the builder's runtime settings applied and the others named."""
         session = self.session()
-        if not self.runtime.connect:
-            self.apply_options(session, options)
+        if self.runtime.connect:
+            options = {key: value for key, value in options.items() if key != "spark.remote"}  # the kernel's server
+        self.apply_options(session, options)
         return session
 
     def user_context(self, options):
@@ -199,8 +213,10 @@ class Notebook:
 
     def pre_run_cell(self, *_):
         # ipykernel puts Python's default SIGINT handler in place for every request it handles,
-        # and its own back after it: the kernel's handler lives only while the cell runs.
-        self.saved_sigint = signal.signal(signal.SIGINT, self.on_interrupt)
+        # and its own back after it: the kernel's handler lives only while the cell runs. Cells of
+        # a subshell run off the main thread, where no handler can be set.
+        if threading.current_thread() is threading.main_thread():
+            self.saved_sigint.append(signal.signal(signal.SIGINT, self.on_interrupt))
         self.runtime.held.pending = False
         self.cell += 1
         self.group = f"pyspark-kernel-cell-{self.cell}"
@@ -220,9 +236,12 @@ class Notebook:
         finally:
             self.progress = None
             self.group = None
-            if self.saved_sigint is not None:
-                signal.signal(signal.SIGINT, self.saved_sigint)
-                self.saved_sigint = None
+            if self.saved_sigint and threading.current_thread() is threading.main_thread():
+                previous = self.saved_sigint.pop()
+                # The outermost cell's code is over. Until ipykernel puts its idle handler back, an
+                # interrupt (a client shutting the kernel down interrupts it first, as papermill
+                # does) must not raise into ipykernel's message loop ("KeyboardInterrupt caught").
+                signal.signal(signal.SIGINT, previous if self.saved_sigint else signal.SIG_IGN)
 
     def on_interrupt(self, signum, frame):
         """Cancel the running cell's Spark jobs, then interrupt the cell. The cancel goes from

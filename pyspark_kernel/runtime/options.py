@@ -16,12 +16,24 @@ INIT_MODES = ("background", "lazy", "eager")
 # Variables of the Jupyter server's environment that would change the kernel's Spark behind
 # kernel.json's back. kernel.json sets each one, to "" when the kernel wants it unset, and the
 # runtime removes the empty ones before Spark starts.
-SPARK_VARIABLES = ("SPARK_HOME", "PYSPARK_PYTHON", "PYTHONPATH", "PYSPARK_SUBMIT_ARGS", "SPARK_CONF_DIR", "PYSPARK_DRIVER_PYTHON")
+SPARK_VARIABLES = ("SPARK_HOME", "PYSPARK_PYTHON", "PYTHONPATH", "PYSPARK_SUBMIT_ARGS", "SPARK_CONF_DIR", "PYSPARK_DRIVER_PYTHON",
+                   "SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_API_MODE", "MASTER")
 LOG_LEVELS = ("WARN", "ERROR", "INFO", "DEBUG", "TRACE", "FATAL", "OFF", "ALL")
 DEFAULT_OPTIONS = {"init": "background", "progress": True, "log_level": "WARN", "start_timeout": 600, "class_data_sharing": True}
 ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
-# Spark's own spark.redaction.regex default, for what the runtime itself prints.
-SECRET_KEY = re.compile(r"(?i)secret|password|token|access[.]?key")
+# What makes a setting or variable a secret, by whole segments of its name (split at . _ - and
+# camelCase): Spark's own spark.redaction.regex (secret, password, token, access key) plus cloud
+# credentials (account keys, SAS tokens, private and API keys, client secrets).
+SECRET_SEGMENTS = {"secret", "password", "passwd", "pwd", "passphrase", "token", "sas", "apikey", "secretkey", "accesskey"}
+SECRET_PAIRS = {("access", "key"), ("account", "key"), ("private", "key"), ("secret", "key"), ("encryption", "key"), ("api", "key"), ("client", "secret"), ("session", "token"),
+                ("credentials", "json"), ("credential", "json")}
+# A segment after the secret words that says the setting describes a secret, not holds one:
+# oauthTokenFile, credentials.provider, keySizeBits, secretKeyRef.
+DESCRIBES = {"provider", "providers", "file", "path", "location", "dir", "enabled", "enable", "type", "class", "impl", "algorithm",
+             "mode", "size", "bits", "length", "interval", "timeout", "ttl", "endpoint", "ref", "name", "mount"}
+# A value that is a secret whatever its name: a URL with a password, or a password= setting.
+SECRET_VALUE = re.compile(r"://[^/\s:@]+:[^/\s@]+@|(?i:\bpassword\s*=)|-----BEGIN [A-Z ]*PRIVATE KEY-----|\"private_key\"\s*:")
+SEGMENT = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 
 
 class SetupError(RuntimeError):
@@ -42,6 +54,13 @@ def read_options(environ):
     options = {**DEFAULT_OPTIONS, **read_json(environ, OPTIONS_VARIABLE, "options")}
     if options["init"] not in INIT_MODES:
         options["init"] = "background"
+    try:
+        options["start_timeout"] = float(options["start_timeout"])
+        if not options["start_timeout"] > 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise SetupError(f"start_timeout in {OPTIONS_VARIABLE} is {json.dumps(options['start_timeout'])}, not a number of seconds; "
+                         "regenerate the kernel with pyspark-kernel create --force") from None
     return options
 
 
@@ -68,9 +87,32 @@ def resolve_secrets(settings, environ):
     return secrets
 
 
+def name_segments(name):
+    return [part.lower() for chunk in re.split(r"[._\-/]+", name) for part in SEGMENT.findall(chunk)]
+
+
+def is_secret_name(name):
+    """Whether a Spark setting or environment variable named ``name`` holds a secret."""
+    segments = name_segments(name)
+    if "secrets" in segments:
+        return False  # Kubernetes secrets mounted into pods: spark.kubernetes.driver.secrets.NAME = a path
+    for index, segment in enumerate(segments):
+        pair = tuple(segments[index:index + 2])
+        if segment in SECRET_SEGMENTS or pair in SECRET_PAIRS or segment.endswith(("password", "passwd", "secret", "token")):  # PGPASSWORD
+            return not DESCRIBES.intersection(segments[index + 1:])
+    return False
+
+
+def is_secret(name, value=""):
+    return is_secret_name(name) or bool(SECRET_VALUE.search(value or ""))
+
+
+REDACTED = "*********(redacted)"
+
+
 def shown_value(key, value):
-    """A setting's value as the runtime may print it."""
-    return "*********(redacted)" if SECRET_KEY.search(key) or ENV_REFERENCE.fullmatch(value) else value
+    """A setting's value as the runtime may print it: secrets and ${env:...} references redacted."""
+    return REDACTED if is_secret(key, value) or ENV_REFERENCE.search(value or "") else value
 
 
 def with_token(master, token):

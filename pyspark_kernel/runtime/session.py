@@ -22,6 +22,7 @@ from .options import CONNECT_TOKEN_VARIABLE, clear_unset, read_conf, read_option
 KERNEL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WARMUP_GROUP = "pyspark-kernel-warmup"
 DEATH_WAIT = 2  # seconds a refused connection may take to show as the JVM's exit
+QUIET_WAIT = 0.5  # the same, before Py4J's own report of a failed call is dropped
 
 
 class SparkRuntime:
@@ -44,7 +45,9 @@ class SparkRuntime:
         self.lock = threading.Lock()
         self.local = threading.local()  # .creating: this thread is inside the kernel's own start
         self.session = self.context = self.gateway = self.error = None
-        self.timed_out = False
+        self.timed_out = self.cancelled = False
+        self.proc = None  # the current driver JVM's process, from the moment it exists
+        self.procs = []  # every driver JVM this kernel started that may still run
         self.waiting = False  # a cell waits for the session: it pays the first-job cost itself
         self.held = HeldInterrupt()
         self.watchdog = None
@@ -72,17 +75,17 @@ class SparkRuntime:
                 return False
             self.state = "starting"
             self.started_at, self.ready_at = time.monotonic(), None
-            self.error, self.timed_out = None, False
+            self.error, self.timed_out, self.cancelled, self.proc = None, False, False, None
             self.done.clear()
             return True
 
     def run_start(self):
-        # The only clock on a start: for one that hangs.
-        timer = threading.Timer(float(self.options["start_timeout"]), self.give_up)
-        timer.daemon = True
-        timer.start()
         self.local.creating = True
+        # The only clock on a start: for one that hangs.
+        timer = threading.Timer(self.options["start_timeout"], self.give_up)
+        timer.daemon = True
         try:
+            timer.start()
             self.session = self.create_session()
             self.context = None if self.connect else self.session.sparkContext
             self.generation += 1
@@ -91,7 +94,7 @@ class SparkRuntime:
         except BaseException as error:  # noqa: B036 - whatever stopped Spark is the user's answer
             self.error = error if isinstance(error, SparkStartError) else SparkStartError(self.describe_failure(error))
             self.state = "failed"
-            jvm.kill_jvm(self.gateway)
+            jvm.kill_jvm(self.proc)
             self.forget_pyspark_session()
         finally:
             self.local.creating = False
@@ -104,16 +107,18 @@ class SparkRuntime:
         return getattr(self.local, "creating", False)
 
     def describe_failure(self, error):
+        if self.cancelled:
+            return "Spark did not start: the start was cancelled by %spark restart"
         if self.timed_out:
             return with_jvm_output(
-                f"Spark did not start within {self.options['start_timeout']} s on master {self.master}, while {self.step} "
+                f"Spark did not start within {self.options['start_timeout']:g} s on master {self.master}, while {self.step} "
                 "(check that the cluster is up and reachable, or raise start_timeout in the kernel's PYSPARK_KERNEL_OPTIONS)", self.log)
         return explain(error, self.log)
 
-    def give_up(self):
+    def give_up(self, cancelled=False):
         if not self.done.is_set():
-            self.timed_out = True
-            jvm.kill_jvm(self.gateway)
+            self.timed_out, self.cancelled = True, cancelled
+            jvm.kill_jvm(self.proc)  # the JVM, as soon as it exists: also while it is still launching
 
     def create_session(self):
         self.step = "checking the master"
@@ -137,9 +142,8 @@ class SparkRuntime:
         conf = SparkConf(loadDefaults=False)
         conf.setAll((key, value) for key, value in settings.items() if key not in secrets)
         self.step = "launching the driver JVM"
-        with open(self.log, "ab") as log:
+        with open(self.log, "ab") as log, jvm.recording_launch(self.launched):
             self.gateway = launch_gateway(conf=conf, popen_kwargs={"stdout": log, "stderr": subprocess.STDOUT, "stdin": subprocess.PIPE})
-        jvm.record_jvm(self.scratch, self.gateway.proc.pid)
         gateway = self.gateway
         guard(gateway._gateway_client, self.held, lambda: self.death(gateway))
         if not self.quieted:
@@ -154,13 +158,20 @@ class SparkRuntime:
         context.setLogLevel(self.options["log_level"])
         return SparkSession.builder.getOrCreate()
 
+    def launched(self, proc):
+        self.proc = proc
+        self.procs = [known for known in self.procs if known.poll() is None] + [proc]
+        jvm.record_jvms(self.scratch, self.procs)
+        if self.timed_out:  # the clock ran out before the process existed
+            jvm.kill_jvm(proc)
+
     def create_connect_session(self):
         from pyspark.sql import SparkSession
 
         self.step = "connecting to the Spark Connect server"
-        # The token lives in the Jupyter server's environment, never in kernel.json.
-        os.environ["SPARK_REMOTE"] = with_token(self.master, self.environ.get(CONNECT_TOKEN_VARIABLE))
-        builder = SparkSession.builder
+        # The token lives in the Jupyter server's environment, never in kernel.json; it goes to the
+        # client as a builder option, not into an environment variable that code prints.
+        builder = SparkSession.builder.remote(with_token(self.master, self.environ.get(CONNECT_TOKEN_VARIABLE)))
         for key, value in self.conf.items():
             if key != "spark.master":
                 builder = builder.config(key, value)
@@ -189,13 +200,12 @@ class SparkRuntime:
     def jvm_exited(self):
         """Whether the current JVM has exited. It waits a little: a refused connection can come
         before the exit is visible, and poll() says "running" while another thread waits on it."""
-        proc = getattr(self.gateway, "proc", None)
-        if proc is None:
-            return False
-        try:
-            proc.wait(timeout=DEATH_WAIT)
+        if self.state == "dead":
             return True
-        except subprocess.TimeoutExpired:
+        try:
+            self.proc.wait(timeout=QUIET_WAIT)
+            return True
+        except (subprocess.TimeoutExpired, AttributeError):
             return False
 
     def death(self, gateway):
@@ -229,6 +239,10 @@ class SparkRuntime:
         ended = (self.session, self.context)
         self.session = self.context = None  # the gateway stays: it tells how the JVM ended
         self.gateway._gateway_client.is_connected = False  # Py4J's finalizers stop calling a dead JVM
+        server = getattr(ended[1], "_accumulatorServer", None)
+        if server is not None:  # its thread and socket would stay for the kernel's life
+            server.shutdown()
+            ended[1]._accumulatorServer = None
         self.forget_pyspark_session()
         self.notify(ended)
 
@@ -260,14 +274,14 @@ class SparkRuntime:
         """Stop the current session, if any, and start a new one from the kernel's configuration
         plus ``overrides`` (in the background: the caller waits on ``done``)."""
         if self.state == "starting":
-            self.give_up()
+            self.give_up(cancelled=True)
             self.done.wait()
         ended = self.retire()
+        self.waiting = True  # the restarting cell waits: no warm-up
         with self.lock:
             self.conf = {**self.kernel_conf, **(overrides or {})}
             self.state = "idle"
         self.notify(ended)
-        self.waiting = True
         self.start_in_background()
 
     def retire(self):
@@ -299,11 +313,15 @@ class SparkRuntime:
         if session_module is not None:
             session_module.SparkSession._instantiatedSession = None
             session_module.SparkSession._activeSession = None
+        sql_context = sys.modules.get("pyspark.sql.context")
+        if sql_context is not None:
+            sql_context.SQLContext._instantiatedContext = None
 
     def shutdown(self):
         """At kernel exit: stop Spark gracefully; the watchdog handles any other way out."""
         if self.state == "ready":
+            self.state = "stopping"  # the notebook's stop hook must not take it for the user's
             try:
                 self.session.stop()
             except Exception:
-                jvm.kill_jvm(self.gateway)
+                jvm.kill_jvm(self.proc)
