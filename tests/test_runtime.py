@@ -8,18 +8,16 @@ import re
 import signal
 import socket
 import threading
-import time
 import urllib.request
 
 import pytest
 
 from .conftest import assert_left_nothing, make_kernel, spark_jvms
-from .kernels import Kernel, kernel_environment, wait_until
+from .kernels import Kernel, assert_interrupt_stops_a_minute_long_job, kernel_environment
 
 pytestmark = pytest.mark.e2e
 
 STATE = 'print(__import__("sys").modules["pyspark_kernel_runtime"].RUNTIME.state)'
-INTERRUPT_BOUND = 15  # seconds: a minute-long job stops well before its end, on a busy machine too
 
 
 def test_background_kernel_answers_at_once_and_the_first_use_of_spark_waits(start):
@@ -75,37 +73,7 @@ def test_progress_line_follows_a_running_job_in_place(start):
 def test_interrupt_cancels_the_cells_jobs_and_spark_stays_usable(start, tmp_path):
     kernel = start("rt-interrupt", "--spark_master", "local[2]")
     kernel.run("spark.range(1).count()")
-    markers = tmp_path / "running"
-    markers.mkdir()
-    client = kernel.client
-    # Each task marks that it runs, then would sleep for a minute: it must stop well before that,
-    # even on a busy machine (the latency itself is measured by make bench).
-    # stop_on_error=False: ipykernel would otherwise abort a request that arrives just after the
-    # interrupted cell's reply, racing the test's next cell.
-    msg_id = client.execute(f"sc.parallelize(range(2), 2).map(lambda x: open({str(markers)!r} + '/%d' % x, 'w').close() or __import__('time').sleep(60)).count()",
-                            stop_on_error=False)
-    wait_until(lambda: len(os.listdir(markers)) == 2, 60, "the job's tasks never started")
-    interrupted = time.monotonic()
-    kernel.manager.interrupt_kernel()
-    error = wait_for_message(client, msg_id, lambda kind, content: kind == "error", INTERRUPT_BOUND, f"the cell was not interrupted within {INTERRUPT_BOUND} s")
-    stopped_after = time.monotonic() - interrupted
-    assert error["ename"] == "KeyboardInterrupt", "\n".join(error["traceback"])
-    assert stopped_after < INTERRUPT_BOUND, f"the cell took {stopped_after:.1f} s to stop"
-    client.get_shell_msg(timeout=INTERRUPT_BOUND)
-    after = kernel.run("print(sc.statusTracker().getActiveJobsIds(), spark.range(100).count())", timeout=30)  # not the minute
-    assert "[] 100" in after.text.splitlines(), after.messages
-
-
-def wait_for_message(client, msg_id, wanted, timeout, failure):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            message = client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
-        except Exception:
-            break
-        if message["parent_header"].get("msg_id") == msg_id and wanted(message["msg_type"], message["content"]):
-            return message["content"]
-    raise AssertionError(failure)
+    assert_interrupt_stops_a_minute_long_job(kernel, tmp_path / "running")
 
 
 def path_without_java():
