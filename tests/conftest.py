@@ -38,8 +38,10 @@ def pytest_configure(config):
     os.environ["JUPYTER_DATA_DIR"] = os.path.join(scratch, "jupyter-data")
     os.environ["JUPYTER_RUNTIME_DIR"] = os.path.join(scratch, "jupyter-runtime")
     os.environ["JUPYTER_CONFIG_DIR"] = os.path.join(scratch, "jupyter-config")
-    # The class-data-sharing archive (150 MB) is built once per test run, not in the user's cache.
-    os.environ["XDG_CACHE_HOME"] = os.path.join(scratch, "cache")
+    # The class-data-sharing archive (150 MB) is built once per test run, not in the user's cache:
+    # the pytest-xdist workers share the one of the process that started them (it outlives them).
+    os.environ["XDG_CACHE_HOME"] = os.environ.get("PYSPARK_KERNEL_TEST_CACHE_HOME") or os.path.join(scratch, "cache")
+    os.environ["PYSPARK_KERNEL_TEST_CACHE_HOME"] = os.environ["XDG_CACHE_HOME"]
     rc = os.path.join(scratch, "cookiecutterrc")
     with open(rc, "w", encoding="utf-8") as handle:
         handle.write(f"cookiecutters_dir: {json.dumps(os.path.join(scratch, 'cookiecutters'))}\n")

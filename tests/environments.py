@@ -85,7 +85,20 @@ def cached_environment(name, requirements, python=sys.executable, constraints=()
             if done.returncode != 0:
                 raise AssertionError(f"cannot build the test environment {name}: pip said:\n{done.stderr[-3000:]}")
             open(marker, "w").close()
+            prune(name, keep=target)
             return target
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
+
+
+def prune(name, keep):
+    """Environments of this name built from other pins: superseded, and large."""
+    for entry in os.listdir(cache_root()):
+        path = os.path.join(cache_root(), entry)
+        if entry.startswith(f"{name}-") and path != keep and os.path.isdir(path) and not entry.endswith(".lock"):
+            shutil.rmtree(path, ignore_errors=True)
+            try:
+                os.remove(path + ".lock")
+            except OSError:
+                pass

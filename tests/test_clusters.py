@@ -1,7 +1,6 @@
 """Cluster profiles: layering, the exact configuration YARN and Kubernetes kernels give Spark, and a
 live Spark standalone cluster whose executors run the kernel's shipped environment."""
 
-import ast
 import json
 import os
 
@@ -103,6 +102,8 @@ def test_executors_on_a_host_without_the_drivers_files_run_the_shipped_environme
     the kernel shipped."""
     import sys
 
+    import nbformat
+
     from .conftest import standalone
 
     venv = venv_with_project_packages(tmp_path / "env", LEAN, copy=True)
@@ -111,29 +112,23 @@ def test_executors_on_a_host_without_the_drivers_files_run_the_shipped_environme
     (site / "only_in_kernel_env" / "__init__.py").write_text('WHERE = "shipped with the kernel"\n')
     work = tmp_path / "cluster"
     work.mkdir()
+    check = tmp_path / "executors.ipynb"
+    source = ("import sys\n"
+              "def _where(_):\n"
+              "    import os, sys, only_in_kernel_env\n"
+              f"    return sys.executable, only_in_kernel_env.WHERE, os.path.exists({str(venv / 'bin' / 'python')!r}), os.path.exists({sys.base_prefix!r} + '/bin')\n"
+              "_found = sorted(set(sc.parallelize(range(4), 2).map(_where).collect()))\n"
+              "assert _found and all(path.endswith('/environment/bin/python%d.%d-shipped' % sys.version_info[:2]) for path, _, _, _ in _found), _found\n"
+              "assert all(where == 'shipped with the kernel' and not env and not base for _, where, env, base in _found), _found\n"
+              "print('executors run the shipped interpreter and see neither the environment nor its base')")
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source, metadata={"tags": ["check:other_host"]})]), check)
     with standalone(work, hide=[venv, sys.base_prefix]) as master:
         create(kernels_dir, "on-standalone", "-e", str(venv), "--profile", "standalone", "--spark_master", master,
                "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m")
         assert (kernels_dir / "on-standalone" / "environment.tar.gz").stat().st_size > 0
-        done = run_cli("smoke", "on-standalone", "-d", str(kernels_dir))
-        assert done.returncode == 0, done.stdout + done.stderr  # its executor-Python check included
-        tmp_dir = tmp_path / "tmp"
-        tmp_dir.mkdir()
-        kernel = Kernel(kernels_dir, "on-standalone", kernel_environment(tmp_dir))
-        try:
-            found = kernel.run(
-                "def _where(_):\n"
-                "    import os, sys, only_in_kernel_env\n"
-                f"    return sys.executable, only_in_kernel_env.WHERE, os.path.exists({str(venv / 'bin' / 'python')!r}), os.path.exists({sys.base_prefix!r} + '/bin')\n"
-                "print('EXECUTORS', sorted(set(sc.parallelize(range(4), 2).map(_where).collect())))"
-            )
-            printed = [line for line in found.stream.splitlines() if line.startswith("EXECUTORS ")]
-            assert found.error is None and len(printed) == 1, found.text
-            executors = ast.literal_eval(printed[0][len("EXECUTORS "):])  # the list of tuples the cell printed
-            assert executors and all(path.endswith("/environment/bin/python3.11-shipped") or path.endswith("-shipped") for path, _, _, _ in executors), executors
-            assert all(where == "shipped with the kernel" and not sees_env and not sees_base for _, where, sees_env, sees_base in executors), executors
-        finally:
-            kernel.stop()
+        done = run_cli("smoke", "on-standalone", "-d", str(kernels_dir), "--notebook", str(check))
+        assert done.returncode == 0, done.stdout + done.stderr  # the executor-Python check included
+        assert "PASS other_host: executors run the shipped interpreter and see neither the environment nor its base" in done.stdout
         assert_no_jvm_left("on-standalone")
 
 
