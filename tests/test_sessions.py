@@ -73,9 +73,10 @@ def test_every_entry_point_gives_the_kernels_session_and_runtime_settings_apply(
     assert len(spark_jvms("own-entry-points")) == 1
 
 
-def test_a_notebook_on_a_standalone_cluster_keeps_the_clusters_session(start, standalone_cluster):
-    kernel = start("own-standalone", "--profile", "standalone", "--spark_master", standalone_cluster, "--executor_python", PYTHON,
-                   "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m")
+@pytest.mark.parametrize("mode", ["background", "lazy", "eager"])
+def test_a_notebook_on_a_standalone_cluster_keeps_the_clusters_session(start, standalone_cluster, mode):
+    kernel = start(f"own-standalone-{mode}", "--profile", "standalone", "--spark_master", standalone_cluster, "--executor_python", PYTHON,
+                   "--spark_init", mode, "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m")
     cell = kernel.run(OWN_BUILDER.replace("'spark.sql.shuffle.partitions'", "'spark.executor.memory'"))
     assert printed(cell, "SESSION") == ["512m", standalone_cluster, "127.0.0.1", "True", "True"]
     assert [line for line in cell.text.splitlines() if JVM_NOISE.search(line)] == []
