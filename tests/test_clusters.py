@@ -96,15 +96,17 @@ def test_connect_profile_points_at_a_connect_server(kernels_dir):
 
 @pytest.mark.e2e
 @pytest.mark.skipif(os.geteuid() != 0, reason="a worker that cannot see the driver's files needs a mount namespace: root (CI runs as root)")
-def test_executors_on_a_host_without_the_drivers_files_run_the_shipped_environment(kernels_dir, tmp_path):
+def test_executors_on_a_host_without_the_drivers_files_run_the_shipped_environment(tmp_path):
     """The worker runs in a mount namespace of its own where the kernel's environment and the
     interpreter it was made from are hidden, as on another host: the executors can only run what
-    the kernel shipped."""
+    the kernel shipped. The archive's path has a space, '#', '%' and a quote in it."""
     import sys
 
     import nbformat
 
     from .conftest import standalone
+
+    kernels_dir = tmp_path / "Jane's #1 100% kernels"
 
     venv = venv_with_project_packages(tmp_path / "env", LEAN, copy=True)
     site = next((venv / "lib").glob("python3*/site-packages"))

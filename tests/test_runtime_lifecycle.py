@@ -127,3 +127,31 @@ def test_an_interrupt_outside_spark_is_a_keyboard_interrupt_at_once(tmp_path):
     assert threading.current_thread() is threading.main_thread()
     with pytest.raises(KeyboardInterrupt):
         book.on_interrupt(2, None)
+
+
+def test_outside_a_cell_the_kernel_ignores_interrupts_while_it_handles_requests(tmp_path):
+    """ipykernel's own hook would install the default handler for every request (a kernel_info
+    too), so that a client's interrupt at shutdown raises in its message loop."""
+    import signal
+
+    class Kernel:
+        saved_sigint_handler = None
+
+        def pre_handler_hook(self):
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    shell = Shell()
+    shell.kernel = Kernel()
+    runtime = runtime_for(tmp_path, "local[1]", init="lazy")
+    book = notebook.Notebook(runtime, {}, shell)
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        book.begin()
+        shell.kernel.pre_handler_hook()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and shell.kernel.saved_sigint_handler is before
+        book.pre_run_cell()  # a cell: the kernel's handler, which cancels Spark jobs
+        assert signal.getsignal(signal.SIGINT) == book.on_interrupt
+        book.post_run_cell()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)

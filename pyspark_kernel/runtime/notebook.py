@@ -92,6 +92,7 @@ class Notebook:
         self.namespace["sc"] = SparkStandIn(self, "sc")
         self.stand_ins_out = True
         self.runtime.listeners.append(self.session_ended)
+        self.confine_interrupts()
         mode = self.runtime.options["init"]
         if mode == "eager":
             previous = signal.getsignal(signal.SIGINT)
@@ -99,6 +100,22 @@ class Notebook:
             signal.signal(signal.SIGINT, previous)  # a context made here installs pyspark's handler
         elif mode == "background":
             self.runtime.start_in_background()
+
+    def confine_interrupts(self):
+        """ipykernel puts Python's default SIGINT handler in place while it handles any request,
+        not only code. A client that shuts the kernel down interrupts it first (jupyter_client
+        does), and on a busy machine that can land while the kernel is still finishing its last
+        reply (papermill's closing kernel_info): "KeyboardInterrupt caught in kernel". Outside a
+        cell the kernel now ignores the interrupt; pre_run_cell installs the cell's own handler."""
+        kernel = getattr(self.shell, "kernel", None)
+        if kernel is None or not hasattr(kernel, "pre_handler_hook"):
+            return
+
+        def pre_handler_hook():
+            if threading.current_thread() is threading.main_thread():
+                kernel.saved_sigint_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+        kernel.pre_handler_hook = pre_handler_hook
 
     # -- the session, for the notebook
 
