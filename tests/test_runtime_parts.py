@@ -487,3 +487,26 @@ def test_the_status_of_a_kernel_that_has_not_started_spark():
         environ = {"PYSPARK_PYTHON": "/venv/bin/python"}
 
     assert magics.status_lines(Runtime()) == ["state: idle", "master: local[*]", "executor Python: /venv/bin/python", "JVM log: /tmp/x/driver.log"]
+
+
+def test_the_shim_takes_its_directory_off_sys_path_before_the_runtime_starts_its_thread(tmp_path):
+    """IPython removes the file's directory from sys.path when the file ends; removed under the start
+    thread's import, that makes the thread skip an entry. The shim takes it off itself, first."""
+    import shutil
+    import subprocess
+    import sys
+
+    kernel = tmp_path / "a kernel"
+    (kernel / "pyspark_kernel_runtime").mkdir(parents=True)
+    shutil.copy(os.path.join(os.path.dirname(os.path.dirname(__file__)), "{{cookiecutter.kernel_name}}", "pyspark_startup.py"), kernel)
+    (kernel / "pyspark_kernel_runtime" / "__init__.py").write_text(
+        "import sys\ndef install(namespace):\n    namespace['seen'] = list(sys.path)\n")
+    script = ("import sys\nfrom IPython.core.interactiveshell import InteractiveShell\n"
+              "shell = InteractiveShell.instance()\n"
+              f"shell.user_ns['__file__'] = {str(kernel / 'pyspark_startup.py')!r}\n"  # as IPython's exec_files sets it
+              f"shell.safe_execfile({str(kernel / 'pyspark_startup.py')!r}, shell.user_ns, raise_exceptions=True)\n"
+              f"assert {str(kernel)!r} not in shell.user_ns['seen'], shell.user_ns['seen']\n"
+              f"assert {str(kernel)!r} not in sys.path, sys.path\n"
+              "print('ok', len(shell.user_ns['seen']) == len(sys.path))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.split() == ["ok", "True"], done.stdout + done.stderr

@@ -14,7 +14,13 @@ def _pyspark_kernel_start(namespace):
     import sys
 
     # IPython sets __file__ while it runs this file.
-    package = os.path.join(os.path.dirname(os.path.abspath(namespace["__file__"])), "pyspark_kernel_runtime")
+    here = os.path.dirname(os.path.abspath(namespace["__file__"]))
+    package = os.path.join(here, "pyspark_kernel_runtime")
+    # IPython puts this file's directory first on sys.path while it runs the file and takes it off
+    # after: a change to the list that the runtime's start thread may be walking for an import,
+    # which then skips an entry ("No module named 'pyspark'"). Off now, before the thread exists.
+    if sys.path and os.path.realpath(sys.path[0] or os.curdir) == os.path.realpath(here):
+        del sys.path[0]
     try:
         spec = importlib.util.spec_from_file_location("pyspark_kernel_runtime", os.path.join(package, "__init__.py"), submodule_search_locations=[package])
         runtime = importlib.util.module_from_spec(spec)
