@@ -14,6 +14,8 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	# An editable install leaves out data files: the one that enables the Spark UI server extension.
+	install -D -m 0644 jupyter-config/jupyter_server_config.d/pyspark-kernel.json $(VENV)/etc/jupyter/jupyter_server_config.d/pyspark-kernel.json
 	touch $@
 
 kernel: venv

@@ -14,6 +14,8 @@ from .environment import probe
 from .errors import InputError
 from .hooks import RUNTIME_PACKAGE
 from .kernelspec import CONF_VARIABLE, OPTIONS_VARIABLE, kernel_environment
+from .runtime import ui
+from .runtime.diagnostics import SparkStartError
 from .runtime.options import DEFAULT_OPTIONS, SPARK_VARIABLES
 from .manage import find_kernel
 from .validate import master_kind
@@ -98,6 +100,7 @@ def checks(spec, kernel_dir, environ):
         yield "pyspark", None, f"pyspark {found.pyspark or '(from SPARK_HOME)'}"
     yield from cluster_checks(kind, master, env, runtime)
     yield server_environment_check(spec.env, environ)
+    yield ui_check(kernel_dir, env, kind)
     yield "start_timeout", None, f"a start that hangs is given up after {options.get('start_timeout', DEFAULT_OPTIONS['start_timeout'])} s; one whose JVM exits fails at once"
     if options.get("ship_environment"):
         archive = os.path.join(kernel_dir, options["ship_environment"])
@@ -113,6 +116,37 @@ def server_environment_check(spec_env, environ):
         return "server_environment", f"the Jupyter server sets {', '.join(inherited)}, which this kernel inherits", "regenerate the kernel with pyspark-kernel create --force: new kernels set them in kernel.json"
     detail = f"the Jupyter server sets {', '.join(given)}; kernel.json sets its own" if given else "no Spark variables from the Jupyter server"
     return "server_environment", None, detail
+
+
+def ui_check(kernel_dir, env, kind):
+    """Whether the banner's Spark UI link will work for a browser that is not on this machine:
+    through the Jupyter server, which needs jupyter-server-proxy and pyspark_kernel.serverext in
+    the server's environment (taken to be this one: the CLI is installed beside the server)."""
+    if kind == "connect":
+        return "spark_ui", None, "a Spark Connect kernel has no driver UI of its own (the Connect server's is the server's)"
+    try:
+        base = ui.server_base(env)
+    except SparkStartError as error:
+        return "spark_ui", str(error).split(" (")[0], "set it to the server's base URL"
+    if base is None:
+        return "spark_ui", None, (f"linked straight at the driver (http://HOST:4040 and up), which only a browser that reaches this machine opens; "
+                                  f"under JupyterHub, or with {ui.SERVER_URL_VARIABLE} set, the link goes through the Jupyter server")
+    if not os.path.isfile(os.path.join(kernel_dir, RUNTIME_PACKAGE, "ui.py")):
+        return "spark_ui", "this kernel was made before its UI could be served through the Jupyter server", "regenerate the kernel with pyspark-kernel create --force"
+    if importlib.util.find_spec("jupyter_server_proxy") is None:
+        return "spark_ui", f"jupyter-server-proxy is not installed in this environment ({sys.prefix}), so the link {base}{ui.PATH}/PORT/ will not answer", \
+            "pip install 'pyspark-kernel-template[server]' into the Jupyter server's environment, then restart the server"
+    if not serverext_enabled():
+        return "spark_ui", f"the server extension pyspark_kernel.serverext is not enabled, so the link {base}{ui.PATH}/PORT/ will not answer", \
+            "jupyter server extension enable pyspark_kernel.serverext, then restart the server"
+    return "spark_ui", None, f"through the Jupyter server at {base}{ui.PATH}/PORT/jobs/ (jupyter-server-proxy and pyspark_kernel.serverext are enabled here)"
+
+
+def serverext_enabled():
+    from jupyter_core.paths import jupyter_config_path
+    from jupyter_server.extension.config import ExtensionConfigManager
+
+    return bool(ExtensionConfigManager(read_config_path=jupyter_config_path()).get_jpserver_extensions().get("pyspark_kernel.serverext"))
 
 
 def cluster_checks(kind, master, env, runtime):

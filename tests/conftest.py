@@ -311,20 +311,29 @@ def connect_server(tmp_path_factory):
 def jupyter_server(tmp_path):
     """A real `jupyter server` on 127.0.0.1 with a token, whose JUPYTER_PATH holds a baked kernel
     named "served"; yields (base URL, token, its Jupyter data directory)."""
+    data = tmp_path / "jupyter"
+    assert run_cli("create", "-k", "served", "-d", str(data / "kernels"), "--display_name", "PySpark served").returncode == 0
+    with serving_jupyter(tmp_path, data) as (base, token):
+        yield base, token, data
+
+
+@contextlib.contextmanager
+def serving_jupyter(tmp_path, data, base_url="/", env=None, args=()):
+    """A `jupyter server` of the project's environment, with the kernels under ``data``/kernels,
+    at ``base_url``; yields (its URL, base_url included, and its token)."""
     import secrets
     import urllib.request
 
-    data = tmp_path / "jupyter"
-    assert run_cli("create", "-k", "served", "-d", str(data / "kernels"), "--display_name", "PySpark served").returncode == 0
     token, port = secrets.token_hex(16), free_port()
     root_flag = ["--allow-root"] if os.geteuid() == 0 else []
-    env = {**os.environ, "JUPYTER_PATH": str(data), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    env = {**os.environ, "JUPYTER_PATH": str(data), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), **(env or {})}
     with open(tmp_path / "server.log", "wb") as log:
         server = subprocess.Popen(
             [os.path.join(VENV_DIR, "bin", "jupyter"), "server", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}", "--ServerApp.port_retries=0", *root_flag],
+             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}", "--ServerApp.port_retries=0",
+             f"--ServerApp.base_url={base_url}", *root_flag, *args],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://127.0.0.1:{port}{base_url.rstrip('/')}"
 
     def answers():
         try:
@@ -335,7 +344,7 @@ def jupyter_server(tmp_path):
 
     try:
         wait_for_service(answers, [server], f"the Jupyter server did not start; see {tmp_path}/server.log")
-        yield base, token, data
+        yield base, token
     finally:
         stop_process_group(server)
 

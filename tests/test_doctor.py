@@ -17,9 +17,27 @@ def test_a_healthy_local_kernel_has_no_problem(kernels_dir):
     create(kernels_dir, "fine")
     done = doctor(kernels_dir, "fine")
     assert done.returncode == 0, done.stdout
-    assert [line.split(":")[0] for line in done.stdout.splitlines()] == ["OK python", "OK spark_home", "OK py4j", "OK java", "OK pyspark", "OK master", "OK server_environment", "OK start_timeout", "fine"]
+    assert [line.split(":")[0] for line in done.stdout.splitlines()] == ["OK python", "OK spark_home", "OK py4j", "OK java", "OK pyspark", "OK master", "OK server_environment", "OK spark_ui", "OK start_timeout", "fine"]
     assert "OK start_timeout: a start that hangs is given up after 600 s" in done.stdout
     assert "(Java 17" in done.stdout or "(Java 2" in done.stdout
+    assert "OK spark_ui: linked straight at the driver" in done.stdout
+
+
+def test_the_spark_ui_link_through_the_server_needs_the_extension_enabled(kernels_dir, tmp_path):
+    import json
+
+    create(kernels_dir, "hubbed")
+    done = doctor(kernels_dir, "hubbed", JUPYTERHUB_SERVICE_PREFIX="/user/ann/")
+    assert "OK spark_ui: through the Jupyter server at /user/ann/sparkui/PORT/jobs/" in done.stdout, done.stdout
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "jupyter_server_config.json").write_text(json.dumps({"ServerApp": {"jpserver_extensions": {"pyspark_kernel.serverext": False}}}))
+    done = doctor(kernels_dir, "hubbed", JUPYTERHUB_SERVICE_PREFIX="/user/ann/", JUPYTER_CONFIG_DIR=str(config), JUPYTER_PREFER_ENV_PATH="0")  # the user's config first
+    assert done.returncode == 1
+    assert ("PROBLEM spark_ui: the server extension pyspark_kernel.serverext is not enabled, so the link /user/ann/sparkui/PORT/ will not answer "
+            "(jupyter server extension enable pyspark_kernel.serverext, then restart the server)") in done.stdout, done.stdout
+    done = doctor(kernels_dir, "hubbed", PYSPARK_KERNEL_SERVER_URL="/user/a b/")
+    assert "PROBLEM spark_ui: PYSPARK_KERNEL_SERVER_URL is '/user/a b/', not the Jupyter server's base URL" in done.stdout, done.stdout
 
 
 def test_missing_java_is_a_problem_with_the_fix(kernels_dir):

@@ -42,6 +42,9 @@ def test_a_wheel_installed_outside_the_checkout_creates_a_kernel_that_passes_smo
     install = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", str(wheel)],
                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert install.returncode == 0, install.stderr
+    # Installed into a server's environment, it enables its Spark UI server extension there.
+    enabling = json.loads((venv / "etc" / "jupyter" / "jupyter_server_config.d" / "pyspark-kernel.json").read_text())
+    assert enabling == {"ServerApp": {"jpserver_extensions": {"pyspark_kernel.serverext": True}}}
     cli = str(venv / "bin" / "pyspark-kernel")
     kernels = tmp_path / "kernels"
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from pyspark_kernel.runtime import diagnostics, entrypoints, guard, jvm, magics, notebook, options, progress
+from pyspark_kernel.runtime import diagnostics, entrypoints, guard, jvm, magics, notebook, options, progress, ui
 
 
 @pytest.mark.parametrize("master, addresses", [
@@ -510,3 +510,40 @@ def test_the_shim_takes_its_directory_off_sys_path_before_the_runtime_starts_its
               "print('ok', len(shell.user_ns['seen']) == len(sys.path))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.split() == ["ok", "True"], done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("environ, base", [
+    ({}, None),
+    ({"JUPYTERHUB_SERVICE_PREFIX": "/user/ann/"}, "/user/ann/"),
+    ({"JUPYTERHUB_SERVICE_PREFIX": "/user/ann"}, "/user/ann/"),
+    ({"JUPYTERHUB_SERVICE_PREFIX": "/user/j%C3%BCrgen/"}, "/user/j%C3%BCrgen/"),
+    ({"PYSPARK_KERNEL_SERVER_URL": "https://hub.example.org/user/ann/", "JUPYTERHUB_SERVICE_PREFIX": "/user/ann/"}, "https://hub.example.org/user/ann/"),
+    ({"PYSPARK_KERNEL_SERVER_URL": "http://[::1]:8888/"}, "http://[::1]:8888/"),
+])
+def test_the_servers_base_url_comes_from_the_hub_or_the_kernels_variable(environ, base):
+    assert ui.server_base(environ) == base
+
+
+@pytest.mark.parametrize("value", ["user/ann/", "/user/a b/", '/user/"><script>/', "/user/x'/", "javascript:alert(1)", "ftp://h/x/",
+                                   "/x/?next=/evil", "/x/#top", "https://h o/x/"])
+def test_a_base_url_that_is_no_url_path_is_refused_with_what_to_set(value):
+    with pytest.raises(diagnostics.SparkStartError, match=r"^PYSPARK_KERNEL_SERVER_URL is .* not the Jupyter server's base URL \(set it to a path"):
+        ui.server_base({"PYSPARK_KERNEL_SERVER_URL": value})
+
+
+def test_under_a_server_the_ui_gets_a_port_chosen_now_and_the_proxy_base_naming_it():
+    assert ui.ui_settings({}, None) == {}
+    assert ui.ui_settings({}, "/user/ann/", pick_port=lambda: 40401) == {"spark.ui.port": "40401", "spark.ui.proxyBase": "/user/ann/sparkui/40401"}
+    assert ui.ui_settings({"spark.ui.port": "4050"}, "https://h/user/ann/") == {"spark.ui.port": "4050", "spark.ui.proxyBase": "/user/ann/sparkui/4050"}
+    assert ui.ui_settings({"spark.ui.enabled": "False"}, "/user/ann/") == {}
+    assert "proxy" not in ui.proxy_base("/user/ann/", 4040).split("/")  # the UI's JavaScript reads an app id after one
+
+
+@pytest.mark.parametrize("web_url, base, link", [
+    (None, "/user/ann/", None),
+    ("http://127.0.0.1:4041", None, "http://127.0.0.1:4041"),
+    ("http://127.0.0.1:4041", "/user/ann/", "/user/ann/sparkui/4041/jobs/"),
+    ("http://10.0.0.5:4041", "https://hub.example.org/user/ann/", "https://hub.example.org/user/ann/sparkui/4041/jobs/"),
+])
+def test_the_ui_link_goes_through_the_server_when_there_is_one(web_url, base, link):
+    assert ui.ui_link(web_url, base) == link

@@ -58,7 +58,7 @@ def status_lines(runtime):
     if runtime.state == "ready" and not runtime.connect:
         sc = runtime.context
         executors = sc._jsc.sc().getExecutorMemoryStatus().size() - (0 if sc.master.startswith("local") else 1)
-        lines.append(f"application: {sc.applicationId} | UI {sc.uiWebUrl or 'off'}")
+        lines.append(f"application: {sc.applicationId} | UI {runtime.ui_link() or 'off'}")
         lines.append(f"executors: {executors}" + (" (the driver itself, in local mode)" if sc.master.startswith("local") else ""))
     lines.append(f"executor Python: {runtime.environ.get('PYSPARK_PYTHON') or '(unset: python3 on the executors PATH)'}")
     overrides = {key: value for key, value in runtime.conf.items() if runtime.kernel_conf.get(key) != value}

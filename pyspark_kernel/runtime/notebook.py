@@ -9,6 +9,7 @@ the cells' job groups, progress and interrupt, and the sessions a notebook build
 - Nothing here raises into a cell that does not use Spark.
 """
 
+import html
 import shlex
 import signal
 import threading
@@ -177,14 +178,26 @@ class Notebook:
             jvm_session.setActiveSession(runtime.session._jsparkSession)
         if self.announced != runtime.generation:
             self.announced = runtime.generation
-            print(self.banner(), flush=True)
+            self.show_banner()
 
     def banner(self):
         runtime = self.runtime
         if runtime.connect:
             return f"Spark {runtime.session.version} | Spark Connect {runtime.master}"
         sc = runtime.context
-        return f"Spark {sc.version} | master {sc.master} | app {sc.applicationId} | UI {sc.uiWebUrl or 'off'}"
+        return f"Spark {sc.version} | master {sc.master} | app {sc.applicationId} | UI {runtime.ui_link() or 'off'}"
+
+    def show_banner(self):
+        link = None if self.runtime.connect else self.runtime.ui_link()
+        if link is None or link.startswith(("http://", "https://")):
+            print(self.banner(), flush=True)  # a front end makes the URL a link itself
+            return
+        # A link through the Jupyter server is a path on the page's own host: only HTML makes it one.
+        from IPython.display import display
+
+        text = self.banner()
+        shown = html.escape(text[:-len(link)]) + f'<a href="{html.escape(link)}" target="_blank" rel="noopener">{html.escape(link)}</a>'
+        display({"text/plain": text, "text/html": f"<pre>{shown}</pre>"}, raw=True)
 
     def session_ended(self, runtime, ended):
         """Names bound to a session or context that has ended become stand-ins again."""

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-from . import jvm
+from . import jvm, ui
 from .diagnostics import SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, explain, find_java, java_version, with_jvm_output
 from .guard import HeldInterrupt, guard, quiet_py4j
 from .options import CONNECT_TOKEN_VARIABLE, clear_unset, read_conf, read_options, resolve_secrets, with_token
@@ -45,6 +45,7 @@ class SparkRuntime:
         self.lock = threading.Lock()
         self.local = threading.local()  # .creating: this thread is inside the kernel's own start
         self.session = self.context = self.gateway = self.error = None
+        self.ui_base = None  # the Jupyter server's base URL, when the UI is served through it
         self.timed_out = self.cancelled = False
         self.proc = None  # the current driver JVM's process, from the moment it exists
         self.procs = []  # every driver JVM this kernel started that may still run
@@ -125,6 +126,7 @@ class SparkRuntime:
         check_master_reachable(self.master)
         if self.connect:
             return self.create_connect_session()
+        self.ui_base = ui.server_base(self.environ)
         self.step = "looking for Java"
         spark_home = check_spark_home(self.environ)
         java = find_java(self.environ)
@@ -138,6 +140,7 @@ class SparkRuntime:
         if self.options["class_data_sharing"]:
             java_options = jvm.cds_java_options(java_version(java), jvm.archive_name(java, spark_home), self.scratch, self.environ, self.watchdog)
         settings = jvm.launch_settings(self.conf, self.options, self.scratch, KERNEL_DIR, java_options)
+        settings.update(ui.ui_settings(settings, self.ui_base))
         secrets = resolve_secrets(settings, self.environ)
         conf = SparkConf(loadDefaults=False)
         conf.setAll((key, value) for key, value in settings.items() if key not in secrets)
@@ -156,6 +159,11 @@ class SparkRuntime:
         self.step = "creating the SparkContext"
         context = SparkContext(conf=conf, gateway=self.gateway)
         context.setLogLevel(self.options["log_level"])
+        port = ui.ui_port(context.uiWebUrl)
+        if self.ui_base and port and str(port) != settings.get("spark.ui.port"):
+            # Another process took the chosen port before the JVM bound it: Spark reads the proxy
+            # base on each request, so the path can follow the port it took instead.
+            context._jvm.java.lang.System.setProperty("spark.ui.proxyBase", ui.proxy_base(self.ui_base, port))
         return SparkSession.builder.getOrCreate()
 
     def launched(self, proc):
@@ -176,6 +184,10 @@ class SparkRuntime:
             if key != "spark.master":
                 builder = builder.config(key, value)
         return builder.getOrCreate()
+
+    def ui_link(self):
+        """Where the notebook's browser finds this session's UI (None when it is off)."""
+        return ui.ui_link(self.context.uiWebUrl, self.ui_base)
 
     def warm_up(self):
         """Pay the first-job cost (code loading, query planning) before the user's first job; a
