@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 KERNEL ?= pyspark-local
 PYTEST_ARGS ?=
 
-.PHONY: venv browser kernel test test-busy smoke bench ci-smoke clean
+.PHONY: venv browser hub-proxy kernel test test-busy smoke bench ci-smoke clean
 
 venv: $(VENV)/.installed
 
@@ -28,15 +28,26 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
 	  else echo "Chromium is missing: sudo apt-get install chromium (the JupyterLab test needs it)"; fi; }
 
+# The JupyterHub test's proxy, configurable-http-proxy, from npm (package-lock.json pins it); as
+# root (CI), Debian's npm is installed when it is missing.
+hub-proxy: node_modules/.installed
+
+node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm; \
+	  else echo "npm is missing: sudo apt-get install npm (the JupyterHub test needs it)"; exit 1; fi; }
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 # Fast tests first, then the end-to-end ones (real kernels, real Spark), each with its own report;
 # two workers (pytest-xdist): the end-to-end tests mostly wait on JVMs, and no test depends on another.
 TEST_WORKERS ?= 2
-test: venv browser
+test: venv browser hub-proxy
 	$(BIN)/python -m pytest -m "not e2e" -n $(TEST_WORKERS) $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -m e2e -n $(TEST_WORKERS) --durations=15 $(PYTEST_ARGS)
 
 # The whole suite beside two CPU-bound processes: run it whenever start-up or timing changes.
-test-busy: venv browser
+test-busy: venv browser hub-proxy
 	tests/beside_load.sh 2 $(MAKE) test
 
 smoke: venv
@@ -59,5 +70,5 @@ bench: venv
 	$(BIN)/python benchmarks/kernel_startup.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info test-output
+	rm -rf $(VENV) build *.egg-info test-output node_modules
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -156,7 +156,7 @@ def create(args, spark_conf):
     from cookiecutter.exceptions import CookiecutterException, FailedHookException
     from cookiecutter.main import cookiecutter
 
-    from .install import apply_umask, make_shareable, move_into_place, refuse_existing, staging_dir
+    from .install import make_private, make_shareable, move_into_place, refuse_existing, staging_dir
 
     # A create stopped with SIGTERM cleans up as after an error (a SIGKILL's leftovers go next time).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -179,7 +179,7 @@ def create(args, spark_conf):
         except CookiecutterException as error:
             raise InputError("kernels_template_path", f"cookiecutter failed: {' '.join(str(error).split())}", "fix the template, or pass -t with a working one") from None
         # Shared places (--sys-prefix, --prefix, -d) are readable by all; a --user kernel is as private as the umask says.
-        (make_shareable if shared_install(args) else apply_umask)(built)
+        (make_shareable if shared_install(args) else make_private)(built)
         move_into_place(built, target, args.force)
     print(f"Installed kernel {name} in {target}")
     return 0

@@ -37,10 +37,11 @@ def current_umask():
     return mask
 
 
-def apply_umask(path, mask=None):
-    """Modes as the user's umask gives them (0700/0600 under umask 077): a --user kernel stays as
-    private as its owner keeps files. Copied files would otherwise keep their source's modes."""
-    mask = current_umask() if mask is None else mask
+def make_private(path, mask=None):
+    """Only its owner can read a --user kernel (its env may name internal hosts and services):
+    0700 and 0600, or tighter under a stricter umask. Copied files would otherwise keep their
+    source's modes."""
+    mask = (current_umask() if mask is None else mask) | 0o077
     os.chmod(path, 0o777 & ~mask)
     for root, dirs, files in os.walk(path):
         for name in dirs:

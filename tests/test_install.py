@@ -1,5 +1,5 @@
-"""Where and how kernels are installed: locations as `ipykernel install` has them, shareable
-permissions whatever the umask, and two installs of one name racing."""
+"""Where and how kernels are installed: locations as `ipykernel install` has them, shareable or
+private permissions whatever the umask, and two installs of one name racing."""
 
 import json
 import os
@@ -7,8 +7,8 @@ import shutil
 import stat
 import subprocess
 
+import pytest
 from jupyter_client.kernelspec import KernelSpecManager
-
 
 from .conftest import CLI, KERNEL_FILES, VENV_DIR, read_spec, run_cli
 
@@ -108,11 +108,12 @@ def test_create_leaves_no_rendered_hook_in_tmpdir(tmp_path, kernels_dir):
     assert os.listdir(tmp_dir) == []
 
 
-def test_a_user_install_stays_as_private_as_the_umask(tmp_path):
-    """--user (the default) under umask 077: nobody else can read the kernel (its env may name
-    internal hosts); a shared install stays readable by all (the test above)."""
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_a_user_install_is_private_whatever_the_umask(tmp_path, umask):
+    """--user (the default): nobody else can read the kernel (its env may name internal hosts),
+    under the common umask 022 too; a shared install stays readable by all (the test above)."""
     data = tmp_path / "jupyter-data"
-    done = subprocess.run([CLI, "create", "-k", "mine"], capture_output=True, text=True, preexec_fn=lambda: os.umask(0o077), timeout=120,
+    done = subprocess.run([CLI, "create", "-k", "mine"], capture_output=True, text=True, preexec_fn=lambda: os.umask(umask), timeout=120,
                           env={**os.environ, "JUPYTER_DATA_DIR": str(data)})
     assert done.returncode == 0, done.stderr
     kernel = data / "kernels" / "mine"

@@ -120,6 +120,7 @@ def test_archive_options_write_it_when_missing_and_map_it_when_present(tmp_path,
     archive = tmp_path / "cache" / "pyspark-kernel" / "cds" / "spark-k.jsa"
     writing = jvm.cds_java_options(version, "spark-k", str(scratch), env, os.getpid())
     assert writing[0].startswith(first)
+    assert {stat.S_IMODE(os.stat(archive.parent).st_mode), stat.S_IMODE(os.stat(archive.parent.parent).st_mode)} == {0o700}  # the user's own
     facts = (scratch / "cds-training.sh").read_text()
     assert f"lock={archive}.lock" in facts
     if version >= 19:  # the JVM writes the archive in place: nothing for the watchdog to rename

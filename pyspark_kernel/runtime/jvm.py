@@ -140,7 +140,9 @@ def cds_java_options(java_version, archive_base, scratch, environ, holder):
         return []
     try:
         directory = cds_dir(environ)
-        os.makedirs(directory, exist_ok=True)
+        # Private to its user, as the rest of a home's cache: another user's JVM must never map it.
+        os.makedirs(os.path.dirname(directory), mode=0o700, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         archive = os.path.join(directory, f"{archive_base}.jsa")
         exists = os.path.isfile(archive)
         lock = f"{archive}.lock"

@@ -145,7 +145,8 @@ class SparkRuntime:
         conf = SparkConf(loadDefaults=False)
         conf.setAll((key, value) for key, value in settings.items() if key not in secrets)
         self.step = "launching the driver JVM"
-        with open(self.log, "ab") as log, jvm.recording_launch(self.launched):
+        # The JVM's log may quote the user's data and settings: its owner's alone, as its directory.
+        with os.fdopen(os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log, jvm.recording_launch(self.launched):
             self.gateway = launch_gateway(conf=conf, popen_kwargs={"stdout": log, "stderr": subprocess.STDOUT, "stdin": subprocess.PIPE})
         gateway = self.gateway
         guard(gateway._gateway_client, self.held, lambda: self.death(gateway))
