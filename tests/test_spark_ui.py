@@ -78,6 +78,8 @@ def test_each_kernels_ui_answers_through_the_server_on_every_tab_and_in_a_browse
                 ports = [int(re.fullmatch(rf"{PREFIX}sparkui/(\d+)/jobs/", link).group(1)) for link in links]
                 assert len(set(ports)) == 2, links
                 assert ports[1] != busy_port, f"the link names the taken port {busy_port}"
+                status = "".join(c.get("text", "") for _, c in run_over_websocket(base, token, ids[0], "%spark status"))
+                assert f"| UI {links[0]}\n" in status, status
                 for link, port in zip(links, ports):
                     ui = f"{origin}{PREFIX}sparkui/{port}/"
                     for tab in TABS:
