@@ -97,7 +97,7 @@ def count_alive(procs, wait):
     return len(alive)
 
 
-def run_kernel(kernels_dir, name, env, typing):
+def run_kernel(kernels_dir, name, env, typing, orphan_wait=ORPHAN_WAIT):
     """One kernel start: (ready s, first cell s from launch or from sending, peak MiB, orphans)."""
     manager = KernelManager(kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[kernels_dir]))
     launched = time.monotonic()
@@ -121,7 +121,7 @@ def run_kernel(kernels_dir, name, env, typing):
         client.stop_channels()
         manager.shutdown_kernel()
         peak = memory.stop()
-    return ready, first_cell, peak, count_alive(procs, ORPHAN_WAIT)
+    return ready, first_cell, peak, count_alive(procs, orphan_wait)
 
 
 def run_plain(env):
@@ -158,8 +158,9 @@ def make_kernels(kernels_dir):
 
 
 def build_archive(kernels_dir, env):
-    """Our kernel's first run writes the class-data-sharing archive as its JVM exits."""
-    run_kernel(kernels_dir, "ours", env, typing=False)
+    """Our kernel's first run writes the class-data-sharing archive as its JVM exits: its JVM and
+    watchdog are given the time that takes, not killed as a later run's leftovers are."""
+    run_kernel(kernels_dir, "ours", env, typing=False, orphan_wait=300)
     cache = os.path.join(env["XDG_CACHE_HOME"], "pyspark-kernel", "cds")
     deadline = time.monotonic() + 120
     while not any(name.endswith(".jsa") for name in os.listdir(cache)):

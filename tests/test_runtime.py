@@ -56,6 +56,49 @@ def test_eager_kernel_has_spark_before_the_first_cell(start):
     first = kernel.run(STATE)
     assert first.text.splitlines()[-1] == "ready"
     assert "Spark is starting" not in first.text
+    check_sql_magic(kernel)
+    check_conf_magic(kernel)
+
+
+def check_conf_magic(kernel):
+    """%spark conf: the effective settings, secrets redacted; runtime settings now, others by a restart."""
+    assert kernel.run("spark.conf.set('spark.myteam.password', 'hunter2'); kept = 'before'").error is None
+    listed = kernel.run("%spark conf").stream
+    assert "spark.sql.shuffle.partitions = 8\n" in listed and "spark.myteam.password = *********(redacted)\n" in listed, listed
+    assert "hunter2" not in listed
+    now = kernel.run("%spark conf spark.sql.shuffle.partitions=3")
+    assert now.stream == "set now: spark.sql.shuffle.partitions=3\n" and kernel.run("print(spark.conf.get('spark.sql.shuffle.partitions'))").stream == "3\n"
+    later = kernel.run("%spark conf spark.executor.memory=700m")
+    assert later.stream.startswith("restarting the session for spark.executor.memory=700m (they need a new driver; Python variables are kept)\n"), later.stream
+    after = kernel.run("print(sc.getConf().get('spark.executor.memory'), spark.conf.get('spark.sql.shuffle.partitions'), kept)")
+    assert after.stream.splitlines()[-1] == "700m 8 before", after.stream  # the kernel's settings, merged with the new one
+    bad = kernel.run("%spark conf shuffle=3")
+    assert bad.stream.strip() == "UsageError: %spark conf: 'shuffle=3' is not KEY=VALUE with a spark.* key (usage: %spark conf [KEY=VALUE ...])", bad.stream
+
+
+def check_sql_magic(kernel):
+    """%%sql on a real session: a table of the first rows, the whole result bound, one-line errors."""
+    shown = kernel.run("%%sql -n 5\nSELECT id, id * 2 AS twice FROM range(100)")
+    [table] = [content["data"] for kind, content in shown.messages if kind == "display_data" and "text/html" in content["data"]]
+    assert table["text/html"].count("<tr>") == 6 and "<th>twice</th>" in table["text/html"], table["text/html"]  # a header and 5 rows
+    assert table["text/plain"].endswith("5 rows shown, the first of more (raise -n to see more)"), table["text/plain"]
+    assert shown.error is None and shown.result is None
+    bound = kernel.run("%%sql -n 5 -o out\nSELECT * FROM range(100)")
+    assert "out: a Spark DataFrame of the whole result" in bound.stream
+    assert kernel.run("out.count()").result == "100"
+    assert kernel.run("below = 3").error is None
+    param = kernel.run("%%sql --param below\nSELECT * FROM range(10) WHERE id < :below")
+    assert [shown for shown in param.displays if shown.startswith("id\n")][0].endswith("\n3 rows"), param.displays
+    pandas = kernel.run("%%sql -o few --pandas --limit 10\nSELECT * FROM range(100)")
+    assert ("few: a pandas DataFrame of 10 rows (--limit 10); the result has more rows, which were not kept "
+            "(raise --limit, or drop --pandas for a Spark DataFrame)") in pandas.stream, pandas.stream
+    assert kernel.run("print(type(few).__name__, len(few))").stream == "DataFrame 10\n"
+    bad = kernel.run("%%sql\nSELECT * FROM no_such_table")
+    assert bad.error[0] == "SparkSQLError" and bad.error[1].startswith("[TABLE_OR_VIEW_NOT_FOUND]"), bad.error
+    [traceback] = [content["traceback"] for kind, content in bad.messages if kind == "error"]
+    assert len(traceback) == 1 and "\n" not in traceback[0] and "org.apache" not in traceback[0], traceback
+    typo = kernel.run("%%sql\nSELEC 1")
+    assert typo.error[0] == "SparkSQLError" and "PARSE_SYNTAX_ERROR" in typo.error[1] and "org.apache" not in typo.error[1], typo.error
 
 
 def test_progress_line_follows_a_running_job_in_place(start):
@@ -151,7 +194,8 @@ def test_shutdown_restart_and_kill_leave_no_jvm_and_no_scratch(kernels_dir, tmp_
     tmp_dir = tmp_path / "tmp"
     tmp_dir.mkdir()
     env = kernel_environment(tmp_dir)
-    for how in ("graceful", "now", "restart", "kill"):
+    # "restart" ends with shutdown_kernel(now=True) too: a separate "now" cycle would add nothing.
+    for how in ("graceful", "restart", "kill"):
         kernel = Kernel(kernels_dir, "rt-cycles", env)
         try:
             assert kernel.run("spark.range(100).count()").result == "100"
@@ -162,7 +206,7 @@ def test_shutdown_restart_and_kill_leave_no_jvm_and_no_scratch(kernels_dir, tmp_
             if how == "kill":
                 os.kill(kernel.manager.provisioner.process.pid, signal.SIGKILL)
         finally:
-            kernel.stop(now=how in ("now", "restart", "kill"))
+            kernel.stop(now=how in ("restart", "kill"))
         assert_left_nothing("rt-cycles", tmp_dir)
 
 

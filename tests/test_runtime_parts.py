@@ -1,12 +1,13 @@
 """Parts of the kernel runtime that need no kernel: start-up checks, messages, the archive key."""
 
 import os
+import re
 import socket
 import stat
 
 import pytest
 
-from pyspark_kernel.runtime import diagnostics, entrypoints, guard, jvm, magics, notebook, options, progress, ui
+from pyspark_kernel.runtime import diagnostics, entrypoints, guard, jvm, magics, notebook, options, progress, sql, ui
 
 
 @pytest.mark.parametrize("master, addresses", [
@@ -548,3 +549,43 @@ def test_under_a_server_the_ui_gets_a_port_chosen_now_and_the_proxy_base_naming_
 ])
 def test_the_ui_link_goes_through_the_server_when_there_is_one(web_url, base, link):
     assert ui.ui_link(web_url, base) == link
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("", {"rows": 20, "output": None, "pandas": False, "limit": None, "params": []}),
+    ("-n 5 -o out", {"rows": 5, "output": "out", "pandas": False, "limit": None, "params": []}),
+    ("-o few --pandas --limit 100", {"rows": 20, "output": "few", "pandas": True, "limit": 100, "params": []}),
+    ("--param a --param b", {"rows": 20, "output": None, "pandas": False, "limit": None, "params": ["a", "b"]}),
+])
+def test_sql_magic_lines_are_read(line, expected):
+    assert sql.parse(line) == expected
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("-n 0", "-n takes a number of rows above 0, not '0'"),
+    ("-n", "-n needs a value"),
+    ("-o 'a b'", "-o takes a Python name, not 'a b'"),
+    ("-o out --pandas", "--pandas needs -o NAME and --limit ROWS"),
+    ("--limit 5", "--limit is for --pandas"),
+    ("--param x;drop", "--param takes a Python name"),
+    ("SELECT 1", "unexpected 'SELECT'"),
+])
+def test_a_bad_sql_magic_line_is_one_line_that_says_what_to_write(line, problem):
+    with pytest.raises(sql.SQLUsageError, match=re.escape(problem)):
+        sql.parse(line)
+
+
+@pytest.mark.parametrize("message, line", [
+    ("[TABLE_OR_VIEW_NOT_FOUND] The table or view `nope` cannot be found. SQLSTATE: 42P01; line 1 pos 14;\n'Project [*]\n"
+     "+- 'UnresolvedRelation [nope], [], false\n\n\nJVM stacktrace:\norg.apache.spark.sql.AnalysisException: ...\n\tat org.apache.spark.sql.Foo(Foo.scala:1)",
+     "[TABLE_OR_VIEW_NOT_FOUND] The table or view `nope` cannot be found. SQLSTATE: 42P01; line 1 pos 14;"),
+    ("\n[PARSE_SYNTAX_ERROR] Syntax error at or near 'SELEC'. SQLSTATE: 42601 (line 1, pos 0)\n\n== SQL ==\nSELEC 1\n^^^\n",
+     "[PARSE_SYNTAX_ERROR] Syntax error at or near 'SELEC'. SQLSTATE: 42601 (line 1, pos 0)"),
+])
+def test_sparks_refusal_of_a_query_is_cut_to_its_first_line(message, line):
+    assert sql.short_error(message) == line
+
+
+def test_sql_tables_escape_their_values():
+    assert sql.table_html(["a<b"], [("<script>",), (None,)]) == "<table><thead><tr><th>a&lt;b</th></tr></thead><tbody><tr><td>&lt;script&gt;</td></tr><tr><td>null</td></tr></tbody></table>"
+    assert sql.table_text(["id", "name"], [(1, "ann"), (22, None)]) == "id | name\n---+-----\n1  | ann \n22 | null"

@@ -1,12 +1,18 @@
-"""The %spark line magic: `%spark status`, `%spark restart [--conf KEY=VALUE ...]`, `%spark log [-n N]`."""
+"""The %spark line magic (`%spark status`, `%spark restart [--conf KEY=VALUE ...]`, `%spark conf
+[KEY=VALUE ...]`, `%spark log [-n N]`), and the %%sql cell magic of the sql module."""
 
+import re
 import shlex
 import time
 
+from . import sql
 from .diagnostics import log_lines
-from .options import shown_value
+from .notebook import split_options
+from .options import REDACTED, shown_value
 
-USAGE = "%spark status | %spark restart [--conf KEY=VALUE ...] | %spark log [-n N]"
+USAGE = "%spark status | %spark restart [--conf KEY=VALUE ...] | %spark conf [KEY=VALUE ...] | %spark log [-n N]"
+# Spark's own default for spark.redaction.regex, for a session that does not say.
+SPARK_REDACTION = r"(?i)secret|password|token|access[.]?key"
 LOG_LINES = 40
 
 
@@ -31,6 +37,17 @@ def parse_restart(words):
             raise MagicError(f"%spark restart: --conf {setting!r} is not KEY=VALUE with a spark.* key (for example --conf spark.driver.memory=4g)")
         overrides[key] = value
     return overrides
+
+
+def parse_settings(words, usage):
+    """KEY=VALUE words as {key: value}, each key a spark.* setting."""
+    settings = {}
+    for word in words:
+        key, equals, value = word.partition("=")
+        if not equals or not key.startswith("spark."):
+            raise MagicError(f"{usage.split(' [')[0]}: {word!r} is not KEY=VALUE with a spark.* key (usage: {usage})")
+        settings[key] = value
+    return settings
 
 
 def parse_log(words):
@@ -70,6 +87,37 @@ def status_lines(runtime):
     return lines
 
 
+def conf_lines(session):
+    """The session's effective settings, one `key = value` a line, sorted; a secret's value is
+    redacted as Spark's spark.redaction.regex (and the kernel's own check) say."""
+    found = {row[0]: row[1] for row in session.sql("SET").collect()}
+    try:
+        pattern = re.compile(found.get("spark.redaction.regex") or SPARK_REDACTION)
+    except re.error:  # a Java-only regex: Spark's default, and the kernel's own check, still apply
+        pattern = re.compile(SPARK_REDACTION)
+    return [f"{key} = {REDACTED if pattern.search(key) or pattern.search(value or '') else shown_value(key, value)}" for key, value in sorted(found.items())]
+
+
+def apply_conf(notebook, settings):
+    """%spark conf KEY=VALUE ...: runtime settings now; the others by a restart, merged into the
+    settings the session has (Python variables stay)."""
+    session = notebook.session()
+    current = {key: session.conf.get(key, None) for key in settings}
+    now, later = split_options(settings, current, session.conf.isModifiable)
+    for key, value in now.items():
+        session.conf.set(key, value)
+    if now:
+        print("set now: " + " ".join(f"{key}={shown_value(key, value)}" for key, value in now.items()), flush=True)
+    if later:
+        print("restarting the session for " + " ".join(f"{key}={shown_value(key, value)}" for key, value in later.items())
+              + " (they need a new driver; Python variables are kept)", flush=True)
+        runtime = notebook.runtime
+        kept = {key: value for key, value in runtime.conf.items() if runtime.kernel_conf.get(key) != value}
+        notebook.restart({**kept, **later})
+    if not now and not later:
+        print("unchanged: the session has these settings already", flush=True)
+
+
 def run(notebook, line):
     try:
         words = shlex.split(line)
@@ -82,6 +130,11 @@ def run(notebook, line):
         print("\n".join(status_lines(runtime)))
     elif command == "restart":
         notebook.restart(parse_restart(rest))
+    elif command == "conf":
+        if rest:
+            apply_conf(notebook, parse_settings(rest, "%spark conf [KEY=VALUE ...]"))
+        else:
+            print("\n".join(conf_lines(notebook.session())))
     elif command == "log":
         count = parse_log(rest)
         found = log_lines(runtime.log)
@@ -101,3 +154,15 @@ def register(shell, notebook):
 
     spark.__doc__ = f"The kernel's Spark session: {USAGE}"
     shell.register_magic_function(spark, "line", "spark")
+
+    def run_sql(line, cell):
+        from IPython.display import display
+
+        try:
+            options = sql.parse(line, notebook.runtime.options.get("sql_rows", sql.DEFAULT_ROWS))
+            sql.run(notebook.session(), cell, options, notebook.namespace, display)
+        except sql.SQLUsageError as error:
+            raise UsageError(str(error)) from None
+
+    run_sql.__doc__ = f"Run the cell as Spark SQL: {sql.USAGE}"
+    shell.register_magic_function(run_sql, "cell", "sql")
