@@ -17,6 +17,13 @@ QUIET = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-backgroun
          "--disable-sync", "--no-first-run", "--disable-default-apps", "--disable-extensions", "--window-size=1280,800"]
 
 
+# The rows of the Spark UI's Executors table, which its JavaScript draws from the REST API.
+EXECUTORS = """(() => {
+  const rows = [...document.querySelectorAll('#active-executors-table tbody tr')];
+  return rows.length ? rows.map(row => row.textContent).join('\\n') : null;
+})()"""
+
+
 class DevTools:
     """Just enough of the Chrome DevTools protocol: send a command, wait for its answer."""
 
@@ -48,6 +55,14 @@ class DevTools:
                 return value
             time.sleep(0.25)
         raise AssertionError(failure)
+
+    def check_executors_tab(self, url, screenshot, failure):
+        """Open a Spark UI's Executors tab; it must list the driver. The page is then saved."""
+        self.call("Page.navigate", url=url)
+        rows = self.wait_for(EXECUTORS, 120, failure)
+        assert rows.strip().startswith("driver"), rows
+        self.screenshot(screenshot)
+        assert os.path.getsize(screenshot) > 10_000
 
     def screenshot(self, path):
         import base64

@@ -1,6 +1,7 @@
 """A Jupyter server's REST API and kernel websocket, as a front end uses them."""
 
 import json
+import re
 import time
 import urllib.request
 import uuid
@@ -49,3 +50,19 @@ def run_over_websocket(base, token, kernel_id, code, timeout=120, headers=None):
         raise AssertionError("no reply from the kernel over the websocket")
     finally:
         ws.close()
+
+
+LINK = re.compile(r'<a href="([^"]+)"')
+
+
+def banner_link(outputs):
+    """The Spark UI link of the kernel's banner in a cell's outputs: an HTML link, as a link
+    through the Jupyter server (a path) must be; its text/plain ends with the same link."""
+    for kind, content in outputs:
+        html = content.get("data", {}).get("text/html", "") if kind == "display_data" else ""
+        if html.startswith("<pre>Spark "):
+            found = LINK.search(html)
+            assert found, html
+            assert content["data"]["text/plain"].endswith(f"| UI {found.group(1)}"), content["data"]
+            return found.group(1)
+    raise AssertionError(f"no banner with a UI link in {outputs}")

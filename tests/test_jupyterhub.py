@@ -23,7 +23,7 @@ import pytest
 
 from .browser import chromium  # noqa: F401 - a fixture
 from .conftest import ROOT, VENV_DIR, assert_no_jvm_left, free_port, link_or_copy, run_cli, stop_process_group, wait_for_service
-from .server_api import run_over_websocket
+from .server_api import banner_link, run_over_websocket
 
 pytestmark = pytest.mark.e2e
 
@@ -31,11 +31,6 @@ CHP = os.path.join(ROOT, "node_modules", ".bin", "configurable-http-proxy")
 SCREENSHOT = os.path.join(ROOT, "test-output", "jupyterhub-spark-ui-executors.png")
 # The project's files a user's environment gets: the package and the template around it.
 PROJECT = ["pyspark_kernel", "cookiecutter.json", "local_extensions.py", "defaults.conf", "hooks", "profiles", "schema", "{{cookiecutter.kernel_name}}"]
-LINK = re.compile(r'<a href="([^"]+)"')
-EXECUTORS = """(() => {
-  const rows = [...document.querySelectorAll('#active-executors-table tbody tr')];
-  return rows.length ? rows.map(row => row.textContent).join('\\n') : null;
-})()"""
 
 
 def system_python():
@@ -163,14 +158,6 @@ def wait_until_ready(hub, service_token, user, timeout=300):
     raise AssertionError(f"the single-user server of {user} was not ready after {timeout} s")
 
 
-def banner_link(outputs):
-    for kind, content in outputs:
-        html = content.get("data", {}).get("text/html", "") if kind == "display_data" else ""
-        if html.startswith("<pre>Spark "):
-            return LINK.search(html).group(1)
-    raise AssertionError(f"no banner with a UI link in {outputs}")
-
-
 def unreadable_by(user, path):
     """Whether ``user`` is refused ``path`` (listing it, or reading it)."""
     command = ["ls", str(path)] if os.path.isdir(path) else ["cat", str(path)]
@@ -275,11 +262,7 @@ def test_a_hub_shares_kernels_keeps_private_ones_private_and_serves_each_spark_u
         chromium.wait_for(f"location.pathname.startsWith('/user/{ann}/')", 120, f"the hub did not log {ann} in and open her server")
         chromium.call("Page.navigate", url=f"{hub}{links[ann]}")
         chromium.wait_for("location.pathname.endsWith('/jobs/') && document.readyState === 'complete'", 60, "the banner's UI link did not open in the browser")
-        chromium.call("Page.navigate", url=f"{ui}executors/")
-        rows = chromium.wait_for(EXECUTORS, 120, "the Executors tab lists no executor through the hub")
-        assert rows.strip().startswith("driver"), rows
-        chromium.screenshot(SCREENSHOT)
-        assert os.path.getsize(SCREENSHOT) > 10_000
+        chromium.check_executors_tab(f"{ui}executors/", SCREENSHOT, "the Executors tab lists no executor through the hub")
         print(f"\nhub: {time.monotonic() - started:.1f} s from the hub's start to the screenshot")
     finally:
         if hub_process is not None:

@@ -15,20 +15,13 @@ import pytest
 
 from .browser import chromium  # noqa: F401 - a fixture
 from .conftest import ROOT, assert_no_jvm_left, run_cli, serving_jupyter
-from .server_api import request, run_over_websocket
+from .server_api import banner_link, request, run_over_websocket
 
 pytestmark = pytest.mark.e2e
 
 PREFIX = "/user/x/"
 TABS = ["jobs/", "stages/", "storage/", "environment/", "executors/", "SQL/"]
 SCREENSHOT = os.path.join(ROOT, "test-output", "spark-ui-executors-through-the-server.png")
-LINK = re.compile(r'<a href="([^"]+)"')
-EXECUTORS = """(() => {
-  const rows = [...document.querySelectorAll('#active-executors-table tbody tr')];
-  return rows.length ? rows.map(row => row.textContent).join('\\n') : null;
-})()"""
-
-
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None
@@ -44,18 +37,6 @@ def fetch(url, token=None, follow=True):
             return answer.status, answer.headers, answer.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as error:
         return error.code, error.headers, error.read().decode("utf-8", "replace")
-
-
-def banner_link(outputs):
-    """The UI link of the banner: an HTML link, as a relative one must be."""
-    for kind, content in outputs:
-        html = content.get("data", {}).get("text/html", "") if kind == "display_data" else ""
-        if html.startswith("<pre>Spark "):
-            found = LINK.search(html)
-            assert found, html
-            assert content["data"]["text/plain"].endswith(f"| UI {found.group(1)}"), content["data"]
-            return found.group(1)
-    raise AssertionError(f"no banner with a link in {outputs}")
 
 
 def test_each_kernels_ui_answers_through_the_server_on_every_tab_and_in_a_browser(tmp_path, chromium):
@@ -99,11 +80,8 @@ def test_each_kernels_ui_answers_through_the_server_on_every_tab_and_in_a_browse
                 chromium.call("Page.enable")
                 chromium.call("Page.navigate", url=f"{base}/api/status?token={token}")  # the token's cookie for the server
                 chromium.wait_for("document.readyState === 'complete'", 60, "the server's page did not load")
-                chromium.call("Page.navigate", url=f"{origin}{links[0][:-len('jobs/')]}executors/")
-                rows = chromium.wait_for(EXECUTORS, 120, "the Executors tab shows no executor through the server (jupyter-server-proxy#361)")
-                assert rows.strip().startswith("driver"), rows
-                chromium.screenshot(SCREENSHOT)
-                assert os.path.getsize(SCREENSHOT) > 10_000
+                chromium.check_executors_tab(f"{origin}{links[0][:-len('jobs/')]}executors/", SCREENSHOT,
+                                             "the Executors tab shows no executor through the server (jupyter-server-proxy#361)")
             finally:
                 for kernel_id in ids:
                     request(base, token, "DELETE", f"/api/kernels/{kernel_id}")
