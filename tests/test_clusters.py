@@ -139,14 +139,25 @@ LEAN = ("jupyterlab", "jupyter_server", "notebook", "playwright", "pyarrow", "pa
 
 
 @pytest.mark.e2e
-def test_spark_connect_kernel_runs_the_smoke_notebook_without_a_local_jvm(kernels_dir, connect_server):
+def test_spark_connect_kernel_runs_the_smoke_notebook_without_a_local_jvm(kernels_dir, connect_server, tmp_path):
+    import nbformat
+
     spec = create(kernels_dir, "on-connect-live", "--profile", "connect", "--spark_master", connect_server, "--spark.sql.shuffle.partitions=5")
     env = kernel_env(spec)
     assert (env["SPARK_CONNECT_MODE_ENABLED"], env["SPARK_REMOTE"]) == ("1", connect_server)
     assert spark_conf_of(spec) == {"spark.master": connect_server, "spark.sql.repl.eagerEval.enabled": "true", "spark.sql.shuffle.partitions": "5"}
-    done = run_cli("smoke", "on-connect-live", "-d", str(kernels_dir), env={**os.environ, "SPARK_CONNECT_TOKEN": ""})
+    # The magics on Spark Connect too, as a team's own checks in the same smoke run.
+    magics = tmp_path / "magics.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("%%sql -n 2 -o first\nSELECT id FROM range(5)", metadata={"tags": ["check:sql_on_connect"]}),
+        nbformat.v4.new_code_cell("assert first.count() == 5\n%spark conf spark.sql.shuffle.partitions=3\nassert spark.conf.get('spark.sql.shuffle.partitions') == '3'\n"
+                                  "print('%%sql and %spark conf on Spark Connect')", metadata={"tags": ["check:magics_on_connect"]}),
+    ]), magics)
+    done = run_cli("smoke", "on-connect-live", "-d", str(kernels_dir), "--notebook", str(magics), env={**os.environ, "SPARK_CONNECT_TOKEN": ""})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "PASS master: Spark Connect session, no local JVM" in done.stdout
+    assert "PASS sql_on_connect: first: a Spark DataFrame of the whole result" in done.stdout, done.stdout
+    assert "PASS magics_on_connect: %%sql and %spark conf on Spark Connect" in done.stdout, done.stdout
     assert done.stdout.splitlines()[0].startswith(f"Spark 4") and "Spark Connect" in done.stdout.splitlines()[0]
     assert_no_jvm_left("on-connect-live")
 
