@@ -178,7 +178,7 @@ def create(args, spark_conf):
             raise SystemExit(1) from None  # the hook has said what is wrong
         except CookiecutterException as error:
             raise InputError("kernels_template_path", f"cookiecutter failed: {' '.join(str(error).split())}", "fix the template, or pass -t with a working one") from None
-        # Shared places (--sys-prefix, --prefix, -d) are readable by all; a --user kernel is as private as the umask says.
+        # Shared places (--sys-prefix, --prefix, -d) are readable by all; a --user kernel is its owner's alone (0700/0600, or tighter).
         (make_shareable if shared_install(args) else make_private)(built)
         move_into_place(built, target, args.force)
     print(f"Installed kernel {name} in {target}")

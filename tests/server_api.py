@@ -3,6 +3,7 @@
 import json
 import re
 import time
+import urllib.error
 import urllib.request
 import uuid
 
@@ -14,6 +15,24 @@ def request(base, token, method, path, body=None):
     req = urllib.request.Request(base + path, data=data, method=method, headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as response:
         return response.status, response.read()
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def http(url, token=None, method="GET", body=None, follow=True):
+    """(status, headers, body text) of one request, with a server's or hub's token unless None;
+    an HTTP error status is an answer, not an exception."""
+    opener = urllib.request.build_opener(*([] if follow else [NoRedirect()]))
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json", **({"Authorization": f"token {token}"} if token else {})}
+    try:
+        with opener.open(urllib.request.Request(url, data=data, method=method, headers=headers), timeout=60) as answer:
+            return answer.status, answer.headers, answer.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read().decode("utf-8", "replace")
 
 
 def execute_over_websocket(base, token, kernel_id, code, timeout=120):

@@ -16,14 +16,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 from .browser import chromium  # noqa: F401 - a fixture
 from .conftest import ROOT, VENV_DIR, assert_no_jvm_left, free_port, link_or_copy, run_cli, stop_process_group, wait_for_service
-from .server_api import banner_link, run_over_websocket
+from .server_api import banner_link, http, run_over_websocket
 
 pytestmark = pytest.mark.e2e
 
@@ -125,25 +123,9 @@ c.JupyterHub.cleanup_servers = True
 """)
 
 
-def call(url, token, method="GET", body=None, follow=True):
-    """(status, headers, body text) of one request with a hub token."""
-    class Stay(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
-
-    opener = urllib.request.build_opener(*([] if follow else [Stay()]))
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json", **({"Authorization": f"token {token}"} if token else {})}
-    try:
-        with opener.open(urllib.request.Request(url, data=data, method=method, headers=headers), timeout=60) as answer:
-            return answer.status, answer.headers, answer.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers, error.read().decode("utf-8", "replace")
-
-
 def answers(url):
     try:
-        return call(url, None)[0] == 200
+        return http(url, None)[0] == 200
     except OSError:  # not listening yet
         return False
 
@@ -151,7 +133,7 @@ def answers(url):
 def wait_until_ready(hub, service_token, user, timeout=300):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status, _, body = call(f"{hub}/hub/api/users/{user}", service_token)
+        status, _, body = http(f"{hub}/hub/api/users/{user}", service_token)
         if status == 200 and json.loads(body).get("servers", {}).get("", {}).get("ready"):
             return
         time.sleep(0.5)
@@ -201,21 +183,21 @@ def test_a_hub_shares_kernels_keeps_private_ones_private_and_serves_each_spark_u
 
         tokens, kernels, links = {}, {}, {}
         for user in (ann, bob):
-            status, _, body = call(f"{hub}/hub/api/users/{user}/tokens", service_token, "POST", {"note": "pyspark-kernel test", "expires_in": 3600})
+            status, _, body = http(f"{hub}/hub/api/users/{user}/tokens", service_token, "POST", {"note": "pyspark-kernel test", "expires_in": 3600})
             assert status in (200, 201), body
             tokens[user] = json.loads(body)["token"]
-            status, _, body = call(f"{hub}/hub/api/users/{user}/server", service_token, "POST", {})
+            status, _, body = http(f"{hub}/hub/api/users/{user}/server", service_token, "POST", {})
             assert status in (201, 202), body
         for user in (ann, bob):
             wait_until_ready(hub, service_token, user)
-            status, _, body = call(f"{hub}/user/{user}/api/kernelspecs", tokens[user])
+            status, _, body = http(f"{hub}/user/{user}/api/kernelspecs", tokens[user])
             assert status == 200, body
             listed = set(json.loads(body)["kernelspecs"])
             other = bob if user == ann else ann
             assert {"team", f"own-{user}"} <= listed and f"own-{other}" not in listed, (user, listed)
         # ann runs her own kernel, bob the shared one: each a Spark cell through the hub's websocket.
         for user, kernel in ((ann, f"own-{ann}"), (bob, "team")):
-            status, _, body = call(f"{hub}/user/{user}/api/kernels", tokens[user], "POST", {"name": kernel})
+            status, _, body = http(f"{hub}/user/{user}/api/kernels", tokens[user], "POST", {"name": kernel})
             assert status == 201, body
             kernels[user] = json.loads(body)["id"]
         for user in (ann, bob):
@@ -242,14 +224,14 @@ def test_a_hub_shares_kernels_keeps_private_ones_private_and_serves_each_spark_u
         # ann's Spark UI through the hub: hers to open, not bob's.
         ui = f"{hub}{links[ann][:-len('jobs/')]}"
         for page in ("jobs/", "stages/", "executors/", "api/v1/applications"):
-            status, _, body = call(ui + page, tokens[ann])
+            status, _, body = http(ui + page, tokens[ann])
             assert status == 200, f"{page}: {status} {body[:300]}"
-        app_id = json.loads(call(ui + "api/v1/applications", tokens[ann])[2])[0]["id"]
-        status, _, body = call(f"{ui}api/v1/applications/{app_id}/allexecutors", tokens[ann])
+        app_id = json.loads(http(ui + "api/v1/applications", tokens[ann])[2])[0]["id"]
+        status, _, body = http(f"{ui}api/v1/applications/{app_id}/allexecutors", tokens[ann])
         assert status == 200 and "driver" in [e["id"] for e in json.loads(body)], body
-        status, headers, _ = call(ui + "jobs/", tokens[bob], follow=False)
+        status, headers, _ = http(ui + "jobs/", tokens[bob], follow=False)
         assert status == 403 or (status == 302 and "/hub/" in headers.get("Location", "")), (status, headers.get("Location"))
-        status, headers, _ = call(ui + "jobs/", None, follow=False)
+        status, headers, _ = http(ui + "jobs/", None, follow=False)
         assert status == 403 or (status == 302 and "/hub/" in headers.get("Location", "") or "login" in headers.get("Location", "")), (status, headers.get("Location"))
 
         # In a browser logged into the hub as ann, the banner's link opens the UI.

@@ -8,37 +8,18 @@ import json
 import os
 import re
 import socket
-import urllib.error
-import urllib.request
 
 import pytest
 
 from .browser import chromium  # noqa: F401 - a fixture
 from .conftest import ROOT, assert_no_jvm_left, run_cli, serving_jupyter
-from .server_api import banner_link, request, run_over_websocket
+from .server_api import banner_link, http, request, run_over_websocket
 
 pytestmark = pytest.mark.e2e
 
 PREFIX = "/user/x/"
 TABS = ["jobs/", "stages/", "storage/", "environment/", "executors/", "SQL/"]
 SCREENSHOT = os.path.join(ROOT, "test-output", "spark-ui-executors-through-the-server.png")
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-
-def fetch(url, token=None, follow=True):
-    """(status, headers, body) of a GET, with the server's token unless None."""
-    handlers = [] if follow else [NoRedirect()]
-    opener = urllib.request.build_opener(*handlers)
-    req = urllib.request.Request(url, headers={"Authorization": f"token {token}"} if token else {})
-    try:
-        with opener.open(req, timeout=60) as answer:
-            return answer.status, answer.headers, answer.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers, error.read().decode("utf-8", "replace")
-
-
 def test_each_kernels_ui_answers_through_the_server_on_every_tab_and_in_a_browser(tmp_path, chromium):
     data = tmp_path / "jupyter"
     kernels = data / "kernels"
@@ -64,17 +45,17 @@ def test_each_kernels_ui_answers_through_the_server_on_every_tab_and_in_a_browse
                 for link, port in zip(links, ports):
                     ui = f"{origin}{PREFIX}sparkui/{port}/"
                     for tab in TABS:
-                        status, _, page = fetch(ui + tab, token)
+                        status, _, page = http(ui + tab, token)
                         assert status == 200, f"{tab}: {status}\n{page[:500]}"
                         assert f'href="{PREFIX}sparkui/{port}/jobs/"' in page, f"{tab}: the UI's own links are not under the server's prefix"
-                    status, _, listed = fetch(ui + "api/v1/applications", token)
+                    status, _, listed = http(ui + "api/v1/applications", token)
                     assert status == 200, listed
                     app_id = json.loads(listed)[0]["id"]
-                    status, _, executors = fetch(f"{ui}api/v1/applications/{app_id}/allexecutors", token)
+                    status, _, executors = http(f"{ui}api/v1/applications/{app_id}/allexecutors", token)
                     assert status == 200 and [e["id"] for e in json.loads(executors)] == ["driver"], executors
-                    status, headers, _ = fetch(ui, token, follow=False)
+                    status, headers, _ = http(ui, token, follow=False)
                     assert status == 302 and headers["Location"] == f"{PREFIX}sparkui/{port}/jobs/", (status, headers.get("Location"))
-                    status, headers, _ = fetch(ui + "jobs/", None, follow=False)
+                    status, headers, _ = http(ui + "jobs/", None, follow=False)
                     assert status in (302, 403) and "sparkui" not in (headers.get("Location") or "").split("?")[0], (status, headers.get("Location"))
                 # The Executors tab is drawn by the UI's JavaScript from the REST API: only a browser shows it works.
                 chromium.call("Page.enable")

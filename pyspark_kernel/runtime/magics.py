@@ -32,22 +32,22 @@ def parse_restart(words):
             setting = word[len("--conf="):]
         else:
             raise MagicError(f"%spark restart: unexpected {word!r} (usage: %spark restart [--conf KEY=VALUE ...])")
-        key, equals, value = setting.partition("=")
-        if not equals or not key.startswith("spark."):
-            raise MagicError(f"%spark restart: --conf {setting!r} is not KEY=VALUE with a spark.* key (for example --conf spark.driver.memory=4g)")
+        key, value = read_setting(setting, f"%spark restart: --conf {setting!r}", "(for example --conf spark.driver.memory=4g)")
         overrides[key] = value
     return overrides
 
 
+def read_setting(word, what, fix):
+    """(key, value) of a KEY=VALUE word with a spark.* key."""
+    key, equals, value = word.partition("=")
+    if not equals or not key.startswith("spark."):
+        raise MagicError(f"{what} is not KEY=VALUE with a spark.* key {fix}")
+    return key, value
+
+
 def parse_settings(words, usage):
     """KEY=VALUE words as {key: value}, each key a spark.* setting."""
-    settings = {}
-    for word in words:
-        key, equals, value = word.partition("=")
-        if not equals or not key.startswith("spark."):
-            raise MagicError(f"{usage.split(' [')[0]}: {word!r} is not KEY=VALUE with a spark.* key (usage: {usage})")
-        settings[key] = value
-    return settings
+    return dict(read_setting(word, f"{usage.split(' [')[0]}: {word!r}", f"(usage: {usage})") for word in words)
 
 
 def parse_log(words):
