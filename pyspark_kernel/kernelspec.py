@@ -68,6 +68,8 @@ def runtime_options(answers, config, ships_environment):
     }
     if ships_environment:
         options["ship_environment"] = ARCHIVE
+    if answers["env_from"]:
+        options["env_from"] = list(answers["env_from"])  # the runtime unsets those the server lacks
     return options
 
 

@@ -123,14 +123,21 @@ def test_executors_on_a_host_without_the_drivers_files_run_the_shipped_environme
               "assert _found and all(path.endswith('/environment/bin/python%d.%d-shipped' % sys.version_info[:2]) for path, _, _, _ in _found), _found\n"
               "assert all(where == 'shipped with the kernel' and not env and not base for _, where, env, base in _found), _found\n"
               "print('executors run the shipped interpreter and see neither the environment nor its base')")
-    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source, metadata={"tags": ["check:other_host"]})]), check)
+    # A one-off copy of Spark would write an archive nothing maps: this kernel has class-data
+    # sharing off, and its driver JVM gets no archive option.
+    no_archive = ("_args = [str(arg) for arg in sc._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()]\n"
+                  "assert not [arg for arg in _args if 'SharedArchiveFile' in arg or 'ArchiveClassesAtExit' in arg], _args\n"
+                  "print('no class-data-sharing archive')")
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source, metadata={"tags": ["check:other_host"]}),
+                                                   nbformat.v4.new_code_cell(no_archive, metadata={"tags": ["check:no_archive"]})]), check)
     with standalone(work, hide=[venv, sys.base_prefix]) as master:
         create(kernels_dir, "on-standalone", "-e", str(venv), "--profile", "standalone", "--spark_master", master,
-               "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m")
+               "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m", "--no-class_data_sharing")
         assert (kernels_dir / "on-standalone" / "environment.tar.gz").stat().st_size > 0
         done = run_cli("smoke", "on-standalone", "-d", str(kernels_dir), "--notebook", str(check))
         assert done.returncode == 0, done.stdout + done.stderr  # the executor-Python check included
         assert "PASS other_host: executors run the shipped interpreter and see neither the environment nor its base" in done.stdout
+        assert "PASS no_archive: no class-data-sharing archive" in done.stdout
         assert_no_jvm_left("on-standalone")
 
 

@@ -75,7 +75,8 @@ def test_smoke_for_ci_writes_junit_and_the_executed_notebook_with_a_teams_checks
     import nbformat
     from junitparser import Failure, JUnitXml
 
-    assert run_cli("create", "-k", "e2e-ci", "-d", str(kernels_dir)).returncode == 0
+    # The kernel takes TEAM_TOKEN from the server's environment, which lacks it here: a failed check.
+    assert run_cli("create", "-k", "e2e-ci", "-d", str(kernels_dir), "--env-from", "TEAM_TOKEN").returncode == 0
     checks = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_markdown_cell("Team checks"),
         nbformat.v4.new_code_cell("assert spark.range(5).count() == 5", metadata={"tags": ["check:five-rows"]}),
@@ -83,15 +84,17 @@ def test_smoke_for_ci_writes_junit_and_the_executed_notebook_with_a_teams_checks
     ])
     nbformat.write(checks, tmp_path / "team.ipynb")
     report, executed = tmp_path / "report.xml", tmp_path / "out.ipynb"
-    done = run_cli("smoke", "e2e-ci", "-d", str(kernels_dir), "--junit", str(report), "--save-notebook", str(executed), "--notebook", str(tmp_path / "team.ipynb"))
+    done = run_cli("smoke", "e2e-ci", "-d", str(kernels_dir), "--junit", str(report), "--save-notebook", str(executed), "--notebook", str(tmp_path / "team.ipynb"),
+                   env={key: value for key, value in os.environ.items() if key != "TEAM_TOKEN"})
     assert done.returncode == 1
+    assert "FAIL environment: the kernel process has kernel.json's env: AssertionError: TEAM_TOKEN: not set in the Jupyter server's environment" in done.stdout
     assert "PASS five-rows: assert spark.range(5).count() == 5" in done.stdout
     assert "FAIL notebook-2: assert spark.conf.get('spark.sql.shuffle.partitions') == '999', 'wrong partitions': AssertionError: wrong partitions" in done.stdout
     suite = next(iter(JUnitXml.fromfile(str(report))))
     cases = {case.name: case for case in suite}
     assert list(cases) == [*SMOKE_CHECKS, "five-rows", "notebook-2"]
-    assert [name for name, case in cases.items() if any(isinstance(r, Failure) for r in case.result)] == ["notebook-2"]
-    assert (suite.tests, suite.failures) == (len(SMOKE_CHECKS) + 2, 1)
+    assert [name for name, case in cases.items() if any(isinstance(r, Failure) for r in case.result)] == ["environment", "notebook-2"]
+    assert (suite.tests, suite.failures) == (len(SMOKE_CHECKS) + 2, 2)
     saved = nbformat.read(executed, as_version=4)
     assert any(output.get("ename") == "AssertionError" for cell in saved.cells for output in cell.get("outputs", []))
     assert_no_jvm_left("e2e-ci")

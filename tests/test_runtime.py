@@ -194,8 +194,9 @@ def test_shutdown_restart_and_kill_leave_no_jvm_and_no_scratch(kernels_dir, tmp_
     tmp_dir = tmp_path / "tmp"
     tmp_dir.mkdir()
     env = kernel_environment(tmp_dir)
-    # "restart" ends with shutdown_kernel(now=True) too: a separate "now" cycle would add nothing.
-    for how in ("graceful", "restart", "kill"):
+    # A graceful shutdown is what every test's `start` fixture ends with and checks; "restart" ends
+    # with shutdown_kernel(now=True) too, so a separate "now" cycle would add nothing.
+    for how in ("restart", "kill"):
         kernel = Kernel(kernels_dir, "rt-cycles", env)
         try:
             assert kernel.run("spark.range(100).count()").result == "100"
@@ -237,13 +238,6 @@ def test_class_data_sharing_archive_is_built_once_and_a_broken_one_never_breaks_
     finally:
         user.stop()
     assert_left_nothing("rt-cds", tmp_dir)
-
-
-def test_class_data_sharing_can_be_turned_off(start):
-    kernel = start("rt-nocds", "--no-class_data_sharing")
-    assert kernel.run("spark.range(10).count()").result == "10"
-    args = [arg for jvm in spark_jvms("rt-nocds") for arg in jvm.cmdline()]
-    assert args and not [arg for arg in args if "SharedArchiveFile" in arg or "ArchiveClassesAtExit" in arg]
 
 
 def test_a_client_that_requires_encryption_runs_spark_over_curvezmq(kernels_dir, tmp_path):

@@ -66,6 +66,14 @@ def test_options_fill_defaults_and_ignore_an_unknown_mode():
     assert read == {**options.DEFAULT_OPTIONS, "progress": False}
 
 
+def test_variables_kernel_json_unsets_and_server_variables_the_server_lacks_are_removed():
+    environ = {"SPARK_HOME": "", "MASTER": "", "PYTHONPATH": "/p", "TEAM_TOKEN": "${TEAM_TOKEN}", "DB_URL": "postgres://db", "OTHER": "${OTHER}",
+               "PYSPARK_KERNEL_OPTIONS": '{"env_from": ["TEAM_TOKEN", "DB_URL"]}'}
+    options.clear_unset(environ)
+    # OTHER is not taken from the server: its text is the kernel's own, kept as it is.
+    assert environ == {"PYTHONPATH": "/p", "DB_URL": "postgres://db", "OTHER": "${OTHER}", "PYSPARK_KERNEL_OPTIONS": '{"env_from": ["TEAM_TOKEN", "DB_URL"]}'}
+
+
 @pytest.mark.parametrize("text, problem", [("{not json", "is not valid JSON"), ("[1, 2]", "is not a JSON object of options")])
 def test_broken_options_are_a_setup_error_that_says_what_to_do(text, problem):
     with pytest.raises(options.SetupError, match=f"PYSPARK_KERNEL_OPTIONS in kernel.json {problem}.*regenerate the kernel"):

@@ -103,6 +103,4 @@ def test_smoke_artifacts_never_hold_a_secret_value(tmp_path):
             artifacts.update({f"{where}/{name}": content for name, content in tree_snapshot(where).items()})
     assert str(junit) in artifacts and str(notebook) in artifacts and any("kernel.json" in name for name in artifacts)
     leaked = [name for name, content in artifacts.items() if token.encode() in content or s3.encode() in content]
-    assert leaked == []
-    missing = run_cli("smoke", "secretive", "-d", str(kernels), env={**env, "TEAM_TOKEN": ""})
-    assert missing.returncode == 1 and "TEAM_TOKEN: not set in the Jupyter server's environment" in missing.stdout
+    assert leaked == []  # a variable the server lacks fails the check: test_e2e's CI smoke test

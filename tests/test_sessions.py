@@ -73,7 +73,9 @@ def test_every_entry_point_gives_the_kernels_session_and_runtime_settings_apply(
     assert len(spark_jvms("own-entry-points")) == 1
 
 
-@pytest.mark.parametrize("mode", ["background", "lazy", "eager"])
+# The session starts in the background (the default) or at the builder's getOrCreate (lazy); an
+# eager start is the background one, earlier, and its builder case runs on local[*] above.
+@pytest.mark.parametrize("mode", ["background", "lazy"])
 def test_a_notebook_on_a_standalone_cluster_keeps_the_clusters_session(start, standalone_cluster, mode):
     kernel = start(f"own-standalone-{mode}", "--profile", "standalone", "--spark_master", standalone_cluster, "--executor_python", PYTHON,
                    "--spark_init", mode, "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m")

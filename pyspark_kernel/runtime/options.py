@@ -69,9 +69,15 @@ def read_conf(environ):
 
 
 def clear_unset(environ):
-    """Remove the Spark variables kernel.json set to "" (jupyter_client cannot unset a variable)."""
+    """Remove the Spark variables kernel.json set to "" (jupyter_client cannot unset a variable),
+    and the variables taken from the server's environment (env_from) that the server lacks: for
+    those, jupyter_client leaves the text "${NAME}", which code would take for a value."""
     for name in SPARK_VARIABLES:
         if environ.get(name) == "":
+            del environ[name]
+    from_server = read_json(environ, OPTIONS_VARIABLE, "options").get("env_from", [])
+    for name in from_server if isinstance(from_server, list) else []:
+        if environ.get(name) == f"${{{name}}}":
             del environ[name]
 
 
