@@ -6,7 +6,7 @@ import sys
 from . import environment, kernelspec, layers, sparkhome
 from .errors import InputError
 from .pack import packer
-from .validate import check_answers, check_env, check_platform, check_spark_conf, check_start_timeout, master_kind
+from .validate import check_answers, check_env, check_idle_timeout, check_platform, check_spark_conf, check_start_timeout, master_kind
 
 DEFAULTS_PATH = os.path.join(kernelspec.TEMPLATE_ROOT, "defaults.conf")
 PROFILES_DIR = os.path.join(kernelspec.TEMPLATE_ROOT, "profiles")
@@ -53,6 +53,7 @@ def build_spec(answers, environ=None):
     config["conf"] = check_spark_conf(config["conf"])
     config["env"] = check_env(config["env"])
     config["start_timeout"] = check_start_timeout(config["start_timeout"]) or DEFAULT_START_TIMEOUT
+    config["idle_timeout"] = check_idle_timeout(config["idle_timeout"]) or 0
     spec = kernelspec.check_spec(kernelspec.make_spec(answers, python_env, spark, config))
     if kernelspec.ships_environment(spec):
         packer(python_env.prefix)  # fail now, before any file is written, if it cannot be packed

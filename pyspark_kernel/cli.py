@@ -99,6 +99,7 @@ def make_parser():
     create.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress line for running Spark jobs (default: on)")
     create.add_argument("--log_level", choices=LOG_LEVELS, help="Spark log level (default: WARN)")
     create.add_argument("--start_timeout", help="the longest Spark may take to start, in seconds (default: the profile's; 600 for local)")
+    create.add_argument("--idle_timeout", help="stop the Spark session after this many seconds without a job, freeing its cluster resources; 0: never (default: the profile's; off for local)")
     create.add_argument("--class_data_sharing", action=argparse.BooleanOptionalAction, help="class-data-sharing archive for the driver JVM (default: on)")
     create.add_argument("-f", "--force", action="store_true", help="replace an existing kernel of the same name")
 
@@ -136,7 +137,7 @@ def template_default(template, key):
 def given_answers(args, spark_conf, template):
     """The answers the user gave; the template's defaults fill the rest."""
     answers = {"spark_conf": spark_conf, "env": parse_env(args.env), "env_from": args.env_from or []}
-    for key in ("display_name", "spark_master", "executor_python", "spark_init", "progress", "log_level", "start_timeout", "class_data_sharing"):
+    for key in ("display_name", "spark_master", "executor_python", "spark_init", "progress", "log_level", "start_timeout", "idle_timeout", "class_data_sharing"):
         if getattr(args, key) is not None:
             answers[key] = getattr(args, key)
     for key, flag in (("venv_dir", args.venv_dir_path), ("spark_home", args.spark_home), ("spark_defaults", args.spark_defaults)):

@@ -102,6 +102,9 @@ def checks(spec, kernel_dir, environ):
     yield server_environment_check(spec.env, environ)
     yield ui_check(kernel_dir, env, kind)
     yield "start_timeout", None, f"a start that hangs is given up after {options.get('start_timeout', DEFAULT_OPTIONS['start_timeout'])} s; one whose JVM exits fails at once"
+    idle = options.get("idle_timeout", DEFAULT_OPTIONS["idle_timeout"])
+    yield "idle_timeout", None, (f"the session is stopped after {idle} s without a job, and restarted on next use" if idle and kind != "connect"
+                                 else "the session is kept however long it is idle")
     if options.get("ship_environment"):
         archive = os.path.join(kernel_dir, options["ship_environment"])
         yield "executor_environment", (None if os.path.isfile(archive) else f"{archive} is missing"), archive if os.path.isfile(archive) else "regenerate the kernel: it packs the environment again"

@@ -64,6 +64,7 @@ def runtime_options(answers, config, ships_environment):
         "progress": answers["progress"],
         "log_level": answers["log_level"],
         "start_timeout": config["start_timeout"],
+        "idle_timeout": config["idle_timeout"],
         "class_data_sharing": answers["class_data_sharing"],
     }
     if ships_environment:

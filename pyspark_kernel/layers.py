@@ -4,7 +4,8 @@ Layers, lowest first: the template's ``defaults.conf``, the cluster profile (``p
 an imported ``spark-defaults.conf``, then the user's answers. A layer has ``spark.master``,
 ``spark.conf`` (Spark settings), ``env`` (environment variables), ``executor.python`` ("pack",
 or the path of the executors' Python) and ``kernel.start_timeout`` (the longest a start may take,
-in seconds: a local JVM on a busy machine needs minutes, a YARN queue can need more). HOCON
+in seconds: a local JVM on a busy machine needs minutes, a YARN queue can need more) and
+``kernel.idle_timeout`` (seconds without a Spark job before the session is stopped; 0: never). HOCON
 ``${?NAME}`` substitutions are resolved when the layer is read, from the generating user's
 environment, as in the original bash+HOCON tool; a substitution of an unset variable drops the key.
 Answers never pass through the HOCON parser: they are data, not configuration text.
@@ -18,6 +19,9 @@ from pyparsing import ParseBaseException
 
 from .errors import InputError, quote
 from .validate import conf_value_text
+
+
+KERNEL_KEYS = ("start_timeout", "idle_timeout")  # a layer's kernel.* settings
 
 
 def read_layer(path):
@@ -91,8 +95,9 @@ def normalize(layer):
         result.put("env", quoted_tree(flatten(layer.get_config("env"))))
     if "python" in layer.get_config("executor", ConfigTree()):
         result.put("executor.python", layer.get_config("executor").get("python"))
-    if "start_timeout" in layer.get_config("kernel", ConfigTree()):
-        result.put("kernel.start_timeout", layer.get_config("kernel").get("start_timeout"))
+    for key in KERNEL_KEYS:
+        if key in layer.get_config("kernel", ConfigTree()):
+            result.put(f"kernel.{key}", layer.get_config("kernel").get(key))
     return result
 
 
@@ -101,16 +106,17 @@ def answers_layer(answers):
     layer.put("spark.master", answers["spark_master"])
     if answers.get("executor_python"):
         layer.put("executor.python", answers["executor_python"])
-    if answers.get("start_timeout") is not None:
-        layer.put("kernel.start_timeout", answers["start_timeout"])
+    for key in KERNEL_KEYS:
+        if answers.get(key) is not None:
+            layer.put(f"kernel.{key}", answers[key])
     layer.put("spark.conf", quoted_tree(answers["spark_conf"]))
     layer.put("env", quoted_tree(answers["env"]))
     return layer
 
 
 def merge(layers):
-    """Merge layers (lowest first) into {"master", "conf", "env", "executor_python", "start_timeout"},
-    dropping nulls."""
+    """Merge layers (lowest first) into {"master", "conf", "env", "executor_python", "start_timeout",
+    "idle_timeout"}, dropping nulls."""
     merged = ConfigTree()
     for layer in layers:
         merged = ConfigTree.merge_configs(merged, layer, copy_trees=True)
@@ -121,5 +127,5 @@ def merge(layers):
         "conf": {k: v for k, v in spark.get("conf", {}).items() if v is not None},
         "env": {k: v for k, v in plain.get("env", {}).items() if v is not None},
         "executor_python": plain.get("executor", {}).get("python"),
-        "start_timeout": plain.get("kernel", {}).get("start_timeout"),
+        **{key: plain.get("kernel", {}).get(key) for key in KERNEL_KEYS},
     }

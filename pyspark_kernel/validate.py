@@ -42,7 +42,7 @@ RESERVED_ENV = {
     "PYSPARK_PYTHON": "set venv_dir instead: driver and executors run its Python",
     "PYSPARK_DRIVER_PYTHON": "set venv_dir instead: driver and executors run its Python",
     "PYSPARK_KERNEL_SPARK_CONF": "set spark_conf instead",
-    "PYSPARK_KERNEL_OPTIONS": "set spark_init, progress, log_level, start_timeout or class_data_sharing instead",
+    "PYSPARK_KERNEL_OPTIONS": "set spark_init, progress, log_level, start_timeout, idle_timeout or class_data_sharing instead",
     "PYTHONPATH": "install packages into venv_dir instead",
     "SPARK_REMOTE": "set spark_master to the sc:// URL instead",
 }
@@ -183,6 +183,7 @@ def check_platform(platform):
 
 TRUE_WORDS, FALSE_WORDS = ("true", "yes", "y", "1", "on"), ("false", "no", "n", "0", "off")
 START_TIMEOUT_MAX = 3600
+IDLE_TIMEOUT_MAX = 7 * 24 * 3600
 
 
 def check_flag(field, value):
@@ -198,6 +199,21 @@ def check_choice(field, value, choices):
     if value not in choices:
         raise InputError(field, f"{quote(value)} is not one of {', '.join(choices)}", f"use one of {', '.join(choices)}")
     return value
+
+
+def check_idle_timeout(value):
+    """Seconds without a Spark job before the session is stopped, 0 for never, or None (empty)
+    for the profile's own."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not 0 <= seconds <= IDLE_TIMEOUT_MAX:
+        raise InputError("idle_timeout", f"{quote(value)} is not a number of seconds",
+                         f"give 0 (never) or a number up to {IDLE_TIMEOUT_MAX}, like 3600, or leave it empty for the profile's")
+    return int(seconds) if seconds == int(seconds) else seconds
 
 
 def check_start_timeout(value):
@@ -248,6 +264,7 @@ CHECKS = {
     "progress": (lambda value: check_flag("progress", value), True),
     "log_level": (lambda value: check_choice("log_level", value, LOG_LEVELS), "WARN"),
     "start_timeout": (check_start_timeout, None),
+    "idle_timeout": (check_idle_timeout, None),
     "class_data_sharing": (lambda value: check_flag("class_data_sharing", value), True),
 }
 

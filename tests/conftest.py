@@ -51,7 +51,8 @@ def pytest_configure(config):
 
 # The longest end-to-end tests, longest first, run before the others: the two xdist workers then
 # finish together, short tests filling in, instead of one waiting on a long test that started last.
-LONGEST = ("tests/test_jupyterhub.py", "tests/test_clusters.py::test_executors_on_a_host", "tests/test_clusters.py::test_kernels_of_one_spec",
+LONGEST = ("tests/test_jupyterhub.py", "tests/test_clusters.py::test_executors_on_a_host", "tests/test_sessions.py::test_an_idle_session",
+           "tests/test_clusters.py::test_kernels_of_one_spec", "tests/test_jupyterlab.py",
            "tests/test_paths.py", "tests/test_e2e.py::test_spark_distribution_layout", "tests/test_runtime.py::test_class_data_sharing_archive",
            "tests/test_runtime.py::test_shutdown_restart", "tests/test_e2e.py::test_smoke_for_ci", "tests/test_spark_ui.py")
 
@@ -227,6 +228,20 @@ def log_match(path, pattern):
         return None
 
 
+# For kernels on the test's standalone worker (2 cores): one executor of both cores, not the
+# standalone profile's two of one core each. One executor JVM (and one unpacked environment) fewer.
+ONE_EXECUTOR = "--spark.executor.cores=2"
+
+
+class Endpoint(str):
+    """A service's URL, which tests pass on as it is, with the address of its web UI beside it."""
+
+    def __new__(cls, url, ui):
+        endpoint = super().__new__(cls, url)
+        endpoint.ui = ui
+        return endpoint
+
+
 @contextlib.contextmanager
 def standalone(work, port=None, hide=()):
     """A real Spark standalone master and one worker (2 cores) on 127.0.0.1, from pip's pyspark,
@@ -274,7 +289,7 @@ def standalone(work, port=None, hide=()):
                 return False
 
         wait_for_service(workers_alive, daemons, f"the standalone worker did not register; see {work}/master.log and worker.log")
-        yield master
+        yield Endpoint(master, ui)
     finally:
         for daemon in reversed(daemons):  # the worker first: it stops its executors
             stop_process_group(daemon)
@@ -296,14 +311,14 @@ def connect_server(tmp_path_factory):
 
     home = os.path.dirname(pyspark.__file__)
     work = tmp_path_factory.mktemp("connect")
-    port = free_port()
+    port, ui_port = free_port(), free_port()
     env = {**os.environ, "SPARK_HOME": home, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(work), "SPARK_PID_DIR": str(work),
            "SPARK_NO_DAEMONIZE": "1", "PYSPARK_PYTHON": PYTHON}
     with open(work / "server.log", "wb") as log:
         server = subprocess.Popen(
             [os.path.join(home, "sbin", "start-connect-server.sh"), "--master", "local[2]",
              "--conf", "spark.connect.grpc.binding.address=127.0.0.1", "--conf", f"spark.connect.grpc.binding.port={port}",
-             "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1", "--conf", "spark.ui.enabled=false"],
+             "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1", "--conf", f"spark.ui.port={ui_port}"],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
 
@@ -316,7 +331,7 @@ def connect_server(tmp_path_factory):
 
     try:
         wait_for_service(listening, [server], f"the Spark Connect server did not come up; see {work}/server.log")
-        yield f"sc://127.0.0.1:{port}"
+        yield Endpoint(f"sc://127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}")  # its UI: what the server reports of each job
     finally:
         stop_process_group(server)
 
@@ -327,7 +342,8 @@ def jupyter_server(tmp_path):
     named "served"; yields (base URL, token, its Jupyter data directory)."""
     data = tmp_path / "jupyter"
     assert run_cli("create", "-k", "served", "-d", str(data / "kernels"), "--display_name", "PySpark served").returncode == 0
-    with serving_jupyter(tmp_path, data) as (base, token):
+    # JupyterLab's application object on the page (window.jupyterapp): a test can run its commands.
+    with serving_jupyter(tmp_path, data, args=("--LabApp.expose_app_in_browser=True",)) as (base, token):
         yield base, token, data
 
 

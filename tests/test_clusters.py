@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from .conftest import assert_no_jvm_left, kernel_env, read_spec, run_cli, spark_conf_of, venv_with_project_packages
+from .conftest import ONE_EXECUTOR, assert_no_jvm_left, kernel_env, read_spec, run_cli, spark_conf_of, venv_with_project_packages
 from .kernels import Kernel, kernel_environment
 
 ENV_WITHOUT = {"HADOOP_CONF_DIR": None, "YARN_CONF_DIR": None, "YARN_QUEUE": None, "KUBECONFIG": None,
@@ -70,15 +70,18 @@ def test_a_team_profile_file_can_include_a_base(kernels_dir, tmp_path):
     assert (conf["spark.master"], conf["spark.executor.memory"], conf["spark.yarn.queue"]) == ("yarn", "8g", "team")
 
 
-@pytest.mark.parametrize("profile, seconds", [("local", 600), ("standalone", 300), ("yarn", 1800), ("kubernetes", 900), ("connect", 120)])
-def test_each_profile_sets_its_own_start_limit(kernels_dir, profile, seconds):
+# Cluster sessions are released when idle (they hold a cluster's executors); local ones are not.
+@pytest.mark.parametrize("profile, seconds, idle", [("local", 600, 0), ("standalone", 300, 3600), ("yarn", 1800, 3600), ("kubernetes", 900, 3600), ("connect", 120, 0)])
+def test_each_profile_sets_its_own_start_and_idle_limits(kernels_dir, profile, seconds, idle):
     spec = create(kernels_dir, f"limit-{profile}", "--profile", profile, "--executor_python", "/usr/bin/python3")
-    assert json.loads(kernel_env(spec)["PYSPARK_KERNEL_OPTIONS"])["start_timeout"] == seconds
+    options = json.loads(kernel_env(spec)["PYSPARK_KERNEL_OPTIONS"])
+    assert (options["start_timeout"], options["idle_timeout"]) == (seconds, idle)
 
 
-def test_a_start_timeout_answer_beats_the_profiles(kernels_dir):
-    spec = create(kernels_dir, "limit-given", "--profile", "yarn", "--executor_python", "/usr/bin/python3", "--start_timeout", "45")
-    assert json.loads(kernel_env(spec)["PYSPARK_KERNEL_OPTIONS"])["start_timeout"] == 45
+def test_start_and_idle_timeout_answers_beat_the_profiles(kernels_dir):
+    spec = create(kernels_dir, "limit-given", "--profile", "yarn", "--executor_python", "/usr/bin/python3", "--start_timeout", "45", "--idle_timeout", "0")
+    options = json.loads(kernel_env(spec)["PYSPARK_KERNEL_OPTIONS"])
+    assert (options["start_timeout"], options["idle_timeout"]) == (45, 0)
 
 
 def test_a_team_profile_with_a_bad_start_limit_is_refused(kernels_dir, tmp_path):
@@ -132,7 +135,7 @@ def test_executors_on_a_host_without_the_drivers_files_run_the_shipped_environme
                                                    nbformat.v4.new_code_cell(no_archive, metadata={"tags": ["check:no_archive"]})]), check)
     with standalone(work, hide=[venv, sys.base_prefix]) as master:
         create(kernels_dir, "on-standalone", "-e", str(venv), "--profile", "standalone", "--spark_master", master,
-               "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m", "--no-class_data_sharing")
+               "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m", ONE_EXECUTOR, "--no-class_data_sharing")
         assert (kernels_dir / "on-standalone" / "environment.tar.gz").stat().st_size > 0
         done = run_cli("smoke", "on-standalone", "-d", str(kernels_dir), "--notebook", str(check))
         assert done.returncode == 0, done.stdout + done.stderr  # the executor-Python check included
@@ -167,6 +170,58 @@ def test_spark_connect_kernel_runs_the_smoke_notebook_without_a_local_jvm(kernel
     assert "PASS magics_on_connect: %%sql and %spark conf on Spark Connect" in done.stdout, done.stdout
     assert done.stdout.splitlines()[0].startswith(f"Spark 4") and "Spark Connect" in done.stdout.splitlines()[0]
     assert_no_jvm_left("on-connect-live")
+
+
+CONNECT_INTERRUPT_BOUND = 5  # seconds, as issue 13 asks of a Spark Connect kernel
+
+
+def server_jobs(ui):
+    """The jobs the Spark Connect server's own UI reports, by id."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{ui}/api/v1/applications", timeout=30) as page:
+        [app] = json.load(page)
+    with urllib.request.urlopen(f"{ui}/api/v1/applications/{app['id']}/jobs", timeout=30) as page:
+        return {job["jobId"]: job for job in json.load(page)}
+
+
+@pytest.mark.e2e
+def test_a_connect_kernel_shows_progress_and_an_interrupt_stops_the_servers_operation(start, connect_server, tmp_path):
+    import time
+
+    from .kernels import wait_for_message, wait_until
+
+    kernel = start("connect-cells", "--profile", "connect", "--spark_master", connect_server, SPARK_CONNECT_TOKEN="")
+    assert kernel.run("spark.range(3).count()").result == "3"
+    before = set(server_jobs(connect_server.ui))
+    markers = tmp_path / "running"
+    markers.mkdir()
+    msg_id = kernel.client.execute(
+        "from pyspark.sql.functions import udf\n"
+        "@udf('long')\n"
+        "def sleepy(x):\n"
+        f"    open({str(markers)!r} + '/%d' % x, 'w').close()\n"
+        "    __import__('time').sleep(60)\n"
+        "    return x\n"
+        "spark.range(0, 2, 1, 2).select(sleepy('id')).collect()", stop_on_error=False)
+    wait_for_message(kernel.client, msg_id, lambda kind, content: kind in ("display_data", "update_display_data") and "pyspark-kernel-progress" in content["data"].get("text/html", ""),
+                     60, "the running query showed no progress display")
+    wait_until(lambda: len(os.listdir(markers)) == 2, 60, "the query's tasks never started")
+    interrupted = time.monotonic()
+    kernel.manager.interrupt_kernel()
+    error = wait_for_message(kernel.client, msg_id, lambda kind, content: kind == "error", 30, "the cell was not interrupted within 30 s")
+    stopped_after = time.monotonic() - interrupted
+    assert error["ename"] == "KeyboardInterrupt", "\n".join(error["traceback"])
+    assert stopped_after < CONNECT_INTERRUPT_BOUND, f"the cell took {stopped_after:.1f} s to stop"
+    kernel.client.get_shell_msg(timeout=30)
+    # The server's own account: the query's job ended, not by finishing, and it carried the cell's tag.
+    wait_until(lambda: [job for id, job in server_jobs(connect_server.ui).items() if id not in before and job["status"] == "RUNNING"] == [], 30,
+               "the server still runs the interrupted query's job 30 s after the interrupt")
+    ran = [job for id, job in server_jobs(connect_server.ui).items() if id not in before]
+    assert ran and all(job["status"] == "FAILED" for job in ran), [(job["jobId"], job["status"]) for job in ran]
+    assert any("_Tag_pyspark-kernel-cell-" in tag for job in ran for tag in job.get("jobTags", [])), [job.get("jobTags") for job in ran]
+    after = kernel.run("spark.range(5).count()", timeout=60)
+    assert after.result == "5", after.text
 
 
 def test_a_token_in_the_connect_url_is_refused(kernels_dir):

@@ -50,7 +50,9 @@ def test_nasty_values_arrive_in_spark_unchanged(kernels_dir, tmp_path):
 
 
 def test_spark_distribution_layout_with_a_venv_without_pyspark(kernels_dir, spark_distribution, venv_without_pyspark):
-    done = run_cli("create", "-k", "e2e-dist", "-d", str(kernels_dir), "-e", str(venv_without_pyspark), "--spark_home", str(spark_distribution))
+    # No class-data-sharing archive: this one-off Spark home's would be written and never mapped.
+    done = run_cli("create", "-k", "e2e-dist", "-d", str(kernels_dir), "-e", str(venv_without_pyspark), "--spark_home", str(spark_distribution),
+                   "--no-class_data_sharing")
     assert done.returncode == 0, done.stderr
     spec = read_spec(kernels_dir / "e2e-dist")
     assert spec["metadata"]["pyspark_kernel"]["spark_layout"] == "distribution"

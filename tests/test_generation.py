@@ -25,8 +25,9 @@ SUPPORTED = [
     ("explicit-pip-spark-home", {"spark_home": PIP_SPARK_HOME}, {"spark_home": PIP_SPARK_HOME}),
     ("conf-as-json-text", {"spark_conf": '{"spark.sql.shuffle.partitions": "8"}', "env": '{"A_B": "c d"}'},
      {"conf": {"spark.sql.shuffle.partitions": "8"}, "env": {"A_B": "c d"}}),
-    ("lazy-no-progress", {"spark_init": "lazy", "progress": "no", "log_level": "ERROR", "start_timeout": "45", "class_data_sharing": "no"},
-     {"options": {"init": "lazy", "progress": False, "log_level": "ERROR", "start_timeout": 45, "class_data_sharing": False}}),
+    ("lazy-no-progress", {"spark_init": "lazy", "progress": "no", "log_level": "ERROR", "start_timeout": "45", "class_data_sharing": "no", "idle_timeout": "90"},
+     {"options": {"init": "lazy", "progress": False, "log_level": "ERROR", "start_timeout": 45, "idle_timeout": 90, "class_data_sharing": False}}),
+    ("idle-timeout-off", {"idle_timeout": "0"}, {}),
 ]
 
 UNSUPPORTED = [
@@ -53,6 +54,8 @@ UNSUPPORTED = [
     ("env-reserved", {"env": {"SPARK_HOME": "/opt/spark"}}, "env"),
     ("start-timeout-not-a-number", {"start_timeout": "soon"}, "start_timeout"),
     ("start-timeout-zero", {"start_timeout": "0"}, "start_timeout"),
+    ("idle-timeout-negative", {"idle_timeout": "-5"}, "idle_timeout"),
+    ("idle-timeout-not-a-number", {"idle_timeout": "later"}, "idle_timeout"),
 ]
 
 
@@ -92,7 +95,7 @@ def test_supported_answers_bake_a_valid_kernel(bake, context, expected):
     assert spec["env"]["PYSPARK_PYTHON"] == PYTHON
     assert spec["metadata"]["supported_encryption"] == ["curve"]  # as the installed ipykernel declares
     options = json.loads(spec["env"]["PYSPARK_KERNEL_OPTIONS"])
-    assert options == expected.get("options", {"init": "background", "progress": True, "log_level": "WARN", "start_timeout": 600, "class_data_sharing": True})
+    assert options == expected.get("options", {"init": "background", "progress": True, "log_level": "WARN", "start_timeout": 600, "idle_timeout": 0, "class_data_sharing": True})
 
 
 @pytest.mark.parametrize("context, field", [row[1:] for row in UNSUPPORTED], ids=[row[0] for row in UNSUPPORTED])

@@ -23,7 +23,7 @@ def test_answers_override_defaults_key_by_key(tmp_path):
     answers = layers.answers_layer({"spark_master": "local[2]", "spark_conf": {"spark.b": "answer"}, "env": {"OVER": "answer"}})
     merged = layers.merge([base, answers])
     assert merged == {"master": "local[2]", "conf": {"spark.a": "1", "spark.b": "answer"}, "env": {"KEEP": "k", "OVER": "answer"}, "executor_python": None,
-                      "start_timeout": None}
+                      "start_timeout": None, "idle_timeout": None}
 
 
 def test_env_substitution_is_resolved_from_the_generating_environment(tmp_path, monkeypatch):

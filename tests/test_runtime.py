@@ -23,11 +23,13 @@ STATE = 'print(__import__("sys").modules["pyspark_kernel_runtime"].RUNTIME.state
 def test_background_kernel_answers_at_once_and_the_first_use_of_spark_waits(start):
     kernel = start("rt-background")
     assert kernel.run(STATE).text.strip() == "starting"  # the kernel answered before Spark was up
-    first = kernel.run("spark.range(1000).count()")
-    assert first.result == "1000"
+    first = kernel.run("sc.parallelize(range(2), 2).map(lambda x: __import__('time').sleep(1.5) or x).count()")
+    assert first.result == "2"
     waiting = [content["data"]["text/plain"] for kind, content in first.messages if kind in ("display_data", "update_display_data")]
     assert waiting[0] == "Spark is starting…", waiting  # then the elapsed time, in place
     assert re.fullmatch(r"Spark started after \d+\.\d s", first.displays[0]), first.displays
+    # The cell began before there was a session, and still shows its job's progress.
+    assert re.fullmatch(r"Spark: 1 job\(s\) done, 2/2 tasks, \d+\.\d s", first.displays[1]), first.displays
     banner = re.fullmatch(r"Spark \S+ \| master local\[\*\] \| app local-\d+ \| UI (http://127\.0\.0\.1:\d+)", first.stream.splitlines()[0])
     assert banner, first.stream
     with urllib.request.urlopen(banner.group(1), timeout=10) as page:  # the link works from this machine
@@ -79,7 +81,8 @@ def check_conf_magic(kernel):
 def check_sql_magic(kernel):
     """%%sql on a real session: a table of the first rows, the whole result bound, one-line errors."""
     shown = kernel.run("%%sql -n 5\nSELECT id, id * 2 AS twice FROM range(100)")
-    [table] = [content["data"] for kind, content in shown.messages if kind == "display_data" and "text/html" in content["data"]]
+    [table] = [content["data"] for kind, content in shown.messages if kind == "display_data" and "text/html" in content["data"]
+               and "pyspark-kernel-progress" not in content["data"]["text/html"]]  # the table, not the jobs' progress
     assert table["text/html"].count("<tr>") == 6 and "<th>twice</th>" in table["text/html"], table["text/html"]  # a header and 5 rows
     assert table["text/plain"].endswith("5 rows shown, the first of more (raise -n to see more)"), table["text/plain"]
     assert shown.error is None and shown.result is None
@@ -101,16 +104,28 @@ def check_sql_magic(kernel):
     assert typo.error[0] == "SparkSQLError" and "PARSE_SYNTAX_ERROR" in typo.error[1] and "org.apache" not in typo.error[1], typo.error
 
 
-def test_progress_line_follows_a_running_job_in_place(start):
+def test_progress_follows_each_job_in_place_and_ends_as_a_summary_with_a_link_per_job(start):
+    import urllib.request
+
     kernel = start("rt-progress", "--spark_master", "local[2]")
     kernel.run("spark.range(1).count()")
-    run = kernel.run("sc.parallelize(range(4), 4).map(lambda x: __import__('time').sleep(1.5) or x).sum()")
-    assert run.result == "6"
-    shown = [(kind, content["data"]["text/plain"], content["transient"]["display_id"]) for kind, content in run.messages
-             if kind in ("display_data", "update_display_data")]
-    assert shown[0][0] == "display_data" and re.match(r"Spark: \[[#.]{20}\] jobs 0/1, stages 0/1, tasks \d/4 \(\d running\)", shown[0][1]), shown
-    assert {display_id for _, _, display_id in shown} == {shown[0][2]}  # one line, updated in place
-    assert shown[-1][0] == "update_display_data" and re.fullmatch(r"Spark: 1 job\(s\) done, 4/4 tasks, \d+\.\d s", shown[-1][1]), shown
+    # Two jobs, the second of two stages (a shuffle), each task a second or more.
+    run = kernel.run("import time\n"
+                     "sc.parallelize(range(4), 4).map(lambda x: time.sleep(1) or x).count()\n"
+                     "sorted(sc.parallelize(range(4), 4).map(lambda x: (x % 2, time.sleep(1.5) or x)).reduceByKey(lambda a, b: a + b, 2).collect())")
+    assert run.result == "[(0, 2), (1, 4)]"
+    shown = [(kind, content["data"], content["transient"]["display_id"]) for kind, content in run.messages if kind in ("display_data", "update_display_data")]
+    assert shown[0][0] == "display_data" and re.match(r"Spark: \[[#.]{20}\] jobs 0/1, stages 0/1, tasks \d/4 \(\d running\)", shown[0][1]["text/plain"]), shown
+    assert {display_id for _, _, display_id in shown} == {shown[0][2]}  # one display, updated in place
+    assert len([data for kind, data, _ in shown if kind == "update_display_data" and "text/html" in data]) >= 2
+    final = shown[-1][1]
+    assert shown[-1][0] == "update_display_data" and re.fullmatch(r"Spark: 2 job\(s\) done, 10/10 tasks, \d+\.\d s", final["text/plain"]), shown[-1]
+    links = re.findall(r'<a href="([^"]+)" target="_blank" rel="noopener">(\d+)</a>', final["text/html"])
+    assert len(links) == 2 and final["text/html"].count("<td>succeeded</td>") == 2 and "<td>2/2</td>" in final["text/html"], final["text/html"]
+    for link, job in links:
+        assert link.startswith("http://127.0.0.1:") and link.endswith(f"/jobs/job/?id={job}")
+        with urllib.request.urlopen(link, timeout=30) as page:  # the job's own page in the Spark UI
+            assert page.status == 200 and f"Details for Job {job}" in page.read().decode()
 
 
 def test_interrupt_cancels_the_cells_jobs_and_spark_stays_usable(start, tmp_path):

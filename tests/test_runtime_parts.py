@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from pyspark_kernel.runtime import diagnostics, entrypoints, guard, jvm, magics, notebook, options, progress, sql, ui
+from pyspark_kernel.runtime import diagnostics, entrypoints, guard, idle, jvm, magics, notebook, options, progress, sql, ui
 
 
 @pytest.mark.parametrize("master, addresses", [
@@ -78,6 +78,13 @@ def test_variables_kernel_json_unsets_and_server_variables_the_server_lacks_are_
 def test_broken_options_are_a_setup_error_that_says_what_to_do(text, problem):
     with pytest.raises(options.SetupError, match=f"PYSPARK_KERNEL_OPTIONS in kernel.json {problem}.*regenerate the kernel"):
         options.read_options({"PYSPARK_KERNEL_OPTIONS": text})
+
+
+@pytest.mark.parametrize("text, key", [('{"idle_timeout": -1}', "idle_timeout"), ('{"start_timeout": 0}', "start_timeout"), ('{"idle_timeout": "x"}', "idle_timeout")])
+def test_a_time_limit_that_is_not_seconds_is_a_setup_error(text, key):
+    with pytest.raises(options.SetupError, match=f"{key} in PYSPARK_KERNEL_OPTIONS is .*, not a number of seconds; regenerate the kernel"):
+        options.read_options({"PYSPARK_KERNEL_OPTIONS": text})
+    assert options.read_options({"PYSPARK_KERNEL_OPTIONS": '{"idle_timeout": 0}'})["idle_timeout"] == 0  # 0: never
 
 
 @pytest.mark.parametrize("key, value, shown", [
@@ -464,8 +471,9 @@ class Job:
 
 
 class Stage:
-    def __init__(self, tasks, completed, active):
-        self.numTasks, self.numCompletedTasks, self.numActiveTasks = tasks, completed, active
+    def __init__(self, tasks, completed, active, failed=0, stage_id=0, name="count at <cell>:1"):
+        self.numTasks, self.numCompletedTasks, self.numActiveTasks, self.numFailedTasks = tasks, completed, active, failed
+        self.stageId, self.name = stage_id, name
 
 
 class Tracker:
@@ -483,11 +491,72 @@ class Tracker:
 
 
 def test_the_progress_line_counts_jobs_stages_and_tasks():
-    tracker = Tracker({0: Job("SUCCEEDED", [0]), 1: Job("RUNNING", [1])}, {0: Stage(4, 4, 0), 1: Stage(4, 1, 2)})
-    assert progress.describe(tracker, "g", 3.2, final=False) == "Spark: [############........] jobs 1/2, stages 1/2, tasks 5/8 (2 running), 3 s"
+    tracker = Tracker({0: Job("SUCCEEDED", [0]), 1: Job("RUNNING", [1])}, {0: Stage(4, 4, 0), 1: Stage(4, 1, 2, stage_id=1)})
+    seen = {}
+    jobs = progress.read_jobs(tracker, "g", seen, now=10.0)
+    assert progress.describe(jobs, 3.2, final=False) == "Spark: [############........] jobs 1/2, stages 1/2, tasks 5/8 (2 running), 3 s"
     tracker.jobs[1].status = "FAILED"
-    assert progress.describe(tracker, "g", 3.25, final=True) == "Spark: 2 job(s) 1 failed or cancelled, 5/8 tasks, 3.2 s"
-    assert progress.describe(Tracker({}, {}), "g", 1, final=False) is None
+    jobs = progress.read_jobs(tracker, "g", seen, now=12.5)
+    assert progress.describe(jobs, 3.25, final=True) == "Spark: 2 job(s) 1 failed or cancelled, 5/8 tasks, 3.2 s"
+    assert [job.seconds for job in jobs] == [0.0, 2.5]  # from when each was first seen to its end
+    assert progress.describe(progress.read_jobs(Tracker({}, {}), "g", {}, now=1), 1, final=False) is None
+
+
+def test_the_progress_display_has_a_bar_and_a_ui_link_per_job_and_escapes_what_spark_names():
+    tracker = Tracker({3: Job("RUNNING", [5, 6])}, {5: Stage(4, 4, 0, stage_id=5), 6: Stage(8, 2, 3, failed=1, stage_id=6, name="collect at <b>x</b>.py:2")})
+    assert progress.read_jobs(Tracker({1: Job("RUNNING", [0])}, {0: Stage(1, 0, 1, name="count at /tmp/ipykernel_7/331.py:1")}), "g", {}, 0)[0].description == "count at 331.py:1"
+    jobs = progress.read_jobs(tracker, "g", {}, now=0)
+    shown = progress.render_html(jobs, 1.0, final=False, ui="/user/ann/sparkui/4040/")
+    assert '<a href="/user/ann/sparkui/4040/jobs/job/?id=3" target="_blank" rel="noopener">3</a>' in shown
+    assert "collect at &lt;b&gt;x&lt;/b&gt;.py:2" in shown and "<b>x</b>" not in shown  # the last stage's call site, as text
+    assert "6/12 tasks, 3 running, 1 failed" in shown and "<td>1/2</td>" in shown and "<td>running</td>" in shown
+    assert [f"width:{width}%" in shown for width in ("50.0", "25.0", "8.3")] == [True, True, True]  # done, running, failed
+    tracker.jobs[3].status = "SUCCEEDED"
+    final = progress.render_html(progress.read_jobs(tracker, "g", {}, now=0), 2.0, final=True, ui=None)
+    assert "<td>succeeded</td>" in final and "<a " not in final  # no UI, no links
+    assert final.startswith('<div class="pyspark-kernel-progress"><div>Spark: 1 job(s) done, 6/12 tasks, 2.0 s</div>')
+
+
+class ConnectStage:
+    def __init__(self, tasks, completed, done):
+        self.num_tasks, self.num_completed_tasks, self.done = tasks, completed, done
+
+
+def test_connect_progress_makes_a_row_per_operation_and_marks_a_failed_cell():
+    clock = iter([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    shown = []
+
+    class Display:
+        handle = None
+
+        def show(self, jobs, elapsed, final, ui):
+            self.handle = True
+            shown.append((progress.describe(jobs, elapsed, final), [(job.id, job.status, job.done, job.tasks, job.running) for job in jobs], ui))
+
+    watched = progress.ConnectProgress(session=None)
+    watched.display = Display()
+    original, progress.time.monotonic = progress.time.monotonic, lambda: next(clock)
+    try:
+        watched.started = -1.0  # past the delay: the first report shows
+        watched([ConnectStage(4, 1, False)], 2, "op-1", False)
+        watched([ConnectStage(4, 4, True)], 0, "op-1", True)
+        watched([ConnectStage(2, 0, False)], 1, "op-2", False)
+        watched.session = type("Session", (), {"removeProgressHandler": lambda self, handler: None})()
+        watched.end(failed=True)
+    finally:
+        progress.time.monotonic = original
+    assert shown[0][1] == [(1, "RUNNING", 1, 4, 2)] and shown[0][2] is None
+    assert shown[-1][1] == [(1, "SUCCEEDED", 4, 4, 0), (2, "FAILED", 0, 2, 1)]
+    assert shown[-1][0].startswith("Spark: 2 job(s) 1 failed or cancelled, 4/6 tasks")
+
+
+def test_the_idle_watch_stops_a_session_only_after_the_whole_quiet_time():
+    now, busy, stops = [0.0], [False], []
+    watch = idle.IdleWatch(15, lambda: busy[0], lambda: stops.append(now[0]) or True, clock=lambda: now[0])
+    for at, in_use in ((0, False), (10, False), (12, True), (20, False), (34, False), (35, False), (36, False)):
+        now[0], busy[0] = at, in_use
+        watch.check()
+    assert stops == [35]  # quiet from 20 on (the look at 12 saw a job); once, not again at 36
 
 
 def test_the_status_of_a_kernel_that_has_not_started_spark():

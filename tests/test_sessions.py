@@ -1,6 +1,7 @@
 """The notebook's session is the kernel's session, whatever the notebook does: its own builder as
 the first cell, other entry points, spark.stop(), a JVM that dies, a master that is down at first,
-%spark restart, and papermill running a tutorial-style notebook. Real kernels, real Spark."""
+%spark restart, an idle session stopped by idle_timeout, and papermill running a tutorial-style
+notebook. Real kernels, real Spark."""
 
 import json
 import os
@@ -12,7 +13,7 @@ import sys
 import nbformat
 import pytest
 
-from .conftest import PYTHON, VENV_DIR, free_port, make_kernel, spark_jvms, standalone
+from .conftest import ONE_EXECUTOR, PYTHON, VENV_DIR, free_port, make_kernel, spark_jvms, standalone
 from .kernels import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -78,7 +79,7 @@ def test_every_entry_point_gives_the_kernels_session_and_runtime_settings_apply(
 @pytest.mark.parametrize("mode", ["background", "lazy"])
 def test_a_notebook_on_a_standalone_cluster_keeps_the_clusters_session(start, standalone_cluster, mode):
     kernel = start(f"own-standalone-{mode}", "--profile", "standalone", "--spark_master", standalone_cluster, "--executor_python", PYTHON,
-                   "--spark_init", mode, "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m")
+                   "--spark_init", mode, "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m", ONE_EXECUTOR)
     cell = kernel.run(OWN_BUILDER.replace("'spark.sql.shuffle.partitions'", "'spark.executor.memory'"))
     assert printed(cell, "SESSION") == ["512m", standalone_cluster, "127.0.0.1", "True", "True"]
     assert [line for line in cell.text.splitlines() if JVM_NOISE.search(line)] == []
@@ -98,6 +99,45 @@ def test_after_spark_stop_the_next_use_starts_a_new_session_and_says_so(start):
     new = kernel.run("print('APP', sc.applicationId, spark.conf.get('spark.sql.shuffle.partitions'))")
     assert printed(new, "APP")[0] != old_app and printed(new, "APP")[1] == "8"  # the kernel's configuration again
     wait_until(lambda: len(spark_jvms("stop-reuse")) == 1, 60, "the stopped session's JVM did not exit")
+
+
+def master_apps(ui):
+    import urllib.request
+
+    with urllib.request.urlopen(f"{ui}/json/", timeout=10) as page:
+        return [app["name"] for app in json.load(page)["activeapps"]]
+
+
+def test_an_idle_session_is_stopped_and_the_next_use_starts_a_new_one(start, standalone_cluster):
+    """idle_timeout=15 on a local kernel and on a standalone one, side by side: 30 s after the last
+    job the local JVM is gone and the master runs no application of the kernel's; the next cell
+    says so in one line and gets a result from a new session, with the notebook's variables."""
+    import psutil
+
+    local = start("idle-local", "--idle_timeout", "15")
+    cluster = start("idle-standalone", "--profile", "standalone", "--spark_master", standalone_cluster, "--executor_python", PYTHON,
+                    "--idle_timeout", "15", "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m", ONE_EXECUTOR)
+    pids = {}
+    for kernel in (local, cluster):
+        ran = kernel.run("kept = 'before'\nprint('APP', sc.applicationId, sc.parallelize(range(4), 2).map(lambda x: x + 1).sum())")
+        assert printed(ran, "APP")[1] == "10"
+        pids[kernel] = (jvm_pid(kernel), printed(ran, "APP")[0])
+    assert "idle-standalone" in master_apps(standalone_cluster.ui)
+
+    def gone(pid):
+        return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+    wait_until(lambda: gone(pids[local][0]), 30, "the local kernel's JVM was still running 30 s after its last job, with idle_timeout=15")
+    wait_until(lambda: "idle-standalone" not in master_apps(standalone_cluster.ui), 30,
+               "the standalone master still ran the kernel's application 30 s after its last job, with idle_timeout=15")
+    for kernel in (local, cluster):
+        again = kernel.run("print('APP', sc.applicationId, spark.range(3).count(), kept)")
+        assert again.error is None, again.text
+        app, count, kept = printed(again, "APP")
+        assert (count, kept) == ("3", "before") and app != pids[kernel][1]
+        assert [line for line in again.stream.splitlines() if "idle_timeout" in line] == [
+            "Spark was stopped after 15 s without a job (idle_timeout), to free what it held: starting a new session with the kernel's configuration."]
+        assert len(spark_jvms(kernel.manager.kernel_name)) == 1
 
 
 def test_a_jvm_killed_from_outside_is_one_clear_error_and_restart_brings_spark_back(start):
@@ -125,7 +165,7 @@ def test_a_master_that_is_down_at_start_fails_clearly_and_restart_succeeds_once_
     port = free_port()
     master = f"spark://127.0.0.1:{port}"
     kernel = start("down-first", "--profile", "standalone", "--spark_master", master, "--executor_python", PYTHON,
-                   "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m")
+                   "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m", ONE_EXECUTOR)
     failed = kernel.run("spark.range(1).count()")
     assert failed.error[0] == "SparkStartError"
     assert failed.error[1].startswith(f"Spark master {master} is unreachable: nothing listens on 127.0.0.1:{port}")

@@ -10,7 +10,7 @@ pyspark: these modules import only the standard library until Spark starts. One 
 - guard: every Py4J call: interrupts held to the call's end, a dead JVM explained;
 - session: the session's life: start, stop, death, restart;
 - notebook: `spark` and `sc`, cells, waiting, interrupt; entrypoints: the notebook's own builders;
-- progress: the progress line; magics: %spark; sql: %%sql;
+- progress: a cell's live job progress and its summary; idle: idle_timeout; magics: %spark; sql: %%sql;
 - ui: the Spark UI's link, through the Jupyter server where the kernel knows its base URL.
 """
 

@@ -4,8 +4,11 @@ the cells' job groups, progress and interrupt, and the sessions a notebook build
 - `spark` and `sc` are stand-ins until the session exists; the first use waits for it (and says
   so), then the notebook's names point at the real objects. When a session ends (spark.stop(), a
   dead JVM, %spark restart), every name bound to it becomes a stand-in again.
-- Each cell runs its jobs in a job group of its own: interrupting the cell cancels them. The
-  SIGINT handler is the kernel's only while a cell runs, as ipykernel's own is.
+- Each cell runs its jobs in a job group of its own (on Spark Connect: under an operation tag of
+  its own): interrupting the cell cancels them. The SIGINT handler is the kernel's only while a
+  cell runs, as ipykernel's own is.
+- A cell that runs Spark jobs shows their progress, from the moment the session is there.
+- With idle_timeout, a session that no cell and no job has used for that long is stopped.
 - Nothing here raises into a cell that does not use Spark.
 """
 
@@ -15,12 +18,16 @@ import signal
 import threading
 
 from .diagnostics import SparkStartError
+from .idle import IdleWatch
 from .options import shown_value
-from .progress import Progress
+from .progress import ConnectProgress, Progress
 
 WAIT_INTERVAL = 1.0  # how often a cell waiting for Spark's start updates its elapsed time
+IMPORT_WAIT = 60  # the longest a cell waits for the start thread's import of pyspark
 CANCEL_ATTEMPTS = 3
 STOPPED_NOTICE = "Spark was stopped (spark.stop()): starting a new session with the kernel's configuration."
+IDLE_NOTICE = ("Spark was stopped after {seconds:g} s without a job (idle_timeout), to free what it held: "
+               "starting a new session with the kernel's configuration.")
 
 
 class SparkStandIn:
@@ -85,6 +92,9 @@ class Notebook:
         self.grouped = None  # (cell, generation) whose job group is set in the JVM
         self.notice = None  # a line for the next start: why there is a new session
         self.stand_ins_out = False
+        self.running = 0  # cells running (a cell can run a cell)
+        self.activity = threading.Lock()  # a cell's start and an idle stop, one at a time
+        self.idle = None
 
     def begin(self):
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
@@ -94,6 +104,9 @@ class Notebook:
         self.stand_ins_out = True
         self.runtime.listeners.append(self.session_ended)
         self.confine_interrupts()
+        if self.runtime.options["idle_timeout"] > 0 and not self.runtime.connect:
+            self.idle = IdleWatch(self.runtime.options["idle_timeout"], self.in_use, self.stop_idle)
+            self.idle.begin()
         mode = self.runtime.options["init"]
         if mode == "eager":
             previous = signal.getsignal(signal.SIGINT)
@@ -169,16 +182,31 @@ class Notebook:
                 if type(value) is SparkStandIn and value._notebook is self and not (value._name == "sc" and runtime.connect):
                     self.namespace[name] = runtime.session if value._name == "spark" else runtime.context
             self.stand_ins_out = False
-        if self.group and not runtime.connect and self.grouped != (self.cell, runtime.generation):
+        if self.group and self.grouped != (self.cell, runtime.generation):
             self.grouped = (self.cell, runtime.generation)
-            runtime.context.setJobGroup(self.group, f"cell {self.cell}", True)
-            # The JVM keeps the active session per thread, and the kernel's was made in its start
-            # thread: make it this thread's too, so getActiveSession() finds it at once.
-            jvm_session = runtime.session._jvm.SparkSession
-            jvm_session.setActiveSession(runtime.session._jsparkSession)
+            if runtime.connect:
+                runtime.session.addTag(self.group)  # the client's tags are this thread's
+            else:
+                runtime.context.setJobGroup(self.group, f"cell {self.cell}", True)
+                # The JVM keeps the active session per thread, and the kernel's was made in its
+                # start thread: make it this thread's too, so getActiveSession() finds it at once.
+                jvm_session = runtime.session._jvm.SparkSession
+                jvm_session.setActiveSession(runtime.session._jsparkSession)
+        if self.group and self.progress is None and runtime.options["progress"]:
+            # Here, not only as the cell begins: a cell that waited for the start shows it too.
+            self.progress = self.watch_progress()
         if self.announced != runtime.generation:
             self.announced = runtime.generation
             self.show_banner()
+
+    def watch_progress(self):
+        runtime = self.runtime
+        progress = ConnectProgress(runtime.session) if runtime.connect else Progress(runtime.context, self.group, runtime.ui_link())
+        try:
+            progress.begin()
+        except Exception:  # a client without progress handlers (Spark Connect 3.5): no display
+            return None
+        return progress
 
     def banner(self):
         runtime = self.runtime
@@ -203,13 +231,13 @@ class Notebook:
         """Names bound to a session or context that has ended become stand-ins again."""
         session, context = ended
         if self.progress is not None:
-            self.progress.stopped.set()
+            self.progress.stop()
         for name, value in list(self.namespace.items()):
             if value is not None and (value is session or value is context):
                 self.namespace[name] = SparkStandIn(self, "spark" if value is session else "sc")
                 self.stand_ins_out = True
         if runtime.state == "stopped":
-            self.notice = STOPPED_NOTICE
+            self.notice = IDLE_NOTICE.format(seconds=runtime.options["idle_timeout"]) if runtime.stopped_by == "idle" else STOPPED_NOTICE
 
     # -- sessions the notebook builds itself (see entrypoints)
 
@@ -248,22 +276,29 @@ class Notebook:
         if threading.current_thread() is threading.main_thread():
             self.saved_sigint.append(signal.signal(signal.SIGINT, self.on_interrupt))
         self.runtime.held.pending = False
+        if threading.current_thread() is threading.main_thread():
+            self.runtime.imported.wait(IMPORT_WAIT)  # a second or two, once: see SparkRuntime.imported
+        with self.activity:  # after an idle stop that is under way, not during it
+            self.running += 1
         self.cell += 1
         self.group = f"pyspark-kernel-cell-{self.cell}"
         try:
             if self.runtime.check_alive():
                 self.publish()
-                if self.runtime.options["progress"] and not self.runtime.connect:
-                    self.progress = Progress(self.runtime.context, self.group)
-                    self.progress.begin()
         except Exception:  # the JVM went away in between: the cell that uses Spark will say so
             pass
 
-    def post_run_cell(self, *_):
+    def post_run_cell(self, result=None, *_):
         try:
             if self.progress is not None:
-                self.progress.end()
+                self.progress.end(failed=getattr(result, "error_in_exec", None) is not None)
+            if self.runtime.connect and self.grouped and self.grouped[0] == self.cell and self.runtime.state == "ready":
+                self.runtime.session.removeTag(self.group)
+        except Exception:  # a session gone with the cell: nothing left to tidy
+            pass
         finally:
+            with self.activity:
+                self.running -= 1
             self.progress = None
             self.group = None
             if self.saved_sigint and threading.current_thread() is threading.main_thread():
@@ -278,7 +313,10 @@ class Notebook:
         another thread: this one may be inside a Py4J call, on the connection the cancel would
         need, and such an interrupt is held until the call returns (see guard)."""
         runtime = self.runtime
-        if runtime.state == "ready" and self.group and not runtime.connect:
+        if runtime.state == "ready" and self.group and runtime.connect:
+            # A 3.5 client leaves the server's operation running when interrupted: the tag stops it.
+            threading.Thread(target=self.interrupt_tag, args=(runtime.session, self.group), name="pyspark-kernel-cancel", daemon=True).start()
+        elif runtime.state == "ready" and self.group:
             threading.Thread(target=self.cancel, args=(runtime.context, self.group), name="pyspark-kernel-cancel", daemon=True).start()
         if runtime.held.hold():
             return
@@ -294,6 +332,26 @@ class Notebook:
                 return
             except Exception:  # a broken connection, or Spark is going away
                 continue
+
+    @staticmethod
+    def interrupt_tag(session, tag):
+        try:
+            session.interruptTag(tag)
+        except Exception:  # the server may have gone: the cell's own call says so
+            pass
+
+    # -- idle_timeout
+
+    def in_use(self):
+        """Whether the session is in use: a cell or a job runs (or there is no session to stop)."""
+        runtime = self.runtime
+        if self.running or runtime.state != "ready":
+            return True
+        return bool(runtime.context.statusTracker().getActiveJobsIds())
+
+    def stop_idle(self):
+        with self.activity:
+            return not self.running and self.runtime.stop_idle()
 
     def restart(self, overrides):
         """%spark restart: a new session from the kernel's configuration plus ``overrides``."""

@@ -19,7 +19,7 @@ INIT_MODES = ("background", "lazy", "eager")
 SPARK_VARIABLES = ("SPARK_HOME", "PYSPARK_PYTHON", "PYTHONPATH", "PYSPARK_SUBMIT_ARGS", "SPARK_CONF_DIR", "PYSPARK_DRIVER_PYTHON",
                    "SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_API_MODE", "MASTER")
 LOG_LEVELS = ("WARN", "ERROR", "INFO", "DEBUG", "TRACE", "FATAL", "OFF", "ALL")
-DEFAULT_OPTIONS = {"init": "background", "progress": True, "log_level": "WARN", "start_timeout": 600, "class_data_sharing": True}
+DEFAULT_OPTIONS = {"init": "background", "progress": True, "log_level": "WARN", "start_timeout": 600, "idle_timeout": 0, "class_data_sharing": True}
 ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 # What makes a setting or variable a secret, by whole segments of its name (split at . _ - and
 # camelCase): Spark's own spark.redaction.regex (secret, password, token, access key) plus cloud
@@ -54,13 +54,14 @@ def read_options(environ):
     options = {**DEFAULT_OPTIONS, **read_json(environ, OPTIONS_VARIABLE, "options")}
     if options["init"] not in INIT_MODES:
         options["init"] = "background"
-    try:
-        options["start_timeout"] = float(options["start_timeout"])
-        if not options["start_timeout"] > 0:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise SetupError(f"start_timeout in {OPTIONS_VARIABLE} is {json.dumps(options['start_timeout'])}, not a number of seconds; "
-                         "regenerate the kernel with pyspark-kernel create --force") from None
+    for key, allowed in (("start_timeout", lambda seconds: seconds > 0), ("idle_timeout", lambda seconds: seconds >= 0)):  # 0: never
+        try:
+            options[key] = float(options[key])
+            if not allowed(options[key]):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise SetupError(f"{key} in {OPTIONS_VARIABLE} is {json.dumps(options[key])}, not a number of seconds; "
+                             "regenerate the kernel with pyspark-kernel create --force") from None
     return options
 
 

@@ -1,44 +1,145 @@
-"""A one-line text progress display of a cell's Spark jobs, updated in place, polled from Spark's
-status tracker (no listener jar)."""
+"""Live progress of a cell's Spark jobs: one display per cell, updated in place, as HTML (a bar per
+job and a link to the job's page in the Spark UI) with a text/plain line for consoles. When the
+cell ends, the display becomes a static summary, which stays in the saved notebook.
+
+Polled from Spark's status tracker on the classic driver: no listener jar, no front-end extension,
+so it shows in JupyterLab, classic Notebook and nbclient alike. Spark Connect kernels get theirs
+from the client's progress handler (see ConnectProgress)."""
 
 import contextvars
+import html
+import re
 import threading
 import time
 
 PROGRESS_DELAY = 0.5  # a cell shows progress once it has run this long with Spark jobs
 PROGRESS_INTERVAL = 0.5
 WIDTH = 20
+COLOURS = {"done": "#4caf50", "running": "#2196f3", "failed": "#e53935"}
+DIRECTORIES = re.compile(r"(?<=at )/\S*/")  # "count at /tmp/ipykernel_7/331.py:1": the file's name is enough
 
 
-def describe(tracker, group, elapsed, final):
-    """The progress line for the jobs of ``group``, or None when it has none."""
-    jobs = [tracker.getJobInfo(job) for job in sorted(tracker.getJobIdsForGroup(group))]
-    jobs = [job for job in jobs if job is not None]
+class Job:
+    """What the display shows of one Spark job (or, on Spark Connect, one operation)."""
+
+    def __init__(self, id, description, status, stages_done, stages, tasks, done, running, failed, seconds):
+        self.id, self.description, self.status = id, description, status
+        self.stages_done, self.stages = stages_done, stages
+        self.tasks, self.done, self.running, self.failed = tasks, done, running, failed
+        self.seconds = seconds
+
+
+def read_jobs(tracker, group, first_seen, now):
+    """The jobs of ``group`` from Spark's status tracker, oldest first. ``first_seen`` remembers
+    when each job was first seen, for its elapsed time (the tracker has no job times)."""
+    jobs = []
+    for job_id in sorted(tracker.getJobIdsForGroup(group)):
+        info = tracker.getJobInfo(job_id)
+        if info is None:
+            continue
+        stages = [tracker.getStageInfo(stage) for stage in info.stageIds]
+        stages = [stage for stage in stages if stage is not None]
+        started, ended = first_seen.setdefault(job_id, [now, None])
+        if info.status != "RUNNING" and ended is None:
+            first_seen[job_id][1] = ended = now
+        # The UI's description of a job without one: the name (call site) of its last stage.
+        last = max(stages, key=lambda stage: stage.stageId, default=None)
+        jobs.append(Job(
+            job_id, DIRECTORIES.sub("", getattr(last, "name", "") or f"job {job_id}"), info.status,
+            sum(stage.numTasks == stage.numCompletedTasks for stage in stages), len(stages),
+            sum(stage.numTasks for stage in stages), sum(stage.numCompletedTasks for stage in stages),
+            sum(stage.numActiveTasks for stage in stages), sum(getattr(stage, "numFailedTasks", 0) for stage in stages),
+            (ended or now) - started,
+        ))
+    return jobs
+
+
+def describe(jobs, elapsed, final):
+    """The text/plain line for ``jobs``, or None when there are none."""
     if not jobs:
         return None
-    stages = [tracker.getStageInfo(stage) for job in jobs for stage in job.stageIds]
-    stages = [stage for stage in stages if stage is not None]
-    done_jobs = sum(job.status == "SUCCEEDED" for job in jobs)
-    tasks = sum(stage.numTasks for stage in stages)
-    finished = sum(stage.numCompletedTasks for stage in stages)
-    running = sum(stage.numActiveTasks for stage in stages)
+    tasks = sum(job.tasks for job in jobs)
+    finished = sum(job.done for job in jobs)
     if final:
         failed = [job for job in jobs if job.status == "FAILED"]
         state = f"{len(failed)} failed or cancelled" if failed else "done"
         return f"Spark: {len(jobs)} job(s) {state}, {finished}/{tasks} tasks, {elapsed:.1f} s"
     filled = int(WIDTH * finished / tasks) if tasks else 0
     bar = "#" * filled + "." * (WIDTH - filled)
-    done_stages = sum(stage.numTasks == stage.numCompletedTasks for stage in stages)
-    return f"Spark: [{bar}] jobs {done_jobs}/{len(jobs)}, stages {done_stages}/{len(stages)}, tasks {finished}/{tasks} ({running} running), {elapsed:.0f} s"
+    done_jobs = sum(job.status == "SUCCEEDED" for job in jobs)
+    running = sum(job.running for job in jobs)
+    stages = sum(job.stages for job in jobs)
+    done_stages = sum(job.stages_done for job in jobs)
+    return f"Spark: [{bar}] jobs {done_jobs}/{len(jobs)}, stages {done_stages}/{stages}, tasks {finished}/{tasks} ({running} running), {elapsed:.0f} s"
+
+
+def job_link(ui, job_id):
+    """The job's page in the Spark UI, or None without a UI (or on Spark Connect)."""
+    return f"{ui.rstrip('/')}/jobs/job/?id={job_id}" if ui else None
+
+
+def bar(job):
+    """Tasks done, running and failed as one bar of coloured segments; the counts say it in words."""
+    if not job.tasks:
+        return ""
+    segments = "".join(
+        f'<span style="display:inline-block;height:100%;width:{100 * count / job.tasks:.1f}%;background:{COLOURS[kind]}"></span>'
+        for kind, count in (("done", job.done), ("running", job.running), ("failed", job.failed)) if count)
+    return (f'<span style="display:inline-block;vertical-align:middle;width:10em;height:0.9em;background:#e0e0e0;'
+            f'white-space:nowrap;overflow:hidden">{segments}</span>')
+
+
+def render_html(jobs, elapsed, final, ui):
+    """The HTML display of ``jobs``: a row per job; links only where the Spark UI is."""
+    rows = []
+    for job in jobs:
+        link = job_link(ui, job.id)
+        name = f'<a href="{html.escape(link)}" target="_blank" rel="noopener">{job.id}</a>' if link else str(job.id)
+        counts = f"{job.done}/{job.tasks} tasks" + (f", {job.running} running" if job.running else "") + (f", {job.failed} failed" if job.failed else "")
+        state = job.status.lower() if final or job.status != "RUNNING" else "running"
+        description = html.escape(job.description)
+        rows.append(f'<tr><td>{name}</td><td style="max-width:28em;overflow:hidden;text-overflow:ellipsis;white-space:nowrap" title="{description}">{description}</td>'
+                    f"<td>{bar(job)} {counts}</td>"
+                    f"<td>{job.stages_done}/{job.stages}</td><td>{state}</td><td>{job.seconds:.1f} s</td></tr>")
+    heading = describe(jobs, elapsed, final)
+    return (f'<div class="pyspark-kernel-progress"><div>{html.escape(heading)}</div>'
+            '<table><thead><tr><th>Job</th><th>Description</th><th>Tasks</th><th>Stages</th><th>Status</th><th>Elapsed</th></tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>')
+
+
+class Display:
+    """One display per cell, made when there is something to show and updated in place."""
+
+    def __init__(self):
+        self.handle = None
+        self.shown = None
+
+    def show(self, jobs, elapsed, final, ui):
+        from IPython.display import display
+
+        text = describe(jobs, elapsed, final)
+        if text is None:
+            return
+        data = {"text/plain": text, "text/html": render_html(jobs, elapsed, final, ui)}
+        if data == self.shown:
+            return
+        self.shown = data
+        if self.handle is None:
+            self.handle = display(data, raw=True, display_id=True)
+        else:
+            self.handle.update(data, raw=True)
 
 
 class Progress:
-    def __init__(self, context, group):
+    """A cell's progress on the classic driver, polled in a thread of its own."""
+
+    def __init__(self, context, group, ui=None):
         self.context = context
         self.group = group
+        self.ui = ui
         self.stopped = threading.Event()
-        self.handle = None
-        self.text = None
+        self.display = Display()
+        self.first_seen = {}
         self.started = time.monotonic()
         self.thread = None
 
@@ -47,29 +148,86 @@ class Progress:
         self.thread = threading.Thread(target=run_in_cell, args=(self.watch,), name="pyspark-kernel-progress", daemon=True)
         self.thread.start()
 
-    def end(self):
+    def stop(self):
         self.stopped.set()
+
+    def end(self, failed=False):
+        self.stopped.set()  # the tracker says itself which jobs failed
         if self.thread is not None:
             self.thread.join(timeout=5)
 
     def watch(self):
         try:
-            while not self.stopped.wait(PROGRESS_INTERVAL if self.handle else PROGRESS_DELAY):
+            while not self.stopped.wait(PROGRESS_INTERVAL if self.display.handle else PROGRESS_DELAY):
                 self.show(final=False)
             self.show(final=True)
         except Exception:  # the display is a courtesy, and the JVM may have gone: never break a cell over it
             pass
 
     def show(self, final):
-        from IPython.display import display
+        if self.display.handle is None and final:
+            return  # a cell quicker than the delay gets no progress display
+        now = time.monotonic()
+        jobs = read_jobs(self.context.statusTracker(), self.group, self.first_seen, now)
+        self.display.show(jobs, now - self.started, final, self.ui)
 
-        if self.handle is None and final:
-            return  # a cell quicker than the delay gets no progress line
-        text = describe(self.context.statusTracker(), self.group, time.monotonic() - self.started, final)
-        if text is None or text == self.text:
-            return
-        self.text = text
-        if self.handle is None:
-            self.handle = display({"text/plain": text}, raw=True, display_id=True)
-        else:
-            self.handle.update({"text/plain": text}, raw=True)
+
+class ConnectProgress:
+    """A cell's progress on Spark Connect (4.x), from the client's progress handler: the client
+    calls it in the cell's own thread as the server reports an operation's stages. An operation
+    is one row; Connect gives the client no job ids, so no UI links."""
+
+    def __init__(self, session):
+        self.session = session
+        self.display = Display()
+        self.operations = {}  # operation id -> its row's facts, in the order they came
+        self.started = time.monotonic()
+        self.shown_at = float("-inf")
+
+    def begin(self):
+        self.session.registerProgressHandler(self)
+
+    def stop(self):
+        try:
+            self.session.removeProgressHandler(self)
+        except Exception:  # the session may have gone with the cell
+            pass
+
+    def end(self, failed=False):
+        self.stop()
+        if failed and self.operations:
+            # The client reports an interrupted or failed operation as done, too.
+            list(self.operations.values())[-1]["failed"] = True
+        if self.display.handle is not None:
+            self.show(final=True)
+
+    def __call__(self, stages, inflight_tasks, operation_id, done):
+        now = time.monotonic()
+        operation = self.operations.setdefault(operation_id or "", {"first": now, "ended": None, "stages": [], "running": 0})
+        if stages:
+            operation["stages"] = list(stages)
+        operation["running"] = 0 if done else inflight_tasks
+        if done:
+            operation["ended"] = now
+        if now - self.started >= PROGRESS_DELAY and (done or now - self.shown_at >= PROGRESS_INTERVAL):
+            self.shown_at = now
+            self.show(final=False)
+
+    def jobs(self, now, final):
+        jobs = []
+        for number, (operation_id, operation) in enumerate(self.operations.items(), 1):
+            stages = operation["stages"]
+            if operation.get("failed") or (final and operation["ended"] is None):
+                status = "FAILED"
+            else:
+                status = "SUCCEEDED" if operation["ended"] is not None else "RUNNING"
+            jobs.append(Job(
+                number, f"operation {operation_id[:8]}" if operation_id else "operation", status,
+                sum(bool(stage.done) for stage in stages), len(stages), sum(stage.num_tasks for stage in stages),
+                sum(stage.num_completed_tasks for stage in stages), operation["running"], 0, (operation["ended"] or now) - operation["first"],
+            ))
+        return jobs
+
+    def show(self, final):
+        now = time.monotonic()
+        self.display.show(self.jobs(now, final), now - self.started, final, None)

@@ -1,8 +1,8 @@
 """The kernel's Spark session, from start to stop: one at a time, started in the background, on
 first use or before the kernel answers, restarted on request, and watched for a JVM that dies.
 
-States: idle -> starting -> ready | failed; ready -> stopped (the notebook called spark.stop()) or
-dead (the JVM exited); any of them -> starting again on restart. A start is judged by what
+States: idle -> starting -> ready | failed; ready -> stopped (the notebook called spark.stop(), or
+idle_timeout passed without a job) or dead (the JVM exited); any of them -> starting again on restart. A start is judged by what
 happens, not by a short clock: it fails at once when the JVM exits or a master cannot be reached,
 and otherwise only after start_timeout (a busy machine is slow, not broken).
 """
@@ -42,6 +42,11 @@ class SparkRuntime:
         self.started_at = self.ready_at = None
         self.generation = 0  # one more for each session started
         self.done = threading.Event()
+        # Set once the start thread has imported pyspark: a cell's own `from pyspark.sql import`
+        # at the same moment can meet it inside pyspark.sql's import cycle, and Python then gives
+        # one of them the partly initialised module ("cannot import name ...").
+        self.imported = threading.Event()
+        self.imported.set()  # cleared by a start that imports pyspark
         self.lock = threading.Lock()
         self.local = threading.local()  # .creating: this thread is inside the kernel's own start
         self.session = self.context = self.gateway = self.error = None
@@ -54,6 +59,7 @@ class SparkRuntime:
         self.watchdog = None
         self.quieted = False
         self.listeners = []  # called with the runtime when a session ends (stop, death, restart)
+        self.stopped_by = None  # "user" (spark.stop()) or "idle" (idle_timeout), while stopped
 
     def begin(self):
         self.watchdog = jvm.start_watchdog(self.scratch)
@@ -78,6 +84,8 @@ class SparkRuntime:
             self.started_at, self.ready_at = time.monotonic(), None
             self.error, self.timed_out, self.cancelled, self.proc = None, False, False, None
             self.done.clear()
+            if "pyspark.sql" not in sys.modules:
+                self.imported.clear()  # this start imports pyspark: cells wait for that (notebook)
             return True
 
     def run_start(self):
@@ -100,6 +108,7 @@ class SparkRuntime:
         finally:
             self.local.creating = False
             timer.cancel()
+            self.imported.set()
             self.done.set()
         if self.state == "ready":
             self.warm_up()
@@ -136,6 +145,8 @@ class SparkRuntime:
             from pyspark.sql import SparkSession
         except ImportError as error:
             raise SparkStartError(f"pyspark cannot be imported by {sys.executable}: {error} (install pyspark into the kernel's environment, or regenerate the kernel)") from None
+        finally:
+            self.imported.set()
         java_options = []
         if self.options["class_data_sharing"]:
             java_options = jvm.cds_java_options(java_version(java), jvm.archive_name(java, spark_home), self.scratch, self.environ, self.watchdog)
@@ -175,7 +186,10 @@ class SparkRuntime:
             jvm.kill_jvm(proc)
 
     def create_connect_session(self):
-        from pyspark.sql import SparkSession
+        try:
+            from pyspark.sql import SparkSession
+        finally:
+            self.imported.set()
 
         self.step = "connecting to the Spark Connect server"
         # The token lives in the Jupyter server's environment, never in kernel.json; it goes to the
@@ -265,13 +279,32 @@ class SparkRuntime:
         with self.lock:
             if self.state != "ready" or stopped is None or (stopped is not self.context and stopped is not self.session):
                 return
-            self.state = "stopped"
+            self.state, self.stopped_by = "stopped", "user"
         ended = (self.session, self.context)
         gateway, self.gateway = self.gateway, None
         self.session = self.context = None
         jvm.close_jvm(gateway)
         self.forget_pyspark_session()
         self.notify(ended)
+
+    def stop_idle(self):
+        """idle_timeout: stop the session as spark.stop() does, which releases its executors and
+        its cluster application; the next use of Spark starts a new one. Whether it stopped one."""
+        with self.lock:
+            if self.state != "ready" or self.connect:
+                return False
+            self.state, self.stopped_by = "stopped", "idle"  # before stop(): not the user's stop
+        ended = (self.session, self.context)
+        gateway, self.gateway = self.gateway, None
+        self.session = self.context = None
+        try:
+            ended[0].stop()
+        except Exception:  # a JVM in trouble goes anyway
+            pass
+        jvm.close_jvm(gateway)
+        self.forget_pyspark_session()
+        self.notify(ended)
+        return True
 
     def notify(self, ended):
         """Tell the listeners that the session and context in ``ended`` are gone."""
