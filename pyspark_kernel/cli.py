@@ -99,7 +99,7 @@ def make_parser():
     create.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress line for running Spark jobs (default: on)")
     create.add_argument("--log_level", choices=LOG_LEVELS, help="Spark log level (default: WARN)")
     create.add_argument("--start_timeout", help="the longest Spark may take to start, in seconds (default: the profile's; 600 for local)")
-    create.add_argument("--idle_timeout", help="stop the Spark session after this many seconds without a job, freeing its cluster resources; 0: never (default: the profile's; off for local)")
+    create.add_argument("--idle_timeout", help="stop the Spark session after this many seconds without a job, freeing its cluster resources; 0: never (default: the profile's: off for local and connect, 3600 for clusters)")
     create.add_argument("--class_data_sharing", action=argparse.BooleanOptionalAction, help="class-data-sharing archive for the driver JVM (default: on)")
     create.add_argument("-f", "--force", action="store_true", help="replace an existing kernel of the same name")
 

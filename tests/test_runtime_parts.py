@@ -542,7 +542,7 @@ def test_connect_progress_makes_a_row_per_operation_and_marks_a_failed_cell():
         watched([ConnectStage(4, 4, True)], 0, "op-1", True)
         watched([ConnectStage(2, 0, False)], 1, "op-2", False)
         watched.session = type("Session", (), {"removeProgressHandler": lambda self, handler: None})()
-        watched.end(failed=True)
+        watched.end(error=KeyboardInterrupt())
     finally:
         progress.time.monotonic = original
     assert shown[0][1] == [(1, "RUNNING", 1, 4, 2)] and shown[0][2] is None
@@ -557,6 +557,14 @@ def test_the_idle_watch_stops_a_session_only_after_the_whole_quiet_time():
         now[0], busy[0] = at, in_use
         watch.check()
     assert stops == [35]  # quiet from 20 on (the look at 12 saw a job); once, not again at 36
+    # A cell that began and ended between two looks counts as use too.
+    now[0], stops[:], used = 100.0, [], [0.0]
+    watch = idle.IdleWatch(15, lambda: False, lambda: stops.append(now[0]) or True, last_used=lambda: used[0], clock=lambda: now[0])
+    for at, cell_ended in ((100, None), (110, 112), (120, None), (126, None), (128, None)):
+        now[0] = at
+        used[0] = cell_ended or used[0]
+        watch.check()
+    assert stops == [128]  # 15 s after the cell that ended at 112, not after the first quiet look at 100
 
 
 def test_the_status_of_a_kernel_that_has_not_started_spark():
@@ -626,6 +634,10 @@ def test_under_a_server_the_ui_gets_a_port_chosen_now_and_the_proxy_base_naming_
 ])
 def test_the_ui_link_goes_through_the_server_when_there_is_one(web_url, base, link):
     assert ui.ui_link(web_url, base) == link
+    # The root the progress display's job links hang from: the link without its jobs/ page.
+    root = ui.ui_root(web_url, base)
+    assert root == (None if link is None else link.removesuffix("/jobs/"))
+    assert progress.job_link(root, 7) == (None if link is None else f"{link.removesuffix('/jobs/')}/jobs/job/?id=7")
 
 
 @pytest.mark.parametrize("line, expected", [

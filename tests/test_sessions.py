@@ -198,6 +198,7 @@ def test_papermill_runs_a_tutorial_notebook_with_no_stray_interrupt(kernels_dir,
     notebook = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell("from pyspark.sql import SparkSession\nspark = SparkSession.builder.appName('tutorial').getOrCreate()"),
         nbformat.v4.new_code_cell("df = spark.createDataFrame([(1, 'a'), (2, 'b')], ['n', 's'])\ndf.groupBy('s').count().orderBy('s').collect()"),
+        nbformat.v4.new_code_cell("spark.sparkContext.parallelize(range(2), 2).map(lambda x: __import__('time').sleep(1.5) or x).count()"),
         nbformat.v4.new_code_cell("spark.stop()"),
     ])
     source, out = tmp_path / "tutorial.ipynb", tmp_path / "out.ipynb"
@@ -211,6 +212,10 @@ def test_papermill_runs_a_tutorial_notebook_with_no_stray_interrupt(kernels_dir,
     outputs = [output for cell in executed.cells for output in cell.get("outputs", [])]
     assert [output for output in outputs if output["output_type"] == "error"] == []
     assert "Row(s='a', count=1), Row(s='b', count=1)" in json.dumps(outputs)
+    # The job's progress stays in the saved notebook as its final summary, with the job's UI link.
+    [summary] = [output["data"] for output in executed.cells[2].outputs if output["output_type"] == "display_data"]
+    assert re.fullmatch(r"Spark: 1 job\(s\) done, 2/2 tasks, \d+\.\d s", summary["text/plain"]), summary
+    assert 'class="pyspark-kernel-progress"' in summary["text/html"] and "/jobs/job/?id=" in summary["text/html"] and "<td>succeeded</td>" in summary["text/html"]
 
 
 def break_options(kernel_json):

@@ -42,6 +42,13 @@ def test_each_kernels_ui_answers_through_the_server_on_every_tab_and_in_a_browse
                 assert ports[1] != busy_port, f"the link names the taken port {busy_port}"
                 status = "".join(c.get("text", "") for _, c in run_over_websocket(base, token, ids[0], "%spark status"))
                 assert f"| UI {links[0]}\n" in status, status
+                # A job's progress links to the job's own page, through the server too.
+                ran = run_over_websocket(base, token, ids[0], "sc.parallelize(range(2), 2).map(lambda x: __import__('time').sleep(1.5) or x).count()")
+                summary = [c["data"]["text/html"] for kind, c in ran if kind in ("display_data", "update_display_data") and "pyspark-kernel-progress" in c["data"].get("text/html", "")][-1]
+                [(job_link, job)] = re.findall(r'<a href="([^"]+)" target="_blank" rel="noopener">(\d+)</a>', summary)
+                assert job_link == f"{PREFIX}sparkui/{ports[0]}/jobs/job/?id={job}", job_link
+                status, _, page = http(origin + job_link, token)
+                assert status == 200 and f"Details for Job {job}" in page, (status, page[:500])
                 for link, port in zip(links, ports):
                     ui = f"{origin}{PREFIX}sparkui/{port}/"
                     for tab in TABS:

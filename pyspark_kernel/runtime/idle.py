@@ -9,13 +9,16 @@ CHECK_INTERVAL = 5  # seconds between two looks, at most
 
 
 class IdleWatch:
-    """Looks every few seconds whether the session is in use (``in_use``: a cell or a job runs, or
-    there is no session to stop) and calls ``stop`` once it has not been for ``timeout`` seconds."""
+    """Looks every few seconds whether the session is in use (``in_use``: a cell, a job or a
+    streaming query runs, or there is no session to stop) and calls ``stop`` once it has not been
+    for ``timeout`` seconds, counted from the later of the first quiet look and ``last_used()``
+    (when a cell last began or ended: short cells between two looks count too)."""
 
-    def __init__(self, timeout, in_use, stop, clock=time.monotonic):
+    def __init__(self, timeout, in_use, stop, last_used=lambda: 0.0, clock=time.monotonic):
         self.timeout = timeout
         self.in_use = in_use
         self.stop = stop
+        self.last_used = last_used
         self.clock = clock
         self.quiet_since = None
         self.ended = threading.Event()
@@ -28,7 +31,7 @@ class IdleWatch:
             return False
         if self.quiet_since is None:
             self.quiet_since = now
-        if now - self.quiet_since < self.timeout:
+        if now - max(self.quiet_since, self.last_used()) < self.timeout:
             return False
         self.quiet_since = None
         return bool(self.stop())

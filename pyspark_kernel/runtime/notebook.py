@@ -16,6 +16,7 @@ import html
 import shlex
 import signal
 import threading
+import time
 
 from .diagnostics import SparkStartError
 from .idle import IdleWatch
@@ -26,6 +27,7 @@ WAIT_INTERVAL = 1.0  # how often a cell waiting for Spark's start updates its el
 IMPORT_WAIT = 60  # the longest a cell waits for the start thread's import of pyspark
 CANCEL_ATTEMPTS = 3
 STOPPED_NOTICE = "Spark was stopped (spark.stop()): starting a new session with the kernel's configuration."
+STOPPING_NOTICE = "Spark is being stopped (idle_timeout); this cell runs once it has stopped."
 IDLE_NOTICE = ("Spark was stopped after {seconds:g} s without a job (idle_timeout), to free what it held: "
                "starting a new session with the kernel's configuration.")
 
@@ -93,8 +95,11 @@ class Notebook:
         self.notice = None  # a line for the next start: why there is a new session
         self.stand_ins_out = False
         self.running = 0  # cells running (a cell can run a cell)
+        self.counted = []  # per cell begun: pre_run_cell counted it (an empty cell gets only post_run_cell)
+        self.used_at = 0.0  # when a cell last began or ended, for idle_timeout
         self.activity = threading.Lock()  # a cell's start and an idle stop, one at a time
         self.idle = None
+        self.ui_root = (None, None)  # (session generation, the root of its UI's links)
 
     def begin(self):
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
@@ -105,7 +110,7 @@ class Notebook:
         self.runtime.listeners.append(self.session_ended)
         self.confine_interrupts()
         if self.runtime.options["idle_timeout"] > 0 and not self.runtime.connect:
-            self.idle = IdleWatch(self.runtime.options["idle_timeout"], self.in_use, self.stop_idle)
+            self.idle = IdleWatch(self.runtime.options["idle_timeout"], self.in_use, self.stop_idle, last_used=lambda: self.used_at)
             self.idle.begin()
         mode = self.runtime.options["init"]
         if mode == "eager":
@@ -201,10 +206,15 @@ class Notebook:
 
     def watch_progress(self):
         runtime = self.runtime
-        progress = ConnectProgress(runtime.session) if runtime.connect else Progress(runtime.context, self.group, runtime.ui_link())
         try:
+            if runtime.connect:
+                progress = ConnectProgress(runtime.session)
+            else:
+                if self.ui_root[0] != runtime.generation:  # one JVM call a session, not one a cell
+                    self.ui_root = (runtime.generation, runtime.ui_root())
+                progress = Progress(runtime.context, self.group, self.ui_root[1])
             progress.begin()
-        except Exception:  # a client without progress handlers (Spark Connect 3.5): no display
+        except Exception:  # a courtesy: a client without progress handlers (Spark Connect 3.5), a JVM gone
             return None
         return progress
 
@@ -270,16 +280,26 @@ class Notebook:
     # -- cells
 
     def pre_run_cell(self, *_):
+        main = threading.current_thread() is threading.main_thread()
+        # Before the cell's SIGINT handler: until then the kernel ignores SIGINT (confine_interrupts),
+        # so an interrupt cannot break these waits into a traceback.
+        if main:
+            self.runtime.imported.wait(IMPORT_WAIT)  # a second or two, once: see SparkRuntime.imported
+        if not self.activity.acquire(blocking=False):
+            print(STOPPING_NOTICE, flush=True)
+            self.activity.acquire()  # after the idle stop under way, not during it
+        try:
+            self.running += 1
+            self.used_at = time.monotonic()
+        finally:
+            self.activity.release()
+        self.counted.append(True)
         # ipykernel puts Python's default SIGINT handler in place for every request it handles,
         # and its own back after it: the kernel's handler lives only while the cell runs. Cells of
         # a subshell run off the main thread, where no handler can be set.
-        if threading.current_thread() is threading.main_thread():
+        if main:
             self.saved_sigint.append(signal.signal(signal.SIGINT, self.on_interrupt))
         self.runtime.held.pending = False
-        if threading.current_thread() is threading.main_thread():
-            self.runtime.imported.wait(IMPORT_WAIT)  # a second or two, once: see SparkRuntime.imported
-        with self.activity:  # after an idle stop that is under way, not during it
-            self.running += 1
         self.cell += 1
         self.group = f"pyspark-kernel-cell-{self.cell}"
         try:
@@ -291,14 +311,17 @@ class Notebook:
     def post_run_cell(self, result=None, *_):
         try:
             if self.progress is not None:
-                self.progress.end(failed=getattr(result, "error_in_exec", None) is not None)
+                self.progress.end(error=getattr(result, "error_in_exec", None))
             if self.runtime.connect and self.grouped and self.grouped[0] == self.cell and self.runtime.state == "ready":
                 self.runtime.session.removeTag(self.group)
         except Exception:  # a session gone with the cell: nothing left to tidy
             pass
         finally:
-            with self.activity:
-                self.running -= 1
+            if self.counted:
+                self.counted.pop()
+                with self.activity:
+                    self.running -= 1
+                    self.used_at = time.monotonic()
             self.progress = None
             self.group = None
             if self.saved_sigint and threading.current_thread() is threading.main_thread():
@@ -343,11 +366,12 @@ class Notebook:
     # -- idle_timeout
 
     def in_use(self):
-        """Whether the session is in use: a cell or a job runs (or there is no session to stop)."""
+        """Whether the session is in use: a cell, a job or a streaming query runs (or there is no
+        session to stop)."""
         runtime = self.runtime
         if self.running or runtime.state != "ready":
             return True
-        return bool(runtime.context.statusTracker().getActiveJobsIds())
+        return bool(runtime.context.statusTracker().getActiveJobsIds()) or bool(runtime.session.streams.active)
 
     def stop_idle(self):
         with self.activity:

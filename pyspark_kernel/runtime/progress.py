@@ -15,6 +15,7 @@ import time
 PROGRESS_DELAY = 0.5  # a cell shows progress once it has run this long with Spark jobs
 PROGRESS_INTERVAL = 0.5
 WIDTH = 20
+ROWS = 20  # jobs shown, the latest; a cell looping over hundreds of jobs says how many more
 COLOURS = {"done": "#4caf50", "running": "#2196f3", "failed": "#e53935"}
 DIRECTORIES = re.compile(r"(?<=at )/\S*/")  # "count at /tmp/ipykernel_7/331.py:1": the file's name is enough
 
@@ -92,11 +93,12 @@ def bar(job):
 def render_html(jobs, elapsed, final, ui):
     """The HTML display of ``jobs``: a row per job; links only where the Spark UI is."""
     rows = []
-    for job in jobs:
+    hidden = max(0, len(jobs) - ROWS)
+    for job in jobs[hidden:]:
         link = job_link(ui, job.id)
         name = f'<a href="{html.escape(link)}" target="_blank" rel="noopener">{job.id}</a>' if link else str(job.id)
         counts = f"{job.done}/{job.tasks} tasks" + (f", {job.running} running" if job.running else "") + (f", {job.failed} failed" if job.failed else "")
-        state = job.status.lower() if final or job.status != "RUNNING" else "running"
+        state = html.escape(job.status.lower())
         description = html.escape(job.description)
         rows.append(f'<tr><td>{name}</td><td style="max-width:28em;overflow:hidden;text-overflow:ellipsis;white-space:nowrap" title="{description}">{description}</td>'
                     f"<td>{bar(job)} {counts}</td>"
@@ -104,7 +106,8 @@ def render_html(jobs, elapsed, final, ui):
     heading = describe(jobs, elapsed, final)
     return (f'<div class="pyspark-kernel-progress"><div>{html.escape(heading)}</div>'
             '<table><thead><tr><th>Job</th><th>Description</th><th>Tasks</th><th>Stages</th><th>Status</th><th>Elapsed</th></tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table></div>')
+            f'<tbody>{"".join(rows)}</tbody></table>'
+            + (f"<div>and {hidden} earlier job(s) of this cell: the Spark UI has them all</div>" if hidden else "") + "</div>")
 
 
 class Display:
@@ -140,6 +143,7 @@ class Progress:
         self.stopped = threading.Event()
         self.display = Display()
         self.first_seen = {}
+        self.jobs = []  # as last read: the summary, should the session end with the cell
         self.started = time.monotonic()
         self.thread = None
 
@@ -151,7 +155,7 @@ class Progress:
     def stop(self):
         self.stopped.set()
 
-    def end(self, failed=False):
+    def end(self, error=None):
         self.stopped.set()  # the tracker says itself which jobs failed
         if self.thread is not None:
             self.thread.join(timeout=5)
@@ -168,8 +172,20 @@ class Progress:
         if self.display.handle is None and final:
             return  # a cell quicker than the delay gets no progress display
         now = time.monotonic()
-        jobs = read_jobs(self.context.statusTracker(), self.group, self.first_seen, now)
-        self.display.show(jobs, now - self.started, final, self.ui)
+        try:
+            self.jobs = read_jobs(self.context.statusTracker(), self.group, self.first_seen, now)
+        except Exception:  # spark.stop() or %spark restart in the cell: summarise what was last seen
+            if not final:
+                raise
+            for job in self.jobs:
+                job.status = "SUCCEEDED" if job.status == "SUCCEEDED" else "FAILED"
+        self.display.show(self.jobs, now - self.started, final, self.ui)
+
+
+def stopped_the_query(error):
+    """Whether a cell's error ended its Spark Connect query: an interrupt or Spark's own error, not
+    a Python error after the query had finished."""
+    return isinstance(error, KeyboardInterrupt) or (error is not None and type(error).__module__.startswith(("pyspark", "grpc")))
 
 
 class ConnectProgress:
@@ -183,6 +199,8 @@ class ConnectProgress:
         self.operations = {}  # operation id -> its row's facts, in the order they came
         self.started = time.monotonic()
         self.shown_at = float("-inf")
+        self.lock = threading.Lock()
+        self.thread = threading.current_thread()  # the cell's: other threads' queries are not its
 
     def begin(self):
         self.session.registerProgressHandler(self)
@@ -193,15 +211,27 @@ class ConnectProgress:
         except Exception:  # the session may have gone with the cell
             pass
 
-    def end(self, failed=False):
+    def end(self, error=None):
         self.stop()
-        if failed and self.operations:
-            # The client reports an interrupted or failed operation as done, too.
-            list(self.operations.values())[-1]["failed"] = True
-        if self.display.handle is not None:
-            self.show(final=True)
+        with self.lock:
+            if stopped_the_query(error) and self.operations:
+                # The client reports an interrupted or failed operation as done, too.
+                list(self.operations.values())[-1]["failed"] = True
+            if self.display.handle is not None:
+                self.show(final=True)
 
     def __call__(self, stages, inflight_tasks, operation_id, done):
+        # The client calls handlers without a try, in whichever thread runs a query: a fault here
+        # must not fail the user's query, and another thread's queries are not this cell's.
+        if threading.current_thread() is not self.thread:
+            return
+        try:
+            with self.lock:
+                self.report(stages, inflight_tasks, operation_id, done)
+        except Exception:
+            pass
+
+    def report(self, stages, inflight_tasks, operation_id, done):
         now = time.monotonic()
         operation = self.operations.setdefault(operation_id or "", {"first": now, "ended": None, "stages": [], "running": 0})
         if stages:

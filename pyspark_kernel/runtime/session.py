@@ -131,22 +131,24 @@ class SparkRuntime:
             jvm.kill_jvm(self.proc)  # the JVM, as soon as it exists: also while it is still launching
 
     def create_session(self):
-        self.step = "checking the master"
-        check_master_reachable(self.master)
         if self.connect:
             return self.create_connect_session()
-        self.ui_base = ui.server_base(self.environ)
-        self.step = "looking for Java"
-        spark_home = check_spark_home(self.environ)
-        java = find_java(self.environ)
-        try:
+        self.step = "loading pyspark"
+        try:  # first: cells wait for this import (see imported), not for the checks after it
             from pyspark import SparkConf, SparkContext
             from pyspark.java_gateway import launch_gateway
             from pyspark.sql import SparkSession
         except ImportError as error:
+            check_spark_home(self.environ)  # a broken SPARK_HOME says best why pyspark is missing
             raise SparkStartError(f"pyspark cannot be imported by {sys.executable}: {error} (install pyspark into the kernel's environment, or regenerate the kernel)") from None
         finally:
             self.imported.set()
+        self.step = "checking the master"
+        check_master_reachable(self.master)
+        self.ui_base = ui.server_base(self.environ)
+        self.step = "looking for Java"
+        spark_home = check_spark_home(self.environ)
+        java = find_java(self.environ)
         java_options = []
         if self.options["class_data_sharing"]:
             java_options = jvm.cds_java_options(java_version(java), jvm.archive_name(java, spark_home), self.scratch, self.environ, self.watchdog)
@@ -190,6 +192,8 @@ class SparkRuntime:
             from pyspark.sql import SparkSession
         finally:
             self.imported.set()
+        self.step = "checking the master"
+        check_master_reachable(self.master)
 
         self.step = "connecting to the Spark Connect server"
         # The token lives in the Jupyter server's environment, never in kernel.json; it goes to the
@@ -203,6 +207,10 @@ class SparkRuntime:
     def ui_link(self):
         """Where the notebook's browser finds this session's UI (None when it is off)."""
         return ui.ui_link(self.context.uiWebUrl, self.ui_base)
+
+    def ui_root(self):
+        """The root of this session's UI as the notebook's browser reaches it, for links to its pages."""
+        return ui.ui_root(self.context.uiWebUrl, self.ui_base)
 
     def warm_up(self):
         """Pay the first-job cost (code loading, query planning) before the user's first job; a

@@ -62,10 +62,19 @@ def ui_port(web_url):
     return urllib.parse.urlsplit(web_url).port if web_url else None
 
 
+def ui_root(web_url, base):
+    """The UI's root, through the server when there is a base; its pages are below it."""
+    if not web_url:
+        return None
+    if base is None:
+        return web_url.rstrip("/")
+    return f"{base}{PATH}/{ui_port(web_url)}"
+
+
 def ui_link(web_url, base):
     """The link the banner and %spark status show: through the server when there is a base."""
     if not web_url:
         return None
     if base is None:
         return web_url
-    return f"{base}{PATH}/{ui_port(web_url)}/jobs/"
+    return f"{ui_root(web_url, base)}/jobs/"
