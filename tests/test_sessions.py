@@ -114,9 +114,11 @@ def test_an_idle_session_is_stopped_and_the_next_use_starts_a_new_one(start, sta
     says so in one line and gets a result from a new session, with the notebook's variables."""
     import psutil
 
-    local = start("idle-local", "--idle_timeout", "15")
+    # No class-data-sharing archive: the first JVM of a run would write it as it exits, which on a
+    # busy machine takes longer than the stop being tested.
+    local = start("idle-local", "--idle_timeout", "15", "--no-class_data_sharing")
     cluster = start("idle-standalone", "--profile", "standalone", "--spark_master", standalone_cluster, "--executor_python", PYTHON,
-                    "--idle_timeout", "15", "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m", ONE_EXECUTOR)
+                    "--idle_timeout", "15", "--no-class_data_sharing", "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m", ONE_EXECUTOR)
     pids = {}
     for kernel in (local, cluster):
         ran = kernel.run("kept = 'before'\nprint('APP', sc.applicationId, sc.parallelize(range(4), 2).map(lambda x: x + 1).sum())")
