@@ -201,32 +201,29 @@ def check_choice(field, value, choices):
     return value
 
 
-def check_idle_timeout(value):
-    """Seconds without a Spark job before the session is stopped, 0 for never, or None (empty)
-    for the profile's own."""
+def check_seconds(field, value, allowed, fix):
+    """A number of seconds that ``allowed`` accepts, or None (empty) for the profile's own."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     try:
         seconds = float(value)
     except (TypeError, ValueError):
         seconds = float("nan")
-    if not 0 <= seconds <= IDLE_TIMEOUT_MAX:
-        raise InputError("idle_timeout", f"{quote(value)} is not a number of seconds",
-                         f"give 0 (never) or a number up to {IDLE_TIMEOUT_MAX}, like 3600, or leave it empty for the profile's")
+    if not allowed(seconds):  # NaN is never allowed
+        raise InputError(field, f"{quote(value)} is not a number of seconds", fix)
     return int(seconds) if seconds == int(seconds) else seconds
+
+
+def check_idle_timeout(value):
+    """Seconds without a Spark job before the session is stopped, 0 for never."""
+    return check_seconds("idle_timeout", value, lambda seconds: 0 <= seconds <= IDLE_TIMEOUT_MAX,
+                         f"give 0 (never) or a number up to {IDLE_TIMEOUT_MAX}, like 3600, or leave it empty for the profile's")
 
 
 def check_start_timeout(value):
-    """Seconds, or None (empty) for the profile's own limit."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        seconds = float("nan")
-    if not 0 < seconds <= START_TIMEOUT_MAX:
-        raise InputError("start_timeout", f"{quote(value)} is not a number of seconds", f"give a number between 1 and {START_TIMEOUT_MAX}, like 600, or leave it empty for the profile's")
-    return int(seconds) if seconds == int(seconds) else seconds
+    """The longest a start may take."""
+    return check_seconds("start_timeout", value, lambda seconds: 0 < seconds <= START_TIMEOUT_MAX,
+                         f"give a number between 1 and {START_TIMEOUT_MAX}, like 600, or leave it empty for the profile's")
 
 
 PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
