@@ -120,6 +120,11 @@ def make_parser():
     doctor = commands.add_parser("doctor", help="check that an installed kernel can start on this machine")
     doctor.add_argument("kernel_name")
     doctor.add_argument("-d", "--kernels_dir_path", help="look only in this kernels directory")
+
+    cached = commands.add_parser("cache", help="show the per-user cache (class-data-sharing archives, packed environments), prune or clear it",
+                                 epilog="Kernels prune it at each start: what a deleted Java, Spark or environment left, then the least recently used "
+                                        "beyond the limit (2 GiB; set PYSPARK_KERNEL_CACHE_LIMIT, for example 4G).")
+    cached.add_argument("action", nargs="?", default="show", choices=("show", "prune", "clear"))
     return parser
 
 
@@ -203,6 +208,10 @@ def main(argv=None):
             from .manage import remove_kernel
 
             return remove_kernel(args.kernel_name, absolute(args.kernels_dir_path) or None)
+        if args.command == "cache":
+            from . import cache
+
+            return getattr(cache, args.action)()
         if args.command == "doctor":
             from .doctor import doctor
 

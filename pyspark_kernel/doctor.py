@@ -14,7 +14,7 @@ from .environment import probe
 from .errors import InputError
 from .hooks import RUNTIME_PACKAGE
 from .kernelspec import CONF_VARIABLE, OPTIONS_VARIABLE, kernel_environment
-from .runtime import ui
+from .runtime import cache, ui
 from .runtime.diagnostics import SparkStartError
 from .runtime.options import DEFAULT_OPTIONS, SPARK_VARIABLES
 from .manage import find_kernel
@@ -105,9 +105,22 @@ def checks(spec, kernel_dir, environ):
     idle = options.get("idle_timeout", DEFAULT_OPTIONS["idle_timeout"])
     yield "idle_timeout", None, (f"the session is stopped after {idle} s without a job, and restarted on next use" if idle and kind != "connect"
                                  else "the session is kept however long it is idle")
+    yield cache_check(env)
     if options.get("ship_environment"):
         archive = os.path.join(kernel_dir, options["ship_environment"])
         yield "executor_environment", (None if os.path.isfile(archive) else f"{archive} is missing"), archive if os.path.isfile(archive) else "regenerate the kernel: it packs the environment again"
+
+
+def cache_check(env):
+    """The per-user cache the kernel prunes at each start, and its limit."""
+    try:
+        cap = cache.limit(env)
+    except ValueError as error:
+        return "cache", f"{cache.LIMIT_VARIABLE}: {str(error).split(' (')[0]}", "write it in bytes or with K, M, G or T, for example 4G; until then kernels do not prune the cache"
+    entries = cache.read_entries(env)
+    gone = sum(1 for entry in entries if entry.missing())
+    stale = f"; {gone} for a Java, Spark or environment that is gone (the next kernel start removes them)" if gone else ""
+    return "cache", None, f"{cache.cache_root(env)} holds {cache.size_text(cache.total(entries))} in {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, limit {cache.size_text(cap)}{stale} (pyspark-kernel cache)"
 
 
 def server_environment_check(spec_env, environ):

@@ -7,7 +7,8 @@ The archive must run on a worker that shares nothing with the driver's machine b
   build, libpython, beside the environment's site-packages. bin/python is then a small script that
   finds libpython next to it. No pyvenv.cfg: Python takes the unpacked directory as its prefix.
 Archives are cached by the environment's contents, so an unchanged environment is packed once and
-later kernels only copy (or hard-link) the archive.
+later kernels only copy (or hard-link) the archive; the cache's record of each names the
+environment, so that runtime.cache can remove it once the environment is gone.
 """
 
 import hashlib
@@ -20,6 +21,7 @@ import sys
 import tarfile
 
 from .errors import InputError, quote
+from .runtime import cache
 
 ARCHIVE = "environment.tar.gz"
 PACK_FORMAT = "2"  # in the cache key: archives made before the interpreter travelled with them are not reused
@@ -71,8 +73,7 @@ def fingerprint(prefix):
 
 
 def cache_dir():
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "pyspark-kernel", "environments")
+    return os.path.join(cache.cache_root(os.environ), "environments")
 
 
 def interpreter(prefix):
@@ -151,6 +152,9 @@ def pack_environment(prefix, kernel_dir):
                 os.remove(partial)
             raise InputError("executor_python", f"packing {quote(prefix)} failed: {' '.join(str(error).split())}", "fix the environment, or set executor_python to the executors' Python path") from None
         os.replace(partial, cached)
+        cache.write_record(cached, [os.path.realpath(prefix)])
+    else:
+        cache.mark_used(cached, [os.path.realpath(prefix)])
     target = os.path.join(kernel_dir, ARCHIVE)
     try:
         os.link(cached, target)

@@ -302,15 +302,21 @@ def test_an_environment_is_packed_once_per_version(tmp_path, monkeypatch):
     first, second, third = (tmp_path / name for name in ("k1", "k2", "k3"))
     for kernel in (first, second, third):
         kernel.mkdir()
+    def archives():
+        return {name: os.stat(os.path.join(cache_dir(), name)).st_mtime_ns for name in os.listdir(cache_dir()) if name.endswith(".tar.gz")}
+
     pack_environment(str(venv), str(first))
-    cached = {name: os.stat(os.path.join(cache_dir(), name)).st_mtime_ns for name in os.listdir(cache_dir())}
+    cached = archives()
+    (record,) = [os.path.join(cache_dir(), name + ".json") for name in cached]
+    with open(record, encoding="utf-8") as handle:
+        assert json.load(handle) == {"needs": [os.path.realpath(venv)]}  # what runtime.cache prunes it by
     pack_environment(str(venv), str(second))  # unchanged: the cached archive, not a new packing
-    assert {name: os.stat(os.path.join(cache_dir(), name)).st_mtime_ns for name in os.listdir(cache_dir())} == cached
+    assert archives() == cached
     assert (first / "environment.tar.gz").read_bytes() == (second / "environment.tar.gz").read_bytes()
     site = next((venv / "lib").glob("python3*/site-packages"))
     (site / "new_module.py").write_text("X = 1\n")
     pack_environment(str(venv), str(third))  # changed: packed again
-    assert len(os.listdir(cache_dir())) == 2
+    assert len(archives()) == 2
     import tarfile
 
     with tarfile.open(third / "environment.tar.gz") as archive:

@@ -17,11 +17,22 @@ def test_a_healthy_local_kernel_has_no_problem(kernels_dir):
     create(kernels_dir, "fine")
     done = doctor(kernels_dir, "fine")
     assert done.returncode == 0, done.stdout
-    assert [line.split(":")[0] for line in done.stdout.splitlines()] == ["OK python", "OK spark_home", "OK py4j", "OK java", "OK pyspark", "OK master", "OK server_environment", "OK spark_ui", "OK start_timeout", "OK idle_timeout", "fine"]
+    assert [line.split(":")[0] for line in done.stdout.splitlines()] == ["OK python", "OK spark_home", "OK py4j", "OK java", "OK pyspark", "OK master", "OK server_environment", "OK spark_ui", "OK start_timeout", "OK idle_timeout", "OK cache", "fine"]
     assert "OK start_timeout: a start that hangs is given up after 600 s" in done.stdout
     assert "OK idle_timeout: the session is kept however long it is idle" in done.stdout  # local: off
     assert "(Java 17" in done.stdout or "(Java 2" in done.stdout
     assert "OK spark_ui: linked straight at the driver" in done.stdout
+
+
+def test_the_cache_and_a_bad_cache_limit_are_reported(kernels_dir, tmp_path):
+    create(kernels_dir, "cached")
+    cache_home = tmp_path / "cache"
+    done = doctor(kernels_dir, "cached", XDG_CACHE_HOME=str(cache_home))
+    assert f"OK cache: {cache_home / 'pyspark-kernel'} holds 0 B in 0 entries, limit 2.0 GiB (pyspark-kernel cache)" in done.stdout, done.stdout
+    done = doctor(kernels_dir, "cached", XDG_CACHE_HOME=str(cache_home), PYSPARK_KERNEL_CACHE_LIMIT="lots")
+    assert done.returncode == 1
+    assert ("PROBLEM cache: PYSPARK_KERNEL_CACHE_LIMIT: 'lots' is not a size (write it in bytes or with K, M, G or T, for example 4G; "
+            "until then kernels do not prune the cache)") in done.stdout, done.stdout
 
 
 def test_the_spark_ui_link_through_the_server_needs_the_extension_enabled(kernels_dir, tmp_path):

@@ -11,7 +11,8 @@ pyspark: these modules import only the standard library until Spark starts. One 
 - session: the session's life: start, stop, death, restart;
 - notebook: `spark` and `sc`, cells, waiting, interrupt; entrypoints: the notebook's own builders;
 - progress: a cell's live job progress and its summary; idle: idle_timeout; magics: %spark; sql: %%sql;
-- ui: the Spark UI's link, through the Jupyter server where the kernel knows its base URL.
+- ui: the Spark UI's link, through the Jupyter server where the kernel knows its base URL;
+- cache: the per-user cache of archives and packed environments, pruned at each start.
 """
 
 RUNTIME = None  # this kernel's SparkRuntime, for inspection

@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 
+from . import cache
 from .options import SetupError
 
 WATCHDOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "watchdog.sh")
@@ -61,8 +62,7 @@ def record_jvms(scratch, procs):
 
 
 def cds_dir(environ):
-    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "pyspark-kernel", "cds")
+    return os.path.join(cache.cache_root(environ), "cds")
 
 
 def cds_key(java, spark_home):
@@ -129,13 +129,14 @@ def claim_archive(lock, holder):
     return False
 
 
-def cds_java_options(java_version, archive_base, scratch, environ, holder):
+def cds_java_options(java_version, archive_base, scratch, environ, holder, needs=()):
     """JVM options for the class-data-sharing archive ``archive_base``.jsa, by the JDK's feature
     version. One JVM at a time may write it: the one whose kernel holds the lock (``holder``, the
     watchdog's pid, frees it once the JVM is gone); the others map it if it exists, or start
     without it. JDK 19+ writes the archive in place, and the lock holder's JVM also rewrites one
     that is broken or stale (-XX:+AutoCreateSharedArchive); JDK 13-18 write a copy that the
-    watchdog renames once the JVM has finished it; older JDKs have no dynamic archives."""
+    watchdog renames once the JVM has finished it; older JDKs have no dynamic archives. The
+    archive's cache record names ``needs`` (its Java and Spark installation) and its last use."""
     if java_version is None or java_version < 13:
         return []
     try:
@@ -146,6 +147,7 @@ def cds_java_options(java_version, archive_base, scratch, environ, holder):
         archive = os.path.join(directory, f"{archive_base}.jsa")
         exists = os.path.isfile(archive)
         lock = f"{archive}.lock"
+        cache.mark_used(archive, needs)
         if exists and java_version < 19:
             return [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"]
         if not claim_archive(lock, holder):

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-from . import jvm, ui
+from . import cache, jvm, ui
 from .diagnostics import SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, explain, find_java, java_version, with_jvm_output
 from .guard import HeldInterrupt, guard, quiet_py4j
 from .options import CONNECT_TOKEN_VARIABLE, clear_unset, read_conf, read_options, resolve_secrets, with_token
@@ -60,6 +60,8 @@ class SparkRuntime:
         self.quieted = False
         self.listeners = []  # called with the runtime when a session ends (stop, death, restart)
         self.stopped_by = None  # "user" (spark.stop()) or "idle" (idle_timeout), while stopped
+        self.archive = None  # the class-data-sharing archive this kernel's JVM maps or writes
+        self.pruned = threading.Event()  # set once this kernel's start has pruned the cache
 
     def begin(self):
         self.watchdog = jvm.start_watchdog(self.scratch)
@@ -112,6 +114,7 @@ class SparkRuntime:
             self.done.set()
         if self.state == "ready":
             self.warm_up()
+        self.prune_cache()
 
     def creating(self):
         return getattr(self.local, "creating", False)
@@ -151,7 +154,10 @@ class SparkRuntime:
         java = find_java(self.environ)
         java_options = []
         if self.options["class_data_sharing"]:
-            java_options = jvm.cds_java_options(java_version(java), jvm.archive_name(java, spark_home), self.scratch, self.environ, self.watchdog)
+            name = jvm.archive_name(java, spark_home)
+            self.archive = os.path.join(jvm.cds_dir(self.environ), name + ".jsa")
+            java_options = jvm.cds_java_options(java_version(java), name, self.scratch, self.environ, self.watchdog,
+                                                needs=[os.path.realpath(java), os.path.realpath(spark_home)])
         settings = jvm.launch_settings(self.conf, self.options, self.scratch, KERNEL_DIR, java_options)
         settings.update(ui.ui_settings(settings, self.ui_base))
         secrets = resolve_secrets(settings, self.environ)
@@ -223,6 +229,18 @@ class SparkRuntime:
             self.session.range(1000).count()
         except Exception:  # a failed warm-up only costs time later
             pass
+
+    def prune_cache(self):
+        """Once per kernel, after its start: keep the cache within its limit (runtime.cache),
+        while Spark waits for the first cell anyway."""
+        if self.pruned.is_set():
+            return
+        try:
+            cache.prune(self.environ, keep=[self.archive] if self.archive else [])
+        except Exception:  # a bad limit or an unreadable cache must not cost the session
+            pass
+        finally:
+            self.pruned.set()
 
     # -- while it runs
 

@@ -1,0 +1,197 @@
+"""The per-user cache, ~/.cache/pyspark-kernel (or $XDG_CACHE_HOME/pyspark-kernel): a
+class-data-sharing archive per Java and Spark installation (cds/, 120-160 MB each) and a packed
+environment per version of an environment shipped to executors (environments/).
+
+Each entry has a record beside it (ENTRY.json) of the paths it was made from; its modification
+time is the entry's last use. Nothing else ever removes entries, so prune() does, at each kernel
+start and from `pyspark-kernel cache prune`: an entry whose Java, Spark installation or
+environment no longer exists goes, and then the least recently used go until the cache is within
+its limit (DEFAULT_LIMIT, or $PYSPARK_KERNEL_CACHE_LIMIT such as 500M or 4G). An archive being
+written (its lock held) is never removed; a JVM that has mapped a removed archive keeps its pages.
+Standard library only: the kernel's runtime and the CLI share it.
+"""
+
+import json
+import os
+import re
+import time
+
+DEFAULT_LIMIT = 2 * 1024 ** 3
+LIMIT_VARIABLE = "PYSPARK_KERNEL_CACHE_LIMIT"
+PARTS = {"cds": (".jsa", "archive"), "environments": (".tar.gz", "environment")}
+LEFTOVER_AGE = 86400  # seconds after which a half-written file is a crash's leftover, not work in progress
+UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}
+
+
+class Entry:
+    """One cached file: its kind (archive or environment), size, last use and the paths it needs."""
+
+    def __init__(self, path, kind):
+        self.path = path
+        self.kind = kind
+        self.record = record_path(path)
+        stat = os.stat(path)
+        self.size = stat.st_size
+        self.needs = []
+        self.used = stat.st_mtime
+        try:
+            with open(self.record, encoding="utf-8") as handle:
+                self.needs = [str(need) for need in json.load(handle).get("needs", [])]
+            self.used = max(self.used, os.stat(self.record).st_mtime)
+        except (OSError, ValueError, AttributeError):
+            pass  # no record (made before records, or being written): judged by its age alone
+
+    def missing(self):
+        """The paths this entry was made from that are gone."""
+        return [need for need in self.needs if not os.path.exists(need)]
+
+    def busy(self):
+        """Whether a JVM may be writing it right now: its lock's holder is alive."""
+        return lock_is_held(self.path + ".lock")
+
+
+def lock_is_held(lock):
+    from .jvm import lock_is_held as held  # here: jvm itself uses this module
+
+    return held(lock)
+
+
+def cache_root(environ):
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "pyspark-kernel")
+
+
+def record_path(entry):
+    return entry + ".json"
+
+
+def write_record(entry, needs):
+    """Say what ``entry`` was made from (and that it is used now), whole or not at all."""
+    partial = f"{record_path(entry)}.{os.getpid()}.partial"
+    with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as handle:
+        json.dump({"needs": [os.path.abspath(need) for need in needs]}, handle)
+    os.replace(partial, record_path(entry))
+
+
+def mark_used(entry, needs):
+    """A kernel uses ``entry`` now: its record says so (and is written if it has none yet)."""
+    try:
+        os.utime(record_path(entry))
+    except FileNotFoundError:
+        write_record(entry, needs)
+
+
+def parse_limit(text):
+    """Bytes from '2G', '500M', '1.5G' or a plain number of bytes; ValueError when it is none."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", str(text), re.IGNORECASE)
+    if not match:
+        raise ValueError(f"{text!r} is not a size (write it in bytes or with K, M, G or T, for example 4G)")
+    return int(float(match.group(1)) * UNITS[match.group(2).upper()])
+
+
+def limit(environ):
+    text = environ.get(LIMIT_VARIABLE)
+    return DEFAULT_LIMIT if text in (None, "") else parse_limit(text)
+
+
+def read_entries(environ):
+    """Every cached entry, least recently used first."""
+    entries = []
+    for part, (suffix, kind) in PARTS.items():
+        directory = os.path.join(cache_root(environ), part)
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith(suffix):
+                try:
+                    entries.append(Entry(os.path.join(directory, name), kind))
+                except FileNotFoundError:
+                    continue  # removed meanwhile
+    return sorted(entries, key=lambda entry: entry.used)
+
+
+def leftovers(environ, now=None):
+    """Half-written files (a JVM or a packer that crashed) and records whose entry is gone."""
+    now = time.time() if now is None else now
+    found = []
+    for part, (suffix, _) in PARTS.items():
+        directory = os.path.join(cache_root(environ), part)
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(directory, name)
+            if name.endswith(".json"):
+                entry = path[:-len(".json")]
+                # An archive's record comes first, while its JVM still writes it (under its lock).
+                if not os.path.exists(entry) and not lock_is_held(entry + ".lock"):
+                    found.append(path)
+            elif ".partial" in name or ".stale." in name:
+                try:
+                    if now - os.stat(path).st_mtime > LEFTOVER_AGE:
+                        found.append(path)
+                except FileNotFoundError:
+                    continue
+    return found
+
+
+def remove(entry):
+    for path in (entry.path, entry.record):
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+
+
+def total(entries):
+    return sum(entry.size for entry in entries)
+
+
+def prune(environ, keep=()):
+    """Remove what the cache holds for a Java, Spark installation or environment that is gone,
+    then the least recently used entries until it is within its limit; never ``keep`` (paths a
+    kernel is using) or an archive being written. The entries removed, and why, as (entry, reason)."""
+    cap = limit(environ)
+    keep = {os.path.abspath(path) for path in keep}
+    removed = []
+    for path in leftovers(environ):
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+    entries = read_entries(environ)
+    for entry in list(entries):
+        gone = entry.missing()
+        if gone and entry.path not in keep and not entry.busy():
+            remove(entry)
+            entries.remove(entry)
+            removed.append((entry, f"{gone[0]} no longer exists"))
+    for entry in list(entries):  # least recently used first
+        if total(entries) <= cap:
+            break
+        if entry.path in keep or entry.busy():
+            continue
+        remove(entry)
+        entries.remove(entry)
+        removed.append((entry, f"least recently used, over the limit of {size_text(cap)}"))
+    return removed
+
+
+def clear(environ, keep=()):
+    """Remove every entry but those in use; the entries removed."""
+    keep = {os.path.abspath(path) for path in keep}
+    removed = [entry for entry in read_entries(environ) if entry.path not in keep and not entry.busy()]
+    for entry in removed:
+        remove(entry)
+    return removed
+
+
+def size_text(size):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
