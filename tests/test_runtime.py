@@ -13,11 +13,12 @@ import urllib.request
 import pytest
 
 from .conftest import assert_left_nothing, make_kernel, spark_jvms
-from .kernels import Kernel, assert_interrupt_stops_a_minute_long_job, kernel_environment
+from .kernels import Kernel, assert_interrupt_stops_a_minute_long_job, kernel_environment, wait_until
 
 pytestmark = pytest.mark.e2e
 
 STATE = 'print(__import__("sys").modules["pyspark_kernel_runtime"].RUNTIME.state)'
+PRUNED = 'print(__import__("sys").modules["pyspark_kernel_runtime"].RUNTIME.pruned.is_set())'
 
 
 def test_background_kernel_answers_at_once_and_the_first_use_of_spark_waits(start):
@@ -39,6 +40,46 @@ def test_background_kernel_answers_at_once_and_the_first_use_of_spark_waits(star
     assert again.result == "10" and "Spark is starting" not in again.text and "Spark 4" not in again.text
     noise = [line for line in first.text.splitlines() + again.text.splitlines() if re.search(r"\b(WARN|INFO)\b|log4j", line)]
     assert noise == []
+
+
+def python_daemons(app_name):
+    """{daemon pid: its workers' pids} of the Python worker daemons the kernel's JVM started."""
+    import psutil
+
+    found = {}
+    for jvm in spark_jvms(app_name):
+        try:
+            children = jvm.children()
+        except psutil.NoSuchProcess:
+            continue
+        for child in children:
+            try:  # one that has exited (a zombie the JVM has not reaped yet) says nothing
+                if "pyspark.daemon" in child.cmdline():
+                    found[child.pid] = {worker.pid for worker in child.children()}
+            except psutil.NoSuchProcess:
+                continue
+    return found
+
+
+def test_a_kernel_left_idle_warms_the_python_paths_and_the_first_python_functions_use_them(start):
+    kernel = start("rt-warm")
+    # Nobody has run a Python function yet: the warm-up alone starts the RDD API's daemon and the
+    # SQL UDFs' daemon (another), each with a worker per core used.
+    wait_until(lambda: len(python_daemons("rt-warm")) == 2 and all(len(workers) >= 2 for workers in python_daemons("rt-warm").values()),
+               180, f"the warm-up started no Python workers: {python_daemons('rt-warm')}")
+    warmed = set(python_daemons("rt-warm"))
+    assert kernel.run("sc.parallelize(range(4), 2).map(lambda x: x + 1).collect()").result == "[1, 2, 3, 4]"
+    udf = kernel.run("from pyspark.sql.functions import udf\n[row[0] for row in spark.range(4).select(udf(lambda x: x * 2, 'long')('id')).collect()]")
+    assert udf.result == "[0, 2, 4, 6]", udf.text
+    arrow = kernel.run("import pandas as pd\nfrom pyspark.sql.functions import pandas_udf\n"
+                       "def plus_one(s: pd.Series) -> pd.Series:\n    return s + 1\n"
+                       "[row[0] for row in spark.range(3).select(pandas_udf(plus_one, 'long')('id')).collect()]")
+    assert arrow.result == "[1, 2, 3]", arrow.text
+    assert set(python_daemons("rt-warm")) == warmed  # the notebook's functions ran on the warmed daemons
+    status = kernel.run("%spark status").stream
+    for step in ("loading pyspark", "launching the driver JVM", "creating the SparkContext", "warm-up: a JVM job",
+                 "warm-up: Python workers (RDD map)", "warm-up: Python UDF workers"):
+        assert re.search(rf"^ +\d+\.\d\d s  {re.escape(step)}$", status, re.M), status
 
 
 def test_lazy_kernel_starts_no_jvm_until_spark_is_used(start):
@@ -226,7 +267,36 @@ def test_shutdown_restart_and_kill_leave_no_jvm_and_no_scratch(kernels_dir, tmp_
         assert_left_nothing("rt-cycles", tmp_dir)
 
 
-def test_class_data_sharing_archive_is_built_once_and_a_broken_one_never_breaks_a_start(kernels_dir, tmp_path):
+def leave_entries_of_deleted_environments(cache, archive, tmp_path, count):
+    """What kernels of ``count`` environments, each with its own pip pyspark and packed for a
+    cluster's executors, leave in the cache; then the environments are deleted. The packs are
+    packed; the archives, as a kernel records them (Java and Spark installation), hold the real
+    archive's bytes (hard links: a JVM per environment would take minutes)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from pyspark_kernel import pack
+    from pyspark_kernel.runtime import cache as runtime_cache
+    from pyspark_kernel.runtime import diagnostics
+
+    java = os.path.realpath(diagnostics.find_java(os.environ))
+    for index in range(count):
+        env = tmp_path / f"env-{index}"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+        spark_home = next((env / "lib").glob("python3*/site-packages")) / "pyspark"
+        spark_home.mkdir()
+        kernel_dir = tmp_path / f"kernel-{index}"
+        kernel_dir.mkdir()
+        pack.pack_environment(str(env), str(kernel_dir))
+        theirs = str(cache / "pyspark-kernel" / "cds" / f"spark-deleted{index}.jsa")
+        os.link(archive, theirs)
+        runtime_cache.write_record(theirs, [java, os.path.realpath(spark_home)])
+        shutil.rmtree(env)
+        shutil.rmtree(kernel_dir)
+
+
+def test_class_data_sharing_archive_is_built_once_and_a_broken_one_never_breaks_a_start(kernels_dir, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     make_kernel(kernels_dir, "rt-cds")
     tmp_dir = tmp_path / "tmp"
@@ -242,17 +312,25 @@ def test_class_data_sharing_archive_is_built_once_and_a_broken_one_never_breaks_
     archives = glob.glob(str(cache / "pyspark-kernel" / "cds" / "spark-*.jsa"))
     assert len(archives) == 1 and os.path.getsize(archives[0]) > 10_000_000
     assert not glob.glob(str(cache / "pyspark-kernel" / "cds" / "*.partial"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))  # where pack_environment caches, as a kernel's create would
+    leave_entries_of_deleted_environments(cache, archives[0], tmp_path, 5)
+    left = sorted(os.listdir(cache / "pyspark-kernel" / "environments")) + sorted(os.listdir(cache / "pyspark-kernel" / "cds"))
+    assert len([name for name in left if name.endswith((".tar.gz", ".jsa"))]) == 11, left
     # A start that maps the archive as written: test_paths. Here, a broken one never breaks a start.
     os.chmod(archives[0], 0o644)
     with open(archives[0], "wb") as handle:
         handle.write(b"not an archive")
-    user = Kernel(kernels_dir, "rt-cds", env)
+    user = Kernel(kernels_dir, "rt-cds", {**env, "PYSPARK_KERNEL_CACHE_LIMIT": "1G"})
     try:
         assert user.run("spark.range(10).count()").result == "10"
         assert f"-XX:SharedArchiveFile={archives[0]}" in [arg for jvm in spark_jvms("rt-cds") for arg in jvm.cmdline()]
+        # Once started, the kernel pruned the cache: nothing is left of the deleted environments.
+        wait_until(lambda: user.run(PRUNED).text.strip() == "True", 60, "the kernel did not prune the cache")
     finally:
         user.stop()
     assert_left_nothing("rt-cds", tmp_dir)
+    assert sorted(os.listdir(cache / "pyspark-kernel" / "environments")) == []
+    assert sorted(os.listdir(cache / "pyspark-kernel" / "cds")) == [os.path.basename(archives[0]), os.path.basename(archives[0]) + ".json"]
 
 
 def test_a_client_that_requires_encryption_runs_spark_over_curvezmq(kernels_dir, tmp_path):

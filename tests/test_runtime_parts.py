@@ -4,10 +4,12 @@ import os
 import re
 import socket
 import stat
+import time
 
 import pytest
 
 from pyspark_kernel.runtime import diagnostics, entrypoints, guard, idle, jvm, magics, notebook, options, progress, sql, ui
+from pyspark_kernel.runtime.profile import BEFORE_RUNTIME, StartProfile, process_age
 
 
 @pytest.mark.parametrize("master, addresses", [
@@ -572,8 +574,31 @@ def test_the_status_of_a_kernel_that_has_not_started_spark():
         state, connect, master, log = "idle", False, "local[*]", "/tmp/x/driver.log"
         conf = kernel_conf = {"spark.master": "local[*]"}
         environ = {"PYSPARK_PYTHON": "/venv/bin/python"}
+        profile = StartProfile()
 
     assert magics.status_lines(Runtime()) == ["state: idle", "master: local[*]", "executor Python: /venv/bin/python", "JVM log: /tmp/x/driver.log"]
+
+
+def test_a_start_profile_times_each_step_from_its_mark_to_the_next():
+    now = [10.0]
+    timed = StartProfile(clock=lambda: now[0])
+    timed.add(BEFORE_RUNTIME, 1.25)
+    for step, at in (("loading pyspark", 10.0), ("launching the driver JVM", 10.5), ("creating the SparkContext", 14.0)):
+        now[0] = at
+        timed.mark(step)
+    now[0] = 16.25
+    timed.end()
+    timed.end()  # a second end adds nothing
+    assert timed.steps == [(BEFORE_RUNTIME, 1.25), ("loading pyspark", 0.5), ("launching the driver JVM", 3.5), ("creating the SparkContext", 2.25)]
+    assert timed.lines()[2] == "  3.50 s  launching the driver JVM"
+
+
+def test_the_process_age_is_this_processs_time_since_it_started():
+    import psutil
+
+    age = process_age()
+    expected = time.time() - psutil.Process().create_time()
+    assert age is not None and abs(age - expected) < 2
 
 
 def test_the_shim_takes_its_directory_off_sys_path_before_the_runtime_starts_its_thread(tmp_path):

@@ -82,6 +82,9 @@ def status_lines(runtime):
     if overrides:
         lines.append("restarted with: " + " ".join(f"--conf {key}={shown_value(key, value)}" for key, value in overrides.items()))
     lines.append(f"JVM log: {runtime.log}")
+    if runtime.profile.steps:
+        lines.append("last start, step by step:")
+        lines += ["  " + line for line in runtime.profile.lines()]
     if runtime.state in ("failed", "dead"):
         lines.append(str(runtime.error).splitlines()[0])
     return lines

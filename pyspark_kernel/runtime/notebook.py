@@ -291,6 +291,7 @@ class Notebook:
         try:
             self.running += 1
             self.used_at = time.monotonic()
+            self.runtime.cells_idle.clear()
         finally:
             self.activity.release()
         self.counted.append(True)
@@ -304,6 +305,7 @@ class Notebook:
         self.group = f"pyspark-kernel-cell-{self.cell}"
         try:
             if self.runtime.check_alive():
+                self.runtime.give_way()
                 self.publish()
         except Exception:  # the JVM went away in between: the cell that uses Spark will say so
             pass
@@ -322,6 +324,8 @@ class Notebook:
                 with self.activity:
                     self.running -= 1
                     self.used_at = time.monotonic()
+                    if not self.running:
+                        self.runtime.cells_idle.set()
             self.progress = None
             self.group = None
             if self.saved_sigint and threading.current_thread() is threading.main_thread():

@@ -14,15 +14,18 @@ import sys
 import threading
 import time
 
-from . import cache, jvm, ui
+from . import cache, jvm, ui, warmup
 from .diagnostics import SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, explain, find_java, java_version, with_jvm_output
 from .guard import HeldInterrupt, guard, quiet_py4j
 from .options import CONNECT_TOKEN_VARIABLE, clear_unset, read_conf, read_options, resolve_secrets, with_token
+from .profile import BEFORE_RUNTIME, StartProfile, process_age
 
 KERNEL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WARMUP_GROUP = "pyspark-kernel-warmup"
 DEATH_WAIT = 2  # seconds a refused connection may take to show as the JVM's exit
 QUIET_WAIT = 0.5  # the same, before Py4J's own report of a failed call is dropped
+WARMUP_PATIENCE = 60  # seconds the warm-up waits for running cells to end before it gives up
+WARMUP_ATTEMPTS = 3  # warm-up steps cancelled for a cell, or failed, before the warm-up gives up
 
 
 class SparkRuntime:
@@ -39,6 +42,8 @@ class SparkRuntime:
         self.log = os.path.join(self.scratch, "driver.log")
         self.state = "idle"
         self.step = None  # what the start is doing now, for a waiting cell and the timeout message
+        self.profile = StartProfile()  # the last start's steps and their times (runtime.profile)
+        self.born = process_age()  # seconds the kernel process ran before the runtime existed
         self.started_at = self.ready_at = None
         self.generation = 0  # one more for each session started
         self.done = threading.Event()
@@ -59,6 +64,9 @@ class SparkRuntime:
         self.watchdog = None
         self.quieted = False
         self.listeners = []  # called with the runtime when a session ends (stop, death, restart)
+        self.cells_idle = threading.Event()  # no cell runs (the notebook's): the warm-up gives way to cells
+        self.cells_idle.set()
+        self.warming = None  # the warm-up step under way, which a cell that begins cancels (give_way)
         self.stopped_by = None  # "user" (spark.stop()) or "idle" (idle_timeout), while stopped
         self.archive = None  # the class-data-sharing archive this kernel's JVM maps or writes
         self.pruned = threading.Event()  # set once this kernel's start has pruned the cache
@@ -92,6 +100,9 @@ class SparkRuntime:
 
     def run_start(self):
         self.local.creating = True
+        self.profile = StartProfile()
+        if self.generation == 0:
+            self.profile.add(BEFORE_RUNTIME, self.born)
         # The only clock on a start: for one that hangs.
         timer = threading.Timer(self.options["start_timeout"], self.give_up)
         timer.daemon = True
@@ -110,11 +121,22 @@ class SparkRuntime:
         finally:
             self.local.creating = False
             timer.cancel()
+            self.profile.end()
             self.imported.set()
             self.done.set()
-        if self.state == "ready":
+        # In a thread of its own: an eager start runs on the main thread, which must answer now.
+        threading.Thread(target=self.after_start, args=(self.state == "ready",), name="pyspark-kernel-warm-up", daemon=True).start()
+
+    def after_start(self, ready):
+        if ready:
             self.warm_up()
         self.prune_cache()
+        self.profile.end()
+
+    def mark(self, step):
+        """The start's next step: shown to a waiting cell, named by a timeout, timed in the profile."""
+        self.step = step
+        self.profile.mark(step)
 
     def creating(self):
         return getattr(self.local, "creating", False)
@@ -136,7 +158,7 @@ class SparkRuntime:
     def create_session(self):
         if self.connect:
             return self.create_connect_session()
-        self.step = "loading pyspark"
+        self.mark("loading pyspark")
         try:  # first: cells wait for this import (see imported), not for the checks after it
             from pyspark import SparkConf, SparkContext
             from pyspark.java_gateway import launch_gateway
@@ -146,10 +168,10 @@ class SparkRuntime:
             raise SparkStartError(f"pyspark cannot be imported by {sys.executable}: {error} (install pyspark into the kernel's environment, or regenerate the kernel)") from None
         finally:
             self.imported.set()
-        self.step = "checking the master"
+        self.mark("checking the master")
         check_master_reachable(self.master)
         self.ui_base = ui.server_base(self.environ)
-        self.step = "looking for Java"
+        self.mark("looking for Java")
         spark_home = check_spark_home(self.environ)
         java = find_java(self.environ)
         java_options = []
@@ -163,7 +185,7 @@ class SparkRuntime:
         secrets = resolve_secrets(settings, self.environ)
         conf = SparkConf(loadDefaults=False)
         conf.setAll((key, value) for key, value in settings.items() if key not in secrets)
-        self.step = "launching the driver JVM"
+        self.mark("launching the driver JVM")
         # The JVM's log may quote the user's data and settings: its owner's alone, as its directory.
         with os.fdopen(os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log, jvm.recording_launch(self.launched):
             self.gateway = launch_gateway(conf=conf, popen_kwargs={"stdout": log, "stderr": subprocess.STDOUT, "stdin": subprocess.PIPE})
@@ -176,7 +198,7 @@ class SparkRuntime:
         conf.setAll(secrets.items())
         if self.timed_out:
             raise SparkStartError("timed out")
-        self.step = "creating the SparkContext"
+        self.mark("creating the SparkContext")
         context = SparkContext(conf=conf, gateway=self.gateway)
         context.setLogLevel(self.options["log_level"])
         port = ui.ui_port(context.uiWebUrl)
@@ -184,6 +206,7 @@ class SparkRuntime:
             # Another process took the chosen port before the JVM bound it: Spark reads the proxy
             # base on each request, so the path can follow the port it took instead.
             context._jvm.java.lang.System.setProperty("spark.ui.proxyBase", ui.proxy_base(self.ui_base, port))
+        self.mark("creating the SparkSession")
         return SparkSession.builder.getOrCreate()
 
     def launched(self, proc):
@@ -198,10 +221,10 @@ class SparkRuntime:
             from pyspark.sql import SparkSession
         finally:
             self.imported.set()
-        self.step = "checking the master"
+        self.mark("checking the master")
         check_master_reachable(self.master)
 
-        self.step = "connecting to the Spark Connect server"
+        self.mark("connecting to the Spark Connect server")
         # The token lives in the Jupyter server's environment, never in kernel.json; it goes to the
         # client as a builder option, not into an environment variable that code prints.
         builder = SparkSession.builder.remote(with_token(self.master, self.environ.get(CONNECT_TOKEN_VARIABLE)))
@@ -219,15 +242,51 @@ class SparkRuntime:
         return ui.ui_root(self.context.uiWebUrl, self.ui_base)
 
     def warm_up(self):
-        """Pay the first-job cost (code loading, query planning) before the user's first job; a
-        cell that is already waiting for Spark pays it itself, sooner."""
-        if self.waiting:
-            return
+        """Pay the first-job costs before the user's first job: the JVM's (code loading, query
+        planning), then the Python paths' (the RDD API's Python worker daemon, a Python UDF's,
+        which is another, and an Arrow UDF's when the environment has pyarrow), so that a
+        notebook's first Python function finds warm workers. One after the other: run together,
+        the Python steps' tasks hold the cores while their workers start, and the JVM job waits
+        behind them. Each step starts only while no cell runs or waits for Spark: a cell that is
+        already waiting pays the cost itself, sooner. With dynamic allocation, the Python steps
+        are left out: they would ask the cluster for executors only to warm workers it then
+        releases, with the executors, once they are idle."""
+        steps = [("warm-up: a JVM job", warmup.jvm_job)]
+        if not self.connect and not warmup.dynamic_allocation(self.context):
+            steps += [("warm-up: Python workers (RDD map)", warmup.rdd_map), ("warm-up: Python UDF workers", warmup.python_udf)]
+            if warmup.has_arrow():
+                steps.append(("warm-up: an Arrow UDF", warmup.arrow_udf))
+        session, attempts = self.session, 0
         try:
             if not self.connect:
                 self.context.setJobGroup(WARMUP_GROUP, "pyspark-kernel warm-up", False)
-            self.session.range(1000).count()
         except Exception:  # a failed warm-up only costs time later
+            return
+        while steps and attempts < WARMUP_ATTEMPTS:
+            # A cell that runs goes first: no step starts meanwhile, and give_way cancels the one under way.
+            if self.waiting or not self.cells_idle.wait(WARMUP_PATIENCE) or self.state != "ready" or session is not self.session:
+                return
+            step, run = steps[0]
+            self.mark(step)
+            self.warming = step
+            try:
+                run(session)
+                steps.pop(0)
+            except Exception:  # cancelled for a cell: again once it is done; else a failed warm-up only costs time later
+                attempts += 1
+                if self.cells_idle.is_set():
+                    return
+            finally:
+                self.warming = None
+
+    def give_way(self):
+        """A cell begins: cancel the warm-up job under way, so that the cell's own jobs need not
+        queue behind it (the warm-up runs that step again once the cells are done)."""
+        if self.warming is None or self.connect or self.state != "ready":
+            return
+        try:
+            self.context.cancelJobGroup(WARMUP_GROUP)  # asynchronous in the JVM: returns at once
+        except Exception:  # the session is going away: nothing to give way to
             pass
 
     def prune_cache(self):
@@ -235,6 +294,7 @@ class SparkRuntime:
         while Spark waits for the first cell anyway."""
         if self.pruned.is_set():
             return
+        self.mark("pruning the cache")
         try:
             cache.prune(self.environ, keep=[self.archive] if self.archive else [])
         except Exception:  # a bad limit or an unreadable cache must not cost the session

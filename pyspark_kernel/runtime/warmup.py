@@ -1,0 +1,51 @@
+"""The warm-up jobs a kernel runs once its session is ready, before the user's first job, each
+the first of its kind: a JVM-only job (code loading, query planning), an RDD map (the Python
+worker daemon and its workers), a Python UDF and, when the environment has pyarrow, an Arrow UDF
+(the workers' pandas and pyarrow). Spark keeps Python workers for reuse (spark.python.worker.reuse)
+and lets idle ones go after a minute, so the first Python function of a notebook finds them warm.
+Functions are lambdas or nested: cloudpickle sends them by value, as executors cannot import
+this package.
+"""
+
+import importlib.util
+
+WORKERS = 4  # at most this many Python workers are started: each costs memory as long as it lives
+
+
+def partitions(session):
+    return max(1, min(session.sparkContext.defaultParallelism, WORKERS))
+
+
+def jvm_job(session):
+    session.range(1000).count()
+
+
+def rdd_map(session):
+    count = partitions(session)
+    session.sparkContext.parallelize(range(count), count).map(lambda x: x + 1).collect()
+
+
+def python_udf(session):
+    from pyspark.sql.functions import udf
+
+    session.range(0, partitions(session), 1, partitions(session)).select(udf(lambda x: x + 1, "long")("id")).collect()
+
+
+def arrow_udf(session):
+    import pandas as pd
+    from pyspark.sql.functions import pandas_udf
+
+    def plus_one(values: pd.Series) -> pd.Series:
+        return values + 1
+
+    session.range(0, partitions(session), 1, partitions(session)).select(pandas_udf(plus_one, "long")("id")).collect()
+
+
+def has_arrow():
+    """Whether Arrow UDFs can run here: pandas and pyarrow in the kernel's environment."""
+    return all(importlib.util.find_spec(name) is not None for name in ("pandas", "pyarrow"))
+
+
+def dynamic_allocation(context):
+    """Whether the cluster gives executors on demand: a warm-up would ask for them for nothing."""
+    return not context.master.startswith("local") and context.getConf().get("spark.dynamicAllocation.enabled", "false").strip().lower() == "true"
