@@ -68,7 +68,9 @@ def test_a_kernel_left_idle_warms_the_python_paths_and_the_first_python_function
     wait_until(lambda: len(python_daemons("rt-warm")) == 2 and all(len(workers) >= 2 for workers in python_daemons("rt-warm").values()),
                180, f"the warm-up started no Python workers: {python_daemons('rt-warm')}")
     warmed = set(python_daemons("rt-warm"))
-    assert kernel.run("sc.parallelize(range(4), 2).map(lambda x: x + 1).collect()").result == "[1, 2, 3, 4]"
+    first = kernel.run("sc.parallelize(range(4), 2).map(lambda x: x + 1).collect()")
+    assert first.result == "[1, 2, 3, 4]"
+    assert first.stream.startswith("Spark "), first.stream  # the banner is the first cell's, not the warm-up's
     udf = kernel.run("from pyspark.sql.functions import udf\n[row[0] for row in spark.range(4).select(udf(lambda x: x * 2, 'long')('id')).collect()]")
     assert udf.result == "[0, 2, 4, 6]", udf.text
     arrow = kernel.run("import pandas as pd\nfrom pyspark.sql.functions import pandas_udf\n"

@@ -128,6 +128,9 @@ class SparkRuntime:
         threading.Thread(target=self.after_start, args=(self.state == "ready",), name="pyspark-kernel-warm-up", daemon=True).start()
 
     def after_start(self, ready):
+        # The kernel's own: a UDF's PySpark code asks for the active session, and the notebook's
+        # entry points must not answer (they would show the banner from here, in no cell).
+        self.local.creating = True
         if ready:
             self.warm_up()
         self.prune_cache()
