@@ -17,7 +17,7 @@ import sys
 
 from .errors import InputError
 from .kernelspec import TEMPLATE_ROOT
-from .validate import INIT_MODES, LOG_LEVELS, check_given, check_kernel_name
+from .validate import INIT_MODES, LOG_LEVELS, WARM_UP_MODES, check_given, check_kernel_name
 
 
 def kernels_dir(args):
@@ -96,6 +96,8 @@ def make_parser():
     create.add_argument("--from-spark-defaults", dest="spark_defaults", metavar="FILE", help="import a spark-defaults.conf as a configuration layer")
     create.add_argument("--executor_python", help="executors' Python for cluster masters: pack (ship this environment) or a path")
     create.add_argument("--spark_init", choices=INIT_MODES, help="when Spark starts: background (default), lazy (first use), eager (before the kernel answers)")
+    create.add_argument("--warm_up", choices=WARM_UP_MODES, help="what runs before the first cell: python (default: a JVM job, then the Python workers of RDDs and UDFs), "
+                                                            "jvm (the JVM job only: no Python workers until a cell needs them, less memory), off")
     create.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress line for running Spark jobs (default: on)")
     create.add_argument("--log_level", choices=LOG_LEVELS, help="Spark log level (default: WARN)")
     create.add_argument("--start_timeout", help="the longest Spark may take to start, in seconds (default: the profile's; 600 for local)")
@@ -142,7 +144,7 @@ def template_default(template, key):
 def given_answers(args, spark_conf, template):
     """The answers the user gave; the template's defaults fill the rest."""
     answers = {"spark_conf": spark_conf, "env": parse_env(args.env), "env_from": args.env_from or []}
-    for key in ("display_name", "spark_master", "executor_python", "spark_init", "progress", "log_level", "start_timeout", "idle_timeout", "class_data_sharing"):
+    for key in ("display_name", "spark_master", "executor_python", "spark_init", "warm_up", "progress", "log_level", "start_timeout", "idle_timeout", "class_data_sharing"):
         if getattr(args, key) is not None:
             answers[key] = getattr(args, key)
     for key, flag in (("venv_dir", args.venv_dir_path), ("spark_home", args.spark_home), ("spark_defaults", args.spark_defaults)):

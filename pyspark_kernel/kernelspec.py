@@ -61,6 +61,7 @@ def executor_python(config, python_env):
 def runtime_options(answers, config, ships_environment):
     options = {
         "init": answers["spark_init"],
+        "warm_up": answers["warm_up"],
         "progress": answers["progress"],
         "log_level": answers["log_level"],
         "start_timeout": config["start_timeout"],

@@ -8,7 +8,7 @@ import os
 import re
 
 from .errors import InputError, quote
-from .runtime.options import ENV_REFERENCE, INIT_MODES, LOG_LEVELS, is_secret  # the runtime's own
+from .runtime.options import ENV_REFERENCE, INIT_MODES, LOG_LEVELS, WARM_UP_MODES, is_secret  # the runtime's own
 
 # jupyter_client's rule (ASCII letters, digits, - . _). Jupyter lowercases names on install, so an
 # uppercase name would be installed under another name than the one asked for: refuse it instead.
@@ -42,7 +42,7 @@ RESERVED_ENV = {
     "PYSPARK_PYTHON": "set venv_dir instead: driver and executors run its Python",
     "PYSPARK_DRIVER_PYTHON": "set venv_dir instead: driver and executors run its Python",
     "PYSPARK_KERNEL_SPARK_CONF": "set spark_conf instead",
-    "PYSPARK_KERNEL_OPTIONS": "set spark_init, progress, log_level, start_timeout, idle_timeout or class_data_sharing instead",
+    "PYSPARK_KERNEL_OPTIONS": "set spark_init, warm_up, progress, log_level, start_timeout, idle_timeout or class_data_sharing instead",
     "PYTHONPATH": "install packages into venv_dir instead",
     "SPARK_REMOTE": "set spark_master to the sc:// URL instead",
 }
@@ -258,6 +258,7 @@ CHECKS = {
     "env": (check_env, {}),
     "env_from": (check_env_from, []),
     "spark_init": (lambda value: check_choice("spark_init", value, INIT_MODES), "background"),
+    "warm_up": (lambda value: check_choice("warm_up", value, WARM_UP_MODES), "python"),
     "progress": (lambda value: check_flag("progress", value), True),
     "log_level": (lambda value: check_choice("log_level", value, LOG_LEVELS), "WARN"),
     "start_timeout": (check_start_timeout, None),

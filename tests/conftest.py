@@ -83,7 +83,17 @@ def spark_conf_of(spec):
 
 
 def run_cli(*args, env=None, cwd=None):
-    return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+    return subprocess.run([CLI, *with_warm_up(args)], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+def with_warm_up(args):
+    """Kernels the tests create run the JVM warm-up only, unless a test names its own warm_up: the
+    Python warm-up's daemons and workers cost an idle kernel about 7 s of CPU, and the suite runs
+    dozens of kernels on 2 cores. Its own tests (test_runtime, test_runtime_lifecycle) and the
+    generation tests (the default: python) cover it."""
+    if args[:1] == ("create",) and not any(str(arg).startswith("--warm_up") for arg in args):
+        return ["create", "--warm_up", "jvm", *args[1:]]
+    return list(args)
 
 
 def tree_snapshot(path):

@@ -98,6 +98,7 @@ def test_default_kernels_dir_is_the_users_jupyter_data_dir():
     (["-k", "ok", "-t", "/nonexistent/template"], "kernels_template_path"),
     (["-k", "ok", "--no-such-flag"], "arguments"),
     (["-k", "ok", "--spark_init", "soon"], "arguments"),
+    (["-k", "ok", "--warm_up", "always"], "arguments"),
     (["-k", "ok", "--start_timeout", "-5"], "start_timeout"),
     (["-k", "ok", "--idle_timeout", "-1"], "idle_timeout"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else v)
@@ -158,8 +159,8 @@ def test_interactive_answers_are_kept_exactly(tmp_path):
     """Cookiecutter does not render typed answers as Jinja: they reach kernel.json as typed."""
     marker = tmp_path / "marker"
     display, conf_value, env_value = nasty_values(marker)[2], nasty_values(marker)[4], nasty_values(marker)[3]
-    # the defaults for profile, then for executor_python, spark_init, progress, log_level, start_timeout, idle_timeout, class_data_sharing
-    answers = ["typed", display, VENV_DIR, "", "", "local[2]", "", "", "", "", "", "", "", json.dumps({"spark.test.typed": conf_value}), json.dumps({"TYPED": env_value})]
+    # the defaults for profile, then for executor_python, spark_init, warm_up, progress, log_level, start_timeout, idle_timeout, class_data_sharing
+    answers = ["typed", display, VENV_DIR, "", "", "local[2]", "", "", "", "", "", "", "", "", json.dumps({"spark.test.typed": conf_value}), json.dumps({"TYPED": env_value})]
     out = tmp_path / "kernels"
     done = subprocess.run([os.path.join(VENV_DIR, "bin", "cookiecutter"), ROOT, "-o", str(out)], input="\n".join(answers) + "\n",
                           capture_output=True, text=True, timeout=120)

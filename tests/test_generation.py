@@ -28,6 +28,8 @@ SUPPORTED = [
     ("lazy-no-progress", {"spark_init": "lazy", "progress": "no", "log_level": "ERROR", "start_timeout": "45", "class_data_sharing": "no", "idle_timeout": "90"},
      {"options": {"init": "lazy", "progress": False, "log_level": "ERROR", "start_timeout": 45, "idle_timeout": 90, "class_data_sharing": False}}),
     ("idle-timeout-off", {"idle_timeout": "0"}, {}),
+    ("warm-up-jvm-only", {"warm_up": "jvm"}, {"options": {"warm_up": "jvm"}}),
+    ("warm-up-off", {"warm_up": "off"}, {"options": {"warm_up": "off"}}),
 ]
 
 UNSUPPORTED = [
@@ -95,7 +97,8 @@ def test_supported_answers_bake_a_valid_kernel(bake, context, expected):
     assert spec["env"]["PYSPARK_PYTHON"] == PYTHON
     assert spec["metadata"]["supported_encryption"] == ["curve"]  # as the installed ipykernel declares
     options = json.loads(spec["env"]["PYSPARK_KERNEL_OPTIONS"])
-    assert options == expected.get("options", {"init": "background", "progress": True, "log_level": "WARN", "start_timeout": 600, "idle_timeout": 0, "class_data_sharing": True})
+    defaults = {"init": "background", "warm_up": "python", "progress": True, "log_level": "WARN", "start_timeout": 600, "idle_timeout": 0, "class_data_sharing": True}
+    assert options == {**defaults, **expected.get("options", {})}
 
 
 @pytest.mark.parametrize("context, field", [row[1:] for row in UNSUPPORTED], ids=[row[0] for row in UNSUPPORTED])

@@ -169,7 +169,7 @@ def test_a_hub_shares_kernels_keeps_private_ones_private_and_serves_each_spark_u
         assert done.returncode == 0, done.stderr
         for user in (ann, bob):
             homes[user] = add_user(user)
-            made = as_user(user, str(venv / "bin" / "python"), "-m", "pyspark_kernel", "create", "--user", "-k", f"own-{user}", "-e", str(venv))
+            made = as_user(user, str(venv / "bin" / "python"), "-m", "pyspark_kernel", "create", "--user", "-k", f"own-{user}", "-e", str(venv), "--warm_up", "jvm")
             assert made.returncode == 0, made.stdout + made.stderr
         ports = [free_port(), free_port(), free_port()]
         password, service_token = secrets.token_hex(12), secrets.token_hex(24)

@@ -62,7 +62,7 @@ def python_daemons(app_name):
 
 
 def test_a_kernel_left_idle_warms_the_python_paths_and_the_first_python_functions_use_them(start):
-    kernel = start("rt-warm")
+    kernel = start("rt-warm", "--warm_up", "python")
     # Nobody has run a Python function yet: the warm-up alone starts the RDD API's daemon and the
     # SQL UDFs' daemon (another), each with a worker per core used.
     wait_until(lambda: len(python_daemons("rt-warm")) == 2 and all(len(workers) >= 2 for workers in python_daemons("rt-warm").values()),

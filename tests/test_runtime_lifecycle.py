@@ -155,3 +155,94 @@ def test_outside_a_cell_the_kernel_ignores_interrupts_while_it_handles_requests(
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+class FakeContext:
+    """Just enough of a SparkContext for the warm-up: its master, conf, job groups and cancels."""
+
+    def __init__(self, master="local[2]", conf=None):
+        self.master, self.conf, self.cancelled = master, conf or {}, []
+
+    def getConf(self):
+        return self.conf
+
+    def setJobGroup(self, *_):
+        pass
+
+    def cancelJobGroup(self, group):
+        self.cancelled.append(group)
+
+
+def warm_runtime(tmp_path, monkeypatch, master="local[2]", conf=None, arrow=True, **options_):
+    """A ready runtime whose warm-up steps only record that they ran."""
+    from pyspark_kernel.runtime import warmup
+
+    runtime = runtime_for(tmp_path, master, **options_)
+    runtime.state, runtime.session, runtime.context = "ready", object(), FakeContext(master, conf)
+    ran = []
+    for name in ("jvm_job", "rdd_map", "python_udf", "arrow_udf"):
+        monkeypatch.setattr(warmup, name, lambda _session, name=name: ran.append(name))
+    monkeypatch.setattr(warmup, "has_arrow", lambda: arrow)
+    return runtime, ran
+
+
+@pytest.mark.parametrize("mode, master, conf, arrow, steps", [
+    ("python", "local[2]", {}, True, ["jvm_job", "rdd_map", "python_udf", "arrow_udf"]),
+    ("python", "local[2]", {}, False, ["jvm_job", "rdd_map", "python_udf"]),  # no pyarrow: no Arrow UDF
+    ("python", "spark://127.0.0.1:7077", {"spark.dynamicAllocation.enabled": "true"}, True, ["jvm_job"]),  # executors on demand
+    ("python", "spark://127.0.0.1:7077", {"spark.dynamicAllocation.enabled": "false"}, True, ["jvm_job", "rdd_map", "python_udf", "arrow_udf"]),
+    ("jvm", "local[2]", {}, True, ["jvm_job"]),
+    ("off", "local[2]", {}, True, []),
+])
+def test_the_warm_up_runs_what_its_mode_and_the_cluster_allow(tmp_path, monkeypatch, mode, master, conf, arrow, steps):
+    runtime, ran = warm_runtime(tmp_path, monkeypatch, master, conf, arrow, warm_up=mode)
+    runtime.warm_up()
+    runtime.profile.end()
+    assert ran == steps
+    assert [step for step, _ in runtime.profile.steps] == [
+        {"jvm_job": "warm-up: a JVM job", "rdd_map": "warm-up: Python workers (RDD map)", "python_udf": "warm-up: Python UDF workers",
+         "arrow_udf": "warm-up: an Arrow UDF"}[step] for step in steps]
+
+
+def test_a_cell_waiting_for_spark_gets_no_warm_up(tmp_path, monkeypatch):
+    runtime, ran = warm_runtime(tmp_path, monkeypatch)
+    runtime.waiting = True
+    runtime.warm_up()
+    assert ran == []
+
+
+def test_the_warm_up_waits_for_running_cells_and_a_quiet_second(tmp_path, monkeypatch):
+    runtime, ran = warm_runtime(tmp_path, monkeypatch, warm_up="jvm")
+    monkeypatch.setattr(session, "WARMUP_PATIENCE", 0.3)
+    runtime.cells_idle.clear()  # a cell runs, longer than the warm-up's patience
+    runtime.warm_up()
+    assert ran == []
+    runtime.cells_idle.set()
+    runtime.cells_ended_at = __import__("time").monotonic()  # a cell has just ended
+    thread = threading.Thread(target=runtime.warm_up)
+    thread.start()
+    thread.join(10)
+    assert ran == ["jvm_job"]
+    assert runtime.profile.current[1] - runtime.cells_ended_at >= session.WARMUP_QUIET  # the step began a quiet second after the cell
+
+
+def test_a_cell_that_begins_cancels_the_warm_up_step_under_way_which_runs_again_after(tmp_path, monkeypatch):
+    from pyspark_kernel.runtime import warmup
+
+    runtime, ran = warm_runtime(tmp_path, monkeypatch, warm_up="jvm")
+    attempts = []
+
+    def jvm_job(_session):
+        attempts.append(len(attempts))
+        if len(attempts) == 1:  # a cell begins while the first attempt runs: it gives way
+            runtime.cells_idle.clear()
+            runtime.give_way()
+            threading.Timer(0.1, lambda: (setattr(runtime, "cells_ended_at", 0.0), runtime.cells_idle.set())).start()
+            raise RuntimeError("the job was cancelled")
+
+    monkeypatch.setattr(warmup, "jvm_job", jvm_job)
+    runtime.warm_up()
+    assert runtime.context.cancelled == [session.WARMUP_GROUP]
+    assert attempts == [0, 1]  # cancelled, then run again once the cell was done
+    assert runtime.warming is None
+    assert runtime.give_way() is None and runtime.context.cancelled == [session.WARMUP_GROUP]  # nothing under way: nothing cancelled

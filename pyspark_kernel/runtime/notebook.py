@@ -325,6 +325,7 @@ class Notebook:
                     self.running -= 1
                     self.used_at = time.monotonic()
                     if not self.running:
+                        self.runtime.cells_ended_at = self.used_at
                         self.runtime.cells_idle.set()
             self.progress = None
             self.group = None

@@ -13,13 +13,15 @@ OPTIONS_VARIABLE = "PYSPARK_KERNEL_OPTIONS"
 CONF_VARIABLE = "PYSPARK_KERNEL_SPARK_CONF"
 CONNECT_TOKEN_VARIABLE = "SPARK_CONNECT_TOKEN"
 INIT_MODES = ("background", "lazy", "eager")
+WARM_UP_MODES = ("python", "jvm", "off")  # what the warm-up runs before the first cell (session.warm_up)
 # Variables of the Jupyter server's environment that would change the kernel's Spark behind
 # kernel.json's back. kernel.json sets each one, to "" when the kernel wants it unset, and the
 # runtime removes the empty ones before Spark starts.
 SPARK_VARIABLES = ("SPARK_HOME", "PYSPARK_PYTHON", "PYTHONPATH", "PYSPARK_SUBMIT_ARGS", "SPARK_CONF_DIR", "PYSPARK_DRIVER_PYTHON",
                    "SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_API_MODE", "MASTER")
 LOG_LEVELS = ("WARN", "ERROR", "INFO", "DEBUG", "TRACE", "FATAL", "OFF", "ALL")
-DEFAULT_OPTIONS = {"init": "background", "progress": True, "log_level": "WARN", "start_timeout": 600, "idle_timeout": 0, "class_data_sharing": True}
+DEFAULT_OPTIONS = {"init": "background", "progress": True, "log_level": "WARN", "start_timeout": 600, "idle_timeout": 0, "class_data_sharing": True,
+                   "warm_up": "python"}
 ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 # What makes a setting or variable a secret, by whole segments of its name (split at . _ - and
 # camelCase): Spark's own spark.redaction.regex (secret, password, token, access key) plus cloud
@@ -54,6 +56,8 @@ def read_options(environ):
     options = {**DEFAULT_OPTIONS, **read_json(environ, OPTIONS_VARIABLE, "options")}
     if options["init"] not in INIT_MODES:
         options["init"] = "background"
+    if options["warm_up"] not in WARM_UP_MODES:
+        options["warm_up"] = "python"
     for key, allowed in (("start_timeout", lambda seconds: seconds > 0), ("idle_timeout", lambda seconds: seconds >= 0)):  # 0: never
         try:
             options[key] = float(options[key])

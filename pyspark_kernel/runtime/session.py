@@ -25,6 +25,7 @@ WARMUP_GROUP = "pyspark-kernel-warmup"
 DEATH_WAIT = 2  # seconds a refused connection may take to show as the JVM's exit
 QUIET_WAIT = 0.5  # the same, before Py4J's own report of a failed call is dropped
 WARMUP_PATIENCE = 60  # seconds the warm-up waits for running cells to end before it gives up
+WARMUP_QUIET = 1.0  # seconds without a cell before a warm-up step starts
 WARMUP_ATTEMPTS = 3  # warm-up steps cancelled for a cell, or failed, before the warm-up gives up
 
 
@@ -67,6 +68,7 @@ class SparkRuntime:
         self.cells_idle = threading.Event()  # no cell runs (the notebook's): the warm-up gives way to cells
         self.cells_idle.set()
         self.warming = None  # the warm-up step under way, which a cell that begins cancels (give_way)
+        self.cells_ended_at = 0.0  # when the last cell ended (monotonic), for the warm-up's quiet wait
         self.stopped_by = None  # "user" (spark.stop()) or "idle" (idle_timeout), while stopped
         self.archive = None  # the class-data-sharing archive this kernel's JVM maps or writes
         self.pruned = threading.Event()  # set once this kernel's start has pruned the cache
@@ -253,9 +255,11 @@ class SparkRuntime:
         behind them. Each step starts only while no cell runs or waits for Spark: a cell that is
         already waiting pays the cost itself, sooner. With dynamic allocation, the Python steps
         are left out: they would ask the cluster for executors only to warm workers it then
-        releases, with the executors, once they are idle."""
-        steps = [("warm-up: a JVM job", warmup.jvm_job)]
-        if not self.connect and not warmup.dynamic_allocation(self.context):
+        releases, with the executors, once they are idle. The warm_up option chooses: python
+        (all of it), jvm (the JVM job only: no Python workers until a cell needs them) or off."""
+        mode = self.options["warm_up"]  # python, jvm (the JVM job only) or off
+        steps = [("warm-up: a JVM job", warmup.jvm_job)] if mode != "off" else []
+        if mode == "python" and not self.connect and not warmup.dynamic_allocation(self.context):
             steps += [("warm-up: Python workers (RDD map)", warmup.rdd_map), ("warm-up: Python UDF workers", warmup.python_udf)]
             if warmup.has_arrow():
                 steps.append(("warm-up: an Arrow UDF", warmup.arrow_udf))
@@ -267,7 +271,7 @@ class SparkRuntime:
             return
         while steps and attempts < WARMUP_ATTEMPTS:
             # A cell that runs goes first: no step starts meanwhile, and give_way cancels the one under way.
-            if self.waiting or not self.cells_idle.wait(WARMUP_PATIENCE) or self.state != "ready" or session is not self.session:
+            if not self.wait_for_quiet() or self.waiting or self.state != "ready" or session is not self.session:
                 return
             step, run = steps[0]
             self.mark(step)
@@ -281,6 +285,17 @@ class SparkRuntime:
                     return
             finally:
                 self.warming = None
+
+    def wait_for_quiet(self):
+        """Wait until no cell has run for WARMUP_QUIET seconds: while a notebook runs cell after
+        cell (Run All), a warm-up step would only start to be cancelled. False after WARMUP_PATIENCE."""
+        deadline = time.monotonic() + WARMUP_PATIENCE
+        while self.cells_idle.wait(max(0.0, deadline - time.monotonic())):
+            quiet = time.monotonic() - self.cells_ended_at
+            if quiet >= WARMUP_QUIET:
+                return True
+            time.sleep(WARMUP_QUIET - quiet)
+        return False
 
     def give_way(self):
         """A cell begins: cancel the warm-up job under way, so that the cell's own jobs need not
