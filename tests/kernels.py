@@ -69,6 +69,14 @@ class Kernel:
         reply = self.client.execute_interactive(code, timeout=timeout, output_hook=lambda m: messages.append((m["msg_type"], m["content"])))
         return CellRun(reply["content"], messages)
 
+    def evaluate(self, expression, timeout=CELL_TIMEOUT):
+        """The repr of ``expression`` in the kernel, asked silently: IPython runs no cell hooks for
+        it, so the kernel does not take it for a cell (a cell cancels the warm-up's job)."""
+        reply = self.client.execute_interactive("", silent=True, store_history=False, user_expressions={"x": expression}, timeout=timeout)
+        found = reply["content"]["user_expressions"]["x"]
+        assert found["status"] == "ok", found
+        return found["data"]["text/plain"]
+
     def stop(self, now=False):
         self.client.stop_channels()
         if self.manager.has_kernel:

@@ -18,7 +18,7 @@ from .kernels import Kernel, assert_interrupt_stops_a_minute_long_job, kernel_en
 pytestmark = pytest.mark.e2e
 
 STATE = 'print(__import__("sys").modules["pyspark_kernel_runtime"].RUNTIME.state)'
-PRUNED = 'print(__import__("sys").modules["pyspark_kernel_runtime"].RUNTIME.pruned.is_set())'
+PRUNED = '__import__("sys").modules["pyspark_kernel_runtime"].RUNTIME.pruned.is_set()'  # set after the warm-up and the cache's pruning
 
 
 def test_background_kernel_answers_at_once_and_the_first_use_of_spark_waits(start):
@@ -65,8 +65,8 @@ def test_a_kernel_left_idle_warms_the_python_paths_and_the_first_python_function
     kernel = start("rt-warm", "--warm_up", "python")
     # Nobody has run a Python function yet: the warm-up alone starts the RDD API's daemon and the
     # SQL UDFs' daemon (another), each with a worker per core used.
-    wait_until(lambda: len(python_daemons("rt-warm")) == 2 and all(len(workers) >= 2 for workers in python_daemons("rt-warm").values()),
-               180, f"the warm-up started no Python workers: {python_daemons('rt-warm')}")
+    wait_until(lambda: kernel.evaluate(PRUNED) == "True", 180, "the warm-up did not end")
+    assert len(python_daemons("rt-warm")) == 2 and all(len(workers) >= 2 for workers in python_daemons("rt-warm").values()), python_daemons("rt-warm")
     warmed = set(python_daemons("rt-warm"))
     first = kernel.run("sc.parallelize(range(4), 2).map(lambda x: x + 1).collect()")
     assert first.result == "[1, 2, 3, 4]"
@@ -327,7 +327,7 @@ def test_class_data_sharing_archive_is_built_once_and_a_broken_one_never_breaks_
         assert user.run("spark.range(10).count()").result == "10"
         assert f"-XX:SharedArchiveFile={archives[0]}" in [arg for jvm in spark_jvms("rt-cds") for arg in jvm.cmdline()]
         # Once started, the kernel pruned the cache: nothing is left of the deleted environments.
-        wait_until(lambda: user.run(PRUNED).text.strip() == "True", 60, "the kernel did not prune the cache")
+        wait_until(lambda: user.evaluate(PRUNED) == "True", 60, "the kernel did not prune the cache")
     finally:
         user.stop()
     assert_left_nothing("rt-cds", tmp_dir)

@@ -271,7 +271,7 @@ class SparkRuntime:
             return
         while steps and attempts < WARMUP_ATTEMPTS:
             # A cell that runs goes first: no step starts meanwhile, and give_way cancels the one under way.
-            if not self.wait_for_quiet() or self.waiting or self.state != "ready" or session is not self.session:
+            if self.waiting or not self.wait_for_quiet() or self.waiting or self.state != "ready" or session is not self.session:
                 return
             step, run = steps[0]
             self.mark(step)
