@@ -47,29 +47,6 @@ def pytest_configure(config):
         handle.write(f"cookiecutters_dir: {json.dumps(os.path.join(scratch, 'cookiecutters'))}\n")
         handle.write(f"replay_dir: {json.dumps(os.path.join(scratch, 'replay'))}\n")
     os.environ["COOKIECUTTER_CONFIG"] = rc
-    if not os.environ.get("PYTEST_XDIST_WORKER") and (config.option.markexpr or "").strip() == "e2e":
-        prime_archive(scratch)
-
-
-def prime_archive(scratch):
-    """Write the run's class-data-sharing archive for the default kernel (this checkout's pyspark,
-    the system's Java) once, before the end-to-end tests start: otherwise the first of them to
-    start a default kernel writes it as its JVM exits, is slow by as much, and the kernels started
-    meanwhile run without it. Tests of the archive itself use caches of their own."""
-    from .kernels import Kernel, kernel_environment as environment_for, wait_until
-
-    kernels, tmp_dir = os.path.join(scratch, "primer-kernels"), os.path.join(scratch, "primer-tmp")
-    os.makedirs(tmp_dir)
-    done = run_cli("create", "-k", "cds-primer", "-d", kernels)
-    assert done.returncode == 0, done.stderr
-    kernel = Kernel(kernels, "cds-primer", environment_for(tmp_dir))
-    try:
-        assert kernel.run("spark.range(10).count()").result == "10"
-    finally:
-        kernel.stop()
-    store = os.path.join(os.environ["XDG_CACHE_HOME"], "pyspark-kernel", "cds")
-    wait_until(lambda: os.listdir(tmp_dir) == [] and not [name for name in os.listdir(store) if name.endswith(".lock")], 300,
-               f"the primer kernel's archive was not written: {os.listdir(store)}")
 
 
 # The longest end-to-end tests, longest first, run before the others: the two xdist workers then
