@@ -211,28 +211,29 @@ def test_a_cell_waiting_for_spark_gets_no_warm_up(tmp_path, monkeypatch):
     assert ran == []
 
 
-def test_the_warm_up_waits_for_running_cells_and_a_quiet_second(tmp_path, monkeypatch):
-    runtime, ran = warm_runtime(tmp_path, monkeypatch, warm_up="jvm")
+def test_the_python_steps_wait_for_running_cells_and_a_quiet_second(tmp_path, monkeypatch):
+    runtime, ran = warm_runtime(tmp_path, monkeypatch, arrow=False, warm_up="python")
     monkeypatch.setattr(session, "WARMUP_PATIENCE", 0.3)
     runtime.cells_idle.clear()  # a cell runs, longer than the warm-up's patience
     runtime.warm_up()
-    assert ran == []
+    assert ran == ["jvm_job"]  # at once: the cell would pay that cost itself; the Python steps gave up
+    ran.clear()
     runtime.cells_idle.set()
     runtime.cells_ended_at = __import__("time").monotonic()  # a cell has just ended
     thread = threading.Thread(target=runtime.warm_up)
     thread.start()
     thread.join(10)
-    assert ran == ["jvm_job"]
-    assert runtime.profile.current[1] - runtime.cells_ended_at >= session.WARMUP_QUIET  # the step began a quiet second after the cell
+    assert ran == ["jvm_job", "rdd_map", "python_udf"]
+    assert runtime.profile.current[1] - runtime.cells_ended_at >= session.WARMUP_QUIET  # the last step began a quiet second after the cell
 
 
 def test_a_cell_that_begins_cancels_the_warm_up_step_under_way_which_runs_again_after(tmp_path, monkeypatch):
     from pyspark_kernel.runtime import warmup
 
-    runtime, ran = warm_runtime(tmp_path, monkeypatch, warm_up="jvm")
+    runtime, ran = warm_runtime(tmp_path, monkeypatch, arrow=False, warm_up="python")
     attempts = []
 
-    def jvm_job(_session):
+    def rdd_map(_session):
         attempts.append(len(attempts))
         if len(attempts) == 1:  # a cell begins while the first attempt runs: it gives way
             runtime.cells_idle.clear()
@@ -240,9 +241,18 @@ def test_a_cell_that_begins_cancels_the_warm_up_step_under_way_which_runs_again_
             threading.Timer(0.1, lambda: (setattr(runtime, "cells_ended_at", 0.0), runtime.cells_idle.set())).start()
             raise RuntimeError("the job was cancelled")
 
-    monkeypatch.setattr(warmup, "jvm_job", jvm_job)
+    monkeypatch.setattr(warmup, "rdd_map", rdd_map)
     runtime.warm_up()
     assert runtime.context.cancelled == [session.WARMUP_GROUP]
-    assert attempts == [0, 1]  # cancelled, then run again once the cell was done
+    assert attempts == [0, 1] and ran == ["jvm_job", "python_udf"]  # cancelled, then run again once the cell was done
     assert runtime.warming is None
     assert runtime.give_way() is None and runtime.context.cancelled == [session.WARMUP_GROUP]  # nothing under way: nothing cancelled
+
+
+def test_a_cell_does_not_cancel_the_jvm_job(tmp_path, monkeypatch):
+    from pyspark_kernel.runtime import warmup
+
+    runtime, _ = warm_runtime(tmp_path, monkeypatch, warm_up="jvm")
+    monkeypatch.setattr(warmup, "jvm_job", lambda _session: runtime.give_way())  # a cell begins during the JVM job
+    runtime.warm_up()
+    assert runtime.context.cancelled == []

@@ -252,8 +252,10 @@ class SparkRuntime:
         which is another, and an Arrow UDF's when the environment has pyarrow), so that a
         notebook's first Python function finds warm workers. One after the other: run together,
         the Python steps' tasks hold the cores while their workers start, and the JVM job waits
-        behind them. Each step starts only while no cell runs or waits for Spark: a cell that is
-        already waiting pays the cost itself, sooner. With dynamic allocation, the Python steps
+        behind them. The JVM job runs as soon as the session is ready; a cell that comes
+        meanwhile waits for it, as it would pay the same cost itself. A Python step starts only
+        once no cell has run for a second, and a cell that begins cancels it. A cell that is
+        already waiting for Spark pays every cost itself, sooner: no warm-up. With dynamic allocation, the Python steps
         are left out: they would ask the cluster for executors only to warm workers it then
         releases, with the executors, once they are idle. The warm_up option chooses: python
         (all of it), jvm (the JVM job only: no Python workers until a cell needs them) or off."""
@@ -270,12 +272,15 @@ class SparkRuntime:
         except Exception:  # a failed warm-up only costs time later
             return
         while steps and attempts < WARMUP_ATTEMPTS:
-            # A cell that runs goes first: no step starts meanwhile, and give_way cancels the one under way.
-            if self.waiting or not self.wait_for_quiet() or self.waiting or self.state != "ready" or session is not self.session:
-                return
             step, run = steps[0]
+            # The JVM job runs at once, and a cell that comes meanwhile waits for it: the cell would
+            # pay the same first-job cost itself. A Python step waits for the cells, and a cell that
+            # begins cancels it (give_way): that cost is not the cell's.
+            yields = run is not warmup.jvm_job
+            if self.waiting or (yields and not self.wait_for_quiet()) or self.waiting or self.state != "ready" or session is not self.session:
+                return
             self.mark(step)
-            self.warming = step
+            self.warming = step if yields else None
             try:
                 run(session)
                 steps.pop(0)
