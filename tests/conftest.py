@@ -27,6 +27,9 @@ VENV_DIR = sys.prefix
 PYTHON = os.path.join(VENV_DIR, "bin", "python")
 CLI = os.path.join(VENV_DIR, "bin", "pyspark-kernel")
 JVM_GONE_TIMEOUT = 60
+# A JVM writing the class-data-sharing archive as it exits may take as long as the watchdog
+# allows it (watchdog.sh: 900 checks of 0.2 s): on a loaded 2-core machine that is over a minute.
+ARCHIVE_WRITE_TIMEOUT = 180
 CLEANUP_TIMEOUT = 90  # the first JVM of a run writes the class-data-sharing archive as it exits
 KERNEL_FILES = ["kernel.json", "logo-32x32.png", "logo-64x64.png", "pyspark_kernel_runtime", "pyspark_startup.py"]
 SCRATCH = tempfile.mkdtemp(prefix="pyspark-kernel-tests-")
@@ -38,6 +41,12 @@ def pytest_configure(config):
     os.environ["JUPYTER_DATA_DIR"] = os.path.join(scratch, "jupyter-data")
     os.environ["JUPYTER_RUNTIME_DIR"] = os.path.join(scratch, "jupyter-runtime")
     os.environ["JUPYTER_CONFIG_DIR"] = os.path.join(scratch, "jupyter-config")
+    # The suite's driver JVMs compile with C1 only: it starts about a hundred of them on 2 cores,
+    # each for seconds of work, and C2's compiler threads are a third of such a driver's CPU
+    # (measured: 18 s of CPU to start Spark and run two jobs, 12 s with C1 only). Only the tests
+    # set this: kernels themselves keep the JVM's defaults. spark-submit passes SPARK_SUBMIT_OPTS
+    # to the driver JVM, as it would a user's.
+    os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1")
     # The class-data-sharing archive (150 MB) is built once per test run, not in the user's cache:
     # the pytest-xdist workers share the one of the process that started them (it outlives them).
     os.environ["XDG_CACHE_HOME"] = os.environ.get("PYSPARK_KERNEL_TEST_CACHE_HOME") or os.path.join(scratch, "cache")
@@ -117,10 +126,19 @@ def spark_jvms(app_name):
     return found
 
 
+def writes_archive(jvm):
+    try:
+        return any(arg.startswith("-XX:ArchiveClassesAtExit=") for arg in jvm.cmdline())
+    except psutil.Error:  # it has just exited
+        return False
+
+
 def assert_no_jvm_left(app_name, timeout=JVM_GONE_TIMEOUT):
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
     while spark_jvms(app_name):
-        if time.monotonic() > deadline:
+        writing = any(writes_archive(jvm) for jvm in spark_jvms(app_name))
+        timeout = max(timeout, ARCHIVE_WRITE_TIMEOUT) if writing else timeout
+        if time.monotonic() > started + timeout:
             left = [p.pid for p in spark_jvms(app_name)]
             for proc in spark_jvms(app_name):
                 proc.kill()
