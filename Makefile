@@ -65,9 +65,11 @@ ci-smoke: venv
 	    --save-notebook $(CI_DIR)/reports/$$kernel.ipynb $(if $(CI_NOTEBOOK),--notebook $(CI_NOTEBOOK)); \
 	done
 
-# Kernel start-up against the baselines of issue 3 (about 10 minutes); prints a table.
+# Kernel start-up against the baselines (about 20 minutes), then the memory of many notebooks
+# on the classic, a dedicated and a shared kernel (about 10 minutes); prints the tables.
 bench: venv
 	$(BIN)/python benchmarks/kernel_startup.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/shared_driver.py $(SHARED_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info test-output node_modules

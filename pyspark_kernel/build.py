@@ -1,17 +1,33 @@
 """From answers to a finished kernel spec: every check and every look-up, no file written."""
 
+import glob
 import os
 import sys
 
 from . import environment, kernelspec, layers, sparkhome
 from .errors import InputError
 from .pack import packer
-from .validate import check_answers, check_env, check_idle_timeout, check_platform, check_spark_conf, check_start_timeout, master_kind
+from .runtime.options import DRIVER_LINGER
+from .validate import check_answers, check_driver_linger, check_env, check_idle_timeout, check_platform, check_spark_conf, check_spark_driver, check_start_timeout, master_kind
 
 DEFAULTS_PATH = os.path.join(kernelspec.TEMPLATE_ROOT, "defaults.conf")
 PROFILES_DIR = os.path.join(kernelspec.TEMPLATE_ROOT, "profiles")
 # A fork whose defaults.conf and profile set no start limit still gets one a busy machine can meet.
 DEFAULT_START_TIMEOUT = 600
+
+
+def check_shared_driver(master, spark):
+    """A shared driver is a Spark Connect server that the kernel starts: Spark 4's, from its jars."""
+    if master_kind(master) == "connect":
+        raise InputError("spark_driver", f"shared starts a Spark Connect server of its own, and the master {master} is one already",
+                         "leave spark_driver empty for a Connect kernel, or give a local or cluster master")
+    major = int(spark.spark_version.split(".")[0]) if spark.spark_version[:1].isdigit() else 0
+    if major < 4:
+        raise InputError("spark_driver", f"shared needs Spark 4.0 or later, whose jars include the Spark Connect server; this environment has Spark {spark.spark_version}",
+                         "use --spark_driver dedicated, or an environment with pyspark 4")
+    if not glob.glob(os.path.join(spark.home, "jars", "spark-connect_*.jar")):
+        raise InputError("spark_driver", f"shared needs the Spark Connect server, and {spark.home}/jars has no spark-connect jar",
+                         "use the pyspark package or a Spark distribution that includes Spark Connect, or --spark_driver dedicated")
 
 
 def profile_names(profiles_dir):
@@ -54,6 +70,12 @@ def build_spec(answers, environ=None):
     config["env"] = check_env(config["env"])
     config["start_timeout"] = check_start_timeout(config["start_timeout"]) or DEFAULT_START_TIMEOUT
     config["idle_timeout"] = check_idle_timeout(config["idle_timeout"]) or 0
+    config["spark_driver"] = check_spark_driver(config["spark_driver"]) or "dedicated"
+    linger = check_driver_linger(config["driver_linger"])
+    config["driver_linger"] = DRIVER_LINGER if linger is None else linger
+    if config["spark_driver"] == "shared":
+        check_shared_driver(config["master"], spark)
+        environment.check_connect_client(python_env)  # the notebooks are Spark Connect clients
     spec = kernelspec.check_spec(kernelspec.make_spec(answers, python_env, spark, config))
     if kernelspec.ships_environment(spec):
         packer(python_env.prefix)  # fail now, before any file is written, if it cannot be packed

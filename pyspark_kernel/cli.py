@@ -17,7 +17,7 @@ import sys
 
 from .errors import InputError
 from .kernelspec import TEMPLATE_ROOT
-from .validate import INIT_MODES, LOG_LEVELS, WARM_UP_MODES, check_given, check_kernel_name
+from .validate import DRIVER_MODES, INIT_MODES, LOG_LEVELS, WARM_UP_MODES, check_given, check_kernel_name
 
 
 def kernels_dir(args):
@@ -101,6 +101,9 @@ def make_parser():
     create.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress line for running Spark jobs (default: on)")
     create.add_argument("--log_level", choices=LOG_LEVELS, help="Spark log level (default: WARN)")
     create.add_argument("--start_timeout", help="the longest Spark may take to start, in seconds (default: the profile's; 600 for local)")
+    create.add_argument("--spark_driver", choices=DRIVER_MODES, help="dedicated (default: each notebook its own driver JVM) or shared "
+                                                              "(Spark 4: the notebooks of this kernel share one local Spark Connect server)")
+    create.add_argument("--driver_linger", help="seconds a shared driver stays after its last notebook has gone (default: the profile's; 30)")
     create.add_argument("--idle_timeout", help="stop the Spark session after this many seconds without a job, freeing its cluster resources; 0: never (default: the profile's: off for local and connect, 3600 for clusters)")
     create.add_argument("--class_data_sharing", action=argparse.BooleanOptionalAction, help="class-data-sharing archive for the driver JVM (default: on)")
     create.add_argument("-f", "--force", action="store_true", help="replace an existing kernel of the same name")
@@ -144,7 +147,7 @@ def template_default(template, key):
 def given_answers(args, spark_conf, template):
     """The answers the user gave; the template's defaults fill the rest."""
     answers = {"spark_conf": spark_conf, "env": parse_env(args.env), "env_from": args.env_from or []}
-    for key in ("display_name", "spark_master", "executor_python", "spark_init", "warm_up", "progress", "log_level", "start_timeout", "idle_timeout", "class_data_sharing"):
+    for key in ("display_name", "spark_master", "executor_python", "spark_init", "warm_up", "progress", "log_level", "start_timeout", "idle_timeout", "class_data_sharing", "spark_driver", "driver_linger"):
         if getattr(args, key) is not None:
             answers[key] = getattr(args, key)
     for key, flag in (("venv_dir", args.venv_dir_path), ("spark_home", args.spark_home), ("spark_defaults", args.spark_defaults)):

@@ -17,7 +17,8 @@ from .errors import InputError
 REPLACED = ".pyspark-kernel-replaced"
 PUBLIC_ANSWERS = (
     "kernel_name", "display_name", "venv_dir", "spark_home", "spark_master", "spark_conf", "env",
-    "spark_init", "warm_up", "progress", "log_level", "start_timeout", "idle_timeout", "class_data_sharing", "profile", "executor_python",
+    "spark_init", "warm_up", "progress", "log_level", "start_timeout", "idle_timeout", "class_data_sharing", "spark_driver", "driver_linger",
+    "profile", "executor_python",
 )
 
 

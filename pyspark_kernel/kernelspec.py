@@ -68,6 +68,8 @@ def runtime_options(answers, config, ships_environment):
         "idle_timeout": config["idle_timeout"],
         "class_data_sharing": answers["class_data_sharing"],
     }
+    if config.get("spark_driver") == "shared":
+        options.update(spark_driver="shared", driver_linger=config["driver_linger"])
     if ships_environment:
         options["ship_environment"] = ARCHIVE
     if answers["env_from"]:

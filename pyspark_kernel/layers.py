@@ -5,7 +5,9 @@ an imported ``spark-defaults.conf``, then the user's answers. A layer has ``spar
 ``spark.conf`` (Spark settings), ``env`` (environment variables), ``executor.python`` ("pack",
 or the path of the executors' Python) and ``kernel.start_timeout`` (the longest a start may take,
 in seconds: a local JVM on a busy machine needs minutes, a YARN queue can need more) and
-``kernel.idle_timeout`` (seconds without a Spark job before the session is stopped; 0: never). HOCON
+``kernel.idle_timeout`` (seconds without a Spark job before the session is stopped; 0: never),
+``kernel.spark_driver`` (dedicated or shared) and ``kernel.driver_linger`` (seconds a shared driver
+stays after its last notebook). HOCON
 ``${?NAME}`` substitutions are resolved when the layer is read, from the generating user's
 environment, as in the original bash+HOCON tool; a substitution of an unset variable drops the key.
 Answers never pass through the HOCON parser: they are data, not configuration text.
@@ -21,7 +23,7 @@ from .errors import InputError, quote
 from .validate import conf_value_text
 
 
-KERNEL_KEYS = ("start_timeout", "idle_timeout")  # a layer's kernel.* settings
+KERNEL_KEYS = ("start_timeout", "idle_timeout", "spark_driver", "driver_linger")  # a layer's kernel.* settings
 
 
 def read_layer(path):
@@ -116,7 +118,7 @@ def answers_layer(answers):
 
 def merge(layers):
     """Merge layers (lowest first) into {"master", "conf", "env", "executor_python", "start_timeout",
-    "idle_timeout"}, dropping nulls."""
+    "idle_timeout", "spark_driver", "driver_linger"}, dropping nulls."""
     merged = ConfigTree()
     for layer in layers:
         merged = ConfigTree.merge_configs(merged, layer, copy_trees=True)

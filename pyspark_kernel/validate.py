@@ -8,7 +8,7 @@ import os
 import re
 
 from .errors import InputError, quote
-from .runtime.options import ENV_REFERENCE, INIT_MODES, LOG_LEVELS, WARM_UP_MODES, is_secret  # the runtime's own
+from .runtime.options import DRIVER_MODES, ENV_REFERENCE, INIT_MODES, LOG_LEVELS, WARM_UP_MODES, is_secret  # the runtime's own
 
 # jupyter_client's rule (ASCII letters, digits, - . _). Jupyter lowercases names on install, so an
 # uppercase name would be installed under another name than the one asked for: refuse it instead.
@@ -42,7 +42,7 @@ RESERVED_ENV = {
     "PYSPARK_PYTHON": "set venv_dir instead: driver and executors run its Python",
     "PYSPARK_DRIVER_PYTHON": "set venv_dir instead: driver and executors run its Python",
     "PYSPARK_KERNEL_SPARK_CONF": "set spark_conf instead",
-    "PYSPARK_KERNEL_OPTIONS": "set spark_init, warm_up, progress, log_level, start_timeout, idle_timeout or class_data_sharing instead",
+    "PYSPARK_KERNEL_OPTIONS": "set spark_init, warm_up, progress, log_level, start_timeout, idle_timeout, class_data_sharing, spark_driver or driver_linger instead",
     "PYTHONPATH": "install packages into venv_dir instead",
     "SPARK_REMOTE": "set spark_master to the sc:// URL instead",
 }
@@ -226,6 +226,21 @@ def check_start_timeout(value):
                          f"give a number between 1 and {START_TIMEOUT_MAX}, like 600, or leave it empty for the profile's")
 
 
+def check_spark_driver(value):
+    """Empty: the profile decides (dedicated unless it says)."""
+    if value in ("", None):
+        return None
+    return check_choice("spark_driver", value, DRIVER_MODES)
+
+
+DRIVER_LINGER_MAX = 24 * 3600
+
+
+def check_driver_linger(value):
+    return check_seconds("driver_linger", value, lambda seconds: 0 <= seconds <= DRIVER_LINGER_MAX,
+                         f"give the seconds a shared driver stays after its last notebook, between 0 and {DRIVER_LINGER_MAX}, like 30, or leave it empty for the profile's")
+
+
 PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
 
@@ -264,6 +279,8 @@ CHECKS = {
     "start_timeout": (check_start_timeout, None),
     "idle_timeout": (check_idle_timeout, None),
     "class_data_sharing": (lambda value: check_flag("class_data_sharing", value), True),
+    "spark_driver": (check_spark_driver, None),
+    "driver_linger": (check_driver_linger, None),
 }
 
 

@@ -159,8 +159,9 @@ def test_interactive_answers_are_kept_exactly(tmp_path):
     """Cookiecutter does not render typed answers as Jinja: they reach kernel.json as typed."""
     marker = tmp_path / "marker"
     display, conf_value, env_value = nasty_values(marker)[2], nasty_values(marker)[4], nasty_values(marker)[3]
-    # the defaults for profile, then for executor_python, spark_init, warm_up, progress, log_level, start_timeout, idle_timeout, class_data_sharing
-    answers = ["typed", display, VENV_DIR, "", "", "local[2]", "", "", "", "", "", "", "", "", json.dumps({"spark.test.typed": conf_value}), json.dumps({"TYPED": env_value})]
+    # the defaults for profile, then for executor_python, spark_init, warm_up, progress, log_level, start_timeout, idle_timeout, class_data_sharing,
+    # spark_driver, driver_linger
+    answers = ["typed", display, VENV_DIR, "", "", "local[2]", "", "", "", "", "", "", "", "", "", "", json.dumps({"spark.test.typed": conf_value}), json.dumps({"TYPED": env_value})]
     out = tmp_path / "kernels"
     done = subprocess.run([os.path.join(VENV_DIR, "bin", "cookiecutter"), ROOT, "-o", str(out)], input="\n".join(answers) + "\n",
                           capture_output=True, text=True, timeout=120)

@@ -30,6 +30,9 @@ SUPPORTED = [
     ("idle-timeout-off", {"idle_timeout": "0"}, {}),
     ("warm-up-jvm-only", {"warm_up": "jvm"}, {"options": {"warm_up": "jvm"}}),
     ("warm-up-off", {"warm_up": "off"}, {"options": {"warm_up": "off"}}),
+    ("shared-driver", {"spark_driver": "shared"}, {"options": {"spark_driver": "shared", "driver_linger": 30}}),
+    ("shared-driver-linger", {"spark_driver": "shared", "driver_linger": "120"}, {"options": {"spark_driver": "shared", "driver_linger": 120}}),
+    ("dedicated-driver", {"spark_driver": "dedicated"}, {}),
 ]
 
 UNSUPPORTED = [
@@ -57,6 +60,9 @@ UNSUPPORTED = [
     ("start-timeout-not-a-number", {"start_timeout": "soon"}, "start_timeout"),
     ("start-timeout-zero", {"start_timeout": "0"}, "start_timeout"),
     ("idle-timeout-negative", {"idle_timeout": "-5"}, "idle_timeout"),
+    ("driver-typo", {"spark_driver": "shard"}, "spark_driver"),
+    ("shared-driver-of-a-connect-master", {"spark_driver": "shared", "spark_master": "sc://127.0.0.1:15002"}, "spark_driver"),
+    ("driver-linger-negative", {"spark_driver": "shared", "driver_linger": "-1"}, "driver_linger"),
     ("idle-timeout-not-a-number", {"idle_timeout": "later"}, "idle_timeout"),
 ]
 

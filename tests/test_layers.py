@@ -23,7 +23,15 @@ def test_answers_override_defaults_key_by_key(tmp_path):
     answers = layers.answers_layer({"spark_master": "local[2]", "spark_conf": {"spark.b": "answer"}, "env": {"OVER": "answer"}})
     merged = layers.merge([base, answers])
     assert merged == {"master": "local[2]", "conf": {"spark.a": "1", "spark.b": "answer"}, "env": {"KEEP": "k", "OVER": "answer"}, "executor_python": None,
-                      "start_timeout": None, "idle_timeout": None}
+                      "start_timeout": None, "idle_timeout": None, "spark_driver": None, "driver_linger": None}
+
+
+def test_a_profile_can_share_the_driver_and_an_answer_overrides_it(tmp_path):
+    profile = layers.read_layer(write(tmp_path, 'spark { master = "local[*]" }\nkernel { spark_driver = shared, driver_linger = 10 }'))
+    merged = layers.merge([profile, layers.answers_layer(ANSWERS)])
+    assert (merged["spark_driver"], merged["driver_linger"]) == ("shared", 10)
+    merged = layers.merge([profile, layers.answers_layer({**ANSWERS, "spark_driver": "dedicated"})])
+    assert merged["spark_driver"] == "dedicated"
 
 
 def test_env_substitution_is_resolved_from_the_generating_environment(tmp_path, monkeypatch):

@@ -80,3 +80,13 @@ def test_a_failed_start_is_explained_then_restart_recovers_and_interrupt_stops_a
         kernel.stop()
     assert_left_nothing(cell["name"], tmp_dir)
     assert spark_jvms(cell["name"]) == []
+
+
+def test_create_refuses_a_shared_driver_on_spark_3_5_with_one_error_line(tmp_path):
+    kernels = tmp_path / "kernels"
+    done = run_cli("create", "-k", "shared-35", "-d", str(kernels), "-e", spark_environment("3.5"), "--spark_driver", "shared")
+    assert done.returncode == 1
+    assert done.stderr.startswith("ERROR: spark_driver: shared needs Spark 4.0 or later, whose jars include the Spark Connect server; "
+                                  "this environment has Spark 3.5.9 (use --spark_driver dedicated"), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not kernels.exists() or os.listdir(kernels) == []

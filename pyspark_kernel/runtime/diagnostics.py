@@ -33,6 +33,14 @@ class SparkDiedError(ShortError):
     """The driver JVM exited under a running session; the message says how, and what to do."""
 
 
+SHARED_SC = ("sc, SparkContext and the RDD API need a Spark driver of the notebook's own, and this kernel shares one over "
+             "Spark Connect (spark_driver shared): use DataFrames and spark.sql here, or a kernel created with --spark_driver dedicated")
+
+
+class SharedDriverError(ShortError):
+    """What needs a driver of the notebook's own, on a kernel that shares one."""
+
+
 def log_lines(path):
     """The JVM output's lines, without the class-data-sharing archive's own noise."""
     try:

@@ -191,4 +191,11 @@ class EntryPoints:
             entry.runtime.user_stopped(self)
 
         session_class.stop = stop
+        if entry.runtime.shared:
+            from .diagnostics import SHARED_SC, SharedDriverError
+
+            def sparkContext(self):
+                raise SharedDriverError(SHARED_SC)
+
+            session_class.sparkContext = property(sparkContext)
         session_class.pyspark_kernel_patched = True

@@ -64,11 +64,27 @@ def duration(seconds):
     return f"{hours} h {minutes} min" if hours else f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
+def shared_driver_lines(runtime):
+    lease = runtime.lease
+    if lease is None or lease.lost.is_set():
+        return ["shared driver: none attached"]
+    try:
+        found = lease.status()
+    except (OSError, ValueError):
+        return [f"shared driver: not answering (its log: {lease.paths.log})"]
+    notebooks = found.get("notebooks", [])
+    return [f"shared driver: pid {found.get('jvm')}, master {found.get('master')}, up {duration(time.time() - found.get('started', time.time()))}",
+            f"notebooks attached: {len(notebooks)} (kernel pids {', '.join(str(pid) for pid in notebooks)})",
+            f"UI {runtime.ui_link() or 'off'}"]
+
+
 def status_lines(runtime):
     lines = [f"state: {runtime.state}"]
     if runtime.state == "ready":
         lines[0] += f" (started in {runtime.elapsed():.1f} s, up {duration(time.monotonic() - runtime.ready_at)})"
-    if runtime.connect:
+    if runtime.shared:
+        lines += shared_driver_lines(runtime)
+    elif runtime.connect:
         lines.append(f"Spark Connect server: {runtime.master}")
     else:
         lines.append(f"master: {runtime.conf.get('spark.master', runtime.master)}")

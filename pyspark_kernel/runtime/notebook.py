@@ -18,20 +18,20 @@ import signal
 import threading
 import time
 
-from .diagnostics import SparkStartError
+from .diagnostics import SHARED_SC, SharedDriverError, SparkStartError
 from .idle import IdleWatch
 from .options import shown_value
 from .progress import ConnectProgress, Progress
 
 WAIT_INTERVAL = 1.0  # how often a cell waiting for Spark's start updates its elapsed time
+CONNECTION_LOST = ("StatusCode.UNAVAILABLE", "closed channel", "Connection refused", "Socket closed")  # the client's words for a server gone
+DEATH_NOTICE = 5  # seconds a connection error waits for the shared driver's lease to say it is gone
 IMPORT_WAIT = 60  # the longest a cell waits for the start thread's import of pyspark
 CANCEL_ATTEMPTS = 3
 STOPPED_NOTICE = "Spark was stopped (spark.stop()): starting a new session with the kernel's configuration."
 STOPPING_NOTICE = "Spark is being stopped (idle_timeout); this cell runs once it has stopped."
 IDLE_NOTICE = ("Spark was stopped after {seconds:g} s without a job (idle_timeout), to free what it held: "
                "starting a new session with the kernel's configuration.")
-
-
 class SparkStandIn:
     """Stands for `spark` or `sc` until the session exists; any use waits for it."""
 
@@ -100,6 +100,7 @@ class Notebook:
         self.activity = threading.Lock()  # a cell's start and an idle stop, one at a time
         self.idle = None
         self.ui_root = (None, None)  # (session generation, the root of its UI's links)
+        self.explains_death = False  # a shared driver's death is shown as the runtime's one error
 
     def begin(self):
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
@@ -158,6 +159,8 @@ class Notebook:
         return runtime.session
 
     def resolve(self, name):
+        if name == "sc" and self.runtime.shared:
+            raise SharedDriverError(SHARED_SC)
         session = self.session()
         return session if name == "spark" else session.sparkContext
 
@@ -203,6 +206,32 @@ class Notebook:
         if self.announced != runtime.generation:
             self.announced = runtime.generation
             self.show_banner()
+        if runtime.shared and not self.explains_death:
+            self.explain_death()
+
+    def explain_death(self):
+        """On a shared driver, a cell whose call was under way (or began) as the server died gets
+        the Connect client's connection errors, after its retries: show the runtime's one error
+        instead, once the lease says the server is gone."""
+        import warnings
+
+        from pyspark.errors.exceptions.connect import SparkConnectException
+
+        shell, runtime = self.shell, self.runtime
+        # The client warns as it gives up retrying; the error below says what happened.
+        warnings.filterwarnings("ignore", message=r"\[RETRIES_EXCEEDED\]")
+
+        def handler(shell, etype, value, tb, tb_offset=None):
+            lease, text = runtime.lease, str(value)
+            # Not every Connect error: an AnalysisException is one too, and must not wait.
+            unreachable = any(sign in text for sign in CONNECTION_LOST)
+            if lease is not None and (lease.lost.is_set() or unreachable and lease.lost.wait(DEATH_NOTICE)) and runtime.error is not None:
+                error = type(runtime.error)(str(runtime.error))
+                return shell.showtraceback((type(error), error, None), tb_offset=tb_offset)
+            return shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+
+        shell.set_custom_exc((SparkConnectException, ValueError), handler)
+        self.explains_death = True
 
     def watch_progress(self):
         runtime = self.runtime
@@ -220,13 +249,17 @@ class Notebook:
 
     def banner(self):
         runtime = self.runtime
+        if runtime.shared:
+            record = runtime.lease.record
+            return (f"Spark {runtime.session.version} | shared driver (pid {record.get('jvm')}, master {record.get('master')}) | "
+                    f"UI {runtime.ui_link() or 'off'}")
         if runtime.connect:
             return f"Spark {runtime.session.version} | Spark Connect {runtime.master}"
         sc = runtime.context
         return f"Spark {sc.version} | master {sc.master} | app {sc.applicationId} | UI {runtime.ui_link() or 'off'}"
 
     def show_banner(self):
-        link = None if self.runtime.connect else self.runtime.ui_link()
+        link = self.runtime.ui_link() if self.runtime.shared or not self.runtime.connect else None
         if link is None or link.startswith(("http://", "https://")):
             print(self.banner(), flush=True)  # a front end makes the URL a link itself
             return
@@ -262,6 +295,8 @@ class Notebook:
 
     def user_context(self, options):
         """What SparkContext(...) and SparkContext.getOrCreate(...) give the notebook."""
+        if self.runtime.shared:
+            raise SharedDriverError(SHARED_SC)
         session = self.session()
         self.apply_options(session, options)
         return session.sparkContext

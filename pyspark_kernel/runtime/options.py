@@ -14,6 +14,8 @@ CONF_VARIABLE = "PYSPARK_KERNEL_SPARK_CONF"
 CONNECT_TOKEN_VARIABLE = "SPARK_CONNECT_TOKEN"
 INIT_MODES = ("background", "lazy", "eager")
 WARM_UP_MODES = ("python", "jvm", "off")  # what the warm-up runs before the first cell (session.warm_up)
+DRIVER_MODES = ("dedicated", "shared")  # a driver JVM of the kernel's own, or one shared over Spark Connect (runtime.driver)
+DRIVER_LINGER = 30  # seconds a shared driver stays after its last notebook has gone
 # Variables of the Jupyter server's environment that would change the kernel's Spark behind
 # kernel.json's back. kernel.json sets each one, to "" when the kernel wants it unset, and the
 # runtime removes the empty ones before Spark starts.
@@ -21,7 +23,7 @@ SPARK_VARIABLES = ("SPARK_HOME", "PYSPARK_PYTHON", "PYTHONPATH", "PYSPARK_SUBMIT
                    "SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_API_MODE", "MASTER")
 LOG_LEVELS = ("WARN", "ERROR", "INFO", "DEBUG", "TRACE", "FATAL", "OFF", "ALL")
 DEFAULT_OPTIONS = {"init": "background", "progress": True, "log_level": "WARN", "start_timeout": 600, "idle_timeout": 0, "class_data_sharing": True,
-                   "warm_up": "python"}
+                   "warm_up": "python", "spark_driver": "dedicated", "driver_linger": DRIVER_LINGER}
 ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 # What makes a setting or variable a secret, by whole segments of its name (split at . _ - and
 # camelCase): Spark's own spark.redaction.regex (secret, password, token, access key) plus cloud
@@ -58,7 +60,11 @@ def read_options(environ):
         options["init"] = "background"
     if options["warm_up"] not in WARM_UP_MODES:
         options["warm_up"] = "python"
-    for key, allowed in (("start_timeout", lambda seconds: seconds > 0), ("idle_timeout", lambda seconds: seconds >= 0)):  # 0: never
+    if options["spark_driver"] not in DRIVER_MODES:
+        raise SetupError(f"spark_driver in {OPTIONS_VARIABLE} is {json.dumps(options['spark_driver'])}, not one of {', '.join(DRIVER_MODES)}; "
+                         "regenerate the kernel with pyspark-kernel create --force")
+    for key, allowed in (("start_timeout", lambda seconds: seconds > 0), ("idle_timeout", lambda seconds: seconds >= 0),  # 0: never
+                         ("driver_linger", lambda seconds: seconds >= 0)):
         try:
             options[key] = float(options[key])
             if not allowed(options[key]):

@@ -14,8 +14,8 @@ import sys
 import threading
 import time
 
-from . import cache, jvm, ui, warmup
-from .diagnostics import SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, explain, find_java, java_version, with_jvm_output
+from . import cache, driver, jvm, ui, warmup
+from .diagnostics import RESTART_HINT, SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, explain, find_java, java_version, with_jvm_output
 from .guard import HeldInterrupt, guard, quiet_py4j
 from .options import CONNECT_TOKEN_VARIABLE, clear_unset, read_conf, read_options, resolve_secrets, with_token
 from .profile import BEFORE_RUNTIME, StartProfile, process_age
@@ -38,7 +38,9 @@ class SparkRuntime:
         self.kernel_conf = read_conf(self.environ)
         self.conf = dict(self.kernel_conf)  # the kernel's, plus the last %spark restart's --conf
         self.master = self.conf.get("spark.master", "local[*]")
-        self.connect = self.master.startswith("sc://")
+        self.shared = self.options["spark_driver"] == "shared"  # a Connect client of the shared driver (runtime.driver)
+        self.connect = self.master.startswith("sc://") or self.shared
+        self.lease = None  # the shared driver this kernel is attached to
         self.scratch = jvm.make_scratch(self.environ)
         self.log = os.path.join(self.scratch, "driver.log")
         self.state = "idle"
@@ -161,6 +163,8 @@ class SparkRuntime:
             jvm.kill_jvm(self.proc)  # the JVM, as soon as it exists: also while it is still launching
 
     def create_session(self):
+        if self.shared:
+            return self.create_shared_session()
         if self.connect:
             return self.create_connect_session()
         self.mark("loading pyspark")
@@ -238,8 +242,64 @@ class SparkRuntime:
                 builder = builder.config(key, value)
         return builder.getOrCreate()
 
+    def create_shared_session(self):
+        try:
+            import pyspark
+            from pyspark.sql import SparkSession
+        finally:
+            self.imported.set()
+        self.mark("finding the shared driver")
+        spark_home = check_spark_home(self.environ)
+        java = find_java(self.environ)
+        server_conf, session_conf = driver.split_settings(self.conf)
+        key = driver.server_key(pyspark.__version__, spark_home, java, sys.executable, server_conf,
+                                [(name, self.environ.get(name, "")) for name in ("PYSPARK_PYTHON", "JAVA_HOME")])
+        lease = self.lease
+        if lease is None or lease.lost.is_set() or lease.paths.key != key:
+            if lease is not None:
+                lease.close()  # another key (%spark restart --conf): that server may leave
+            launch_conf = dict(server_conf)
+            launch_conf.update(ui.ui_settings(launch_conf, ui.server_base(self.environ)))
+            secrets = resolve_secrets(launch_conf, self.environ)
+            launch = {"conf": {k: v for k, v in launch_conf.items() if k not in secrets}, "secrets": secrets, "token": driver.new_token(),
+                      "linger": self.options["driver_linger"], "log_level": self.options["log_level"]}
+            paths = driver.Paths(driver.runtime_dir(self.environ), key)
+            self.log = paths.log  # the server's: %spark log and failure messages show it
+            lease = driver.attach(paths, self.environ, pyspark.__version__, launch, self.options["start_timeout"], mark=self.mark)
+            self.lease = lease
+            lease.watch(lambda: self.driver_lost(lease))
+        self.ui_base = ui.server_base(self.environ)
+        self.mark("connecting to the shared driver")
+        builder = SparkSession.builder.remote(lease.url)
+        for name, value in session_conf.items():
+            builder = builder.config(name, value)
+        session = builder.create()  # a session of this notebook's own on the server, never a gone one
+        driver.fail_fast(session)
+        return session
+
+    def driver_lost(self, lease):
+        """The shared driver closed this kernel's lease: its JVM died, or it was stopped."""
+        with self.lock:
+            if lease is not self.lease:
+                return
+            record = lease.record
+            self.error = SparkDiedError(f"The shared Spark driver (pid {record.get('jvm')}) has exited. Spark objects made before are gone "
+                                        f"({RESTART_HINT}; it starts a new shared driver)")
+            if self.state != "ready":
+                return
+            self.state = "dead"
+        ended = (self.session, None)
+        self.session = None
+        try:
+            ended[0].client.close()  # a call under way fails now, instead of retrying for minutes
+        except Exception:
+            pass
+        self.notify(ended)
+
     def ui_link(self):
         """Where the notebook's browser finds this session's UI (None when it is off)."""
+        if self.shared:
+            return ui.ui_link(self.lease.record.get("ui"), self.ui_base) if self.lease else None
         return ui.ui_link(self.context.uiWebUrl, self.ui_base)
 
     def ui_root(self):
@@ -480,3 +540,5 @@ class SparkRuntime:
                 self.session.stop()
             except Exception:
                 jvm.kill_jvm(self.proc)
+        if self.lease is not None:
+            self.lease.close()  # the shared driver's lease: it leaves once no notebook holds one

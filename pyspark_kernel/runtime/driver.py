@@ -1,0 +1,306 @@
+"""A shared Spark driver (spark_driver shared): the notebooks of a kernel attach to one local Spark
+Connect server per user and configuration, instead of each starting a driver JVM of its own.
+
+- The server is found by a key: the Spark installation and version, the Java, the Python and the
+  settings that need a JVM of their own. Settings a Connect session can change (``spark.sql.*``
+  but the static ones) are each notebook's, so kernels that differ only in them share a server.
+- Its files live in a per-user directory that only the user can enter (0700): the discovery
+  record with the token (0600), the Unix socket the notebooks attach through, the log.
+- driver_server runs it, in a session of its own so that it outlives the notebook that started
+  it. Each notebook holds a connection to its socket (a lease) for as long as it lives; the
+  server leaves a while (driver_linger) after the last one has gone, and closes every lease when
+  its JVM dies, which is how a notebook learns of the death at once.
+- The token reaches the server through its standard input and its JVM's environment, and the
+  notebook's client in memory: never a command line, kernel.json or a log.
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import select
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from .diagnostics import SparkStartError, log_tail
+
+RECORD_FORMAT = 1
+# Static SQL settings: fixed when the server starts, so part of its key (Spark's StaticSQLConf).
+STATIC_SQL = ("spark.sql.warehouse.dir", "spark.sql.catalogImplementation", "spark.sql.extensions", "spark.sql.hive.",
+              "spark.sql.globalTempDatabase", "spark.sql.queryExecutionListeners", "spark.sql.streaming.streamingQueryListeners",
+              "spark.sql.cache.serializer", "spark.sql.ui.", "spark.sql.event.", "spark.sql.connect.", "spark.sql.artifact.")
+# The kernel's own name for its application, and a UI port chosen at each start: not the server's.
+NOT_KEYED = ("spark.app.name", "spark.ui.port", "spark.ui.proxyBase")
+SERVER_NAME = "pyspark-kernel shared driver"
+ATTACH_TIMEOUT = 10  # seconds a live server may take to answer on its socket
+
+
+def session_setting(key):
+    """Whether a setting is each notebook's (a runtime SQL setting) rather than the server's."""
+    return key.startswith("spark.sql.") and not key.startswith(STATIC_SQL)
+
+
+def split_settings(conf):
+    """({server's settings}, {each session's settings})."""
+    server = {key: value for key, value in conf.items() if not session_setting(key)}
+    return server, {key: value for key, value in conf.items() if session_setting(key)}
+
+
+def server_key(spark_version, spark_home, java, python, server_conf, environ_facts=()):
+    """The key of the server a kernel may attach to: a short digest of what its JVM fixes."""
+    facts = {
+        "spark_version": spark_version,
+        "spark_home": os.path.realpath(spark_home),
+        "java": os.path.realpath(java),
+        "python": os.path.realpath(python),
+        "conf": {key: value for key, value in sorted(server_conf.items()) if key not in NOT_KEYED},
+        "env": dict(environ_facts),
+    }
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def runtime_dir(environ):
+    """The user's own directory for shared drivers, made 0700; refused if anyone else could
+    enter or change it (a token must not be readable, a socket not replaceable)."""
+    base = environ.get("XDG_RUNTIME_DIR")
+    if base and os.path.isdir(base) and os.stat(base).st_uid == os.getuid():
+        path = os.path.join(base, "pyspark-kernel")
+    else:
+        path = os.path.join(tempfile.gettempdir(), f"pyspark-kernel-{os.getuid()}")
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    found = os.lstat(path)
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+        raise SparkStartError(f"{path} is not a directory of yours alone (mode {stat.filemode(found.st_mode)}): the shared driver keeps its "
+                              "token there (remove it, or set XDG_RUNTIME_DIR to a directory of yours with mode 0700)")
+    return path
+
+
+class Paths:
+    """The files of one server, by its key."""
+
+    def __init__(self, directory, key):
+        self.directory, self.key = directory, key
+        self.record = os.path.join(directory, f"{key}.json")
+        self.socket = os.path.join(directory, f"{key}.sock")
+        self.lock = os.path.join(directory, f"{key}.lock")
+        self.log = os.path.join(directory, f"{key}.log")
+        self.scratch = os.path.join(directory, f"{key}.d")
+
+
+def read_record(paths):
+    try:
+        with open(paths.record, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("format") == RECORD_FORMAT else None
+
+
+def write_record(paths, record):
+    """Atomically, 0600: a reader sees a whole record or none."""
+    partial = f"{paths.record}.{os.getpid()}.tmp"
+    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as handle:
+        json.dump({"format": RECORD_FORMAT, **record}, handle)
+    os.replace(partial, paths.record)
+
+
+def remove_files(paths):
+    for path in (paths.record, paths.socket):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+class Locked:
+    """The key's lock file, held while a kernel finds or starts the server, and while the server
+    decides to leave: nobody attaches to a server that is going."""
+
+    def __init__(self, paths, timeout):
+        self.paths, self.timeout, self.handle = paths, timeout, None
+
+    def __enter__(self):
+        deadline = time.monotonic() + self.timeout
+        while True:
+            self.handle = os.fdopen(os.open(self.paths.lock, os.O_RDWR | os.O_CREAT, 0o600), "r+")
+            try:
+                fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if same_file(self.handle, self.paths.lock):
+                    return self
+                self.handle.close()  # a leaving server removed the file while we waited: lock the new one
+            except BlockingIOError:
+                self.handle.close()
+                if time.monotonic() > deadline:
+                    raise SparkStartError(f"another notebook has been starting the shared driver for {self.timeout:.0f} s "
+                                          f"(its log: {self.paths.log}; raise start_timeout, or run %spark restart)") from None
+                time.sleep(0.1)
+
+    def __exit__(self, *exc):
+        self.handle.close()  # releases the lock
+
+    def remove(self):
+        """Remove the lock file while holding it (a server that leaves): waiters lock a new one."""
+        try:
+            os.unlink(self.paths.lock)
+        except FileNotFoundError:
+            pass
+
+
+def same_file(handle, path):
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(handle.fileno())
+    return (found.st_dev, found.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def ask(path, message, timeout=ATTACH_TIMEOUT):
+    """Connect to a server's socket and send one request line; the connected socket and its answer."""
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.settimeout(timeout)
+    try:
+        client.connect(path)
+        client.sendall(json.dumps(message).encode() + b"\n")
+        answer = b""
+        while not answer.endswith(b"\n"):
+            chunk = client.recv(65536)
+            if not chunk:
+                raise ConnectionError("the shared driver closed the connection")
+            answer += chunk
+        client.settimeout(None)
+        return client, json.loads(answer)
+    except BaseException:
+        client.close()
+        raise
+
+
+class Lease:
+    """A notebook's attachment to a shared driver: while it is open, the server stays."""
+
+    def __init__(self, paths, record, connection):
+        self.paths, self.record, self.connection = paths, record, connection
+        self.lost = threading.Event()
+        self.closed = False
+
+    @property
+    def url(self):
+        return f"sc://localhost:{self.record['port']}/;token={self.record['token']}"  # localhost: gRPC's local credentials
+
+    def watch(self, on_lost):
+        """Call ``on_lost()`` once, from a thread of its own, when the server closes the lease."""
+
+        def wait():
+            try:
+                while self.connection.recv(4096):
+                    pass
+            except OSError:
+                pass
+            self.lost.set()
+            if not self.closed:
+                on_lost()
+
+        threading.Thread(target=wait, name="pyspark-kernel-shared-driver", daemon=True).start()
+
+    def status(self):
+        """What the server says of itself: pids, start time, the notebooks attached, the UI."""
+        connection, answer = ask(self.paths.socket, {"status": True})
+        connection.close()
+        return answer
+
+    def close(self):
+        self.closed = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.connection.close()
+
+
+def attach_to(paths, spark_version):
+    """A lease on the live server of ``paths``, or None (no record, another version, or stale)."""
+    record = read_record(paths)
+    if record is None or record.get("spark_version") != spark_version or record.get("key") != paths.key:
+        return None
+    try:
+        connection, answer = ask(paths.socket, {"attach": os.getpid()})
+    except (OSError, ValueError):
+        return None  # a record its server did not remove: it died
+    if not answer.get("attached"):
+        connection.close()
+        return None
+    return Lease(paths, record, connection)
+
+
+def attach(paths, environ, spark_version, launch, timeout, mark=lambda step: None):
+    """Find the server of ``paths``, or start one with ``launch`` (its settings for
+    driver_server): a Lease. A start that fails raises SparkStartError with the server's log."""
+    with Locked(paths, timeout):
+        lease = attach_to(paths, spark_version)
+        if lease is not None:
+            return lease
+        remove_files(paths)  # a stale record, or another version's
+        mark("starting the shared driver")
+        start_server(paths, launch, environ, timeout)
+        lease = attach_to(paths, spark_version)
+    if lease is None:
+        raise SparkStartError(f"the shared driver started but does not answer on {paths.socket} (see {paths.log}; run %spark restart)")
+    return lease
+
+
+def start_server(paths, launch, environ, timeout):
+    """Start driver_server for ``paths`` and wait until it says it serves, or fails."""
+    package = __name__.rsplit(".", 1)[0]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, environ.get("PYTHONPATH")]))
+    os.makedirs(paths.scratch, mode=0o700, exist_ok=True)
+    env["TMPDIR"] = paths.scratch  # not the first notebook's: the server outlives it
+    with os.fdopen(os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", f"{package}.driver_server"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                env=env, cwd=paths.directory, start_new_session=True, close_fds=True)
+    proc.stdin.write(json.dumps({"directory": paths.directory, "key": paths.key, **launch}).encode())
+    proc.stdin.close()
+    deadline = time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
+            proc.kill()
+            proc.wait()
+            raise SparkStartError(f"the shared driver did not start within {timeout:.0f} s (raise start_timeout); "
+                                  f"its log ({paths.log}) ends:\n{log_tail(paths.log)}")
+        chunk = os.read(proc.stdout.fileno(), 4096)
+        if not chunk:
+            break
+        line += chunk
+    proc.stdout.close()
+    threading.Thread(target=proc.wait, daemon=True).start()  # reaped when it leaves, if this kernel is still there
+    if line.strip() != b"ready":
+        try:
+            code = proc.wait(timeout=ATTACH_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        raise SparkStartError(f"the shared driver did not start (exit code {code}); its log ({paths.log}) ends:\n{log_tail(paths.log)}")
+
+
+def fail_fast(session):
+    """Spark Connect's client retries a server it cannot reach for about ten minutes; a shared
+    driver on this machine is there or gone (and its lease says so first): seconds, not minutes."""
+    from pyspark.sql.connect.client.retries import DefaultPolicy
+
+    session.client.set_retry_policies([DefaultPolicy(max_retries=4, initial_backoff=100, max_backoff=2000)])
+
+
+def new_token():
+    return secrets.token_urlsafe(32)

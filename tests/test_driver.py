@@ -1,0 +1,154 @@
+"""The shared driver's parts that need no JVM: keys, settings, its directory, records, leases.
+
+The lease tests run a stand-in for driver_server's socket (a real Unix socket, a thread): what
+they check is the kernel's side of the protocol. tests/test_shared_driver.py runs the real server.
+"""
+
+import json
+import os
+import socket
+import stat
+import threading
+
+import pytest
+
+from pyspark_kernel.runtime import driver
+from pyspark_kernel.runtime.diagnostics import SparkStartError
+
+
+@pytest.mark.parametrize("key, session", [
+    ("spark.sql.shuffle.partitions", True),
+    ("spark.sql.ansi.enabled", True),
+    ("spark.sql.warehouse.dir", False),
+    ("spark.sql.extensions", False),
+    ("spark.sql.hive.metastore.version", False),
+    ("spark.driver.memory", False),
+    ("spark.master", False),
+    ("spark.executor.cores", False),
+])
+def test_a_setting_is_each_sessions_only_when_spark_connect_can_change_it(key, session):
+    assert driver.session_setting(key) is session
+
+
+def key_of(conf, **changes):
+    facts = {"spark_version": "4.3.0", "spark_home": "/opt/spark", "java": "/usr/bin/java", "python": "/env/bin/python", **changes}
+    return driver.server_key(facts["spark_version"], facts["spark_home"], facts["java"], facts["python"], conf)
+
+
+BASE = {"spark.master": "local[*]", "spark.driver.memory": "2g"}
+
+
+@pytest.mark.parametrize("what, other", [
+    ("the app name", {**BASE, "spark.app.name": "another-kernel"}),
+    ("the UI port chosen at start", {**BASE, "spark.ui.port": "4077", "spark.ui.proxyBase": "/user/ann/proxy/4077"}),
+])
+def test_kernels_that_differ_only_in_what_the_jvm_does_not_fix_share_a_key(what, other):
+    assert key_of(BASE) == key_of(other), what
+
+
+@pytest.mark.parametrize("what, conf, changes", [
+    ("driver memory", {**BASE, "spark.driver.memory": "4g"}, {}),
+    ("master", {**BASE, "spark.master": "local[2]"}, {}),
+    ("Spark version", BASE, {"spark_version": "4.0.1"}),
+    ("Java", BASE, {"java": "/opt/jdk21/bin/java"}),
+    ("Python environment", BASE, {"python": "/other/bin/python"}),
+])
+def test_a_kernel_with_other_jvm_settings_gets_its_own_server(what, conf, changes):
+    assert key_of(BASE) != key_of(conf, **changes), what
+
+
+def test_the_directory_is_made_the_users_alone(tmp_path):
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    found = driver.runtime_dir({"XDG_RUNTIME_DIR": str(runtime)})
+    assert found == str(runtime / "pyspark-kernel")
+    assert stat.S_IMODE(os.stat(found).st_mode) == 0o700
+
+
+def test_a_directory_others_can_enter_is_refused(tmp_path):
+    runtime = tmp_path / "run"
+    (runtime / "pyspark-kernel").mkdir(parents=True)
+    os.chmod(runtime / "pyspark-kernel", 0o755)
+    with pytest.raises(SparkStartError, match=r"is not a directory of yours alone \(mode drwxr-xr-x\)"):
+        driver.runtime_dir({"XDG_RUNTIME_DIR": str(runtime)})
+
+
+def test_the_record_is_written_whole_and_readable_by_its_owner_only(tmp_path):
+    paths = driver.Paths(str(tmp_path), "k1")
+    driver.write_record(paths, {"key": "k1", "token": "t0ken"})
+    assert stat.S_IMODE(os.stat(paths.record).st_mode) == 0o600
+    assert driver.read_record(paths) == {"format": driver.RECORD_FORMAT, "key": "k1", "token": "t0ken"}
+    assert os.listdir(tmp_path) == ["k1.json"]  # no partial file left
+
+
+class FakeServer:
+    """driver_server's socket protocol, on a real socket: attach keeps the connection, status answers."""
+
+    def __init__(self, path):
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(8)
+        self.connections = []
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            request = json.loads(connection.makefile().readline())
+            self.connections.append(connection)
+            answer = {"attached": True} if "attach" in request else {"notebooks": [1, 2]}
+            connection.sendall(json.dumps(answer).encode() + b"\n")
+
+    def close_leases(self):
+        for connection in self.connections:
+            connection.close()
+        self.listener.close()
+
+
+def test_a_lease_is_taken_from_a_live_server_and_tells_when_it_is_gone(tmp_path):
+    paths = driver.Paths(str(tmp_path), "k2")
+    driver.write_record(paths, {"key": "k2", "spark_version": "4.3.0", "port": 15999, "token": "abc"})
+    server = FakeServer(paths.socket)
+    lease = driver.attach_to(paths, "4.3.0")
+    assert lease is not None and lease.url == "sc://localhost:15999/;token=abc"
+    assert lease.status() == {"notebooks": [1, 2]}
+    lost = threading.Event()
+    lease.watch(lost.set)
+    server.close_leases()
+    assert lost.wait(10), "the lease did not notice that the server closed it"
+
+
+@pytest.mark.parametrize("what, record, serving", [
+    ("no record", None, False),
+    ("another Spark version", {"key": "k3", "spark_version": "4.0.1", "port": 1, "token": "t"}, True),
+    ("a record its server did not remove: it died", {"key": "k3", "spark_version": "4.3.0", "port": 1, "token": "t"}, False),
+    ("a record of another key", {"key": "other", "spark_version": "4.3.0", "port": 1, "token": "t"}, True),
+])
+def test_a_kernel_never_attaches_to_a_stale_or_foreign_server(tmp_path, what, record, serving):
+    paths = driver.Paths(str(tmp_path), "k3")
+    if record:
+        driver.write_record(paths, record)
+    if serving:
+        FakeServer(paths.socket)
+    assert driver.attach_to(paths, "4.3.0") is None, what
+
+
+def test_the_lock_is_refused_clearly_while_another_holds_it(tmp_path):
+    paths = driver.Paths(str(tmp_path), "k4")
+    with driver.Locked(paths, timeout=5):
+        with pytest.raises(SparkStartError, match="another notebook has been starting the shared driver for 0 s"):
+            with driver.Locked(paths, timeout=0):
+                pass
+    with driver.Locked(paths, timeout=0):  # released
+        pass
+
+
+def test_a_lock_file_removed_by_a_leaving_server_is_not_locked_twice(tmp_path):
+    paths = driver.Paths(str(tmp_path), "k5")
+    with driver.Locked(paths, timeout=1) as held:
+        held.remove()
+        with driver.Locked(paths, timeout=0):  # the new file: not the removed one's holder
+            assert os.path.exists(paths.lock)

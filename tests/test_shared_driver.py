@@ -1,0 +1,201 @@
+"""spark_driver shared, with real kernels and the real server: the notebooks of one kernel share
+one local Spark Connect server, each in a session of its own, which outlives the notebook that
+started it, reports its death at once and leaves after the last notebook."""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import psutil
+import pytest
+
+from .conftest import PYTHON, make_kernel, spark_jvms
+from .kernels import Kernel, kernel_environment, wait_for_message, wait_until
+from .test_jupyterhub import add_user, as_user, remove_user
+
+pytestmark = pytest.mark.e2e
+
+SERVER_APP = "pyspark-kernel shared driver"
+LINGER = 5
+GONE_BOUND = 30  # seconds: a dead server's next Spark cell fails well within this
+INTERRUPT_BOUND = 15
+
+
+TUTORIAL = [
+    ("from pyspark.sql import SparkSession\nspark = SparkSession.builder.appName('tutorial').getOrCreate()", None),
+    ("df = spark.createDataFrame([(1, 'a'), (2, 'b'), (3, 'a')], ['id', 'key'])\ndf.createOrReplaceTempView('items')", None),
+    ("print(spark.sql('SELECT key, count(*) AS n FROM items GROUP BY key ORDER BY key').collect())", "[Row(key='a', n=2), Row(key='b', n=1)]"),
+    ("import pandas as pd\nfrom pyspark.sql.functions import pandas_udf\n@pandas_udf('long')\ndef plus_one(s: pd.Series) -> pd.Series:\n    return s + 1\n"
+     "print([row[0] for row in df.select(plus_one('id')).collect()])", "[2, 3, 4]"),
+    ("spark.stop()", None),
+]
+
+
+OTHER_USER_TRIES = """
+import os, socket
+for what, attempt in (("record", lambda: open(os.path.join({directory!r}, {key!r} + ".json")).read()),
+                      ("socket", lambda: socket.socket(socket.AF_UNIX).connect(os.path.join({directory!r}, {key!r} + ".sock")))):
+    try:
+        attempt()
+        print(what + ": read")
+    except OSError as error:
+        print(what + ":", type(error).__name__)
+"""
+
+
+def record_of(run_dir):
+    records = [name for name in os.listdir(run_dir / "pyspark-kernel") if name.endswith(".json")]
+    assert len(records) == 1, records
+    with open(run_dir / "pyspark-kernel" / records[0], encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def slow_cell(markers, tag, seconds):
+    """A DataFrame cell whose two Python UDF tasks each leave a marker file, then sleep."""
+    return (f"from pyspark.sql.functions import udf\n"
+            f"@udf('long')\n"
+            f"def slow_{tag}(x):\n"
+            f"    open({str(markers)!r} + '/{tag}%d' % x, 'w').close()\n"
+            f"    __import__('time').sleep({seconds})\n"
+            f"    return x\n"
+            f"print(sorted(r[0] for r in spark.range(2).repartition(2).select(slow_{tag}('id')).collect()))")
+
+
+def loopback(address):
+    return address.ip in ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+
+
+def test_notebooks_of_a_shared_kernel_share_one_driver_each_in_its_own_session(kernels_dir, tmp_path):
+    # Where another user could look (pytest's own directory is root's alone): the kernel's own
+    # pyspark-kernel directory in it is what must keep them out.
+    run_dir = pathlib.Path(tempfile.mkdtemp(prefix="pyspark-kernel-run-"))
+    os.chmod(run_dir, 0o755)
+    try:
+        check_a_shared_kernel(kernels_dir, tmp_path, run_dir)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def check_a_shared_kernel(kernels_dir, tmp_path, run_dir):
+    make_kernel(kernels_dir, "shared", "--spark_driver", "shared", "--driver_linger", str(LINGER), "--spark_master", "local[4]")
+    kernels = []
+
+    def open_notebook(tag):
+        tmp_dir = tmp_path / f"tmp-{tag}"
+        tmp_dir.mkdir()
+        kernels.append(Kernel(kernels_dir, "shared", kernel_environment(tmp_dir, XDG_RUNTIME_DIR=str(run_dir))))
+        return kernels[-1]
+
+    try:
+        first, second = open_notebook("a"), open_notebook("b")
+        started = first.run("print(spark.range(3).count())")
+        assert started.error is None, started.text
+        assert "| shared driver (pid " in started.text and "3" in started.stream.splitlines(), started.text
+        assert second.run("x = 41; print(spark.range(4).count())").stream.strip().splitlines()[-1] == "4"
+
+        # One server JVM, no JVM of the notebooks' own; every port it listens on is loopback's.
+        servers = spark_jvms(SERVER_APP)
+        assert len(servers) == 1 and spark_jvms("shared") == [], (servers, spark_jvms("shared"))
+        record = record_of(run_dir)
+        listening = [c.laddr for c in servers[0].net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        assert any(a.port == record["port"] for a in listening) and all(loopback(a) for a in listening), listening
+        assert record["token"] not in " ".join(servers[0].cmdline()) and record["token"] not in (kernels_dir / "shared" / "kernel.json").read_text()
+        assert oct(os.stat(run_dir / "pyspark-kernel").st_mode & 0o777) == "0o700"
+        assert oct(os.stat(run_dir / "pyspark-kernel" / f"{record['key']}.json").st_mode & 0o777) == "0o600"
+        status = second.run("%spark status").text
+        assert f"shared driver: pid {record['jvm']}" in status and "notebooks attached: 2" in status, status
+
+        # A client without the token, or with another, is refused.
+        for url in (f"sc://localhost:{record['port']}", f"sc://localhost:{record['port']}/;token=not-{record['token'][:8]}"):
+            refused = subprocess.run([PYTHON, "-c", f"from pyspark.sql import SparkSession\nSparkSession.builder.remote({url!r}).create().range(1).count()"],
+                                     capture_output=True, text=True, timeout=120)
+            assert refused.returncode != 0 and "UNAUTHENTICATED" in refused.stderr + refused.stdout, refused.stderr[-2000:]
+
+        # Another user of the machine can neither read the token nor attach (root runs the suite).
+        other = f"sd{os.getpid()}"
+        add_user(other)
+        try:
+            tried = as_user(other, "/usr/bin/python3", "-c", OTHER_USER_TRIES.format(directory=str(run_dir / "pyspark-kernel"), key=record["key"]), timeout=60)
+        finally:
+            remove_user(other)
+        assert tried.stdout.split() == ["record:", "PermissionError", "socket:", "PermissionError"], tried.stdout + tried.stderr
+
+        # Each notebook its own session: temp views and runtime settings stay in it.
+        first.run("spark.range(2).createOrReplaceTempView('mine'); spark.conf.set('spark.sql.shuffle.partitions', '3')")
+        seen = second.run("print(spark.catalog.tableExists('mine'), spark.conf.get('spark.sql.shuffle.partitions'))").text
+        assert seen.splitlines()[-1] == "False 8", seen
+        assert first.run("print(spark.table('mine').count(), spark.conf.get('spark.sql.shuffle.partitions'))").stream.strip().splitlines()[-1] == "2 3"
+
+        # Interrupting one notebook's query leaves the other's running.
+        markers = tmp_path / "markers"
+        markers.mkdir()
+        long_id = first.client.execute(slow_cell(markers, "a", 120), stop_on_error=False)
+        wait_until(lambda: len([m for m in os.listdir(markers) if m.startswith("a")]) == 2, 120, "the first notebook's tasks never started")
+        other_id = second.client.execute(slow_cell(markers, "b", 8), stop_on_error=False)
+        wait_until(lambda: len([m for m in os.listdir(markers) if m.startswith("b")]) == 2, 120, "the second notebook's tasks never started")
+        interrupted = time.monotonic()
+        first.manager.interrupt_kernel()
+        error = wait_for_message(first.client, long_id, lambda kind, content: kind == "error", INTERRUPT_BOUND, "the first notebook's cell was not interrupted")
+        assert error["ename"] == "KeyboardInterrupt" and time.monotonic() - interrupted < INTERRUPT_BOUND, error
+        output = wait_for_message(second.client, other_id, lambda kind, content: kind == "stream", 120, "the second notebook's query did not finish")
+        assert output["text"].strip() == "[0, 1]", output
+        first.client.get_shell_msg(timeout=INTERRUPT_BOUND)
+        second.client.get_shell_msg(timeout=60)
+
+        # A tutorial-style notebook runs unchanged: its own builder first, a temp view, SQL, a
+        # pandas UDF, spark.stop() at the end; the next use of Spark gets a new session.
+        for code, printed in TUTORIAL:
+            cell = second.run(code)
+            assert cell.error is None and (printed is None or cell.stream.strip().splitlines()[-1] == printed), (code, cell.text)
+
+        # The notebook that started the server goes; the other goes on.
+        first.stop()
+        kernels.remove(first)
+        assert second.run("print(spark.range(5).count())").stream.strip().splitlines()[-1] == "5"
+
+        # kill -9 of the server's JVM: the next Spark cell fails at once with one clear error, and
+        # %spark restart starts a new server, Python variables intact.
+        os.kill(record["jvm"], signal.SIGKILL)
+        killed = time.monotonic()
+        failed = second.run("spark.range(1).count()", timeout=GONE_BOUND)
+        assert time.monotonic() - killed < GONE_BOUND
+        assert failed.error is not None and failed.error[0] == "SparkDiedError" and "%spark restart" in failed.error[1], failed.text
+        assert sum(1 for kind, _ in failed.messages if kind == "error") == 1
+        assert second.run("print(1 + 1)").text.strip() == "2"  # a cell without Spark: no error
+        second.run("%spark restart")
+        again = second.run("print(x + 1, spark.range(3).count())")
+        assert again.stream.strip().splitlines()[-1] == "42 3", again.text
+        assert record_of(run_dir)["jvm"] != record["jvm"]
+
+        # sc and the RDD API: one clear error naming the dedicated driver.
+        rdd = second.run("sc.parallelize([1, 2]).collect()")
+        assert rdd.error[0] == "SharedDriverError" and "--spark_driver dedicated" in rdd.error[1], rdd.text
+        assert second.run("spark.sparkContext").error[0] == "SharedDriverError"
+    finally:
+        for kernel in kernels:
+            kernel.stop()
+        # After the last notebook, the server leaves within its linger, and nothing of it stays.
+        try:
+            wait_until(lambda: not spark_jvms(SERVER_APP) and not servers_of(run_dir), LINGER + 60, "the shared driver did not leave after the last notebook")
+        finally:
+            for process in spark_jvms(SERVER_APP) + servers_of(run_dir):
+                process.kill()
+    left = sorted(os.listdir(run_dir / "pyspark-kernel"))
+    assert not [name for name in left if name.endswith((".json", ".sock", ".log", ".lock", ".d"))], left
+
+
+def servers_of(run_dir):
+    """driver_server processes whose working directory is under ``run_dir``."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if any(arg.endswith(".driver_server") for arg in process.info["cmdline"] or []) and process.cwd().startswith(str(run_dir)):
+                found.append(process)
+        except psutil.Error:
+            pass
+    return found
