@@ -5,6 +5,7 @@ started it, reports its death at once and leaves after the last notebook."""
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -99,16 +100,27 @@ def check_a_shared_kernel(kernels_dir, tmp_path, run_dir):
         assert second.run("x = 41; print(spark.range(4).count())").stream.strip().splitlines()[-1] == "4"
 
         # One server JVM, no JVM of the notebooks' own; every port it listens on is loopback's.
-        servers = spark_jvms(SERVER_APP)
-        assert len(servers) == 1 and spark_jvms("shared") == [], (servers, spark_jvms("shared"))
         record = record_of(run_dir)
-        listening = [c.laddr for c in servers[0].net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        server = psutil.Process(record["jvm"])
+        assert server.name() == "java" and f"spark.app.name={SERVER_APP}" in server.cmdline()
+        own = [p for kernel in kernels for p in psutil.Process(kernel.manager.provisioner.process.pid).children(recursive=True) if p.name() == "java"]
+        assert own == [] and spark_jvms("shared") == [], own
+        listening = [c.laddr for c in server.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
         assert any(a.port == record["port"] for a in listening) and all(loopback(a) for a in listening), listening
-        assert record["token"] not in " ".join(servers[0].cmdline()) and record["token"] not in (kernels_dir / "shared" / "kernel.json").read_text()
+        assert record["token"] not in " ".join(server.cmdline()) and record["token"] not in (kernels_dir / "shared" / "kernel.json").read_text()
         assert oct(os.stat(run_dir / "pyspark-kernel").st_mode & 0o777) == "0o700"
         assert oct(os.stat(run_dir / "pyspark-kernel" / f"{record['key']}.json").st_mode & 0o777) == "0o600"
         status = second.run("%spark status").text
         assert f"shared driver: pid {record['jvm']}" in status and "notebooks attached: 2" in status, status
+        assert "serving Spark Connect on 127.0.0.1:" in second.run("%spark log").text  # the server's log
+        with open(record["log"], encoding="utf-8", errors="replace") as handle:
+            assert record["token"] not in handle.read()
+        # The server's Python workers run the kernel's environment; %%sql works as on any kernel.
+        workers = second.run("from pyspark.sql.functions import udf\n"
+                             "print(spark.range(1).select(udf(lambda _: __import__('sys').executable)('id')).first()[0])")
+        assert workers.stream.strip().splitlines()[-1] == PYTHON, workers.text
+        table = second.run("%%sql\nSELECT 3 + 4 AS seven").text
+        assert "seven" in table and re.search(r"\b7\b", table) and "1 row" in table, table
 
         # A client without the token, or with another, is refused.
         for url in (f"sc://localhost:{record['port']}", f"sc://localhost:{record['port']}/;token=not-{record['token'][:8]}"):
@@ -181,12 +193,17 @@ def check_a_shared_kernel(kernels_dir, tmp_path, run_dir):
             kernel.stop()
         # After the last notebook, the server leaves within its linger, and nothing of it stays.
         try:
-            wait_until(lambda: not spark_jvms(SERVER_APP) and not servers_of(run_dir), LINGER + 60, "the shared driver did not leave after the last notebook")
+            wait_until(lambda: not server_jvms(run_dir) and not servers_of(run_dir), LINGER + 60, "the shared driver did not leave after the last notebook")
         finally:
-            for process in spark_jvms(SERVER_APP) + servers_of(run_dir):
+            for process in server_jvms(run_dir) + servers_of(run_dir):
                 process.kill()
     left = sorted(os.listdir(run_dir / "pyspark-kernel"))
     assert not [name for name in left if name.endswith((".json", ".sock", ".log", ".lock", ".d"))], left
+
+
+def server_jvms(run_dir):
+    """The shared-driver JVMs whose scratch directory is under ``run_dir``."""
+    return [jvm for jvm in spark_jvms(SERVER_APP) if any(str(run_dir) in arg for arg in jvm.cmdline())]
 
 
 def servers_of(run_dir):

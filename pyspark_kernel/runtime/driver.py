@@ -20,6 +20,7 @@ import json
 import os
 import secrets
 import select
+import signal
 import socket
 import stat
 import subprocess
@@ -271,27 +272,33 @@ def start_server(paths, launch, environ, timeout):
     proc.stdin.write(json.dumps({"directory": paths.directory, "key": paths.key, **launch}).encode())
     proc.stdin.close()
     deadline = time.monotonic() + timeout
-    line = b""
-    while not line.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
-            proc.kill()
-            proc.wait()
-            raise SparkStartError(f"the shared driver did not start within {timeout:.0f} s (raise start_timeout); "
-                                  f"its log ({paths.log}) ends:\n{log_tail(paths.log)}")
-        chunk = os.read(proc.stdout.fileno(), 4096)
-        if not chunk:
-            break
-        line += chunk
-    proc.stdout.close()
-    threading.Thread(target=proc.wait, daemon=True).start()  # reaped when it leaves, if this kernel is still there
-    if line.strip() != b"ready":
-        try:
-            code = proc.wait(timeout=ATTACH_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
-        raise SparkStartError(f"the shared driver did not start (exit code {code}); its log ({paths.log}) ends:\n{log_tail(paths.log)}")
+    said = b""
+    try:
+        while not said.endswith(b"ready\n") and not said.endswith(b"failed\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
+                kill_server(said)
+                raise SparkStartError(f"the shared driver did not start within {timeout:.0f} s (raise start_timeout); "
+                                      f"its log ({paths.log}) ends:\n{log_tail(paths.log)}")
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            said += chunk
+    finally:
+        proc.stdout.close()
+        proc.wait()  # the first process: it forks the server and leaves at once
+    if not said.endswith(b"ready\n"):
+        raise SparkStartError(f"the shared driver did not start; its log ({paths.log}) ends:\n{log_tail(paths.log)}")
+
+
+def kill_server(said):
+    """Kill a server that said its pid but not that it serves (its JVM goes with it)."""
+    for line in said.decode(errors="replace").splitlines():
+        if line.startswith("pid ") and line[4:].isdigit():
+            try:
+                os.kill(int(line[4:]), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def fail_fast(session):

@@ -226,6 +226,12 @@ def main():
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a notebook's interrupt is never the server's
     config = json.loads(sys.stdin.read())
     sys.stdin.close()
+    # Not the notebook's child: its process tree (what Jupyter and resource monitors count as the
+    # notebook's) must not hold the server every notebook shares.
+    if os.fork():
+        os._exit(0)
+    sys.stdout.write(f"pid {os.getpid()}\n")
+    sys.stdout.flush()
     server = Server(config)
     code = 1
     try:
