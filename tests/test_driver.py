@@ -152,3 +152,35 @@ def test_a_lock_file_removed_by_a_leaving_server_is_not_locked_twice(tmp_path):
         held.remove()
         with driver.Locked(paths, timeout=0):  # the new file: not the removed one's holder
             assert os.path.exists(paths.lock)
+
+
+PROPERTIES_READER = """
+import java.io.*;
+import java.nio.charset.StandardCharsets;
+import java.util.Properties;
+public class Read {
+    public static void main(String[] args) throws Exception {
+        Properties properties = new Properties();
+        properties.load(new InputStreamReader(new FileInputStream(args[0]), StandardCharsets.UTF_8));
+        for (String key : new java.util.TreeSet<>(properties.stringPropertyNames())) {
+            System.out.print(key + "\\u0000" + properties.getProperty(key) + "\\u0000");
+        }
+    }
+}
+"""
+
+
+def test_the_servers_properties_file_reads_back_exactly_as_java_reads_it(tmp_path):
+    import shutil
+    import subprocess
+
+    from pyspark_kernel.runtime.driver_server import properties_text
+
+    settings = {"spark.a": " leading space", "spark.b": "back\\slash = colon: #hash !bang", "spark.c": "line\nbreak\ttab", "spark.d": "ünïcødé ✓",
+                "spark.e": "", "spark.f": "trailing "}
+    (tmp_path / "server.properties").write_text(properties_text(settings), encoding="utf-8")
+    (tmp_path / "Read.java").write_text(PROPERTIES_READER)
+    read = subprocess.run([shutil.which("java"), str(tmp_path / "Read.java"), str(tmp_path / "server.properties")], capture_output=True, timeout=120)
+    assert read.returncode == 0, read.stderr
+    parts = read.stdout.decode("utf-8").split("\0")[:-1]
+    assert dict(zip(parts[::2], parts[1::2])) == settings

@@ -21,7 +21,7 @@ from .test_jupyterhub import add_user, as_user, remove_user
 
 pytestmark = pytest.mark.e2e
 
-SERVER_APP = "pyspark-kernel shared driver"
+SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 LINGER = 5
 GONE_BOUND = 30  # seconds: a dead server's next Spark cell fails well within this
 INTERRUPT_BOUND = 15
@@ -102,7 +102,7 @@ def check_a_shared_kernel(kernels_dir, tmp_path, run_dir):
         # One server JVM, no JVM of the notebooks' own; every port it listens on is loopback's.
         record = record_of(run_dir)
         server = psutil.Process(record["jvm"])
-        assert server.name() == "java" and f"spark.app.name={SERVER_APP}" in server.cmdline()
+        assert server.name() == "java" and SERVER_CLASS in server.cmdline()
         own = [p for kernel in kernels for p in psutil.Process(kernel.manager.provisioner.process.pid).children(recursive=True) if p.name() == "java"]
         assert own == [] and spark_jvms("shared") == [], own
         listening = [c.laddr for c in server.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
@@ -203,7 +203,12 @@ def check_a_shared_kernel(kernels_dir, tmp_path, run_dir):
 
 def server_jvms(run_dir):
     """The shared-driver JVMs whose scratch directory is under ``run_dir``."""
-    return [jvm for jvm in spark_jvms(SERVER_APP) if any(str(run_dir) in arg for arg in jvm.cmdline())]
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if process.info["name"] == "java" and SERVER_CLASS in cmdline and any(str(run_dir) in arg for arg in cmdline):
+            found.append(process)
+    return found
 
 
 def servers_of(run_dir):

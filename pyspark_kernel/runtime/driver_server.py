@@ -1,15 +1,18 @@
-"""The shared driver's own process (see driver): a PySpark driver whose JVM serves Spark Connect
-on loopback, and the keeper of the notebooks' leases.
+"""The shared driver's own process (see driver): the keeper of a Spark Connect server's JVM on
+loopback, and of the notebooks' leases. It imports no PySpark: a few megabytes of Python beside
+the JVM, not a second PySpark driver.
 
-Started by the first notebook, in a session of its own, with its settings on standard input. It
-prints "ready" once the Connect server answers and its record is written, then:
+Started by the first notebook with its settings on standard input; it forks away from that
+notebook, says its pid, and prints "ready" once the Connect server answers and its record is
+written, then:
 - holds one connection per attached notebook on its Unix socket, and answers status requests;
 - leaves driver_linger seconds after the last notebook has gone (or, once ready, when none has
   come), removing its record and socket first;
 - when its JVM dies, removes them too and closes every lease, so each notebook knows at once.
-Its JVM reads Py4J's pipe from this process, and exits if this process dies however it dies.
+Its JVM dies with it however it dies (Linux: the parent-death signal).
 """
 
+import ctypes
 import json
 import os
 import selectors
@@ -23,27 +26,58 @@ import time
 
 from .driver import SERVER_NAME, Locked, Paths, remove_files, write_record
 
-CONNECT_PLUGIN = "org.apache.spark.sql.connect.SparkConnectPlugin"
+SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 LINGER_RETRY = 0.5  # seconds before another try at leaving, when a notebook holds the lock
 STOP_GRACE = 20  # seconds Spark may take to stop before its JVM is killed
+PROBE_EVERY = 0.2  # seconds between checks that the gRPC port answers, while the JVM starts
+PR_SET_PDEATHSIG = 1
 
 
-def server_settings(conf, scratch):
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def server_settings(conf, scratch, port, ui_port, log_level):
     """What the JVM is launched with: the kernel's settings, then what makes it a Connect server on
     loopback only (gRPC, driver RPC and block manager; SPARK_LOCAL_IP does the UI)."""
     settings = dict(conf)
     settings.update({
         "spark.app.name": SERVER_NAME,
-        "spark.plugins": ",".join(filter(None, [conf.get("spark.plugins"), CONNECT_PLUGIN])),
         "spark.connect.grpc.binding.address": "127.0.0.1",
-        "spark.connect.grpc.binding.port": "0",  # a free one; the record says which
+        "spark.connect.grpc.binding.port": str(port),
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.local.dir": scratch,
+        "spark.ui.port": str(ui_port),
+        "spark.log.level": log_level,
     })
     options = settings.get("spark.driver.defaultJavaOptions", "")
     settings["spark.driver.defaultJavaOptions"] = f"{options} -Djava.io.tmpdir={scratch}".strip()
     return settings
+
+
+def properties_text(settings):
+    """Java properties, as spark-submit reads a --properties-file (UTF-8): one setting a line,
+    with the characters that would end or change it escaped."""
+    def escape(text):
+        return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t").replace("\f", "\\f")
+
+    lines = []
+    for key, value in settings.items():
+        key = escape(key).replace("=", "\\=").replace(":", "\\:").replace(" ", "\\ ")
+        value = escape(value)
+        lines.append(f"{key}={chr(92) if value.startswith(' ') else ''}{value}\n")  # a leading space would be dropped
+    return "".join(lines)
+
+
+def die_with_parent():
+    """In the JVM's process, before exec: it is killed when the keeper dies (Linux)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the keeper's own exit stops it (stop_spark)
+        pass
 
 
 class Server:
@@ -55,38 +89,46 @@ class Server:
         self.empty_since = None
         self.jvm_gone = threading.Event()
         self.wake_read, self.wake_write = os.pipe()
-        self.context = self.session = None
+        self.proc = None
         self.started = time.time()
         self.left = False  # it left by itself, after its linger: nothing of it stays
+        self.ui = None
 
     def start_spark(self):
         os.makedirs(self.paths.scratch, mode=0o700, exist_ok=True)
-        # The JVM inherits the token from here: the Connect server reads it from its environment.
-        os.environ["SPARK_CONNECT_AUTHENTICATE_TOKEN"] = self.config["token"]
-        os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
-        from pyspark import SparkConf, SparkContext
-        from pyspark.java_gateway import launch_gateway
-        from pyspark.sql import SparkSession
-
-        settings = server_settings(self.config["conf"], self.paths.scratch)
-        conf = SparkConf(loadDefaults=False)
-        conf.setAll(settings.items())
-        self.gateway = launch_gateway(conf=conf, popen_kwargs={"stdout": sys.stderr, "stderr": sys.stderr, "stdin": subprocess.PIPE})
-        conf.setAll(self.config.get("secrets", {}).items())  # through Py4J, not the command line
-        self.context = SparkContext(conf=conf, gateway=self.gateway)
-        self.context.setLogLevel(self.config.get("log_level", "WARN"))
-        self.session = SparkSession(self.context)
-        # The Scala object's own method: the class has no static forwarder for it.
-        jvm = self.context._jvm
-        service = jvm.java.lang.Class.forName("org.apache.spark.sql.connect.service.SparkConnectService$").getField("MODULE$").get(None)
-        port = service.localPort()
-        if not port:
-            raise RuntimeError("the Spark Connect service did not start")
+        conf = self.config["conf"]
+        port = free_port()
+        ui_port = int(conf.get("spark.ui.port") or free_port())
+        settings = server_settings(conf, self.paths.scratch, port, ui_port, self.config.get("log_level", "WARN"))
+        settings.update(self.config.get("secrets", {}))
+        # A 0600 file in the 0700 directory, gone once the JVM has read it: no setting, secret or
+        # not, on a command line that every user can list.
+        properties = os.path.join(self.paths.scratch, "server.properties")
+        with os.fdopen(os.open(properties, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as handle:
+            handle.write(properties_text(settings))
+        env = dict(os.environ)
+        env["SPARK_CONNECT_AUTHENTICATE_TOKEN"] = self.config["token"]  # the server reads it from its environment
+        env["SPARK_LOCAL_IP"] = "127.0.0.1"
+        submit = os.path.join(self.config["spark_home"], "bin", "spark-submit")
+        self.proc = subprocess.Popen([submit, "--class", SERVER_CLASS, "--name", SERVER_NAME, "--properties-file", properties],
+                                     stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=sys.stderr, env=env, preexec_fn=die_with_parent)
+        deadline = time.monotonic() + float(self.config.get("timeout", 600))
+        try:
+            while not answers(port):
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"its JVM exited with code {self.proc.returncode}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("its JVM did not answer in time")
+                time.sleep(PROBE_EVERY)
+        finally:
+            os.unlink(properties)
+        enabled = settings.get("spark.ui.enabled", "true").strip().lower() != "false"
+        self.ui = f"http://127.0.0.1:{ui_port}" if enabled else None
         return port
 
     def watch_jvm(self):
         def wait():
-            self.gateway.proc.wait()
+            self.proc.wait()
             self.jvm_gone.set()
             os.write(self.wake_write, b"x")
 
@@ -103,9 +145,9 @@ class Server:
         self.selector.register(listener, selectors.EVENT_READ, "listener")
         self.selector.register(self.wake_read, selectors.EVENT_READ, "wake")
         write_record(self.paths, {
-            "key": self.paths.key, "spark_version": self.context.version, "port": port, "token": self.config["token"],
-            "pid": os.getpid(), "jvm": self.gateway.proc.pid, "started": self.started, "ui": self.context.uiWebUrl,
-            "log": self.paths.log, "master": self.context.master,
+            "key": self.paths.key, "spark_version": self.config["spark_version"], "port": port, "token": self.config["token"],
+            "pid": os.getpid(), "jvm": self.proc.pid, "started": self.started, "ui": self.ui,
+            "log": self.paths.log, "master": self.config["conf"].get("spark.master", "local[*]"),
         })
         self.empty_since = time.monotonic()
         sys.stdout.write("ready\n")
@@ -128,7 +170,7 @@ class Server:
             if not self.leases and not self.jvm_gone.is_set() and time.monotonic() >= self.empty_since + linger:
                 if self.leave():
                     return 0
-        self.log(f"the JVM has exited (code {self.gateway.proc.returncode}): closing {len(self.leases)} notebooks' leases")
+        self.log(f"the JVM has exited (code {self.proc.returncode}): closing {len(self.leases)} notebooks' leases")
         remove_files(self.paths)
         for connection in list(self.leases):
             connection.close()
@@ -179,8 +221,8 @@ class Server:
         connection.close()
 
     def status(self):
-        return {"pid": os.getpid(), "jvm": self.gateway.proc.pid, "started": self.started, "notebooks": sorted(self.leases.values()),
-                "ui": self.context.uiWebUrl, "master": self.context.master, "version": self.context.version}
+        return {"pid": os.getpid(), "jvm": self.proc.pid, "started": self.started, "notebooks": sorted(self.leases.values()),
+                "ui": self.ui, "master": self.config["conf"].get("spark.master", "local[*]"), "version": self.config["spark_version"]}
 
     def leave(self):
         """Leave, unless a notebook is attaching right now (it holds the lock): then try again soon."""
@@ -199,15 +241,15 @@ class Server:
         return True
 
     def stop_spark(self):
-        timer = threading.Timer(STOP_GRACE, lambda: self.gateway.proc.kill())
-        timer.daemon = True
-        timer.start()
+        """SIGTERM: Spark's shutdown hook stops the session and its executors; then, if need be, SIGKILL."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
         try:
-            self.session.stop()
-        except Exception:
-            self.gateway.proc.kill()
-        finally:
-            timer.cancel()
+            self.proc.wait(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
     def log(self, text):
         sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} pyspark-kernel shared driver: {text}\n")
@@ -220,6 +262,14 @@ class Server:
                 os.unlink(self.paths.log)
             except FileNotFoundError:
                 pass
+
+
+def answers(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def main():
@@ -239,12 +289,11 @@ def main():
             port = server.start_spark()
         except Exception as error:
             server.log(f"Spark did not start: {type(error).__name__}: {error}")
-            if getattr(server, "gateway", None) is not None:
-                server.gateway.proc.kill()
+            server.stop_spark()
             sys.stdout.write("failed\n")
             return code
         server.watch_jvm()
-        server.log(f"serving Spark Connect on 127.0.0.1:{port} (JVM pid {server.gateway.proc.pid})")
+        server.log(f"serving Spark Connect on 127.0.0.1:{port} (JVM pid {server.proc.pid})")
         code = server.serve(port)
         return code
     finally:
