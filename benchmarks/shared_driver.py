@@ -50,12 +50,23 @@ def make_kernels(kernels_dir):
                                         "language": "python", "env": {"SPARK_HOME": os.path.dirname(pyspark.__file__), "PYSPARK_PYTHON": PYTHON}})
 
 
-def open_notebook(kernels_dir, name, env, cell):
+def start_kernel(kernels_dir, name, env):
+    """(manager, client) of a kernel that has answered."""
     manager = KernelManager(kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[kernels_dir]))
     manager.start_kernel(env=env)
     client = manager.client()
     client.start_channels()
-    client.wait_for_ready(timeout=300)
+    try:
+        client.wait_for_ready(timeout=300)
+    except BaseException:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+        raise
+    return manager, client
+
+
+def open_notebook(kernels_dir, name, env, cell):
+    manager, client = start_kernel(kernels_dir, name, env)
     run(client, cell)
     return manager, client
 
@@ -125,12 +136,8 @@ def later_notebook_cell(kernels_dir, env, runs):
     try:
         for _ in range(runs):
             for wait, results in ((TYPING, typed), (None, at_once)):
-                manager = KernelManager(kernel_name="shared", kernel_spec_manager=KernelSpecManager(kernel_dirs=[kernels_dir]))
-                manager.start_kernel(env=env)
-                client = manager.client()
-                client.start_channels()
+                manager, client = start_kernel(kernels_dir, "shared", env)
                 try:
-                    client.wait_for_ready(timeout=300)
                     if wait:
                         time.sleep(wait)  # the user types
                     sent = time.monotonic()
