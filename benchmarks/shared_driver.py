@@ -3,12 +3,13 @@ measured in one run (make bench runs it after kernel_startup.py).
 
     .venv/bin/python benchmarks/shared_driver.py [--counts 1,4,8] [--runs 3]
 
-For each way, notebooks are opened one after another up to each count; each runs one Spark job,
-then the memory of everything they run (kernels, their JVMs and Python workers, and the shared
-driver: its server process, JVM and workers) is summed as PSS, so that pages shared between
-processes count once. The table gives the total and the memory each notebook after the first
-adds. Then, on the shared kernel with its driver up, a later notebook's first Spark cell (sent
-once the kernel is ready, and sent at once) is timed, medians of --runs.
+For each way, notebooks are opened one after another up to each count; each runs one Spark job.
+After SETTLE seconds at rest, the memory of everything they run (kernels, their JVMs and Python
+workers, and the shared driver: its server process, JVM and workers) is summed as PSS, so that
+pages shared between processes count once. The table gives the total and the memory each
+notebook after the first adds. Then, on the shared kernel with its driver up, a later notebook's
+first Spark cell (sent once the kernel is ready, and sent at once) is timed, medians of --runs,
+and the CPU its JVM spends in a minute at rest is read.
 """
 
 import argparse
@@ -30,7 +31,10 @@ CELL = "spark.range(1000).count()"
 CLASSIC_CELL = "from pyspark.sql import SparkSession\nspark = SparkSession.builder.master('local[*]').getOrCreate()\nspark.range(1000).count()"
 SERVER_APP = "pyspark-kernel shared driver"
 TYPING = 10.0
-SETTLE = 3.0  # seconds after the last cell before memory is read: Spark's first-job garbage is collected by then
+# Seconds at rest after the last cell before memory is read, the same for every way: a user reads
+# the result. The shared driver gives idle memory back after 10 s (driver_server.IDLE_RETURN_MS).
+SETTLE = 15.0
+IDLE_MINUTE = 60.0
 
 
 def write_spec(kernels_dir, name, spec):
@@ -128,6 +132,20 @@ def measure_way(kernels_dir, name, env, counts, run_dir):
     return totals
 
 
+def idle_cpu(kernels_dir, env, run_dir):
+    """CPU seconds the shared driver's JVM spends in a minute at rest, one notebook attached."""
+    holder = open_notebook(kernels_dir, "shared", env, CELL)
+    try:
+        time.sleep(SETTLE)
+        jvm = [proc for proc in tree(shared_servers(run_dir)) if proc.name() == "java"][0]
+        before = sum(jvm.cpu_times()[:2])
+        time.sleep(IDLE_MINUTE)
+        return (sum(jvm.cpu_times()[:2]) - before) * 60 / IDLE_MINUTE
+    finally:
+        holder[1].stop_channels()
+        holder[0].shutdown_kernel(now=True)
+
+
 def later_notebook_cell(kernels_dir, env, runs):
     """With the shared driver up (one notebook attached): a later notebook's first Spark cell,
     sent after 10 s of typing (as kernel_startup.py times a first cell) and sent at once, medians in seconds."""
@@ -167,6 +185,7 @@ def main():
         make_kernels(kernels_dir)
         results = {name: measure_way(kernels_dir, name, env, counts, run_dir) for name in ("classic", "dedicated", "shared")}
         typed, at_once = later_notebook_cell(kernels_dir, env, args.runs)
+        resting = idle_cpu(kernels_dir, env, run_dir)
     finally:
         deadline = time.monotonic() + 120
         while shared_servers(run_dir) and time.monotonic() < deadline:
@@ -181,6 +200,7 @@ def main():
         print(f"| {name} | {' | '.join(f'{totals[n]:,.0f}' for n in counts)} | {extra:,.0f} |")
     print(f"\nShared kernel, driver up: a later notebook's first Spark cell `{CELL}`: {typed:.2f} s sent after {TYPING:.0f} s of typing, "
           f"{at_once:.2f} s sent at once (medians of {args.runs})")
+    print(f"Shared driver at rest, one notebook attached: its JVM used {resting:.2f} s of CPU a minute")
 
 
 if __name__ == "__main__":

@@ -184,3 +184,34 @@ def test_the_servers_properties_file_reads_back_exactly_as_java_reads_it(tmp_pat
     assert read.returncode == 0, read.stderr
     parts = read.stdout.decode("utf-8").split("\0")[:-1]
     assert dict(zip(parts[::2], parts[1::2])) == settings
+
+
+TRIM_SUPPORTED = [
+    'JAVA_VERSION="17.0.9"', 'JAVA_VERSION="17.0.15"', 'JAVA_VERSION="21.0.1"', 'JAVA_VERSION="22"', 'JAVA_VERSION="25.0.1"',
+    'IMPLEMENTOR="Eclipse Adoptium"\nJAVA_VERSION="21.0.4"\n',
+]
+TRIM_UNSUPPORTED = ['JAVA_VERSION="17.0.8"', 'JAVA_VERSION="17"', 'JAVA_VERSION="21"', 'JAVA_VERSION="19.0.2"', 'JAVA_VERSION="11.0.24"', "", "no version"]
+
+
+@pytest.mark.parametrize("release", TRIM_SUPPORTED)
+def test_a_jdk_that_has_native_heap_trimming_gets_it(release):
+    from pyspark_kernel.runtime.driver_server import idle_java_options
+
+    assert "-XX:TrimNativeHeapInterval=10000" in idle_java_options(release)
+
+
+@pytest.mark.parametrize("release", TRIM_UNSUPPORTED)
+def test_a_jdk_without_native_heap_trimming_is_not_given_the_flag_it_would_refuse(release):
+    from pyspark_kernel.runtime.driver_server import idle_java_options
+
+    options = idle_java_options(release)
+    assert not any("TrimNativeHeap" in option for option in options) and "-XX:G1PeriodicGCInterval=10000" in options
+
+
+def test_the_kernels_own_java_options_come_after_the_idle_ones_so_they_win(tmp_path):
+    from pyspark_kernel.runtime.driver_server import server_settings
+
+    conf = {"spark.driver.defaultJavaOptions": "-Dteam=1", "spark.driver.extraJavaOptions": "-XX:MaxHeapFreeRatio=70"}
+    settings = server_settings(conf, str(tmp_path), 1, 2, "WARN", ["-XX:MaxHeapFreeRatio=20"])
+    assert settings["spark.driver.defaultJavaOptions"] == f"-Dteam=1 -XX:MaxHeapFreeRatio=20 -Djava.io.tmpdir={tmp_path}"
+    assert settings["spark.driver.extraJavaOptions"] == "-XX:MaxHeapFreeRatio=70"  # Spark puts these last: the JVM takes the last

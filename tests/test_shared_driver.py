@@ -15,6 +15,8 @@ import time
 import psutil
 import pytest
 
+from pyspark_kernel.runtime.driver_server import idle_java_options, java_release
+
 from .conftest import PYTHON, make_kernel, spark_jvms
 from .kernels import Kernel, kernel_environment, wait_for_message, wait_until
 from .test_jupyterhub import add_user, as_user, remove_user
@@ -103,6 +105,8 @@ def check_a_shared_kernel(kernels_dir, tmp_path, run_dir):
         record = record_of(run_dir)
         server = psutil.Process(record["jvm"])
         assert server.name() == "java" and SERVER_CLASS in server.cmdline()
+        idle = idle_java_options(java_release(shutil.which("java")))
+        assert set(idle) <= set(server.cmdline()), (idle, server.cmdline())  # it gives back memory when idle
         own = [p for kernel in kernels for p in psutil.Process(kernel.manager.provisioner.process.pid).children(recursive=True) if p.name() == "java"]
         assert own == [] and spark_jvms("shared") == [], own
         listening = [c.laddr for c in server.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]

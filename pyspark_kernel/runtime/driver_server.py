@@ -15,6 +15,7 @@ Its JVM dies with it however it dies (Linux: the parent-death signal).
 import ctypes
 import json
 import os
+import re
 import selectors
 import shutil
 import signal
@@ -31,6 +32,14 @@ LINGER_RETRY = 0.5  # seconds before another try at leaving, when a notebook hol
 STOP_GRACE = 20  # seconds Spark may take to stop before its JVM is killed
 PROBE_EVERY = 0.2  # seconds between checks that the gRPC port answers, while the JVM starts
 PR_SET_PDEATHSIG = 1
+# A shared driver mostly waits for its notebooks. Once it has been idle this long, G1 collects and
+# gives unused heap back to the system (JEP 346), and the JVM trims glibc's free native memory; a
+# busy server collects as it always does. Measured with 8 notebooks (make bench): its JVM takes
+# about 390 MiB instead of 450-580, for about 0.6 s of CPU a minute while it is idle.
+IDLE_RETURN_MS = 10000
+IDLE_HEAP_OPTIONS = (f"-XX:G1PeriodicGCInterval={IDLE_RETURN_MS}", "-XX:MinHeapFreeRatio=5", "-XX:MaxHeapFreeRatio=20")
+TRIM_SINCE = {17: 9, 21: 1}  # -XX:TrimNativeHeapInterval: the update that has it, per feature release; 22 on always
+RELEASE_VERSION = re.compile(r'^JAVA_VERSION="(\d+)(?:\.\d+)?(?:\.(\d+))?', re.MULTILINE)
 
 
 def free_port():
@@ -39,9 +48,36 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def server_settings(conf, scratch, port, ui_port, log_level):
+def can_trim_native_heap(release_text):
+    """Whether the JDK whose `release` file reads so has -XX:TrimNativeHeapInterval (17.0.9+, 21.0.1+, 22+):
+    an older one would refuse to start with it."""
+    found = RELEASE_VERSION.search(release_text or "")
+    if not found:
+        return False
+    feature, update = int(found.group(1)), int(found.group(2) or 0)
+    return feature >= 22 or update >= TRIM_SINCE.get(feature, 10**6)
+
+
+def java_release(java):
+    home = os.path.dirname(os.path.dirname(os.path.realpath(java))) if java else ""
+    try:
+        with open(os.path.join(home, "release"), encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+def idle_java_options(release_text):
+    options = list(IDLE_HEAP_OPTIONS)
+    if can_trim_native_heap(release_text):
+        options.append(f"-XX:TrimNativeHeapInterval={IDLE_RETURN_MS}")
+    return options
+
+
+def server_settings(conf, scratch, port, ui_port, log_level, java_options=()):
     """What the JVM is launched with: the kernel's settings, then what makes it a Connect server on
-    loopback only (gRPC, driver RPC and block manager; SPARK_LOCAL_IP does the UI)."""
+    loopback only (gRPC, driver RPC and block manager; SPARK_LOCAL_IP does the UI). ``java_options``
+    come before the kernel's spark.driver.extraJavaOptions, which can override them."""
     settings = dict(conf)
     settings.update({
         "spark.app.name": SERVER_NAME,
@@ -54,7 +90,7 @@ def server_settings(conf, scratch, port, ui_port, log_level):
         "spark.log.level": log_level,
     })
     options = settings.get("spark.driver.defaultJavaOptions", "")
-    settings["spark.driver.defaultJavaOptions"] = f"{options} -Djava.io.tmpdir={scratch}".strip()
+    settings["spark.driver.defaultJavaOptions"] = " ".join([options, *java_options, f"-Djava.io.tmpdir={scratch}"]).strip()
     return settings
 
 
@@ -99,7 +135,8 @@ class Server:
         conf = self.config["conf"]
         port = free_port()
         ui_port = int(conf.get("spark.ui.port") or free_port())
-        settings = server_settings(conf, self.paths.scratch, port, ui_port, self.config.get("log_level", "WARN"))
+        settings = server_settings(conf, self.paths.scratch, port, ui_port, self.config.get("log_level", "WARN"),
+                                   idle_java_options(java_release(self.config.get("java"))))
         settings.update(self.config.get("secrets", {}))
         # A 0600 file in the 0700 directory, gone once the JVM has read it: no setting, secret or
         # not, on a command line that every user can list.

@@ -263,7 +263,7 @@ class SparkRuntime:
             secrets = resolve_secrets(launch_conf, self.environ)
             launch = {"conf": {k: v for k, v in launch_conf.items() if k not in secrets}, "secrets": secrets, "token": driver.new_token(),
                       "linger": self.options["driver_linger"], "log_level": self.options["log_level"], "spark_home": spark_home,
-                      "spark_version": pyspark.__version__, "timeout": self.options["start_timeout"]}
+                      "java": java, "spark_version": pyspark.__version__, "timeout": self.options["start_timeout"]}
             paths = driver.Paths(driver.runtime_dir(self.environ), key)
             self.log = paths.log  # the server's: %spark log and failure messages show it
             lease = driver.attach(paths, self.environ, pyspark.__version__, launch, self.options["start_timeout"], mark=self.mark)
