@@ -176,3 +176,73 @@ def test_a_bad_limit_is_one_error_line_and_removes_nothing(tmp_path, environ):
         assert done.returncode == 1 and done.stdout == ""
         assert done.stderr == (f"ERROR: {cache.LIMIT_VARIABLE}: '2X' is not a size (write it in bytes or with K, M, G or T, for example 4G)\n")
     assert os.path.exists(entry)
+
+
+def environment_with_its_own_pyspark(root):
+    """A virtual environment whose pyspark directory is its own (its entries link to the installed
+    pyspark's), so that its Spark installation is another one, gone when the environment is."""
+    import pyspark
+
+    from .conftest import venv_with_project_packages
+
+    venv = venv_with_project_packages(root, ("pyspark",))
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    installed = os.path.dirname(pyspark.__file__)
+    (site / "pyspark").mkdir()
+    for entry in os.listdir(installed):
+        if entry != "__pycache__":
+            os.symlink(os.path.join(installed, entry), site / "pyspark" / entry)
+    for entry in os.listdir(os.path.dirname(installed)):
+        if entry.startswith("pyspark-") and entry.endswith(".dist-info"):
+            os.symlink(os.path.join(os.path.dirname(installed), entry), site / entry)
+    return venv
+
+
+@pytest.mark.e2e
+def test_after_kernels_of_five_deleted_environments_one_more_start_leaves_the_cache_within_its_limit(tmp_path, kernels_dir):
+    """An afternoon with a few environments: each kernel leaves its class-data-sharing archive; the
+    environments are deleted; the next kernel start removes what they left."""
+    import shutil
+
+    from .conftest import assert_no_jvm_left, make_kernel
+    from .kernels import Kernel, kernel_environment, wait_until
+
+    tmp_dir = tmp_path / "tmp"
+    tmp_dir.mkdir()
+    environ = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env = kernel_environment(tmp_dir, **environ)
+    venvs = [environment_with_its_own_pyspark(tmp_path / f"env{n}") for n in range(6)]
+    for n, venv in enumerate(venvs):
+        make_kernel(kernels_dir, f"cache{n}", "-e", str(venv))
+    kernels = []
+    try:
+        kernels = [Kernel(kernels_dir, f"cache{n}", env, wait=False) for n in range(5)]
+        for kernel in kernels:
+            kernel.wait_for_ready()
+        for kernel in kernels:
+            cell = kernel.run("print(spark.range(10).count())", timeout=600)
+            assert cell.error is None and cell.stream.split()[-1] == "10", cell.text
+    finally:
+        for kernel in kernels:
+            kernel.stop()
+    for n in range(5):
+        assert_no_jvm_left(f"cache{n}")  # each has written its archive as it exited
+    homes = [os.path.realpath(next((venv / "lib").glob("python3*/site-packages")) / "pyspark") for venv in venvs]
+    needed = sorted(need for entry in cache.read_entries(environ) for need in entry.needs if need in homes)
+    assert needed == sorted(homes[:5]), [(entry.path, entry.needs) for entry in cache.read_entries(environ)]
+    for venv in venvs[:5]:
+        shutil.rmtree(venv.parent)
+
+    kernel = Kernel(kernels_dir, "cache5", env)
+    try:
+        cell = kernel.run("print(spark.range(10).count())", timeout=600)
+        assert cell.error is None and cell.stream.split()[-1] == "10", cell.text
+    finally:
+        kernel.stop()
+    assert_no_jvm_left("cache5")
+    wait_until(lambda: os.listdir(tmp_dir) == [], 120, f"kernels left files in their TMPDIR: {os.listdir(tmp_dir)}")
+    entries = cache.read_entries(environ)
+    assert [entry.needs[1:] for entry in entries] == [[homes[5]]], [(entry.path, entry.needs) for entry in entries]
+    assert cache.total(entries) <= cache.limit(environ)
+    left = sorted(os.listdir(tmp_path / "cache" / "pyspark-kernel" / "cds"))
+    assert all(name.startswith(os.path.basename(entries[0].path)) for name in left), left  # the archive and its record only
