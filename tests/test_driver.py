@@ -215,3 +215,13 @@ def test_the_kernels_own_java_options_come_after_the_idle_ones_so_they_win(tmp_p
     settings = server_settings(conf, str(tmp_path), 1, 2, "WARN", ["-XX:MaxHeapFreeRatio=20"])
     assert settings["spark.driver.defaultJavaOptions"] == f"-Dteam=1 -XX:MaxHeapFreeRatio=20 -Djava.io.tmpdir={tmp_path}"
     assert settings["spark.driver.extraJavaOptions"] == "-XX:MaxHeapFreeRatio=70"  # Spark puts these last: the JVM takes the last
+
+
+def test_a_scratch_path_with_spaces_stays_one_java_option(tmp_path):
+    import shlex
+
+    from pyspark_kernel.runtime.driver_server import server_settings
+
+    scratch = tmp_path / "a dir with spaces and ünïcødé" / "k.d"
+    options = server_settings({}, str(scratch), 1, 2, "WARN", ["-XX:MaxHeapFreeRatio=20"])["spark.driver.defaultJavaOptions"]
+    assert shlex.split(options) == ["-XX:MaxHeapFreeRatio=20", f"-Djava.io.tmpdir={scratch}"]  # as Spark's launcher splits them

@@ -76,7 +76,7 @@ def loopback(address):
 def test_notebooks_of_a_shared_kernel_share_one_driver_each_in_its_own_session(kernels_dir, tmp_path):
     # Where another user could look (pytest's own directory is root's alone): the kernel's own
     # pyspark-kernel directory in it is what must keep them out.
-    run_dir = pathlib.Path(tempfile.mkdtemp(prefix="pyspark-kernel-run-"))
+    run_dir = pathlib.Path(tempfile.mkdtemp(prefix="pyspark-kernel run ü-"))  # a space: the JVM options must quote it
     os.chmod(run_dir, 0o755)
     try:
         check_a_shared_kernel(kernels_dir, tmp_path, run_dir)

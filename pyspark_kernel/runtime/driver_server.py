@@ -26,6 +26,7 @@ import threading
 import time
 
 from .driver import SERVER_NAME, Locked, Paths, remove_files, write_record
+from .jvm import java_option_text
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 LINGER_RETRY = 0.5  # seconds before another try at leaving, when a notebook holds the lock
@@ -90,7 +91,8 @@ def server_settings(conf, scratch, port, ui_port, log_level, java_options=()):
         "spark.log.level": log_level,
     })
     options = settings.get("spark.driver.defaultJavaOptions", "")
-    settings["spark.driver.defaultJavaOptions"] = " ".join([options, *java_options, f"-Djava.io.tmpdir={scratch}"]).strip()
+    # Spark's launcher splits these on whitespace: a scratch path with a space is quoted.
+    settings["spark.driver.defaultJavaOptions"] = " ".join([options, *java_options, java_option_text(f"-Djava.io.tmpdir={scratch}")]).strip()
     return settings
 
 
