@@ -15,7 +15,8 @@ import time
 import psutil
 import pytest
 
-from pyspark_kernel.runtime.driver_server import idle_java_options, java_release
+from pyspark_kernel.runtime.diagnostics import java_release
+from pyspark_kernel.runtime.driver_server import idle_java_options
 
 from .conftest import PYTHON, make_kernel, spark_jvms
 from .kernels import Kernel, kernel_environment, wait_for_message, wait_until

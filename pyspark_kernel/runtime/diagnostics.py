@@ -77,17 +77,22 @@ JAVA_RELEASE_VERSION = re.compile(r'^JAVA_VERSION="?(?:1\.)?(\d+)', re.MULTILINE
 JAVA_VERSION_OUTPUT = re.compile(r'version "(?:1\.)?(\d+)')
 
 
+def java_release(java):
+    """The text of ``java``'s JDK `release` file; empty when it has none."""
+    home = os.path.dirname(os.path.dirname(os.path.realpath(java))) if java else ""
+    try:
+        with open(os.path.join(home, "release"), encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
 def java_version(java):
     """The feature version (8, 11, 17, 21, ...) of ``java``: from its JDK's release file, which
     costs nothing, else from `java -version`. None when neither tells."""
-    home = os.path.dirname(os.path.dirname(os.path.realpath(java)))
-    try:
-        with open(os.path.join(home, "release"), encoding="utf-8", errors="replace") as handle:
-            found = JAVA_RELEASE_VERSION.search(handle.read())
-        if found:
-            return int(found.group(1))
-    except OSError:
-        pass
+    found = JAVA_RELEASE_VERSION.search(java_release(java))
+    if found:
+        return int(found.group(1))
     try:
         done = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 
+from .diagnostics import java_release
 from .driver import SERVER_NAME, Locked, Paths, remove_files, write_record
 from .jvm import java_option_text
 
@@ -57,15 +58,6 @@ def can_trim_native_heap(release_text):
         return False
     feature, update = int(found.group(1)), int(found.group(2) or 0)
     return feature >= 22 or update >= TRIM_SINCE.get(feature, 10**6)
-
-
-def java_release(java):
-    home = os.path.dirname(os.path.dirname(os.path.realpath(java))) if java else ""
-    try:
-        with open(os.path.join(home, "release"), encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-    except OSError:
-        return ""
 
 
 def idle_java_options(release_text):
