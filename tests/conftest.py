@@ -64,7 +64,7 @@ LONGEST = ("tests/test_jupyterhub.py", "tests/test_clusters.py::test_executors_o
            "tests/test_clusters.py::test_kernels_of_one_spec", "tests/test_jupyterlab.py",
            "tests/test_paths.py", "tests/test_e2e.py::test_spark_distribution_layout", "tests/test_runtime.py::test_class_data_sharing_archive",
            "tests/test_runtime.py::test_shutdown_restart", "tests/test_e2e.py::test_smoke_for_ci", "tests/test_spark_ui.py",
-           "tests/test_shared_driver.py")
+           "tests/test_shared_driver.py", "tests/test_cache.py::test_after_kernels_of_five")
 
 
 def pytest_collection_modifyitems(config, items):

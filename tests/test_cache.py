@@ -177,3 +177,96 @@ def test_a_bad_limit_is_one_error_line_and_removes_nothing(tmp_path, environ):
         assert done.stderr == (f"ERROR: {cache.LIMIT_VARIABLE}: '2X' is not a size (write it in bytes or with K, M, G or T, for example 4G)\n")
     assert os.path.exists(entry)
 
+
+
+def environment_with_its_own_pyspark(root):
+    """A virtual environment whose pyspark directory is its own (its entries link to the installed
+    pyspark's), so that its Spark installation is another one, gone when the environment is."""
+    import pyspark
+
+    from .conftest import venv_with_project_packages
+
+    venv = venv_with_project_packages(root, ("pyspark",))
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    installed = os.path.dirname(pyspark.__file__)
+    (site / "pyspark").mkdir()
+    for entry in os.listdir(installed):
+        if entry != "__pycache__":
+            os.symlink(os.path.join(installed, entry), site / "pyspark" / entry)
+    for entry in os.listdir(os.path.dirname(installed)):
+        if entry.startswith("pyspark-") and entry.endswith(".dist-info"):
+            os.symlink(os.path.join(os.path.dirname(installed), entry), site / entry)
+    return venv, os.path.realpath(site / "pyspark")
+
+
+def cds_files(environ):
+    return sorted(os.listdir(os.path.join(cache.cache_root(environ), "cds")))
+
+
+@pytest.mark.e2e
+def test_after_kernels_of_five_deleted_environments_one_more_start_leaves_the_cache_within_its_limit(tmp_path, kernels_dir):
+    """An afternoon with a few environments: each kernel leaves its class-data-sharing archive and
+    its record; the environments are deleted; the next kernel start removes what they left. The
+    kernels only start Spark (no job, no warm-up): that is what leaves the archive, and it keeps
+    five archives cheap to write. A JVM that exits before its archive is written leaves its
+    record alone (the next start writes the archive): such a record must go too."""
+    import shutil
+
+    from .conftest import assert_no_jvm_left, make_kernel
+    from .kernels import Kernel, kernel_environment, wait_until
+
+    tmp_dir = tmp_path / "tmp"
+    tmp_dir.mkdir()
+    environ = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env = kernel_environment(tmp_dir, **environ)
+    made = [environment_with_its_own_pyspark(tmp_path / f"env{n}") for n in range(6)]
+    homes = [home for _, home in made]
+    for n, (venv, _) in enumerate(made):
+        make_kernel(kernels_dir, f"cache{n}", "-e", str(venv), "--warm_up", "off")
+    kernels = []
+    try:
+        kernels = [Kernel(kernels_dir, f"cache{n}", env, wait=False) for n in range(5)]
+        for kernel in kernels:
+            kernel.wait_for_ready()
+        for kernel in kernels:
+            cell = kernel.run("print(spark.version)", timeout=600)
+            assert cell.error is None and cell.stream.strip(), cell.text
+    finally:
+        for kernel in kernels:
+            kernel.stop()
+    for n in range(5):
+        assert_no_jvm_left(f"cache{n}")
+    # The watchdogs are done (each removes its kernel's scratch directory last): no lock is held.
+    wait_until(lambda: os.listdir(tmp_dir) == [], 180, f"kernels left files in their TMPDIR: {os.listdir(tmp_dir)}")
+    records = {}
+    for name in cds_files(environ):
+        if name.endswith(".jsa.json"):
+            with open(os.path.join(cache.cache_root(environ), "cds", name), encoding="utf-8") as handle:
+                records[name[:-len(".json")]] = json.load(handle)["needs"]
+    assert sorted(home for needs in records.values() for home in needs if home in homes) == sorted(homes[:5]), records
+    archives = [entry for entry in cache.read_entries(environ) if entry.kind == "archive"]
+    assert archives and all(os.path.basename(entry.path) in records for entry in archives), cds_files(environ)
+    before = cache.total(archives)
+    for venv, _ in made[:5]:
+        shutil.rmtree(venv.parent)
+
+    kernel = Kernel(kernels_dir, "cache5", env)
+    try:
+        cell = kernel.run("print(spark.version)", timeout=600)
+        assert cell.error is None, cell.text
+        # The start prunes the cache once Spark is up, before any warm-up would run.
+        assert kernel.evaluate("__import__('pyspark_kernel_runtime').RUNTIME.pruned.wait(120)") == "True"
+        left = cds_files(environ)
+    finally:
+        kernel.stop()
+    assert_no_jvm_left("cache5")
+    wait_until(lambda: os.listdir(tmp_dir) == [], 180, f"kernel cache5 left files in its TMPDIR: {os.listdir(tmp_dir)}")
+    # Only the new kernel's archive (if its JVM wrote it), its record and, while it ran, its lock.
+    kept = [name for name in left if name.endswith(".jsa.json")]
+    assert len(kept) == 1 and all(name.startswith(kept[0][:-len(".json")]) for name in left), left
+    with open(os.path.join(cache.cache_root(environ), "cds", kept[0]), encoding="utf-8") as handle:
+        assert homes[5] in json.load(handle)["needs"]
+    entries = cache.read_entries(environ)
+    assert all(entry.needs[1:] == [homes[5]] for entry in entries), [(entry.path, entry.needs) for entry in entries]
+    assert cache.total(entries) <= cache.limit(environ)
+
