@@ -178,7 +178,6 @@ def test_a_bad_limit_is_one_error_line_and_removes_nothing(tmp_path, environ):
     assert os.path.exists(entry)
 
 
-
 def environment_with_its_own_pyspark(root):
     """A virtual environment whose pyspark directory is its own (its entries link to the installed
     pyspark's), so that its Spark installation is another one, gone when the environment is."""
@@ -201,6 +200,13 @@ def environment_with_its_own_pyspark(root):
 
 def cds_files(environ):
     return sorted(os.listdir(os.path.join(cache.cache_root(environ), "cds")))
+
+
+def record_needs(environ, name):
+    """What the record ``name`` in the archive cache says its archive needs: read here, as the
+    record of an archive that was never written is no cache entry."""
+    with open(os.path.join(cache.cache_root(environ), "cds", name), encoding="utf-8") as handle:
+        return json.load(handle)["needs"]
 
 
 @pytest.mark.e2e
@@ -238,15 +244,10 @@ def test_after_kernels_of_five_deleted_environments_one_more_start_leaves_the_ca
         assert_no_jvm_left(f"cache{n}")
     # The watchdogs are done (each removes its kernel's scratch directory last): no lock is held.
     wait_until(lambda: os.listdir(tmp_dir) == [], 180, f"kernels left files in their TMPDIR: {os.listdir(tmp_dir)}")
-    records = {}
-    for name in cds_files(environ):
-        if name.endswith(".jsa.json"):
-            with open(os.path.join(cache.cache_root(environ), "cds", name), encoding="utf-8") as handle:
-                records[name[:-len(".json")]] = json.load(handle)["needs"]
+    records = {name[:-len(".json")]: record_needs(environ, name) for name in cds_files(environ) if name.endswith(".jsa.json")}
     assert sorted(home for needs in records.values() for home in needs if home in homes) == sorted(homes[:5]), records
     archives = [entry for entry in cache.read_entries(environ) if entry.kind == "archive"]
     assert archives and all(os.path.basename(entry.path) in records for entry in archives), cds_files(environ)
-    before = cache.total(archives)
     for venv, _ in made[:5]:
         shutil.rmtree(venv.parent)
 
@@ -264,9 +265,7 @@ def test_after_kernels_of_five_deleted_environments_one_more_start_leaves_the_ca
     # Only the new kernel's archive (if its JVM wrote it), its record and, while it ran, its lock.
     kept = [name for name in left if name.endswith(".jsa.json")]
     assert len(kept) == 1 and all(name.startswith(kept[0][:-len(".json")]) for name in left), left
-    with open(os.path.join(cache.cache_root(environ), "cds", kept[0]), encoding="utf-8") as handle:
-        assert homes[5] in json.load(handle)["needs"]
+    assert homes[5] in record_needs(environ, kept[0])
     entries = cache.read_entries(environ)
     assert all(entry.needs[1:] == [homes[5]] for entry in entries), [(entry.path, entry.needs) for entry in entries]
     assert cache.total(entries) <= cache.limit(environ)
-
