@@ -183,6 +183,26 @@ def test_without_a_release_file_java_is_asked(tmp_path):
     assert diagnostics.java_version(str(java)) == 11
 
 
+def test_the_imports_of_the_first_py4j_call_are_made_ahead_and_a_converter_that_fails_is_left_to_it(monkeypatch):
+    from py4j import protocol
+
+    asked = []
+
+    class Converter:
+        def __init__(self, fails):
+            self.fails = fails
+
+        def can_convert(self, value):
+            asked.append(value)
+            if self.fails:
+                raise ImportError("numpy is broken")
+            return False
+
+    monkeypatch.setattr(protocol, "INPUT_CONVERTER", [Converter(True), Converter(False)])
+    jvm.load_converters()
+    assert asked == [None, None]
+
+
 @pytest.mark.parametrize("option, text", [
     ("-Djava.io.tmpdir=/tmp/plain", "-Djava.io.tmpdir=/tmp/plain"),
     ("-Djava.io.tmpdir=/home/Jane Doe/tmp", '"-Djava.io.tmpdir=/home/Jane Doe/tmp"'),

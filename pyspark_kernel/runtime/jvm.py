@@ -224,6 +224,22 @@ def recording_launch(record):
         java_gateway.Popen = original
 
 
+def load_converters():
+    """Import now what PySpark's first Py4J call with arguments imports: it asks each input
+    converter whether it applies, and Spark 4's numpy converter imports pyspark.testing, and with
+    it numpy, pandas and pyarrow, half a second or more. Called while the JVM boots, this costs
+    the start nothing; called after, as SparkContext() does, it adds to it."""
+    try:
+        from py4j import protocol
+    except ImportError:  # the launch itself says what is missing
+        return
+    for converter in list(protocol.INPUT_CONVERTER):
+        try:
+            converter.can_convert(None)
+        except Exception:  # noqa: BLE001 - only a head start: the real call will say what is wrong
+            pass
+
+
 def close_jvm(gateway, grace=60):
     """Let a driver JVM whose session has ended exit by itself (it exits when its stdin closes,
     writing its class-data-sharing archive if it has one to write); kill it if it lingers."""
