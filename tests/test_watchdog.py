@@ -45,6 +45,30 @@ def test_the_scratch_directory_goes_only_after_the_kernel_exits(tmp_path, hide_p
         watchdog.wait()
 
 
+def test_with_the_kernels_pipe_the_watchdog_acts_when_the_kernel_exits_and_starts_no_process_meanwhile(tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    read_end, write_end = os.pipe()
+    kernel = subprocess.Popen(["sleep", "600"], pass_fds=(write_end,))  # the only holder of the write end
+    os.close(write_end)
+    watchdog = subprocess.Popen(["/bin/sh", jvm.WATCHDOG, str(kernel.pid), str(scratch), "pipe"], stdin=read_end,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    os.close(read_end)
+    try:
+        time.sleep(WATCHDOG_CHECKS)  # not synchronisation: the watchdog must NOT act in this time
+        assert scratch.exists() and watchdog.poll() is None, watchdog.stderr.read() if watchdog.poll() is not None else ""
+        children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(watchdog.pid)], capture_output=True, text=True).stdout.split()
+        assert children == [], f"the waiting watchdog runs {children}: it should block on the pipe"
+        kernel.kill()
+        kernel.wait()
+        wait_until(lambda: not scratch.exists(), GONE_TIMEOUT, "the watchdog did not remove the scratch directory after the kernel exited")
+        assert watchdog.wait(GONE_TIMEOUT) == 0
+    finally:
+        kernel.kill()
+        watchdog.kill()
+        watchdog.wait()
+
+
 def test_a_zombie_kernel_counts_as_exited(tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()

@@ -38,17 +38,34 @@ def make_scratch(environ):
 
 
 def start_watchdog(scratch):
-    """The watchdog's pid: it outlives the kernel, and holds the archive lock until it is done."""
+    """The watchdog's pid: it outlives the kernel, and holds the archive lock until it is done.
+    It reads a pipe whose other end only the kernel holds, so the read ends as the kernel exits,
+    however it exits: no polling, and no `sleep` process beside the kernel all its life."""
+    read_end, write_end = os.pipe()  # not inheritable: the JVMs and other programs never get it
     try:
-        return subprocess.Popen(
-            [SHELL, WATCHDOG, str(os.getpid()), scratch],
+        pid = subprocess.Popen(
+            [SHELL, WATCHDOG, str(os.getpid()), scratch, "pipe"],
             # The system's tools first, whatever the kernel's PATH holds (or lacks).
             env={**os.environ, "PATH": os.pathsep.join([os.defpath, os.environ.get("PATH", "")])},
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, close_fds=True,
         ).pid
     except OSError as error:
+        os.close(write_end)
         raise SetupError(f"cannot start the kernel's watchdog with {SHELL}: {error.strerror} (the kernel needs a POSIX {SHELL})") from None
+    finally:
+        os.close(read_end)
+    # A child forked without exec (multiprocessing's fork) would keep the pipe open after the
+    # kernel's exit; it lets go of it at once.
+    os.register_at_fork(after_in_child=lambda: close_quietly(write_end))
+    return pid
+
+
+def close_quietly(fd):
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def record_jvms(scratch, procs):

@@ -1,8 +1,10 @@
 # Watchdog of a pyspark-kernel kernel: POSIX sh, in a session of its own, so it outlives the
 # kernel however the kernel ends, at about a megabyte instead of a second Python.
-# Arguments: the kernel's pid, its scratch directory. Once the kernel has exited it waits for the
-# driver JVMs it started (scratch/jvm.pids, one per line), kills any that linger, keeps a
-# class-data-sharing archive only if its JVM finished writing it, and removes the scratch directory.
+# Arguments: the kernel's pid, its scratch directory and "pipe" when stdin is a pipe whose other
+# end only the kernel holds (else it checks the pid each second). Once the kernel has exited it
+# waits for the driver JVMs it started (scratch/jvm.pids, one per line), kills any that linger,
+# keeps a class-data-sharing archive only if its JVM finished writing it, and removes the scratch
+# directory.
 trap '' INT HUP
 kernel=$1
 scratch=$2
@@ -30,7 +32,13 @@ wait_exit() {  # pid, checks at most (0: no limit), seconds between checks; fals
     done
 }
 
-wait_exit "$kernel" 0 1
+if [ "${3:-}" = pipe ]; then
+    # The read ends when the kernel has exited (or is exiting): no polling while it runs.
+    while read -r _; do :; done
+    wait_exit "$kernel" 0 0.2
+else
+    wait_exit "$kernel" 0 1
+fi
 limit=100  # checks of 0.2 s; writing the class-data-sharing archive at exit takes longer
 [ -f "$scratch/cds-training.sh" ] && limit=900
 if [ -f "$scratch/jvm.pids" ]; then
