@@ -14,8 +14,8 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt
 	# Byte-compiled on every core, where pip compiles one file after the other: 25 s less here.
-	# Only a cache of Python's: a file that does not compile is left to fail where it is imported.
-	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib || true
+	# Only a cache of Python's: a file that does not compile is named, and left to fail if imported.
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib || echo "compileall: some files were not byte-compiled (see above)" >&2
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	# An editable install leaves out data files: the one that enables the Spark UI server extension.
 	install -D -m 0644 jupyter-config/jupyter_server_config.d/pyspark-kernel.json $(VENV)/etc/jupyter/jupyter_server_config.d/pyspark-kernel.json

@@ -69,6 +69,50 @@ def test_with_the_kernels_pipe_the_watchdog_acts_when_the_kernel_exits_and_start
         watchdog.wait()
 
 
+KERNEL_THAT_FORKS = """
+import os, sys, time
+sys.path.insert(0, sys.argv[2])
+from pyspark_kernel.runtime import jvm
+jvm.start_watchdog(sys.argv[1])
+child = os.fork()  # as multiprocessing's fork does: the child lives on after the kernel
+if child == 0:
+    read_end, write_end = os.pipe()  # may reuse the number of the pipe the child let go of
+    grandchild = os.fork()
+    if grandchild == 0:
+        os.fstat(read_end), os.fstat(write_end)  # the grandchild's own pipe is left alone
+        os._exit(0)
+    status = os.waitpid(grandchild, 0)[1]
+    print("grandchild", os.waitstatus_to_exitcode(status), flush=True)
+    time.sleep(600)
+    os._exit(0)
+print("child", child, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_kernel_whose_forked_child_lives_on_is_cleaned_up_after(tmp_path):
+    import signal
+    import sys
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    kernel = subprocess.Popen([sys.executable, "-c", KERNEL_THAT_FORKS, str(scratch), root], stdout=subprocess.PIPE, text=True)
+    child = None
+    try:
+        lines = [kernel.stdout.readline().split() for _ in range(2)]
+        child = int(dict(lines)["child"])
+        assert dict(lines)["grandchild"] == "0", lines
+        os.kill(kernel.pid, signal.SIGKILL)
+        kernel.wait()
+        wait_until(lambda: not scratch.exists(), GONE_TIMEOUT, "the watchdog waited for the kernel's forked child, which held its pipe")
+    finally:
+        kernel.kill()
+        kernel.wait()
+        if child is not None:
+            os.kill(child, signal.SIGKILL)
+
+
 def test_a_zombie_kernel_counts_as_exited(tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()

@@ -41,7 +41,10 @@ def start_watchdog(scratch):
     """The watchdog's pid: it outlives the kernel, and holds the archive lock until it is done.
     It reads a pipe whose other end only the kernel holds, so the read ends as the kernel exits,
     however it exits: no polling, and no `sleep` process beside the kernel all its life."""
+    global KERNEL_PIPE
     read_end, write_end = os.pipe()  # not inheritable: the JVMs and other programs never get it
+    KERNEL_PIPE = write_end
+    os.register_at_fork(after_in_child=release_kernel_pipe)
     try:
         pid = subprocess.Popen(
             [SHELL, WATCHDOG, str(os.getpid()), scratch, "pipe"],
@@ -50,22 +53,31 @@ def start_watchdog(scratch):
             stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, close_fds=True,
         ).pid
-    except OSError as error:
+    except BaseException as error:
+        KERNEL_PIPE = None
         os.close(write_end)
-        raise SetupError(f"cannot start the kernel's watchdog with {SHELL}: {error.strerror} (the kernel needs a POSIX {SHELL})") from None
+        if isinstance(error, OSError):
+            raise SetupError(f"cannot start the kernel's watchdog with {SHELL}: {error.strerror} (the kernel needs a POSIX {SHELL})") from None
+        raise
     finally:
         os.close(read_end)
-    # A child forked without exec (multiprocessing's fork) would keep the pipe open after the
-    # kernel's exit; it lets go of it at once.
-    os.register_at_fork(after_in_child=lambda: close_quietly(write_end))
     return pid
 
 
-def close_quietly(fd):
-    try:
-        os.close(fd)
-    except OSError:
-        pass
+KERNEL_PIPE = None  # the write end of the watchdog's pipe, in the kernel only
+
+
+def release_kernel_pipe():
+    """In a child forked without exec (multiprocessing's fork): let go of the watchdog's pipe,
+    which would otherwise stay open after the kernel's exit. Once: in the child's own children
+    that number may be another file by then."""
+    global KERNEL_PIPE
+    if KERNEL_PIPE is not None:
+        fd, KERNEL_PIPE = KERNEL_PIPE, None
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def record_jvms(scratch, procs):

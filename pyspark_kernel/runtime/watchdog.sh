@@ -35,7 +35,8 @@ wait_exit() {  # pid, checks at most (0: no limit), seconds between checks; fals
 if [ "${3:-}" = pipe ]; then
     # The read ends when the kernel has exited (or is exiting): no polling while it runs.
     while read -r _; do :; done
-    wait_exit "$kernel" 0 0.2
+    # Exiting, or it exec'd or closed the pipe while it runs on: then a check each second.
+    wait_exit "$kernel" 10 0.2 || wait_exit "$kernel" 0 1
 else
     wait_exit "$kernel" 0 1
 fi
