@@ -32,9 +32,18 @@ def test_the_scratch_directory_goes_only_after_the_kernel_exits(tmp_path, hide_p
     (scratch / "driver.log").write_text("log")
     kernel = subprocess.Popen(["sleep", "600"])
     watchdog = start_watchdog(kernel.pid, scratch, hide_proc)
+    assert_acts_only_once_the_kernel_exits(kernel, watchdog, scratch)
+
+
+def assert_acts_only_once_the_kernel_exits(kernel, watchdog, scratch, no_children=False):
+    """The watchdog leaves the scratch directory while the kernel runs (and, with ``no_children``,
+    runs no process meanwhile), then removes it once the kernel is killed."""
     try:
         time.sleep(WATCHDOG_CHECKS)  # not synchronisation: the watchdog must NOT act in this time
         assert scratch.exists() and watchdog.poll() is None, watchdog.stderr.read() if watchdog.poll() is not None else ""
+        if no_children:
+            children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(watchdog.pid)], capture_output=True, text=True).stdout.split()
+            assert children == [], f"the waiting watchdog runs {children}: it should block on the pipe"
         kernel.kill()
         kernel.wait()
         wait_until(lambda: not scratch.exists(), GONE_TIMEOUT, "the watchdog did not remove the scratch directory after the kernel exited")
@@ -54,19 +63,7 @@ def test_with_the_kernels_pipe_the_watchdog_acts_when_the_kernel_exits_and_start
     watchdog = subprocess.Popen(["/bin/sh", jvm.WATCHDOG, str(kernel.pid), str(scratch), "pipe"], stdin=read_end,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     os.close(read_end)
-    try:
-        time.sleep(WATCHDOG_CHECKS)  # not synchronisation: the watchdog must NOT act in this time
-        assert scratch.exists() and watchdog.poll() is None, watchdog.stderr.read() if watchdog.poll() is not None else ""
-        children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(watchdog.pid)], capture_output=True, text=True).stdout.split()
-        assert children == [], f"the waiting watchdog runs {children}: it should block on the pipe"
-        kernel.kill()
-        kernel.wait()
-        wait_until(lambda: not scratch.exists(), GONE_TIMEOUT, "the watchdog did not remove the scratch directory after the kernel exited")
-        assert watchdog.wait(GONE_TIMEOUT) == 0
-    finally:
-        kernel.kill()
-        watchdog.kill()
-        watchdog.wait()
+    assert_acts_only_once_the_kernel_exits(kernel, watchdog, scratch, no_children=True)
 
 
 KERNEL_THAT_FORKS = """
