@@ -42,12 +42,15 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Fast tests first, then the end-to-end ones (real kernels, real Spark), each with its own report;
-# two workers (pytest-xdist): the end-to-end tests mostly wait on JVMs, and no test depends on another.
+# One run on two workers (pytest-xdist; no test depends on another): the end-to-end tests (real
+# kernels, real Spark), longest first, then the fast ones, which fill the gaps where the last
+# end-to-end tests leave a core idle (tests/conftest.py orders them). --maxschedchunk 1 hands each
+# worker one test at a time: xdist would otherwise give each worker a fixed quarter of the run
+# at the start, one of them every end-to-end test. `make test PYTEST_ARGS='-m "not e2e"'` runs the
+# fast tests alone.
 TEST_WORKERS ?= 2
 test: venv browser hub-proxy
-	$(BIN)/python -m pytest -m "not e2e" -n $(TEST_WORKERS) $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -m e2e -n $(TEST_WORKERS) --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1 --durations=15 $(PYTEST_ARGS)
 
 # The whole suite beside two CPU-bound processes: run it whenever start-up or timing changes.
 test-busy: venv browser hub-proxy

@@ -58,18 +58,20 @@ def pytest_configure(config):
     os.environ["COOKIECUTTER_CONFIG"] = rc
 
 
-# The longest end-to-end tests, longest first, run before the others: the two xdist workers then
-# finish together, short tests filling in, instead of one waiting on a long test that started last.
-LONGEST = ("tests/test_jupyterhub.py", "tests/test_clusters.py::test_executors_on_a_host", "tests/test_sessions.py::test_an_idle_session",
-           "tests/test_clusters.py::test_kernels_of_one_spec", "tests/test_jupyterlab.py",
-           "tests/test_paths.py", "tests/test_e2e.py::test_spark_distribution_layout", "tests/test_runtime.py::test_class_data_sharing_archive",
-           "tests/test_runtime.py::test_shutdown_restart", "tests/test_e2e.py::test_smoke_for_ci", "tests/test_spark_ui.py",
-           "tests/test_shared_driver.py", "tests/test_cache.py::test_after_kernels_of_five")
+# The longest end-to-end tests, longest first, run before the other end-to-end tests, and the fast
+# tests last: the two xdist workers then finish together, short tests filling in, instead of one
+# waiting on a long test that started last.
+LONGEST = ("tests/test_cache.py::test_after_kernels_of_five", "tests/test_paths.py", "tests/test_jupyterhub.py", "tests/test_shared_driver.py",
+           "tests/test_sessions.py::test_an_idle_session", "tests/test_runtime.py::test_shutdown_restart", "tests/test_runtime.py::test_class_data_sharing_archive",
+           "tests/test_clusters.py::test_executors_on_a_host", "tests/test_e2e.py::test_smoke_for_ci", "tests/test_clusters.py::test_kernels_of_one_spec",
+           "tests/test_e2e.py::test_spark_distribution_layout", "tests/test_spark_ui.py", "tests/test_sessions.py::test_a_master_that_is_down",
+           "tests/test_matrix.py", "tests/test_jupyterlab.py")
 
 
 def pytest_collection_modifyitems(config, items):
     def rank(item):
-        return next((index for index, prefix in enumerate(LONGEST) if item.nodeid.startswith(prefix)), len(LONGEST))
+        found = next((index for index, prefix in enumerate(LONGEST) if item.nodeid.startswith(prefix)), len(LONGEST))
+        return found if item.get_closest_marker("e2e") else len(LONGEST) + 1
 
     items.sort(key=rank)  # stable: the others keep pytest's order (module fixtures stay grouped)
 

@@ -187,10 +187,10 @@ def warm_runtime(tmp_path, monkeypatch, master="local[2]", conf=None, arrow=True
 
 
 @pytest.mark.parametrize("mode, master, conf, arrow, steps", [
-    ("python", "local[2]", {}, True, ["jvm_job", "rdd_map", "python_udf", "arrow_udf"]),
-    ("python", "local[2]", {}, False, ["jvm_job", "rdd_map", "python_udf"]),  # no pyarrow: no Arrow UDF
+    ("python", "local[2]", {}, True, ["jvm_job", "python_udf", "arrow_udf", "rdd_map"]),  # UDFs first: the common first Python function
+    ("python", "local[2]", {}, False, ["jvm_job", "python_udf", "rdd_map"]),  # no pyarrow: no Arrow UDF
     ("python", "spark://127.0.0.1:7077", {"spark.dynamicAllocation.enabled": "true"}, True, ["jvm_job"]),  # executors on demand
-    ("python", "spark://127.0.0.1:7077", {"spark.dynamicAllocation.enabled": "false"}, True, ["jvm_job", "rdd_map", "python_udf", "arrow_udf"]),
+    ("python", "spark://127.0.0.1:7077", {"spark.dynamicAllocation.enabled": "false"}, True, ["jvm_job", "python_udf", "arrow_udf", "rdd_map"]),
     ("jvm", "local[2]", {}, True, ["jvm_job"]),
     ("off", "local[2]", {}, True, []),
 ])
@@ -223,7 +223,7 @@ def test_the_python_steps_wait_for_running_cells_and_a_quiet_second(tmp_path, mo
     thread = threading.Thread(target=runtime.warm_up)
     thread.start()
     thread.join(10)
-    assert ran == ["jvm_job", "rdd_map", "python_udf"]
+    assert ran == ["jvm_job", "python_udf", "rdd_map"]
     assert runtime.profile.current[1] - runtime.cells_ended_at >= session.WARMUP_QUIET  # the last step began a quiet second after the cell
 
 

@@ -315,8 +315,8 @@ class SparkRuntime:
 
     def warm_up(self):
         """Pay the first-job costs before the user's first job: the JVM's (code loading, query
-        planning), then the Python paths' (the RDD API's Python worker daemon, a Python UDF's,
-        which is another, and an Arrow UDF's when the environment has pyarrow), so that a
+        planning), then the Python paths' (a Python UDF's worker daemon, an Arrow UDF's when the
+        environment has pyarrow, and the RDD API's, which is another), so that a
         notebook's first Python function finds warm workers. One after the other: run together,
         the Python steps' tasks hold the cores while their workers start, and the JVM job waits
         behind them. The JVM job runs as soon as the session is ready; a cell that comes
@@ -329,9 +329,13 @@ class SparkRuntime:
         mode = self.options["warm_up"]  # python, jvm (the JVM job only) or off
         steps = [("warm-up: a JVM job", warmup.jvm_job)] if mode != "off" else []
         if mode == "python" and not self.connect and not warmup.dynamic_allocation(self.context):
-            steps += [("warm-up: Python workers (RDD map)", warmup.rdd_map), ("warm-up: Python UDF workers", warmup.python_udf)]
+            # UDFs first: a notebook's first Python function is more often a UDF than an RDD map,
+            # and a cold one costs twice as much (its workers import pandas and pyarrow). Where
+            # the warm-up cannot finish before the first Python cell, that cell is the UDF's.
+            steps.append(("warm-up: Python UDF workers", warmup.python_udf))
             if warmup.has_arrow():
                 steps.append(("warm-up: an Arrow UDF", warmup.arrow_udf))
+            steps.append(("warm-up: Python workers (RDD map)", warmup.rdd_map))
         session, attempts = self.session, 0
         try:
             if not self.connect:
