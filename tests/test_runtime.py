@@ -38,6 +38,12 @@ def test_background_kernel_answers_at_once_and_the_first_use_of_spark_waits(star
     assert kernel.run("print(type(spark).__name__, type(sc).__name__)").text.strip() == "SparkSession SparkContext"
     again = kernel.run("spark.range(10).count()")
     assert again.result == "10" and "Spark is starting" not in again.text and "Spark 4" not in again.text
+    # Spark cells that need no pandas import none (PySpark's numpy converters would: jvm.UntilNumpy),
+    # and numpy values still reach the JVM once the notebook imports numpy.
+    assert kernel.evaluate("sorted({'numpy', 'pandas', 'pyarrow'} & set(__import__('sys').modules))") == "[]"
+    numpy_values = kernel.run("import numpy\nfrom pyspark.sql import functions as F\n"
+                              "tuple(spark.range(1).select(F.lit(numpy.int64(7)), F.lit(numpy.array([1, 2]))).first())")
+    assert numpy_values.result == "(7, [1, 2])", numpy_values.text
     noise = [line for line in first.text.splitlines() + again.text.splitlines() if re.search(r"\b(WARN|INFO)\b|log4j", line)]
     assert noise == []
 

@@ -4,6 +4,8 @@ import os
 import re
 import socket
 import stat
+import subprocess
+import sys
 import time
 
 import pytest
@@ -183,24 +185,29 @@ def test_without_a_release_file_java_is_asked(tmp_path):
     assert diagnostics.java_version(str(java)) == 11
 
 
-def test_the_imports_of_the_first_py4j_call_are_made_ahead_and_a_converter_that_fails_is_left_to_it(monkeypatch):
-    from py4j import protocol
-
-    asked = []
-
-    class Converter:
-        def __init__(self, fails):
-            self.fails = fails
-
-        def can_convert(self, value):
-            asked.append(value)
-            if self.fails:
-                raise ImportError("numpy is broken")
-            return False
-
-    monkeypatch.setattr(protocol, "INPUT_CONVERTER", [Converter(True), Converter(False)])
-    jvm.load_converters()
-    assert asked == [None, None]
+def test_pysparks_numpy_converters_wait_for_numpy_then_convert_as_before():
+    """In a Python of its own, whose modules are its start's: the first Py4J calls import neither
+    numpy nor pandas, pyarrow or pyspark.testing; once numpy is imported, its values convert."""
+    code = """
+import sys
+from py4j import protocol
+import pyspark.sql  # registers PySpark's input converters
+from pyspark_kernel.runtime import jvm
+jvm.defer_numpy_converters()
+jvm.defer_numpy_converters()  # a second start: each converter is wrapped once
+wrapped = [c for c in protocol.INPUT_CONVERTER if isinstance(c, jvm.UntilNumpy)]
+assert sorted(type(c.converter).__name__ for c in wrapped) == ["NumpyArrayConverter", "NumpyScalarConverter"], wrapped
+assert not any(isinstance(c.converter, jvm.UntilNumpy) for c in wrapped)
+assert not any(c.can_convert(value) for c in protocol.INPUT_CONVERTER[:] if isinstance(c, jvm.UntilNumpy) for value in ([1, 2], 1.5, "x", None))
+print(sorted({"numpy", "pandas", "pyarrow", "pyspark.testing"} & set(sys.modules)))
+import numpy
+print([type(c.converter).__name__ for c in wrapped if c.can_convert(numpy.array([1, 2]))],
+      [type(c.converter).__name__ for c in wrapped if c.can_convert(numpy.int64(3))],
+      [c.convert(numpy.int64(3), None) for c in wrapped if c.can_convert(numpy.int64(3))])
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[]", "['NumpyArrayConverter'] ['NumpyScalarConverter'] [3]"], done.stdout
 
 
 @pytest.mark.parametrize("option, text", [

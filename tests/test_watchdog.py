@@ -139,3 +139,29 @@ def test_jvms_the_kernel_started_are_waited_for_then_killed(tmp_path):
         lingering.kill()
         watchdog.kill()
         watchdog.wait()
+
+
+KERNEL_THAT_RESTARTS = """
+import os, sys
+sys.path.insert(0, sys.argv[3])
+registered = []
+register = os.register_at_fork
+os.register_at_fork = lambda **handlers: registered.append(handlers) or register(**handlers)
+from pyspark_kernel.runtime import jvm
+jvm.start_watchdog(sys.argv[1])
+jvm.start_watchdog(sys.argv[2])  # a second watchdog in one process (tests, a reloaded runtime)
+print(sum(handlers.get('after_in_child') is jvm.release_kernel_pipe for handlers in registered), flush=True)
+"""
+
+
+def test_the_fork_handler_that_lets_go_of_the_pipe_is_registered_once_a_process(tmp_path):
+    import sys
+
+    scratches = [tmp_path / "one", tmp_path / "two"]
+    for scratch in scratches:
+        scratch.mkdir()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", KERNEL_THAT_RESTARTS, *map(str, scratches), root], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1"]
+    wait_until(lambda: not any(scratch.exists() for scratch in scratches), GONE_TIMEOUT, "a watchdog left its scratch directory")

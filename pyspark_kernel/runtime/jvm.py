@@ -14,6 +14,7 @@ import pathlib
 import shlex
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -41,10 +42,12 @@ def start_watchdog(scratch):
     """The watchdog's pid: it outlives the kernel, and holds the archive lock until it is done.
     It reads a pipe whose other end only the kernel holds, so the read ends as the kernel exits,
     however it exits: no polling, and no `sleep` process beside the kernel all its life."""
-    global KERNEL_PIPE
+    global KERNEL_PIPE, RELEASE_AT_FORK
     read_end, write_end = os.pipe()  # not inheritable: the JVMs and other programs never get it
     KERNEL_PIPE = write_end
-    os.register_at_fork(after_in_child=release_kernel_pipe)
+    if not RELEASE_AT_FORK:  # once a process: fork handlers cannot be taken back
+        os.register_at_fork(after_in_child=release_kernel_pipe)
+        RELEASE_AT_FORK = True
     try:
         pid = subprocess.Popen(
             [SHELL, WATCHDOG, str(os.getpid()), scratch, "pipe"],
@@ -65,6 +68,7 @@ def start_watchdog(scratch):
 
 
 KERNEL_PIPE = None  # the write end of the watchdog's pipe, in the kernel only
+RELEASE_AT_FORK = False  # release_kernel_pipe is registered to run in forked children
 
 
 def release_kernel_pipe():
@@ -253,20 +257,37 @@ def recording_launch(record):
         java_gateway.Popen = original
 
 
-def load_converters():
-    """Import now what PySpark's first Py4J call with arguments imports: it asks each input
-    converter whether it applies, and Spark 4's numpy converter imports pyspark.testing, and with
-    it numpy, pandas and pyarrow, half a second or more. Called while the JVM boots, this costs
-    the start nothing; called after, as SparkContext() does, it adds to it."""
+NUMPY_CONVERTERS = ("NumpyArrayConverter", "NumpyScalarConverter")  # PySpark 4's, in pyspark.sql.types
+
+
+class UntilNumpy:
+    """One of PySpark's numpy input converters, asked only once numpy is imported. Py4J asks every
+    input converter about every argument of every call into the JVM, and to answer, Spark 4's
+    numpy converters import pyspark.testing, and with it numpy, pandas and pyarrow: about a
+    second of CPU and 85 MiB in the kernel, spent at the start on a notebook that may never use
+    them. No object is a numpy array or scalar while numpy is not imported, so until then the
+    answer is no, at no cost; after, the converter itself answers, and converts."""
+
+    def __init__(self, converter):
+        self.converter = converter
+
+    def can_convert(self, value):
+        return "numpy" in sys.modules and self.converter.can_convert(value)
+
+    def convert(self, value, gateway_client):
+        return self.converter.convert(value, gateway_client)
+
+
+def defer_numpy_converters():
+    """Once pyspark.sql is imported (it registers the converters): PySpark's numpy converters
+    wait for numpy (UntilNumpy). Other converters, and PySpark versions without these, are left
+    as they are."""
     try:
         from py4j import protocol
     except ImportError:  # the launch itself says what is missing
         return
-    for converter in list(protocol.INPUT_CONVERTER):
-        try:
-            converter.can_convert(None)
-        except Exception:  # noqa: BLE001 - only a head start: the real call will say what is wrong
-            pass
+    protocol.INPUT_CONVERTER[:] = [UntilNumpy(converter) if type(converter).__name__ in NUMPY_CONVERTERS else converter
+                                   for converter in protocol.INPUT_CONVERTER]
 
 
 def close_jvm(gateway, grace=60):

@@ -61,7 +61,6 @@ class SparkRuntime:
         self.ui_base = None  # the Jupyter server's base URL, when the UI is served through it
         self.timed_out = self.cancelled = False
         self.proc = None  # the current driver JVM's process, from the moment it exists
-        self.loading = None  # the imports made while the JVM boots (launched)
         self.procs = []  # every driver JVM this kernel started that may still run
         self.waiting = False  # a cell waits for the session: it pays the first-job cost itself
         self.held = HeldInterrupt()
@@ -178,6 +177,7 @@ class SparkRuntime:
             raise SparkStartError(f"pyspark cannot be imported by {sys.executable}: {error} (install pyspark into the kernel's environment, or regenerate the kernel)") from None
         finally:
             self.imported.set()
+        jvm.defer_numpy_converters()  # no numpy, pandas and pyarrow until the notebook uses them
         self.mark("checking the master")
         check_master_reachable(self.master)
         self.ui_base = ui.server_base(self.environ)
@@ -199,8 +199,6 @@ class SparkRuntime:
         # The JVM's log may quote the user's data and settings: its owner's alone, as its directory.
         with os.fdopen(os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log, jvm.recording_launch(self.launched):
             self.gateway = launch_gateway(conf=conf, popen_kwargs={"stdout": log, "stderr": subprocess.STDOUT, "stdin": subprocess.PIPE})
-        if self.loading is not None:
-            self.loading.join()  # started with the JVM (launched)
         gateway = self.gateway
         guard(gateway._gateway_client, self.held, lambda: self.death(gateway))
         if not self.quieted:
@@ -225,9 +223,6 @@ class SparkRuntime:
         self.proc = proc
         self.procs = [known for known in self.procs if known.poll() is None] + [proc]
         jvm.record_jvms(self.scratch, self.procs)
-        # While the JVM boots, on the other core: the imports the SparkContext's first call makes.
-        self.loading = threading.Thread(target=jvm.load_converters, name="pyspark-kernel-imports", daemon=True)
-        self.loading.start()
         if self.timed_out:  # the clock ran out before the process existed
             jvm.kill_jvm(proc)
 
