@@ -1,8 +1,9 @@
 """The warm-up jobs a kernel runs once its session is ready, before the user's first job, each
 the first of its kind: a JVM-only job (code loading, query planning), a Python UDF (the SQL
 UDFs' worker daemon and its workers, which import pandas and pyarrow), when the environment has
-pyarrow an Arrow UDF, and an RDD map (the RDD API's daemon and workers, another pool). Spark keeps Python workers for reuse (spark.python.worker.reuse)
-and lets idle ones go after a minute, so the first Python function of a notebook finds them warm.
+pyarrow an Arrow UDF, and an RDD map (the RDD API's daemon and workers, another pool). Spark keeps
+Python workers for reuse (spark.python.worker.reuse) and lets idle ones go after a minute, so the
+first Python function of a notebook finds them warm.
 Functions are lambdas or nested: cloudpickle sends them by value, as executors cannot import
 this package.
 """
