@@ -44,10 +44,10 @@ node_modules/.installed: package.json package-lock.json
 
 # One run on two workers (pytest-xdist; no test depends on another): the end-to-end tests (real
 # kernels, real Spark), longest first, then the fast ones, which fill the gaps where the last
-# end-to-end tests leave a core idle (tests/conftest.py orders them). --maxschedchunk 1 hands each
-# worker one test at a time: xdist would otherwise give each worker a fixed quarter of the run
-# at the start, one of them every end-to-end test. `make test PYTEST_ARGS='-m "not e2e"'` runs the
-# fast tests alone.
+# end-to-end tests leave a core idle (tests/conftest.py orders them). With --maxschedchunk 1 each
+# worker holds the test it runs and the next one: xdist would otherwise give each worker a fixed
+# eighth of the run at the start, in order, so one of them every end-to-end test. The e2e marker
+# still picks either part: `make test PYTEST_ARGS='-m "not e2e"'` runs the fast tests alone.
 TEST_WORKERS ?= 2
 test: venv browser hub-proxy
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1 --durations=15 $(PYTEST_ARGS)

@@ -193,11 +193,16 @@ import sys
 from py4j import protocol
 import pyspark.sql  # registers PySpark's input converters
 from pyspark_kernel.runtime import jvm
+class NumpyArrayConverter:  # someone else's, of the same name: left as it is
+    def can_convert(self, value):
+        return False
+protocol.register_input_converter(NumpyArrayConverter())
 jvm.defer_numpy_converters()
 jvm.defer_numpy_converters()  # a second start: each converter is wrapped once
 wrapped = [c for c in protocol.INPUT_CONVERTER if isinstance(c, jvm.UntilNumpy)]
 assert sorted(type(c.converter).__name__ for c in wrapped) == ["NumpyArrayConverter", "NumpyScalarConverter"], wrapped
 assert not any(isinstance(c.converter, jvm.UntilNumpy) for c in wrapped)
+assert any(type(c) is NumpyArrayConverter for c in protocol.INPUT_CONVERTER)
 assert not any(c.can_convert(value) for c in protocol.INPUT_CONVERTER[:] if isinstance(c, jvm.UntilNumpy) for value in ([1, 2], 1.5, "x", None))
 print(sorted({"numpy", "pandas", "pyarrow", "pyspark.testing"} & set(sys.modules)))
 import numpy

@@ -149,7 +149,7 @@ register = os.register_at_fork
 os.register_at_fork = lambda **handlers: registered.append(handlers) or register(**handlers)
 from pyspark_kernel.runtime import jvm
 jvm.start_watchdog(sys.argv[1])
-jvm.start_watchdog(sys.argv[2])  # a second watchdog in one process (tests, a reloaded runtime)
+jvm.start_watchdog(sys.argv[2])  # a second watchdog in one process, as the unit tests start them
 print(sum(handlers.get('after_in_child') is jvm.release_kernel_pipe for handlers in registered), flush=True)
 """
 

@@ -325,8 +325,8 @@ class SparkRuntime:
         steps = [("warm-up: a JVM job", warmup.jvm_job)] if mode != "off" else []
         if mode == "python" and not self.connect and not warmup.dynamic_allocation(self.context):
             # UDFs first: a notebook's first Python function is more often a UDF than an RDD map,
-            # and a cold one costs twice as much (its workers import pandas and pyarrow). Where
-            # the warm-up cannot finish before the first Python cell, that cell is the UDF's.
+            # and a cold one costs twice as much (its workers import pandas and pyarrow): a first
+            # Python cell that comes while the warm-up still runs at least finds warm UDF workers.
             steps.append(("warm-up: Python UDF workers", warmup.python_udf))
             if warmup.has_arrow():
                 steps.append(("warm-up: an Arrow UDF", warmup.arrow_udf))
