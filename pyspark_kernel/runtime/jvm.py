@@ -264,8 +264,9 @@ class UntilNumpy:
     """One of PySpark's numpy input converters, asked only once numpy is imported. Py4J asks every
     input converter about every argument of every call into the JVM, and to answer, Spark 4's
     numpy converters import pyspark.testing, and with it numpy, pandas and pyarrow: about a
-    second of CPU and 85 MiB in the kernel, spent at the start, before any cell asks for them. No object is a numpy array or scalar while numpy is not imported, so until then the
-    answer is no, at no cost; after, the converter itself answers, and converts."""
+    second of CPU and 85 MiB in the kernel, spent at the start, before any cell asks for them.
+    No object is a numpy array or scalar while numpy is not imported, so until then the answer
+    is no, at no cost; after, the converter itself answers, and converts."""
 
     def __init__(self, converter):
         self.converter = converter
@@ -285,7 +286,8 @@ def defer_numpy_converters():
         from py4j import protocol
     except ImportError:  # the launch itself says what is missing
         return
-    protocol.INPUT_CONVERTER[:] = [UntilNumpy(converter) if is_numpy_converter(converter) else converter for converter in protocol.INPUT_CONVERTER]
+    converters = protocol.INPUT_CONVERTER
+    converters[:] = [UntilNumpy(converter) if is_numpy_converter(converter) else converter for converter in converters]
 
 
 def is_numpy_converter(converter):
