@@ -59,7 +59,7 @@ test-busy: venv browser hub-proxy
 smoke: venv
 	$(BIN)/pyspark-kernel smoke $(KERNEL)
 
-# What a team's CI runs (README, "CI for your kernels"): bake each kernel, smoke it, keep the reports.
+# What a team's CI runs (docs/ci.md): bake each kernel, smoke it, keep the reports.
 CI_DIR ?= build/ci
 CI_KERNELS ?= pyspark-ci
 CI_PROFILE ?= local
