@@ -5,7 +5,6 @@ checks expect. Expected values enter the notebook as a JSON string literal, neve
 """
 
 import json
-import os
 import re
 import sys
 import time
@@ -17,6 +16,7 @@ from nbclient import NotebookClient
 from .errors import InputError
 from .kernelspec import CONF_VARIABLE, kernel_environment
 from .manage import find_kernel
+from .runtime.masters import is_connect
 from .runtime.options import ENV_REFERENCE
 
 ENV_FROM_SERVER = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")  # kernel.json's form of an --env-from variable
@@ -93,7 +93,7 @@ def expectations(spec):
     env = {name: value for name, value in kernel_environment(spec.env, {}).items() if name not in from_server}
     conf = json.loads(env.get(CONF_VARIABLE, "{}"))
     master = conf.get("spark.master", "")
-    if master.startswith("sc://"):
+    if is_connect(master):
         conf = {k: v for k, v in conf.items() if k != "spark.master"}  # a Connect server has its own master
     secret_conf = sorted(k for k, v in conf.items() if ENV_REFERENCE.search(v))
     return {"master": master, "conf": {k: v for k, v in conf.items() if k not in secret_conf}, "conf_secret": secret_conf,
@@ -187,7 +187,7 @@ def smoke(name, kernels_dir=None, out=sys.stdout, junit=None, save_notebook=None
     try:
         run_notebook(executed, manager, name)
         found = results(executed)
-    except Exception as error:  # the kernel died or never answered: that is the finding
+    except Exception as error:  # noqa: BLE001 - the kernel died or never answered: that is the finding
         found = [("kernel", f"{name} runs the notebook", f"{type(error).__name__}: {error}", "")]
     if save_notebook:
         nbformat.write(executed, save_notebook)
