@@ -50,7 +50,8 @@ def packer(prefix):
     elif os.path.isfile(os.path.join(prefix, "pyvenv.cfg")):
         module = "venv_pack"
     else:
-        raise InputError("executor_python", f"{quote(prefix)} is neither a virtualenv nor a conda environment, so it cannot be packed", "set executor_python to the path of the Python the executors have")
+        raise InputError("executor_python", f"{quote(prefix)} is neither a virtualenv nor a conda environment, so it cannot be packed",
+                         "set executor_python to the path of the Python the executors have")
     try:
         return __import__(module)
     except ImportError:
@@ -147,10 +148,11 @@ def pack_environment(prefix, kernel_dir):
             if os.path.exists(partial):
                 os.remove(partial)
             raise
-        except Exception as error:  # the packers raise their own error types
+        except Exception as error:  # noqa: BLE001 - the packers raise their own error types
             if os.path.exists(partial):
                 os.remove(partial)
-            raise InputError("executor_python", f"packing {quote(prefix)} failed: {' '.join(str(error).split())}", "fix the environment, or set executor_python to the executors' Python path") from None
+            raise InputError("executor_python", f"packing {quote(prefix)} failed: {' '.join(str(error).split())}",
+                             "fix the environment, or set executor_python to the executors' Python path") from None
         os.replace(partial, cached)
         cache.write_record(cached, [os.path.realpath(prefix)])
     else:

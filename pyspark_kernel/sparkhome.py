@@ -118,4 +118,5 @@ def resolve(spark_home, python_env, environ=None):
         return describe(pyspark_dir, python_env)
     if environ.get("SPARK_HOME"):
         return describe(os.path.abspath(environ["SPARK_HOME"]), python_env)
-    raise InputError("spark_home", f"no Spark found: {quote(python_env.prefix)} has no pyspark and SPARK_HOME is not set", f"{python_env.python} -m pip install pyspark, or set spark_home to a Spark distribution")
+    raise InputError("spark_home", f"no Spark found: {quote(python_env.prefix)} has no pyspark and SPARK_HOME is not set",
+                     f"{python_env.python} -m pip install pyspark, or set spark_home to a Spark distribution")
