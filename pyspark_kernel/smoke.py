@@ -85,7 +85,7 @@ STARTUP_TIMEOUT = 180
 CELL_TIMEOUT = 300
 
 
-def expectations(spec):
+def expectations(spec) -> dict:
     """What the notebook checks, as data written into its first cell. Values from the server's
     environment (--env-from) and ${env:NAME} settings are secrets: the notebook, which CI keeps as
     an artifact, gets only their names, and checks only that they are set."""
@@ -100,11 +100,11 @@ def expectations(spec):
             "env": env, "env_secret": sorted(from_server), "python": spec.argv[0]}
 
 
-def check_cell(source, name, description):
+def check_cell(source: str, name: str, description: str):
     return nbformat.v4.new_code_cell(source, metadata={"tags": [f"check:{name}"], "pyspark_kernel": {"check": name, "description": description}})
 
 
-def user_checks(path):
+def user_checks(path: str) -> list:
     """The code cells of a team's own notebook, each one more check (named by a check:NAME tag)."""
     try:
         notebook = nbformat.read(path, as_version=4)
@@ -118,24 +118,24 @@ def user_checks(path):
     return cells
 
 
-def make_notebook(expected, extra_cells=()):
+def make_notebook(expected: dict, extra_cells=()):
     cells = [check_cell(SETUP.format(expected=json.dumps(expected)), "setup", "the kernel starts and the notebook's first cell runs")]
     cells += [check_cell(code, name, description) for name, description, code in CHECKS]
     return nbformat.v4.new_notebook(cells=cells + list(extra_cells))
 
 
-def cell_error(cell):
+def cell_error(cell) -> str | None:
     for output in cell.get("outputs", []):
         if output.get("output_type") == "error":
             return f"{output['ename']}: {output['evalue']}"
     return None
 
 
-def cell_text(cell):
+def cell_text(cell) -> str:
     return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream").strip()
 
 
-def run_notebook(notebook, manager, name):
+def run_notebook(notebook, manager, name: str):
     # The channels encrypted when the kernel can (it says so in kernel.json): no plain-TCP warning.
     km = KernelManager(kernel_name=name, kernel_spec_manager=manager, transport_encryption="auto")
     client = NotebookClient(notebook, km=km, timeout=CELL_TIMEOUT, startup_timeout=STARTUP_TIMEOUT, allow_errors=True)
@@ -150,19 +150,19 @@ def run_notebook(notebook, manager, name):
 BANNER = re.compile(r"Spark \S+ \| .+")
 
 
-def banner(notebook):
+def banner(notebook) -> str | None:
     """The kernel's one-line Spark banner, from whichever cell showed it."""
     lines = (line for cell in notebook.cells for line in cell_text(cell).splitlines())
     return next((line for line in lines if BANNER.fullmatch(line)), None)
 
 
-def results(notebook):
+def results(notebook) -> list[tuple]:
     """[(name, description, error or None, output)], one per check cell, in order."""
     return [(cell.metadata["pyspark_kernel"]["check"], cell.metadata["pyspark_kernel"]["description"], cell_error(cell), cell_text(cell))
             for cell in notebook.cells if "pyspark_kernel" in cell.metadata]
 
 
-def write_junit(path, name, found, seconds):
+def write_junit(path: str, name: str, found: list, seconds: float) -> None:
     """A JUnit report: one test case per check, its output and failure readable in any CI."""
     from xml.etree import ElementTree
 
@@ -178,7 +178,7 @@ def write_junit(path, name, found, seconds):
     tree.write(path, encoding="utf-8", xml_declaration=True)
 
 
-def smoke(name, kernels_dir=None, out=sys.stdout, junit=None, save_notebook=None, notebook=None):
+def smoke(name: str, kernels_dir: str | None = None, out=sys.stdout, junit: str | None = None, save_notebook: str | None = None, notebook: str | None = None) -> int:
     """Run the smoke notebook on kernel ``name``; print one line a check; 0 when all pass.
     ``notebook`` adds a team's own checks; ``junit`` and ``save_notebook`` write the results."""
     manager, spec = find_kernel(name, kernels_dir)
