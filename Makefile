@@ -1,12 +1,12 @@
 # make kernel: .venv with pinned dependencies, the default local[*] kernel installed and smoke-tested.
-# make test:   the whole test suite.
+# make test:   the linter, then the whole test suite.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 KERNEL ?= pyspark-local
 PYTEST_ARGS ?=
 
-.PHONY: venv browser hub-proxy kernel test test-busy smoke bench ci-smoke clean
+.PHONY: venv browser hub-proxy kernel lint test test-busy smoke bench ci-smoke clean
 
 venv: $(VENV)/.installed
 
@@ -42,6 +42,10 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Ruff, with the rules in pyproject.toml ([tool.ruff]): seconds, so before the tests.
+lint: venv
+	$(BIN)/ruff check .
+
 # One run on two workers (pytest-xdist; no test depends on another): the end-to-end tests (real
 # kernels, real Spark), longest first, then the fast ones, which fill the gaps where the last
 # end-to-end tests leave a core idle (tests/conftest.py orders them). With --maxschedchunk 1 each
@@ -49,7 +53,7 @@ node_modules/.installed: package.json package-lock.json
 # eighth of the run at the start, in order, so one of them every end-to-end test. The e2e marker
 # still picks either part: `make test PYTEST_ARGS='-m "not e2e"'` runs the fast tests alone.
 TEST_WORKERS ?= 2
-test: venv browser hub-proxy
+test: venv lint browser hub-proxy
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1 --durations=15 $(PYTEST_ARGS)
 
 # The whole suite beside two CPU-bound processes: run it whenever start-up or timing changes.

@@ -9,15 +9,14 @@ from .errors import InputError
 from .runtime import cache
 
 
-def checked_limit(environ):
+def checked_limit(environ) -> int:
     try:
         return cache.limit(environ)
-    except ValueError as error:
-        problem, _, fix = str(error).rpartition(" (")
-        raise InputError(cache.LIMIT_VARIABLE, problem, fix.rstrip(")")) from None
+    except cache.LimitError as error:
+        raise InputError(cache.LIMIT_VARIABLE, error.problem, error.fix) from None
 
 
-def describe(entry):
+def describe(entry: cache.Entry) -> list[str]:
     needs = ", ".join(entry.needs) or "no record of what it was made from"
     gone = entry.missing()
     state = f"gone: {gone[0]}" if gone else ("being written" if entry.busy() else "ok")
@@ -25,11 +24,11 @@ def describe(entry):
     return [entry.kind, cache.size_text(entry.size), used, state, os.path.basename(entry.path), needs]
 
 
-def entries_text(count):
+def entries_text(count: int) -> str:
     return f"{count} entry" if count == 1 else f"{count} entries"
 
 
-def show(environ=os.environ, out=sys.stdout):
+def show(environ=os.environ, out=sys.stdout) -> int:
     cap = checked_limit(environ)
     entries = cache.read_entries(environ)
     print(f"{cache.cache_root(environ)}: {cache.size_text(cache.total(entries))} in {entries_text(len(entries))}, "
@@ -42,7 +41,7 @@ def show(environ=os.environ, out=sys.stdout):
     return 0
 
 
-def prune(environ=os.environ, out=sys.stdout):
+def prune(environ=os.environ, out=sys.stdout) -> int:
     checked_limit(environ)
     removed = cache.prune(environ)
     for entry, reason in removed:
@@ -53,7 +52,7 @@ def prune(environ=os.environ, out=sys.stdout):
     return 0
 
 
-def clear(environ=os.environ, out=sys.stdout):
+def clear(environ=os.environ, out=sys.stdout) -> int:
     removed = cache.clear(environ)
     for entry in removed:
         print(f"Removed {entry.path} ({cache.size_text(entry.size)})", file=out)

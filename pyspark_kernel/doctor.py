@@ -5,10 +5,15 @@ kernel's directory) with the environment the kernel would get, plus what they ca
 version Spark needs, the versions of pyspark on both sides, and the cluster's client configuration.
 """
 
+from __future__ import annotations
+
+import importlib
 import importlib.util
 import json
 import os
 import sys
+import types
+from typing import Iterator, NamedTuple
 
 from .environment import probe
 from .errors import InputError
@@ -22,20 +27,50 @@ from .validate import master_kind
 
 # The Java versions each Spark release line documents ("Spark runs on Java ..." in its docs).
 SPARK_JAVA = {(3, 3): (8, 11, 17), (3, 4): (8, 11, 17), (3, 5): (8, 11, 17, 21), (4, 0): (17, 21), (4, 1): (17, 21)}
+CHECKED_PACKAGE = "pyspark_kernel_checked_runtime"  # the checked kernel's copy of the runtime, as loaded here
+OK, PROBLEM = "OK", "PROBLEM"
 
 
-def load_runtime(kernel_dir):
-    """The kernel's own diagnostics module (standard library only: it loads on its own)."""
-    path = os.path.join(kernel_dir, RUNTIME_PACKAGE, "diagnostics.py")
-    if not os.path.isfile(path):
+class Check(NamedTuple):
+    """One line of the report: OK with what was found, or PROBLEM with what is wrong and the fix."""
+
+    status: str
+    name: str
+    text: str  # what was found (OK), or what is wrong (PROBLEM)
+    fix: str = ""
+
+    @property
+    def problem(self) -> str | None:
+        return self.text if self.status == PROBLEM else None
+
+    def line(self) -> str:
+        return f"{self.status} {self.name}: {self.text}" + (f" ({self.fix})" if self.status == PROBLEM else "")
+
+
+def ok(name: str, found: str) -> Check:
+    return Check(OK, name, found)
+
+
+def problem(name: str, what: str, fix: str) -> Check:
+    return Check(PROBLEM, name, what, fix)
+
+
+def load_runtime(kernel_dir: str) -> types.ModuleType:
+    """The kernel's own diagnostics module (standard library only: it loads without the kernel's
+    pyspark), from the kernel's copy of the runtime: its imports of the runtime's other modules
+    find the kernel's copies. Loaded afresh each time, and without the package's __init__."""
+    package = os.path.join(kernel_dir, RUNTIME_PACKAGE)
+    if not os.path.isfile(os.path.join(package, "diagnostics.py")):
         raise InputError("kernel_name", f"{kernel_dir} has no {RUNTIME_PACKAGE}/diagnostics.py", "regenerate the kernel with pyspark-kernel create --force")
-    spec = importlib.util.spec_from_file_location("pyspark_kernel_diagnostics_checked", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    for name in [name for name in sys.modules if name == CHECKED_PACKAGE or name.startswith(CHECKED_PACKAGE + ".")]:
+        del sys.modules[name]
+    parent = types.ModuleType(CHECKED_PACKAGE)
+    parent.__path__ = [package]
+    sys.modules[CHECKED_PACKAGE] = parent
+    return importlib.import_module(f"{CHECKED_PACKAGE}.diagnostics")
 
 
-def documented_java(spark_version):
+def documented_java(spark_version) -> tuple[int, ...] | None:
     """The Java versions Spark ``spark_version`` documents; a newer Spark 4 than the table knows
     is taken to keep its line's (17 and 21)."""
     try:
@@ -48,23 +83,23 @@ def documented_java(spark_version):
     return SPARK_JAVA[newest] if newest and line > newest else None
 
 
-def java_check(java, spark_version, java_version):
+def java_check(java: str, spark_version, java_version) -> Check:
     found = java_version(java)
     documented = documented_java(spark_version)
     if found is None:
-        return "java", f"cannot tell the version of {java}", "check that it runs: java -version"
+        return problem("java", f"cannot tell the version of {java}", "check that it runs: java -version")
     if documented is None:
-        return "java", None, f"{java} (Java {found}; no Java table for Spark {spark_version})"
+        return ok("java", f"{java} (Java {found}; no Java table for Spark {spark_version})")
     listed = ", ".join(map(str, documented))
     if found < min(documented):
-        return "java", f"{java} is Java {found}; Spark {spark_version} runs on Java {listed}", f"install one of those JDKs, or set JAVA_HOME in the kernel's env to one"
+        return problem("java", f"{java} is Java {found}; Spark {spark_version} runs on Java {listed}", "install one of those JDKs, or set JAVA_HOME in the kernel's env to one")
     if found not in documented:
-        return "java", None, f"{java} (Java {found}; Spark {spark_version} documents Java {listed})"
-    return "java", None, f"{java} (Java {found})"
+        return ok("java", f"{java} (Java {found}; Spark {spark_version} documents Java {listed})")
+    return ok("java", f"{java} (Java {found})")
 
 
-def checks(spec, kernel_dir, environ):
-    """Yield (check, problem or None, detail or fix)."""
+def checks(spec, kernel_dir: str, environ) -> Iterator[Check]:
+    """Every check on the kernel, in the report's order."""
     env = {**environ, **kernel_environment(spec.env, environ)}
     conf = json.loads(env.get(CONF_VARIABLE, "{}"))
     options = json.loads(env.get(OPTIONS_VARIABLE, "{}"))
@@ -75,122 +110,123 @@ def checks(spec, kernel_dir, environ):
     python = spec.argv[0]
     try:
         found = probe(python)
-        yield "python", None, f"{python} (Python {found.python_version})"
+        yield ok("python", f"{python} (Python {found.python_version})")
     except InputError as error:
-        yield "python", f"the kernel's Python {python} does not run: {error.problem}", "recreate the environment, or regenerate the kernel with create --force -e ENV"
+        yield problem("python", f"the kernel's Python {python} does not run: {error.problem}", "recreate the environment, or regenerate the kernel with create --force -e ENV")
         return
     if kind != "connect":
         try:
             runtime.check_spark_home(env)
-            yield "spark_home", None, env["SPARK_HOME"]
-        except runtime.SparkStartError as error:
-            yield "spark_home", str(error), "regenerate the kernel with pyspark-kernel create --force"
+            yield ok("spark_home", env["SPARK_HOME"])
+        except runtime.SparkStartError as error:  # the whole message (kernels made before errors had fields have no .problem)
+            yield problem("spark_home", str(error), "regenerate the kernel with pyspark-kernel create --force")
         missing = [path for path in env.get("PYTHONPATH", "").split(os.pathsep) if path and not os.path.exists(path)]
         if missing:
-            yield "py4j", f"missing from the kernel's PYTHONPATH: {', '.join(missing)}", "regenerate the kernel: Spark was upgraded or moved"
+            yield problem("py4j", f"missing from the kernel's PYTHONPATH: {', '.join(missing)}", "regenerate the kernel: Spark was upgraded or moved")
         else:
-            yield "py4j", None, f"py4j {metadata.get('py4j_version', '?')}"
+            yield ok("py4j", f"py4j {metadata.get('py4j_version', '?')}")
         try:
             yield java_check(runtime.find_java(env), metadata.get("spark_version"), runtime.java_version)
         except runtime.SparkStartError as error:
-            yield "java", str(error), "install a JDK 17+ or set JAVA_HOME in the kernel's env"
+            yield problem("java", str(error), "install a JDK 17+ or set JAVA_HOME in the kernel's env")
     if found.pyspark and metadata.get("spark_version") and metadata.get("spark_layout") == "pip" and found.pyspark != metadata["spark_version"]:
-        yield "pyspark", f"the kernel's Python has pyspark {found.pyspark}, the kernel was made for Spark {metadata['spark_version']}", "regenerate the kernel with pyspark-kernel create --force"
+        yield problem("pyspark", f"the kernel's Python has pyspark {found.pyspark}, the kernel was made for Spark {metadata['spark_version']}",
+                      "regenerate the kernel with pyspark-kernel create --force")
     else:
-        yield "pyspark", None, f"pyspark {found.pyspark or '(from SPARK_HOME)'}"
+        yield ok("pyspark", f"pyspark {found.pyspark or '(from SPARK_HOME)'}")
     yield from cluster_checks(kind, master, env, runtime)
     yield server_environment_check(spec.env, environ)
     yield ui_check(kernel_dir, env, kind)
-    yield "start_timeout", None, f"a start that hangs is given up after {options.get('start_timeout', DEFAULT_OPTIONS['start_timeout'])} s; one whose JVM exits fails at once"
+    yield ok("start_timeout", f"a start that hangs is given up after {options.get('start_timeout', DEFAULT_OPTIONS['start_timeout'])} s; one whose JVM exits fails at once")
     idle = options.get("idle_timeout", DEFAULT_OPTIONS["idle_timeout"])
-    yield "idle_timeout", None, (f"the session is stopped after {idle} s without a job, and restarted on next use" if idle and kind != "connect"
-                                 else "the session is kept however long it is idle")
+    yield ok("idle_timeout", f"the session is stopped after {idle} s without a job, and restarted on next use" if idle and kind != "connect"
+             else "the session is kept however long it is idle")
     yield cache_check(env)
     if options.get("ship_environment"):
         archive = os.path.join(kernel_dir, options["ship_environment"])
-        yield "executor_environment", (None if os.path.isfile(archive) else f"{archive} is missing"), archive if os.path.isfile(archive) else "regenerate the kernel: it packs the environment again"
+        yield ok("executor_environment", archive) if os.path.isfile(archive) else problem("executor_environment", f"{archive} is missing", "regenerate the kernel: it packs the environment again")
 
 
-def cache_check(env):
+def cache_check(env) -> Check:
     """The per-user cache the kernel prunes at each start, and its limit."""
     try:
         cap = cache.limit(env)
-    except ValueError as error:
-        return "cache", f"{cache.LIMIT_VARIABLE}: {str(error).split(' (')[0]}", "write it in bytes or with K, M, G or T, for example 4G; until then kernels do not prune the cache"
+    except cache.LimitError as error:
+        return problem("cache", f"{cache.LIMIT_VARIABLE}: {error.problem}", f"{error.fix}; until then kernels do not prune the cache")
     entries = cache.read_entries(env)
     gone = sum(1 for entry in entries if entry.missing())
     stale = f"; {gone} for a Java, Spark or environment that is gone (the next kernel start removes them)" if gone else ""
-    return "cache", None, f"{cache.cache_root(env)} holds {cache.size_text(cache.total(entries))} in {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, limit {cache.size_text(cap)}{stale} (pyspark-kernel cache)"
+    return ok("cache", f"{cache.cache_root(env)} holds {cache.size_text(cache.total(entries))} in {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
+              f"limit {cache.size_text(cap)}{stale} (pyspark-kernel cache)")
 
 
-def server_environment_check(spec_env, environ):
+def server_environment_check(spec_env, environ) -> Check:
     """Variables of the server's environment that would change Spark, and whether kernel.json
     overrides them (kernels made before it did so inherit them)."""
     given = [name for name in SPARK_VARIABLES if environ.get(name)]
     inherited = [name for name in given if name not in spec_env]
     if inherited:
-        return "server_environment", f"the Jupyter server sets {', '.join(inherited)}, which this kernel inherits", "regenerate the kernel with pyspark-kernel create --force: new kernels set them in kernel.json"
+        return problem("server_environment", f"the Jupyter server sets {', '.join(inherited)}, which this kernel inherits",
+                       "regenerate the kernel with pyspark-kernel create --force: new kernels set them in kernel.json")
     detail = f"the Jupyter server sets {', '.join(given)}; kernel.json sets its own" if given else "no Spark variables from the Jupyter server"
-    return "server_environment", None, detail
+    return ok("server_environment", detail)
 
 
-def ui_check(kernel_dir, env, kind):
+def ui_check(kernel_dir: str, env, kind: str) -> Check:
     """Whether the banner's Spark UI link will work for a browser that is not on this machine:
     through the Jupyter server, which needs jupyter-server-proxy and pyspark_kernel.serverext in
     the server's environment (taken to be this one: the CLI is installed beside the server)."""
     if kind == "connect":
-        return "spark_ui", None, "a Spark Connect kernel has no driver UI of its own (the Connect server's is the server's)"
+        return ok("spark_ui", "a Spark Connect kernel has no driver UI of its own (the Connect server's is the server's)")
     try:
         base = ui.server_base(env)
     except SparkStartError as error:
-        return "spark_ui", str(error).split(" (")[0], "set it to the server's base URL"
+        return problem("spark_ui", error.problem, "set it to the server's base URL")
     if base is None:
-        return "spark_ui", None, (f"linked straight at the driver (http://HOST:4040 and up), which only a browser that reaches this machine opens; "
-                                  f"under JupyterHub, or with {ui.SERVER_URL_VARIABLE} set, the link goes through the Jupyter server")
+        return ok("spark_ui", f"linked straight at the driver (http://HOST:4040 and up), which only a browser that reaches this machine opens; "
+                              f"under JupyterHub, or with {ui.SERVER_URL_VARIABLE} set, the link goes through the Jupyter server")
     if not os.path.isfile(os.path.join(kernel_dir, RUNTIME_PACKAGE, "ui.py")):
-        return "spark_ui", "this kernel was made before its UI could be served through the Jupyter server", "regenerate the kernel with pyspark-kernel create --force"
+        return problem("spark_ui", "this kernel was made before its UI could be served through the Jupyter server", "regenerate the kernel with pyspark-kernel create --force")
     if importlib.util.find_spec("jupyter_server_proxy") is None:
-        return "spark_ui", f"jupyter-server-proxy is not installed in this environment ({sys.prefix}), so the link {base}{ui.PATH}/PORT/ will not answer", \
-            "pip install 'pyspark-kernel-template[server]' into the Jupyter server's environment, then restart the server"
+        return problem("spark_ui", f"jupyter-server-proxy is not installed in this environment ({sys.prefix}), so the link {base}{ui.PATH}/PORT/ will not answer",
+                       "pip install 'pyspark-kernel-template[server]' into the Jupyter server's environment, then restart the server")
     if not serverext_enabled():
-        return "spark_ui", f"the server extension pyspark_kernel.serverext is not enabled, so the link {base}{ui.PATH}/PORT/ will not answer", \
-            "jupyter server extension enable pyspark_kernel.serverext, then restart the server"
-    return "spark_ui", None, f"through the Jupyter server at {base}{ui.PATH}/PORT/jobs/ (jupyter-server-proxy and pyspark_kernel.serverext are enabled here)"
+        return problem("spark_ui", f"the server extension pyspark_kernel.serverext is not enabled, so the link {base}{ui.PATH}/PORT/ will not answer",
+                       "jupyter server extension enable pyspark_kernel.serverext, then restart the server")
+    return ok("spark_ui", f"through the Jupyter server at {base}{ui.PATH}/PORT/jobs/ (jupyter-server-proxy and pyspark_kernel.serverext are enabled here)")
 
 
-def serverext_enabled():
+def serverext_enabled() -> bool:
     from jupyter_core.paths import jupyter_config_path
     from jupyter_server.extension.config import ExtensionConfigManager
 
     return bool(ExtensionConfigManager(read_config_path=jupyter_config_path()).get_jpserver_extensions().get("pyspark_kernel.serverext"))
 
 
-def cluster_checks(kind, master, env, runtime):
+def cluster_checks(kind: str, master: str, env, runtime) -> Iterator[Check]:
     if kind == "yarn":
         conf_dirs = [env[name] for name in ("HADOOP_CONF_DIR", "YARN_CONF_DIR") if env.get(name)]
         usable = [d for d in conf_dirs if os.path.isfile(os.path.join(d, "yarn-site.xml"))]
-        yield "yarn", (None if usable else "no HADOOP_CONF_DIR or YARN_CONF_DIR with a yarn-site.xml"), usable[0] if usable else "copy the cluster's client configuration here and set HADOOP_CONF_DIR (in the kernel's env, or when generating with the yarn profile)"
+        yield ok("yarn", usable[0]) if usable else problem("yarn", "no HADOOP_CONF_DIR or YARN_CONF_DIR with a yarn-site.xml",
+                                                           "copy the cluster's client configuration here and set HADOOP_CONF_DIR (in the kernel's env, or when generating with the yarn profile)")
     elif kind == "kubernetes":
         config = env.get("KUBECONFIG") or os.path.join(os.path.expanduser("~"), ".kube", "config")
-        yield "kubernetes", (None if os.path.isfile(config) else f"no kubeconfig at {config}"), config if os.path.isfile(config) else "set KUBECONFIG (in the kernel's env) to the cluster's kubeconfig"
+        yield ok("kubernetes", config) if os.path.isfile(config) else problem("kubernetes", f"no kubeconfig at {config}", "set KUBECONFIG (in the kernel's env) to the cluster's kubeconfig")
     elif kind in ("standalone", "connect"):
         try:
             runtime.check_master_reachable(master)
-            yield "master", None, f"{master} answers"
+            yield ok("master", f"{master} answers")
         except runtime.SparkStartError as error:
-            yield "master", str(error), "start the cluster, or regenerate the kernel with the right master"
+            yield problem("master", str(error), "start the cluster, or regenerate the kernel with the right master")
     else:
-        yield "master", None, master
+        yield ok("master", master)
 
 
-def doctor(name, kernels_dir=None, out=sys.stdout, environ=None):
+def doctor(name: str, kernels_dir: str | None = None, out=sys.stdout, environ=None) -> int:
     _, spec = find_kernel(name, kernels_dir, ours=True)
     problems = 0
-    for check, problem, detail in checks(spec, spec.resource_dir, dict(os.environ if environ is None else environ)):
-        if problem:
-            problems += 1
-            print(f"PROBLEM {check}: {problem} ({detail})", file=out)
-        else:
-            print(f"OK {check}: {detail}", file=out)
+    for check in checks(spec, spec.resource_dir, dict(os.environ if environ is None else environ)):
+        problems += check.status == PROBLEM
+        print(check.line(), file=out)
     print(f"{name}: {problems} problem(s)", file=out)
     return 1 if problems else 0

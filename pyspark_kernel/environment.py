@@ -81,7 +81,7 @@ class PythonEnv:
     supported_encryption: tuple = ()
 
 
-def find_python(venv_dir):
+def find_python(venv_dir: str) -> str:
     """The interpreter of venv_dir, or of the environment running this code when it is empty."""
     if not venv_dir:
         return sys.executable
@@ -95,7 +95,7 @@ def find_python(venv_dir):
     raise InputError("venv_dir", f"{quote(venv_dir)} has no bin/python", "give the root of a virtual environment, the directory holding bin/python")
 
 
-def probe(python):
+def probe(python: str) -> PythonEnv:
     """Ask the interpreter about itself. PYTHONPATH of the caller is left out: the kernel is judged
     by what its own environment holds."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
@@ -116,7 +116,7 @@ def probe(python):
     return PythonEnv(python=python, **{k: v for k, v in facts.items() if k != "executable"})
 
 
-def check_connect_client(found):
+def check_connect_client(found: PythonEnv) -> PythonEnv:
     """A Spark Connect kernel is a gRPC client: pyspark[connect]'s packages must be there."""
     if found.connect_missing:
         version = f"=={found.pyspark}" if found.pyspark else ""
@@ -124,7 +124,7 @@ def check_connect_client(found):
     return found
 
 
-def find_environment(venv_dir):
+def find_environment(venv_dir: str) -> PythonEnv:
     """The checked Python environment for venv_dir: it runs and has ipykernel."""
     python = find_python(venv_dir)
     found = probe(python)

@@ -17,7 +17,7 @@ RENAME_EXCHANGE = 2
 AT_FDCWD = -100
 
 
-def exchange(a, b):
+def exchange(a: str, b: str) -> bool:
     """Swap two paths atomically (Linux renameat2); False where the system cannot."""
     try:
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
@@ -31,13 +31,13 @@ def exchange(a, b):
     raise OSError(errno, os.strerror(errno), b)
 
 
-def current_umask():
+def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-def make_private(path, mask=None):
+def make_private(path: str, mask: int | None = None) -> None:
     """Only its owner can read a --user kernel (its env may name internal hosts and services):
     0700 and 0600, or tighter under a stricter umask. Copied files would otherwise keep their
     source's modes."""
@@ -50,7 +50,7 @@ def make_private(path, mask=None):
             os.chmod(os.path.join(root, name), 0o666 & ~mask)
 
 
-def make_shareable(path):
+def make_shareable(path: str) -> None:
     """Directories 0755, files 0644, whatever the caller's umask: every user of a shared Jupyter
     can read the kernel, only its owner can change it."""
     os.chmod(path, 0o755)
@@ -61,7 +61,7 @@ def make_shareable(path):
             os.chmod(os.path.join(root, name), 0o644)
 
 
-def first_missing(path):
+def first_missing(path: str) -> str | None:
     """The outermost directory of ``path`` that does not exist yet (None when it exists)."""
     missing = None
     while not os.path.exists(path):
@@ -69,7 +69,7 @@ def first_missing(path):
     return missing
 
 
-def remove_stale_staging(kernels_dir):
+def remove_stale_staging(kernels_dir: str) -> None:
     """Staging directories left by a create that was killed: their creator (named in the directory)
     is no longer running. Another create's, still running, stay."""
     try:
@@ -93,7 +93,7 @@ def remove_stale_staging(kernels_dir):
 
 
 @contextmanager
-def staging_dir(kernels_dir):
+def staging_dir(kernels_dir: str):
     """A staging directory in ``kernels_dir``; on failure, the directories this created go too."""
     created = first_missing(kernels_dir)
     remove_stale_staging(kernels_dir)
@@ -112,7 +112,7 @@ def staging_dir(kernels_dir):
             remove_empty_dirs(kernels_dir, created)
 
 
-def remove_empty_dirs(path, top):
+def remove_empty_dirs(path: str, top: str) -> None:
     while True:
         try:
             os.rmdir(path)
@@ -123,13 +123,13 @@ def remove_empty_dirs(path, top):
         path = os.path.dirname(path)
 
 
-def refuse_existing(target):
+def refuse_existing(target: str) -> None:
     if os.path.lexists(target):
         name, kernels_dir = os.path.basename(target), os.path.dirname(target)
         raise InputError("kernel_name", f"a kernel named {name} already exists in {kernels_dir}", "pass --force to replace it")
 
 
-def move_into_place(built, target, force):
+def move_into_place(built: str, target: str, force: bool) -> None:
     """Rename ``built`` to ``target``; with ``force`` an existing ``target`` is replaced and its
     old files end in ``built``'s staging directory, to be deleted with it."""
     name = os.path.basename(target)
@@ -148,7 +148,7 @@ def move_into_place(built, target, force):
         raise InputError("kernels_dir", f"cannot install into {kernels_dir}: {error.strerror or error}", "check the directory's permissions") from None
 
 
-def replace(built, target):
+def replace(built: str, target: str) -> None:
     if exchange(built, target):
         return
     aside = built + ".replaced"

@@ -9,11 +9,11 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from .errors import InputError
 
 
-def manager(kernels_dir=None):
+def manager(kernels_dir: str | None = None) -> KernelSpecManager:
     return KernelSpecManager(kernel_dirs=[kernels_dir]) if kernels_dir else KernelSpecManager()
 
 
-def find_kernel(name, kernels_dir=None, ours=False):
+def find_kernel(name: str, kernels_dir: str | None = None, ours: bool = False):
     """(the KernelSpecManager, the kernel's spec); ``ours``: only a kernel pyspark-kernel made."""
     found = manager(kernels_dir)
     try:
@@ -26,14 +26,14 @@ def find_kernel(name, kernels_dir=None, ours=False):
     return found, spec
 
 
-def our_kernels(kernels_dir=None):
+def our_kernels(kernels_dir: str | None = None) -> dict:
     """{name: (resource_dir, spec dict)} of the kernels pyspark-kernel generated."""
     found = manager(kernels_dir).get_all_specs()
     return {name: (entry["resource_dir"], entry["spec"]) for name, entry in sorted(found.items())
             if "pyspark_kernel" in (entry["spec"].get("metadata") or {})}
 
 
-def describe(name, resource_dir, spec):
+def describe(name: str, resource_dir: str, spec: dict) -> list:
     made = spec["metadata"]["pyspark_kernel"]
     python_ok = os.path.exists(spec["argv"][0])
     spark_ok = made["spark_home"] == "" or os.path.isfile(os.path.join(made["spark_home"], "bin", "spark-submit"))
@@ -42,7 +42,7 @@ def describe(name, resource_dir, spec):
     return [name, spec["display_name"], made["master"], made["spark_version"], made["python_version"], state, resource_dir]
 
 
-def list_kernels(kernels_dir=None, out=sys.stdout):
+def list_kernels(kernels_dir: str | None = None, out=sys.stdout) -> int:
     rows = [describe(name, *entry) for name, entry in our_kernels(kernels_dir).items()]
     header = ["NAME", "DISPLAY NAME", "MASTER", "SPARK", "PYTHON", "STATE", "DIRECTORY"]
     widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
@@ -51,7 +51,7 @@ def list_kernels(kernels_dir=None, out=sys.stdout):
     return 0
 
 
-def remove_kernel(name, kernels_dir=None, out=sys.stdout):
+def remove_kernel(name: str, kernels_dir: str | None = None, out=sys.stdout) -> int:
     specs, spec = find_kernel(name, kernels_dir)
     if "pyspark_kernel" not in (spec.metadata or {}):
         raise InputError("kernel", f"{name} was not made by pyspark-kernel", f"remove it with jupyter kernelspec remove {name}")

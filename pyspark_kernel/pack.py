@@ -43,14 +43,15 @@ LD_LIBRARY_PATH="$here/../lib${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}" exec "$her
 """
 
 
-def packer(prefix):
+def packer(prefix: str):
     """The module that packs this kind of environment, checked to be importable."""
     if os.path.isdir(os.path.join(prefix, "conda-meta")):
         module = "conda_pack"
     elif os.path.isfile(os.path.join(prefix, "pyvenv.cfg")):
         module = "venv_pack"
     else:
-        raise InputError("executor_python", f"{quote(prefix)} is neither a virtualenv nor a conda environment, so it cannot be packed", "set executor_python to the path of the Python the executors have")
+        raise InputError("executor_python", f"{quote(prefix)} is neither a virtualenv nor a conda environment, so it cannot be packed",
+                         "set executor_python to the path of the Python the executors have")
     try:
         return __import__(module)
     except ImportError:
@@ -58,7 +59,7 @@ def packer(prefix):
         raise InputError("executor_python", f"{name} is not installed for {sys.executable}", f"{sys.executable} -m pip install {name}") from None
 
 
-def fingerprint(prefix):
+def fingerprint(prefix: str) -> str:
     """Changes when any file of the environment changes (path, size or modification time)."""
     digest = hashlib.sha256(os.path.realpath(prefix).encode())
     for root, dirs, files in os.walk(prefix):
@@ -72,11 +73,11 @@ def fingerprint(prefix):
     return digest.hexdigest()[:24]
 
 
-def cache_dir():
+def cache_dir() -> str:
     return os.path.join(cache.cache_root(os.environ), "environments")
 
 
-def interpreter(prefix):
+def interpreter(prefix: str) -> dict:
     """Where a virtualenv's interpreter lives: its base prefix, standard library, libpython."""
     python = os.path.join(prefix, "bin", "python")
     done = subprocess.run([python, "-I", "-c", INTERPRETER_PROBE], capture_output=True, text=True, timeout=120)
@@ -85,11 +86,11 @@ def interpreter(prefix):
     return json.loads(done.stdout)
 
 
-def leave_out(path):
+def leave_out(path: str) -> bool:
     return "__pycache__" in path.split(os.sep) or "/site-packages/pyspark/jars/" in path.replace(os.sep, "/") + "/"
 
 
-def add_tree(archive, source, name, skip=(), skip_everywhere=()):
+def add_tree(archive: tarfile.TarFile, source: str, name: str, skip=(), skip_everywhere=()) -> None:
     for root, dirs, files in os.walk(source):
         dirs[:] = sorted(d for d in dirs if not (root == source and d in skip) and d != "__pycache__" and d not in skip_everywhere)
         for file_name in sorted(files):
@@ -102,14 +103,14 @@ def add_tree(archive, source, name, skip=(), skip_everywhere=()):
                 archive.add(full, arcname=os.path.join(name, os.path.relpath(full, source)), recursive=False)
 
 
-def add_text(archive, name, text, mode):
+def add_text(archive: tarfile.TarFile, name: str, text: str, mode: int) -> None:
     data = text.encode()
     info = tarfile.TarInfo(name)
     info.size, info.mode = len(data), mode
     archive.addfile(info, io.BytesIO(data))
 
 
-def pack_with_interpreter(prefix, output):
+def pack_with_interpreter(prefix: str, output: str) -> None:
     """A virtualenv and the interpreter it was made from, as one relocatable directory."""
     found = interpreter(prefix)
     version = found["version"]
@@ -130,7 +131,7 @@ def pack_with_interpreter(prefix, output):
         add_tree(archive, found["purelib"], f"{lib}/site-packages")
 
 
-def pack_environment(prefix, kernel_dir):
+def pack_environment(prefix: str, kernel_dir: str) -> str:
     """Put the packed environment in ``kernel_dir``; pack it only if its cache entry is missing."""
     module = packer(prefix)
     os.makedirs(cache_dir(), exist_ok=True)
@@ -147,10 +148,11 @@ def pack_environment(prefix, kernel_dir):
             if os.path.exists(partial):
                 os.remove(partial)
             raise
-        except Exception as error:  # the packers raise their own error types
+        except Exception as error:  # noqa: BLE001 - the packers raise their own error types
             if os.path.exists(partial):
                 os.remove(partial)
-            raise InputError("executor_python", f"packing {quote(prefix)} failed: {' '.join(str(error).split())}", "fix the environment, or set executor_python to the executors' Python path") from None
+            raise InputError("executor_python", f"packing {quote(prefix)} failed: {' '.join(str(error).split())}",
+                             "fix the environment, or set executor_python to the executors' Python path") from None
         os.replace(partial, cached)
         cache.write_record(cached, [os.path.realpath(prefix)])
     else:

@@ -18,7 +18,7 @@ def _jupyter_server_extension_points():
     return [{"module": "pyspark_kernel.serverext"}]
 
 
-def spark_relative(location, hosts, prefix):
+def spark_relative(location: str, hosts, prefix: str) -> str:
     """A redirect of the UI as a path from the UI's root. The UI's own address is dropped, and so
     is the address the browser asked (Spark builds its redirects from the request's Host header),
     and the proxy base the path may already carry (spark.ui.proxyBase): jupyter-server-proxy's
@@ -32,7 +32,7 @@ def spark_relative(location, hosts, prefix):
     return urllib.parse.urlunsplit(("", "", path, parsed.query, parsed.fragment))
 
 
-def ui_hosts(port, request_host):
+def ui_hosts(port, request_host: str) -> set[str]:
     return {f"{host}:{port}" for host in LOCAL_HOSTS} | {request_host.lower()}
 
 

@@ -5,7 +5,6 @@ checks expect. Expected values enter the notebook as a JSON string literal, neve
 """
 
 import json
-import os
 import re
 import sys
 import time
@@ -17,6 +16,7 @@ from nbclient import NotebookClient
 from .errors import InputError
 from .kernelspec import CONF_VARIABLE, kernel_environment
 from .manage import find_kernel
+from .runtime.masters import is_connect
 from .runtime.options import ENV_REFERENCE
 
 ENV_FROM_SERVER = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")  # kernel.json's form of an --env-from variable
@@ -85,7 +85,7 @@ STARTUP_TIMEOUT = 180
 CELL_TIMEOUT = 300
 
 
-def expectations(spec):
+def expectations(spec) -> dict:
     """What the notebook checks, as data written into its first cell. Values from the server's
     environment (--env-from) and ${env:NAME} settings are secrets: the notebook, which CI keeps as
     an artifact, gets only their names, and checks only that they are set."""
@@ -93,18 +93,18 @@ def expectations(spec):
     env = {name: value for name, value in kernel_environment(spec.env, {}).items() if name not in from_server}
     conf = json.loads(env.get(CONF_VARIABLE, "{}"))
     master = conf.get("spark.master", "")
-    if master.startswith("sc://"):
+    if is_connect(master):
         conf = {k: v for k, v in conf.items() if k != "spark.master"}  # a Connect server has its own master
     secret_conf = sorted(k for k, v in conf.items() if ENV_REFERENCE.search(v))
     return {"master": master, "conf": {k: v for k, v in conf.items() if k not in secret_conf}, "conf_secret": secret_conf,
             "env": env, "env_secret": sorted(from_server), "python": spec.argv[0]}
 
 
-def check_cell(source, name, description):
+def check_cell(source: str, name: str, description: str):
     return nbformat.v4.new_code_cell(source, metadata={"tags": [f"check:{name}"], "pyspark_kernel": {"check": name, "description": description}})
 
 
-def user_checks(path):
+def user_checks(path: str) -> list:
     """The code cells of a team's own notebook, each one more check (named by a check:NAME tag)."""
     try:
         notebook = nbformat.read(path, as_version=4)
@@ -118,24 +118,24 @@ def user_checks(path):
     return cells
 
 
-def make_notebook(expected, extra_cells=()):
+def make_notebook(expected: dict, extra_cells=()):
     cells = [check_cell(SETUP.format(expected=json.dumps(expected)), "setup", "the kernel starts and the notebook's first cell runs")]
     cells += [check_cell(code, name, description) for name, description, code in CHECKS]
     return nbformat.v4.new_notebook(cells=cells + list(extra_cells))
 
 
-def cell_error(cell):
+def cell_error(cell) -> str | None:
     for output in cell.get("outputs", []):
         if output.get("output_type") == "error":
             return f"{output['ename']}: {output['evalue']}"
     return None
 
 
-def cell_text(cell):
+def cell_text(cell) -> str:
     return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream").strip()
 
 
-def run_notebook(notebook, manager, name):
+def run_notebook(notebook, manager, name: str):
     # The channels encrypted when the kernel can (it says so in kernel.json): no plain-TCP warning.
     km = KernelManager(kernel_name=name, kernel_spec_manager=manager, transport_encryption="auto")
     client = NotebookClient(notebook, km=km, timeout=CELL_TIMEOUT, startup_timeout=STARTUP_TIMEOUT, allow_errors=True)
@@ -150,19 +150,19 @@ def run_notebook(notebook, manager, name):
 BANNER = re.compile(r"Spark \S+ \| .+")
 
 
-def banner(notebook):
+def banner(notebook) -> str | None:
     """The kernel's one-line Spark banner, from whichever cell showed it."""
     lines = (line for cell in notebook.cells for line in cell_text(cell).splitlines())
     return next((line for line in lines if BANNER.fullmatch(line)), None)
 
 
-def results(notebook):
+def results(notebook) -> list[tuple]:
     """[(name, description, error or None, output)], one per check cell, in order."""
     return [(cell.metadata["pyspark_kernel"]["check"], cell.metadata["pyspark_kernel"]["description"], cell_error(cell), cell_text(cell))
             for cell in notebook.cells if "pyspark_kernel" in cell.metadata]
 
 
-def write_junit(path, name, found, seconds):
+def write_junit(path: str, name: str, found: list, seconds: float) -> None:
     """A JUnit report: one test case per check, its output and failure readable in any CI."""
     from xml.etree import ElementTree
 
@@ -178,7 +178,7 @@ def write_junit(path, name, found, seconds):
     tree.write(path, encoding="utf-8", xml_declaration=True)
 
 
-def smoke(name, kernels_dir=None, out=sys.stdout, junit=None, save_notebook=None, notebook=None):
+def smoke(name: str, kernels_dir: str | None = None, out=sys.stdout, junit: str | None = None, save_notebook: str | None = None, notebook: str | None = None) -> int:
     """Run the smoke notebook on kernel ``name``; print one line a check; 0 when all pass.
     ``notebook`` adds a team's own checks; ``junit`` and ``save_notebook`` write the results."""
     manager, spec = find_kernel(name, kernels_dir)
@@ -187,7 +187,7 @@ def smoke(name, kernels_dir=None, out=sys.stdout, junit=None, save_notebook=None
     try:
         run_notebook(executed, manager, name)
         found = results(executed)
-    except Exception as error:  # the kernel died or never answered: that is the finding
+    except Exception as error:  # noqa: BLE001 - the kernel died or never answered: that is the finding
         found = [("kernel", f"{name} runs the notebook", f"{type(error).__name__}: {error}", "")]
     if save_notebook:
         nbformat.write(executed, save_notebook)

@@ -25,7 +25,7 @@ class SparkInstall:
     pythonpath: tuple = ()  # entries the kernel needs in front of its own site-packages
 
 
-def read_spark_version(pyspark_dir):
+def read_spark_version(pyspark_dir: str) -> str:
     try:
         with open(os.path.join(pyspark_dir, "version.py"), encoding="utf-8") as handle:
             found = VERSION_LINE.search(handle.read())
@@ -39,7 +39,7 @@ def read_spark_version(pyspark_dir):
 PYTHON_REQUIRES = re.compile(r"""python_requires\s*=\s*["']([^"']+)["']""")
 
 
-def check_python_supported(requirement, python_env, spark_version):
+def check_python_supported(requirement: str | None, python_env, spark_version: str) -> None:
     """The kernel's Python must be one this pyspark supports: the executors would fail on it."""
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
@@ -52,7 +52,7 @@ def check_python_supported(requirement, python_env, spark_version):
                          "use an environment with a supported Python, or a Spark version that supports this one")
 
 
-def distribution_requires_python(home):
+def distribution_requires_python(home: str) -> str | None:
     try:
         with open(os.path.join(home, "python", "setup.py"), encoding="utf-8") as handle:
             found = PYTHON_REQUIRES.search(handle.read())
@@ -61,7 +61,7 @@ def distribution_requires_python(home):
     return found.group(1) if found else None
 
 
-def find_py4j_zip(home):
+def find_py4j_zip(home: str) -> tuple[str, str]:
     lib = os.path.join(home, "python", "lib")
     zips = sorted(os.path.basename(p) for p in glob.glob(os.path.join(glob.escape(lib), "py4j-*-src.zip")))
     if not zips:
@@ -74,7 +74,7 @@ def find_py4j_zip(home):
     return os.path.join(lib, zips[0]), version.group(1)
 
 
-def describe(home, python_env):
+def describe(home: str, python_env) -> SparkInstall:
     """The Spark installation at ``home`` as the kernel's Python would use it."""
     if not os.path.isfile(os.path.join(home, "bin", "spark-submit")):
         raise InputError("spark_home", f"{quote(home)} has no bin/spark-submit", "point spark_home at a Spark distribution or a pip-installed pyspark directory")
@@ -100,7 +100,7 @@ def describe(home, python_env):
     raise InputError("spark_home", f"{quote(home)} is neither a Spark distribution nor a pip-installed pyspark", "point spark_home at the directory holding bin/spark-submit and python/ (or jars/)")
 
 
-def client_only(python_env):
+def client_only(python_env) -> SparkInstall:
     """A Spark Connect kernel needs no Spark installation: pyspark-client (pyspark without jars) is
     enough, and the server runs the JVM."""
     if python_env.pyspark_dir and os.path.isfile(os.path.join(python_env.pyspark_dir, "__init__.py")):
@@ -108,7 +108,7 @@ def client_only(python_env):
     raise InputError("venv_dir", f"{quote(python_env.prefix)} has no pyspark", f"{python_env.python} -m pip install 'pyspark[connect]' (or pyspark-client)")
 
 
-def resolve(spark_home, python_env, environ=None):
+def resolve(spark_home: str, python_env, environ=None) -> SparkInstall:
     """SPARK_HOME for the kernel: the answer, else the pyspark installed in venv_dir, else $SPARK_HOME."""
     environ = os.environ if environ is None else environ
     if spark_home:
@@ -118,4 +118,5 @@ def resolve(spark_home, python_env, environ=None):
         return describe(pyspark_dir, python_env)
     if environ.get("SPARK_HOME"):
         return describe(os.path.abspath(environ["SPARK_HOME"]), python_env)
-    raise InputError("spark_home", f"no Spark found: {quote(python_env.prefix)} has no pyspark and SPARK_HOME is not set", f"{python_env.python} -m pip install pyspark, or set spark_home to a Spark distribution")
+    raise InputError("spark_home", f"no Spark found: {quote(python_env.prefix)} has no pyspark and SPARK_HOME is not set",
+                     f"{python_env.python} -m pip install pyspark, or set spark_home to a Spark distribution")

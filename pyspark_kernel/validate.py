@@ -8,23 +8,13 @@ import os
 import re
 
 from .errors import InputError, quote
+from .runtime.masters import MASTER_FORMS, MASTERS  # one reading of master URLs, the kernel's too
 from .runtime.options import DRIVER_MODES, ENV_REFERENCE, INIT_MODES, LOG_LEVELS, WARM_UP_MODES, is_secret  # the runtime's own
 
 # jupyter_client's rule (ASCII letters, digits, - . _). Jupyter lowercases names on install, so an
 # uppercase name would be installed under another name than the one asked for: refuse it instead.
 KERNEL_NAME = re.compile(r"[a-z0-9._-]+")
 KERNEL_NAME_MAX = 64
-
-_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])"
-_PORT = r"(?:[1-9][0-9]{0,4})"
-MASTERS = {
-    "local": re.compile(r"local(?:\[(?:\*|[1-9][0-9]*)(?:,\s*[1-9][0-9]*)?\])?"),
-    "standalone": re.compile(rf"spark://{_HOST}:{_PORT}(?:,{_HOST}:{_PORT})*"),
-    "yarn": re.compile(r"yarn"),
-    "kubernetes": re.compile(rf"k8s://(?:https?://)?{_HOST}(?::{_PORT})?"),
-    "connect": re.compile(rf"sc://{_HOST}(?::{_PORT})?(?:/(?:;[A-Za-z_][A-Za-z0-9_]*=[^;\s]*)*)?"),
-}
-MASTER_FORMS = "local, local[N], local[*], local[N,F], spark://host:port[,host:port], yarn, k8s://https://host:port, sc://host[:port][/;params]"
 
 CONF_KEY = re.compile(r"spark(?:\.[A-Za-z0-9_/-]+)+")
 # Settings Spark reads as a byte size; a typo there only shows up when the JVM starts.

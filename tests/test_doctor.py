@@ -17,7 +17,8 @@ def test_a_healthy_local_kernel_has_no_problem(kernels_dir):
     create(kernels_dir, "fine")
     done = doctor(kernels_dir, "fine")
     assert done.returncode == 0, done.stdout
-    assert [line.split(":")[0] for line in done.stdout.splitlines()] == ["OK python", "OK spark_home", "OK py4j", "OK java", "OK pyspark", "OK master", "OK server_environment", "OK spark_ui", "OK start_timeout", "OK idle_timeout", "OK cache", "fine"]
+    assert [line.split(":")[0] for line in done.stdout.splitlines()] == ["OK python", "OK spark_home", "OK py4j", "OK java", "OK pyspark", "OK master", "OK server_environment",
+                                                                         "OK spark_ui", "OK start_timeout", "OK idle_timeout", "OK cache", "fine"]
     assert "OK start_timeout: a start that hangs is given up after 600 s" in done.stdout
     assert "OK idle_timeout: the session is kept however long it is idle" in done.stdout  # local: off
     assert "(Java 17" in done.stdout or "(Java 2" in done.stdout
@@ -125,12 +126,12 @@ def test_an_older_kernel_that_inherits_the_servers_spark_variables_is_a_problem(
 def test_java_is_checked_against_the_versions_spark_documents(spark, java, problem, detail):
     from pyspark_kernel.doctor import java_check
 
-    check, found_problem, found_detail = java_check("/jdk/bin/java", spark, lambda _: java)
-    assert check == "java"
+    found = java_check("/jdk/bin/java", spark, lambda _: java)
+    assert found.name == "java"
     if problem:
-        assert problem in found_problem
+        assert problem in found.problem
     else:
-        assert found_problem is None and found_detail.endswith(detail)
+        assert found.problem is None and found.text.endswith(detail)
 
 
 def test_a_kernel_pyspark_kernel_did_not_make_is_one_clear_line(kernels_dir):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from pyspark_kernel.runtime import diagnostics, entrypoints, guard, idle, jvm, magics, notebook, options, progress, sql, ui
+from pyspark_kernel.runtime import diagnostics, entrypoints, guard, idle, jvm, magics, masters, notebook, options, progress, sql, ui
 from pyspark_kernel.runtime.profile import BEFORE_RUNTIME, StartProfile, process_age
 
 
@@ -22,7 +22,7 @@ from pyspark_kernel.runtime.profile import BEFORE_RUNTIME, StartProfile, process
     ("sc://h:443/;use_ssl=true", [("h", 443)]),
 ])
 def test_master_addresses(master, addresses):
-    assert diagnostics.master_addresses(master) == addresses
+    assert masters.master_addresses(master) == addresses
 
 
 def test_a_master_where_nothing_listens_is_refused_at_once():
@@ -192,18 +192,18 @@ def test_pysparks_numpy_converters_wait_for_numpy_then_convert_as_before():
 import sys
 from py4j import protocol
 import pyspark.sql  # registers PySpark's input converters
-from pyspark_kernel.runtime import jvm
+from pyspark_kernel.runtime import converters
 class NumpyArrayConverter:  # someone else's, of the same name: left as it is
     def can_convert(self, value):
         return False
 protocol.register_input_converter(NumpyArrayConverter())
-jvm.defer_numpy_converters()
-jvm.defer_numpy_converters()  # a second start: each converter is wrapped once
-wrapped = [c for c in protocol.INPUT_CONVERTER if isinstance(c, jvm.UntilNumpy)]
+converters.defer_numpy_converters()
+converters.defer_numpy_converters()  # a second start: each converter is wrapped once
+wrapped = [c for c in protocol.INPUT_CONVERTER if isinstance(c, converters.UntilNumpy)]
 assert sorted(type(c.converter).__name__ for c in wrapped) == ["NumpyArrayConverter", "NumpyScalarConverter"], wrapped
-assert not any(isinstance(c.converter, jvm.UntilNumpy) for c in wrapped)
+assert not any(isinstance(c.converter, converters.UntilNumpy) for c in wrapped)
 assert any(type(c) is NumpyArrayConverter for c in protocol.INPUT_CONVERTER)
-assert not any(c.can_convert(value) for c in protocol.INPUT_CONVERTER[:] if isinstance(c, jvm.UntilNumpy) for value in ([1, 2], 1.5, "x", None))
+assert not any(c.can_convert(value) for c in protocol.INPUT_CONVERTER[:] if isinstance(c, converters.UntilNumpy) for value in ([1, 2], 1.5, "x", None))
 print(sorted({"numpy", "pandas", "pyarrow", "pyspark.testing"} & set(sys.modules)))
 import numpy
 print([type(c.converter).__name__ for c in wrapped if c.can_convert(numpy.array([1, 2]))],
@@ -297,7 +297,7 @@ def test_a_lock_from_another_host_is_trusted_for_a_day(tmp_path):
     ("sc://h:15002/;use_ssl=true", "t0k", "sc://h:15002/;use_ssl=true;token=t0k"),
 ])
 def test_the_connect_token_comes_from_the_environment(master, token, url):
-    assert options.with_token(master, token) == url
+    assert masters.with_token(master, token) == url
 
 
 def test_a_yarn_kernel_that_ships_its_environment_launches_spark_with_exactly_this():

@@ -28,8 +28,10 @@ def _pyspark_kernel_start(namespace):
         spec.loader.exec_module(runtime)
         runtime.install(namespace)
     except Exception as error:  # noqa: BLE001 - whatever it is, the notebook must be told
-        detail = str(error) if type(error).__name__ == "SetupError" else f"{type(error).__name__}: {error}"
-        _pyspark_kernel_setup_failed(namespace, f"The kernel's Spark runtime could not start: {detail}")
+        # The runtime's own setup errors say it all; they carry a marker, as the runtime's classes
+        # may not have loaded (and a class found by its name could be anyone's).
+        detail = str(error) if getattr(error, "setup_error", False) is True else f"{type(error).__name__}: {error}"
+        _pyspark_kernel_setup_failed(namespace, f"The kernel's Spark runtime could not start: {detail}")  # noqa: F821 - defined below, deleted after the call
 
 
 def _pyspark_kernel_setup_failed(namespace, message):

@@ -21,6 +21,7 @@ NOTEBOOK = None
 
 def install(namespace):
     global RUNTIME, NOTEBOOK
+    from . import log
     from . import magics
     from .entrypoints import EntryPoints
     from .notebook import Notebook
@@ -28,6 +29,7 @@ def install(namespace):
 
     shell = namespace["get_ipython"]()
     RUNTIME = SparkRuntime()
+    log.setup(RUNTIME.scratch, RUNTIME.environ)  # kernel.log beside the JVM's driver.log (runtime.log)
     RUNTIME.begin()  # the watchdog first: no Spark without it, whoever starts Spark
     NOTEBOOK = Notebook(RUNTIME, namespace, shell)
     EntryPoints(RUNTIME, NOTEBOOK).install()

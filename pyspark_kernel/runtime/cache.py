@@ -8,19 +8,34 @@ start and from `pyspark-kernel cache prune`: an entry whose Java, Spark installa
 environment no longer exists goes, and then the least recently used go until the cache is within
 its limit (DEFAULT_LIMIT, or $PYSPARK_KERNEL_CACHE_LIMIT such as 500M or 4G). An archive being
 written (its lock held) is never removed; a JVM that has mapped a removed archive keeps its pages.
-Standard library only: the kernel's runtime and the CLI share it.
+Standard library only: the kernel's runtime and the CLI share it. An archive's lock (ENTRY.lock,
+taken by jvm.claim_archive) is read here: whether its holder is alive says whether the entry is busy.
 """
 
+from __future__ import annotations  # the kernel's Python may be older than the generator's
+
 import json
+import logging
 import os
 import re
+import socket
 import time
+
+from .diagnostics import FixableError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 2 * 1024 ** 3
 LIMIT_VARIABLE = "PYSPARK_KERNEL_CACHE_LIMIT"
 PARTS = {"cds": (".jsa", "archive"), "environments": (".tar.gz", "environment")}
 LEFTOVER_AGE = 86400  # seconds after which a half-written file is a crash's leftover, not work in progress
+LOCK_UNWRITTEN_AGE = 60  # seconds a lock file may stay empty: its maker is between create and write
+LOCK_FOREIGN_AGE = 86400  # a lock from another host (a shared home) cannot be checked: trust it this long
 UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}
+
+
+class LimitError(FixableError, ValueError):
+    """A cache limit that is not a size: what was given, and how to write one."""
 
 
 class Entry:
@@ -38,34 +53,56 @@ class Entry:
             with open(self.record, encoding="utf-8") as handle:
                 self.needs = [str(need) for need in json.load(handle).get("needs", [])]
             self.used = max(self.used, os.stat(self.record).st_mtime)
-        except (OSError, ValueError, AttributeError):
-            pass  # no record (made before records, or being written): judged by its age alone
+        except (OSError, ValueError, AttributeError):  # no record (made before records, or being written): judged by its age alone
+            log.debug("no readable record for %s", path, exc_info=True)
 
-    def missing(self):
+    def missing(self) -> list[str]:
         """The paths this entry was made from that are gone."""
         return [need for need in self.needs if not os.path.exists(need)]
 
-    def busy(self):
+    def busy(self) -> bool:
         """Whether a JVM may be writing it right now: its lock's holder is alive."""
         return lock_is_held(self.path + ".lock")
 
 
-def lock_is_held(lock):
-    from .jvm import lock_is_held as held  # here: jvm itself uses this module
+def lock_is_held(lock: str) -> bool:
+    """Whether the archive lock's holder (host and pid) is alive."""
+    try:
+        age = time.time() - os.stat(lock).st_mtime
+    except FileNotFoundError:
+        return False
+    except OSError:
+        log.debug("cannot read the lock %s: taken as held", lock, exc_info=True)
+        return True  # cannot tell: as if held, and start without the archive
+    try:
+        with open(lock, encoding="utf-8") as handle:
+            host, pid = handle.read().split()
+        pid = int(pid)
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        return age < LOCK_UNWRITTEN_AGE
+    if host != socket.gethostname():
+        return age < LOCK_FOREIGN_AGE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
-    return held(lock)
 
-
-def cache_root(environ):
+def cache_root(environ) -> str:
     base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "pyspark-kernel")
 
 
-def record_path(entry):
+def record_path(entry: str) -> str:
     return entry + ".json"
 
 
-def write_record(entry, needs):
+def write_record(entry: str, needs) -> None:
     """Say what ``entry`` was made from (and that it is used now), whole or not at all."""
     partial = f"{record_path(entry)}.{os.getpid()}.partial"
     with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as handle:
@@ -73,7 +110,7 @@ def write_record(entry, needs):
     os.replace(partial, record_path(entry))
 
 
-def mark_used(entry, needs):
+def mark_used(entry: str, needs) -> None:
     """A kernel uses ``entry`` now: its record says so (and is written if it has none yet)."""
     try:
         os.utime(record_path(entry))
@@ -81,20 +118,20 @@ def mark_used(entry, needs):
         write_record(entry, needs)
 
 
-def parse_limit(text):
+def parse_limit(text) -> int:
     """Bytes from '2G', '500M', '1.5G' or a plain number of bytes; ValueError when it is none."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", str(text), re.IGNORECASE)
     if not match:
-        raise ValueError(f"{text!r} is not a size (write it in bytes or with K, M, G or T, for example 4G)")
+        raise LimitError(f"{text!r} is not a size", "write it in bytes or with K, M, G or T, for example 4G")
     return int(float(match.group(1)) * UNITS[match.group(2).upper()])
 
 
-def limit(environ):
+def limit(environ) -> int:
     text = environ.get(LIMIT_VARIABLE)
     return DEFAULT_LIMIT if text in (None, "") else parse_limit(text)
 
 
-def read_entries(environ):
+def read_entries(environ) -> list[Entry]:
     """Every cached entry, least recently used first."""
     entries = []
     for part, (suffix, kind) in PARTS.items():
@@ -112,11 +149,11 @@ def read_entries(environ):
     return sorted(entries, key=lambda entry: entry.used)
 
 
-def leftovers(environ, now=None):
+def leftovers(environ, now: float | None = None) -> list[str]:
     """Half-written files (a JVM or a packer that crashed) and records whose entry is gone."""
     now = time.time() if now is None else now
     found = []
-    for part, (suffix, _) in PARTS.items():
+    for part in PARTS:
         directory = os.path.join(cache_root(environ), part)
         try:
             names = os.listdir(directory)
@@ -138,19 +175,19 @@ def leftovers(environ, now=None):
     return found
 
 
-def remove(entry):
+def remove(entry: Entry) -> None:
     for path in (entry.path, entry.record):
         try:
             os.remove(path)
-        except FileNotFoundError:
-            pass
+        except FileNotFoundError:  # removed meanwhile (another kernel's prune): what was wanted
+            log.debug("%s was already gone", path)
 
 
-def total(entries):
+def total(entries) -> int:
     return sum(entry.size for entry in entries)
 
 
-def prune(environ, keep=()):
+def prune(environ, keep=()) -> list[tuple[Entry, str]]:
     """Remove what the cache holds for a Java, Spark installation or environment that is gone,
     then the least recently used entries until it is within its limit; never ``keep`` (paths a
     kernel is using) or an archive being written. The entries removed, and why, as (entry, reason)."""
@@ -161,7 +198,7 @@ def prune(environ, keep=()):
         try:
             os.remove(path)
         except OSError:
-            pass
+            log.debug("removing the leftover %s", path, exc_info=True)
     entries = read_entries(environ)
     for entry in list(entries):
         gone = entry.missing()
@@ -180,7 +217,7 @@ def prune(environ, keep=()):
     return removed
 
 
-def clear(environ, keep=()):
+def clear(environ, keep=()) -> list[Entry]:
     """Remove every entry but those in use; the entries removed."""
     keep = {os.path.abspath(path) for path in keep}
     removed = [entry for entry in read_entries(environ) if entry.path not in keep and not entry.busy()]
@@ -189,7 +226,7 @@ def clear(environ, keep=()):
     return removed
 
 
-def size_text(size):
+def size_text(size: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"

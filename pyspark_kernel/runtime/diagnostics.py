@@ -2,8 +2,16 @@
 
 `pyspark-kernel doctor` imports this module from the kernel's directory, so the kernel and the
 doctor never disagree about what stops a start.
+
+The runtime's errors carry what is wrong (``problem``) and how to fix it (``fix``) as fields, and
+their message is made from them ("problem (fix)", then any ``detail`` such as the JVM's output):
+whoever reports one (doctor, the CLI) reads the fields and never cuts the message up. Raised with
+one message only, an error has that message as its problem and no fix.
 """
 
+from __future__ import annotations  # the kernel's Python may be older than the generator's
+
+import logging
 import os
 import re
 import shutil
@@ -11,18 +19,39 @@ import signal
 import socket
 import subprocess
 
+from .masters import master_addresses
+
+log = logging.getLogger(__name__)
+
 LOG_TAIL_LINES = 15
 CONNECT_TIMEOUT = 5
 RESTART = "run %spark restart for a new session"
 RESTART_HINT = f"{RESTART}; your Python variables are kept"
 
 
-class ShortError(RuntimeError):
-    """An error whose message says it all: the notebook shows the message, not the frames of
-    PySpark and Py4J it was raised through (IPython's _render_traceback_)."""
+class FixableError(Exception):
+    """An error that says what is wrong and how to fix it. ``template`` joins the two into the
+    message; ``detail`` (the JVM's last output, say) follows them."""
 
-    def _render_traceback_(self):
+    template = "{problem} ({fix})"
+
+    def __init__(self, problem: str, fix: str | None = None, detail: str = ""):
+        super().__init__((problem if fix is None else self.template.format(problem=problem, fix=fix)) + detail)
+        self.problem = problem
+        self.fix = fix
+        self.detail = detail
+
+
+class ShortTraceback:
+    """Mixed into an error whose message says it all: the notebook shows the message, not the
+    frames of PySpark and Py4J it was raised through (IPython's _render_traceback_)."""
+
+    def _render_traceback_(self) -> list[str]:
         return [f"{type(self).__name__}: {self}"]
+
+
+class ShortError(ShortTraceback, FixableError, RuntimeError):
+    """A runtime error the notebook shows as one message, with its problem and fix as fields."""
 
 
 class SparkStartError(ShortError):
@@ -33,96 +62,115 @@ class SparkDiedError(ShortError):
     """The driver JVM exited under a running session; the message says how, and what to do."""
 
 
-SHARED_SC = ("sc, SparkContext and the RDD API need a Spark driver of the notebook's own, and this kernel shares one over "
-             "Spark Connect (spark_driver shared): use DataFrames and spark.sql here, or a kernel created with --spark_driver dedicated")
+class SetupError(FixableError, RuntimeError):
+    """The runtime itself cannot start (before Spark is even tried); the message says what to fix.
+    The kernel's startup shim shows its message alone, without the class name: it knows the error
+    by ``setup_error`` (it cannot import this class before the runtime has loaded)."""
+
+    setup_error = True
+
+
+SHARED_SC_PROBLEM = ("sc, SparkContext and the RDD API need a Spark driver of the notebook's own, and this kernel shares one over "
+                     "Spark Connect (spark_driver shared)")
+SHARED_SC_FIX = "use DataFrames and spark.sql here, or a kernel created with --spark_driver dedicated"
+SHARED_SC = f"{SHARED_SC_PROBLEM}: {SHARED_SC_FIX}"
 
 
 class SharedDriverError(ShortError):
-    """What needs a driver of the notebook's own, on a kernel that shares one."""
+    """What needs a driver of the notebook's own, on a kernel that shares one
+    (SharedDriverError(SHARED_SC_PROBLEM, SHARED_SC_FIX) reads as SHARED_SC)."""
+
+    template = "{problem}: {fix}"
 
 
-def log_lines(path):
+def log_lines(path: str) -> list[str]:
     """The JVM output's lines, without the class-data-sharing archive's own noise."""
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
             return [line.rstrip() for line in handle if line.strip() and "[cds" not in line]
     except OSError:
+        log.debug("no JVM output to read at %s", path, exc_info=True)
         return []
 
 
-def log_tail(path, lines=LOG_TAIL_LINES):
+def log_tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(log_lines(path)[-lines:])
 
 
-def with_jvm_output(message, log):
-    tail = log_tail(log)
-    return message + (f"\n--- last lines of the JVM output ({log}) ---\n{tail}" if tail else "")
+def jvm_output(log_path: str) -> str:
+    """The JVM output's last lines, as an error's detail; empty when there is none."""
+    tail = log_tail(log_path)
+    return f"\n--- last lines of the JVM output ({log_path}) ---\n{tail}" if tail else ""
 
 
-def find_java(environ):
+def with_jvm_output(message: str, log_path: str) -> str:
+    return message + jvm_output(log_path)
+
+
+def find_java(environ) -> str:
     """The java that Spark's launch scripts will run: $JAVA_HOME/bin/java, else java on PATH."""
     java_home = environ.get("JAVA_HOME")
     if java_home:
         java = os.path.join(java_home, "bin", "java")
         if os.access(java, os.X_OK):
             return java
-        raise SparkStartError(f"Java not found: JAVA_HOME is {java_home}, which has no bin/java (install a JDK 17+ there, or set JAVA_HOME in the kernel's env to a JDK)")
+        raise SparkStartError(f"Java not found: JAVA_HOME is {java_home}, which has no bin/java",
+                              "install a JDK 17+ there, or set JAVA_HOME in the kernel's env to a JDK")
     java = shutil.which("java", path=environ.get("PATH"))
     if not java:
-        raise SparkStartError("Java not found: no java on PATH and JAVA_HOME is not set (install a JDK 17+ or set JAVA_HOME in the kernel's env)")
+        raise SparkStartError("Java not found: no java on PATH and JAVA_HOME is not set", "install a JDK 17+ or set JAVA_HOME in the kernel's env")
     return java
 
 
-JAVA_RELEASE_VERSION = re.compile(r'^JAVA_VERSION="?(?:1\.)?(\d+)', re.MULTILINE)
+# A JDK's `release` file: JAVA_VERSION="17.0.9", "21", or "1.8.0_392" for Java 8 and older.
+JAVA_RELEASE_VERSION = re.compile(r'^JAVA_VERSION="?(?:1\.)?(\d+)(?:\.\d+)?(?:\.(\d+))?', re.MULTILINE)
 JAVA_VERSION_OUTPUT = re.compile(r'version "(?:1\.)?(\d+)')
 
 
-def java_release(java):
+def java_release(java: str | None) -> str:
     """The text of ``java``'s JDK `release` file; empty when it has none."""
     home = os.path.dirname(os.path.dirname(os.path.realpath(java))) if java else ""
     try:
         with open(os.path.join(home, "release"), encoding="utf-8", errors="replace") as handle:
             return handle.read()
     except OSError:
+        log.debug("no release file for %s", java, exc_info=True)
         return ""
 
 
-def java_version(java):
+def release_version(release_text: str | None) -> tuple[int, int] | None:
+    """The feature release and update (17, 9) that a JDK's `release` file names; None when it
+    names none. The update is 0 when the file gives none (JAVA_VERSION="21")."""
+    found = JAVA_RELEASE_VERSION.search(release_text or "")
+    if not found:
+        return None
+    return int(found.group(1)), int(found.group(2) or 0)
+
+
+def java_version(java: str) -> int | None:
     """The feature version (8, 11, 17, 21, ...) of ``java``: from its JDK's release file, which
     costs nothing, else from `java -version`. None when neither tells."""
-    found = JAVA_RELEASE_VERSION.search(java_release(java))
+    found = release_version(java_release(java))
     if found:
-        return int(found.group(1))
+        return found[0]
     try:
         done = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
+        log.debug("java -version failed for %s", java, exc_info=True)
         return None
     found = JAVA_VERSION_OUTPUT.search(done.stderr + done.stdout)
     return int(found.group(1)) if found else None
 
 
-def check_spark_home(environ):
+def check_spark_home(environ) -> str:
     home = environ.get("SPARK_HOME", "")
     if not home or not os.path.isfile(os.path.join(home, "bin", "spark-submit")):
-        raise SparkStartError(f"SPARK_HOME {home or '(unset)'} has no bin/spark-submit (regenerate the kernel with pyspark-kernel create --force, or fix SPARK_HOME in its kernel.json)")
+        raise SparkStartError(f"SPARK_HOME {home or '(unset)'} has no bin/spark-submit",
+                              "regenerate the kernel with pyspark-kernel create --force, or fix SPARK_HOME in its kernel.json")
     return home
 
 
-def master_addresses(master):
-    """(host, port) pairs a cluster master URL names; empty for local, yarn and k8s masters."""
-    scheme, _, rest = master.partition("://")
-    if scheme not in ("spark", "sc"):
-        return []
-    pairs = []
-    for address in rest.split("/")[0].split(","):
-        host, colon, port = address.rpartition(":")
-        if not colon or host.endswith(":") or not port.isdigit():  # no port (sc://host, sc://[::1]): Spark Connect's default
-            host, port = address, "15002"
-        pairs.append((host.strip("[]"), int(port)))
-    return pairs
-
-
-def check_master_reachable(master):
+def check_master_reachable(master: str) -> None:
     """Fail in seconds, not after Spark's minute of retries, when no master answers."""
     problems = []
     for host, port in master_addresses(master):
@@ -136,7 +184,8 @@ def check_master_reachable(master):
         except OSError as error:
             problems.append(f"nothing listens on {host}:{port} ({error.strerror or error})")
     if problems:
-        raise SparkStartError(f"Spark master {master} is unreachable: {'; '.join(problems)} (start the cluster, then {RESTART}; or fix the master URL in the kernel's PYSPARK_KERNEL_SPARK_CONF)")
+        raise SparkStartError(f"Spark master {master} is unreachable: {'; '.join(problems)}",
+                              f"start the cluster, then {RESTART}; or fix the master URL in the kernel's PYSPARK_KERNEL_SPARK_CONF")
 
 
 KNOWN_CAUSES = [
@@ -151,7 +200,7 @@ KNOWN_CAUSES = [
 ]
 
 
-def explain(error, log):
+def explain(error: BaseException, log: str) -> str:
     """A start-up exception as a cause and a fix, with the JVM's last output attached."""
     text = f"{type(error).__name__}: {error}".strip()
     tail = log_tail(log)
@@ -163,7 +212,7 @@ def explain(error, log):
 SPARK_EXIT_CODES = {52: "an OutOfMemoryError in the driver (raise spark.driver.memory)", 50: "an uncaught exception in the driver"}
 
 
-def describe_exit(returncode):
+def describe_exit(returncode: int) -> str:
     """How a process ended, from its return code (negative: the signal that killed it)."""
     if returncode < 0:
         try:
@@ -176,5 +225,11 @@ def describe_exit(returncode):
     return f"exited with code {returncode}" + (f" ({cause})" if cause else "")
 
 
-def died_message(returncode, log):
-    return with_jvm_output(f"The Spark driver JVM has exited: {describe_exit(returncode)}. Spark objects made before are gone ({RESTART_HINT})", log)
+def died_error(returncode: int, log_path: str) -> SparkDiedError:
+    """The error for a driver JVM that exited with ``returncode``, with its last output."""
+    return SparkDiedError(f"The Spark driver JVM has exited: {describe_exit(returncode)}. Spark objects made before are gone", RESTART_HINT,
+                          jvm_output(log_path))
+
+
+def died_message(returncode: int, log_path: str) -> str:
+    return str(died_error(returncode, log_path))

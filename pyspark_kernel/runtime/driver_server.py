@@ -12,10 +12,12 @@ written, then:
 Its JVM dies with it however it dies (Linux: the parent-death signal).
 """
 
+from __future__ import annotations  # the kernel's Python may be older than the generator's
+
 import ctypes
 import json
+import logging
 import os
-import re
 import selectors
 import shutil
 import signal
@@ -25,9 +27,14 @@ import sys
 import threading
 import time
 
-from .diagnostics import java_release
+from . import log as runtime_log
+from .diagnostics import java_release, release_version
 from .driver import SERVER_NAME, Locked, Paths, remove_files, write_record
 from .jvm import java_option_text
+from .ui import free_port
+
+# Run with -m, this module's __name__ is __main__: its logger is named after the module all the same.
+log = logging.getLogger(__spec__.name if __spec__ else __name__)
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 LINGER_RETRY = 0.5  # seconds before another try at leaving, when a notebook holds the lock
@@ -41,33 +48,26 @@ PR_SET_PDEATHSIG = 1
 IDLE_RETURN_MS = 10000
 IDLE_HEAP_OPTIONS = (f"-XX:G1PeriodicGCInterval={IDLE_RETURN_MS}", "-XX:MinHeapFreeRatio=5", "-XX:MaxHeapFreeRatio=20")
 TRIM_SINCE = {17: 9, 21: 1}  # -XX:TrimNativeHeapInterval: the update that has it, per feature release; 22 on always
-RELEASE_VERSION = re.compile(r'^JAVA_VERSION="(\d+)(?:\.\d+)?(?:\.(\d+))?', re.MULTILINE)
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def can_trim_native_heap(release_text):
+def can_trim_native_heap(release_text: str | None) -> bool:
     """Whether the JDK whose `release` file reads so has -XX:TrimNativeHeapInterval (17.0.9+, 21.0.1+, 22+):
     an older one would refuse to start with it."""
-    found = RELEASE_VERSION.search(release_text or "")
+    found = release_version(release_text)
     if not found:
         return False
-    feature, update = int(found.group(1)), int(found.group(2) or 0)
+    feature, update = found
     return feature >= 22 or update >= TRIM_SINCE.get(feature, 10**6)
 
 
-def idle_java_options(release_text):
+def idle_java_options(release_text: str | None) -> list[str]:
     options = list(IDLE_HEAP_OPTIONS)
     if can_trim_native_heap(release_text):
         options.append(f"-XX:TrimNativeHeapInterval={IDLE_RETURN_MS}")
     return options
 
 
-def server_settings(conf, scratch, port, ui_port, log_level, java_options=()):
+def server_settings(conf: dict, scratch: str, port: int, ui_port: int, log_level: str, java_options=()) -> dict:
     """What the JVM is launched with: the kernel's settings, then what makes it a Connect server on
     loopback only (gRPC, driver RPC and block manager; SPARK_LOCAL_IP does the UI). ``java_options``
     come before the kernel's spark.driver.extraJavaOptions, which can override them."""
@@ -88,7 +88,7 @@ def server_settings(conf, scratch, port, ui_port, log_level, java_options=()):
     return settings
 
 
-def properties_text(settings):
+def properties_text(settings: dict) -> str:
     """Java properties, as spark-submit reads a --properties-file (UTF-8): one setting a line,
     with the characters that would end or change it escaped."""
     def escape(text):
@@ -102,8 +102,9 @@ def properties_text(settings):
     return "".join(lines)
 
 
-def die_with_parent():
-    """In the JVM's process, before exec: it is killed when the keeper dies (Linux)."""
+def die_with_parent() -> None:
+    """In the JVM's process, before exec: it is killed when the keeper dies (Linux). Nothing is
+    logged here: between fork and exec, only what is safe after a fork may run."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):  # not Linux: the keeper's own exit stops it (stop_spark)
@@ -245,8 +246,8 @@ class Server:
     def drop(self, connection):
         try:
             self.selector.unregister(connection)
-        except (KeyError, ValueError):
-            pass
+        except (KeyError, ValueError):  # never registered, or already closed
+            log.debug("unregistering a notebook's connection", exc_info=True)
         if self.leases.pop(connection, None) is not None and not self.leases:
             self.empty_since = time.monotonic()
         connection.close()
@@ -263,7 +264,8 @@ class Server:
                     return False
                 remove_files(self.paths)
                 lock.remove()
-        except Exception:
+        except Exception:  # a notebook holds the lock (it is attaching): try again soon
+            log.debug("leaving put off", exc_info=True)
             self.empty_since = time.monotonic() - float(self.config.get("linger", 30)) + LINGER_RETRY
             return False
         self.log(f"no notebook for {self.config.get('linger', 30)} s: stopping")
@@ -292,10 +294,10 @@ class Server:
             try:
                 os.unlink(self.paths.log)
             except FileNotFoundError:
-                pass
+                log.debug("its log was already gone")
 
 
-def answers(port):
+def answers(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
         return True
@@ -303,10 +305,11 @@ def answers(port):
         return False
 
 
-def main():
+def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a notebook's interrupt is never the server's
     config = json.loads(sys.stdin.read())
     sys.stdin.close()
+    runtime_log.setup_stream(sys.stderr, os.environ)  # its log file: the runtime's records beside its own lines
     # Not the notebook's child: its process tree (what Jupyter and resource monitors count as the
     # notebook's) must not hold the server every notebook shares.
     if os.fork():
@@ -318,7 +321,7 @@ def main():
     try:
         try:
             port = server.start_spark()
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - whatever it is, the notebook reads it in this log
             server.log(f"Spark did not start: {type(error).__name__}: {error}")
             server.stop_spark()
             sys.stdout.write("failed\n")

@@ -9,6 +9,8 @@
   instead of Py4J's connection errors.
 """
 
+from __future__ import annotations  # the kernel's Python may be older than the generator's
+
 import logging
 import threading
 
@@ -22,7 +24,7 @@ class HeldInterrupt:
         self.depth = 0  # Py4J calls the main thread is inside (the JVM can call back into Python)
         self.pending = False
 
-    def hold(self):
+    def hold(self) -> bool:
         """Whether to hold this interrupt (a first one, inside a call) rather than raise it now."""
         if self.depth and not self.pending:
             self.pending = True
@@ -31,7 +33,7 @@ class HeldInterrupt:
         return False
 
 
-def guard(client, held, died):
+def guard(client, held: HeldInterrupt, died) -> None:
     """Route ``client``'s calls through ``held`` and ``died`` (a function giving the error to
     raise when a failed call is explained by the JVM having exited, else None). Once the JVM is
     known to be gone (the client is marked not connected), calls fail at once."""
@@ -66,7 +68,7 @@ def guard(client, held, died):
     client.send_command = send_command
 
 
-def is_network_error(error):
+def is_network_error(error: BaseException) -> bool:
     """Py4J's own connection errors, or the socket's: not an error the JVM answered with."""
     return isinstance(error, OSError) or type(error).__name__ == "Py4JNetworkError"
 
@@ -80,9 +82,9 @@ class QuietWhenDead(logging.Filter):
         super().__init__()
         self.exited = exited
 
-    def filter(self, record):
+    def filter(self, record: logging.LogRecord) -> bool:
         return not (record.getMessage() == PY4J_SEND_FAILED and self.exited())
 
 
-def quiet_py4j(exited):
+def quiet_py4j(exited) -> None:
     logging.getLogger().addFilter(QuietWhenDead(exited))

@@ -7,38 +7,40 @@ class-data-sharing archive of Spark's classes when one exists for this Java and 
 one JVM writes it as it exits, and kernels starting meanwhile start without it.
 """
 
+from __future__ import annotations  # the kernel's Python may be older than the generator's
+
 import contextlib
 import hashlib
+import logging
 import os
 import pathlib
 import shlex
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
-import time
 
 from . import cache
-from .options import SetupError
+from .converters import defer_numpy_converters  # noqa: F401 - read from here by session (the converters' own module: converters)
+from .diagnostics import SetupError
+
+log = logging.getLogger(__name__)
 
 WATCHDOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "watchdog.sh")
 SHELL = "/bin/sh"
-LOCK_UNWRITTEN_AGE = 60  # seconds a lock file may stay empty: its maker is between create and write
-LOCK_FOREIGN_AGE = 86400  # a lock from another host (a shared home) cannot be checked: trust it this long
 
 
-def make_scratch(environ):
+def make_scratch(environ) -> str:
     # TMPDIR as given: Python would quietly fall back to /tmp when it is unusable.
     where = environ.get("TMPDIR") or tempfile.gettempdir()
     try:
         return tempfile.mkdtemp(prefix="pyspark-kernel-", dir=where)
     except OSError as error:
-        raise SetupError(f"cannot create the kernel's scratch directory in {where}: {error.strerror} "
-                         "(set TMPDIR to a writable directory for the Jupyter server, or in the kernel's env)") from None
+        raise SetupError(f"cannot create the kernel's scratch directory in {where}: {error.strerror}",
+                         "set TMPDIR to a writable directory for the Jupyter server, or in the kernel's env") from None
 
 
-def start_watchdog(scratch):
+def start_watchdog(scratch: str) -> int:
     """The watchdog's pid: it outlives the kernel, and holds the archive lock until it is done.
     It reads a pipe whose other end only the kernel holds, so the read ends as the kernel exits,
     however it exits: no polling, and no `sleep` process beside the kernel all its life."""
@@ -60,7 +62,7 @@ def start_watchdog(scratch):
         KERNEL_PIPE = None
         os.close(write_end)
         if isinstance(error, OSError):
-            raise SetupError(f"cannot start the kernel's watchdog with {SHELL}: {error.strerror} (the kernel needs a POSIX {SHELL})") from None
+            raise SetupError(f"cannot start the kernel's watchdog with {SHELL}: {error.strerror}", f"the kernel needs a POSIX {SHELL}") from None
         raise
     finally:
         os.close(read_end)
@@ -71,7 +73,7 @@ KERNEL_PIPE = None  # the write end of the watchdog's pipe, in the kernel only
 RELEASE_AT_FORK = False  # release_kernel_pipe is registered to run in forked children
 
 
-def release_kernel_pipe():
+def release_kernel_pipe() -> None:
     """In a child forked without exec (multiprocessing's fork): let go of the watchdog's pipe,
     which would otherwise stay open after the kernel's exit. Once: in the child's own children
     that number may be another file by then."""
@@ -81,10 +83,10 @@ def release_kernel_pipe():
         try:
             os.close(fd)
         except OSError:
-            pass
+            log.debug("closing the watchdog's pipe in a forked child", exc_info=True)
 
 
-def record_jvms(scratch, procs):
+def record_jvms(scratch: str, procs) -> None:
     """Tell the watchdog which driver JVMs it must see exit: those still running. Exited ones are
     left out, so that a process that reuses one of their pids is never waited on or killed."""
     running = "".join(f"{proc.pid}\n" for proc in procs if proc.poll() is None)
@@ -94,11 +96,11 @@ def record_jvms(scratch, procs):
     os.replace(partial, os.path.join(scratch, "jvm.pids"))
 
 
-def cds_dir(environ):
+def cds_dir(environ) -> str:
     return os.path.join(cache.cache_root(environ), "cds")
 
 
-def cds_key(java, spark_home):
+def cds_key(java: str, spark_home: str) -> str:
     """Changes whenever the JDK or the Spark jars change: a new archive is built for them."""
     digest = hashlib.sha256()
     java = os.path.realpath(java)
@@ -111,41 +113,14 @@ def cds_key(java, spark_home):
     return digest.hexdigest()[:24]
 
 
-def lock_is_held(lock):
-    """Whether the archive lock's holder (host and pid) is alive."""
-    try:
-        age = time.time() - os.stat(lock).st_mtime
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True  # cannot tell: as if held, and start without the archive
-    try:
-        with open(lock, encoding="utf-8") as handle:
-            host, pid = handle.read().split()
-        pid = int(pid)
-    except FileNotFoundError:
-        return False
-    except (OSError, ValueError):
-        return age < LOCK_UNWRITTEN_AGE
-    if host != socket.gethostname():
-        return age < LOCK_FOREIGN_AGE
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, another user's
-    return True
-
-
-def claim_archive(lock, holder):
+def claim_archive(lock: str, holder: int) -> bool:
     """Whether this kernel writes the archive: the one that creates the lock file does. A lock whose
     holder has gone (a crash, a reboot) is taken over; otherwise someone is already writing it."""
     for _ in range(2):
         try:
             descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            if lock_is_held(lock):
+            if cache.lock_is_held(lock):
                 return False
             # Take a stale lock over by renaming it away first: of two kernels doing this at once,
             # one rename fails, so the second cannot remove the first one's new lock.
@@ -154,7 +129,7 @@ def claim_archive(lock, holder):
                 os.rename(lock, stale)
                 os.remove(stale)
             except FileNotFoundError:
-                pass
+                log.debug("another kernel took the stale lock %s over first", lock, exc_info=True)
             continue
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             handle.write(f"{socket.gethostname()} {holder}\n")
@@ -162,7 +137,7 @@ def claim_archive(lock, holder):
     return False
 
 
-def cds_java_options(java_version, archive_base, scratch, environ, holder, needs=()):
+def cds_java_options(java_version: int | None, archive_base: str, scratch: str, environ, holder: int, needs=()) -> list[str]:
     """JVM options for the class-data-sharing archive ``archive_base``.jsa, by the JDK's feature
     version. One JVM at a time may write it: the one whose kernel holds the lock (``holder``, the
     watchdog's pid, frees it once the JVM is gone); the others map it if it exists, or start
@@ -187,7 +162,8 @@ def cds_java_options(java_version, archive_base, scratch, environ, holder, needs
             # Another kernel may be writing it: map it as it is, or start as fast as before archives.
             return [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"] if exists else []
     except OSError:
-        return []  # no usable cache directory: start without the archive
+        log.debug("no usable class-data-sharing cache: the JVM starts without an archive", exc_info=True)
+        return []
     facts = {"lock": lock}
     if java_version >= 19:
         options = ["-XX:+AutoCreateSharedArchive", f"-XX:SharedArchiveFile={archive}"]
@@ -199,16 +175,16 @@ def cds_java_options(java_version, archive_base, scratch, environ, holder, needs
     return options
 
 
-def quote_xlog(path):
+def quote_xlog(path: str) -> str:
     """A file name inside -Xlog's option string, which is split on ':' unless quoted."""
     return '"' + path + '"' if any(char in path for char in ' :,"=') else path
 
 
-def archive_name(java, spark_home):
+def archive_name(java: str, spark_home: str) -> str:
     return f"spark-{cds_key(java, spark_home)}"
 
 
-def java_option_text(option):
+def java_option_text(option: str) -> str:
     """One JVM option as Spark's launcher reads spark.driver.defaultJavaOptions: split on
     whitespace, with quotes and backslashes as a shell has them."""
     if option and not any(char.isspace() or char in "\"'\\" for char in option):
@@ -216,13 +192,13 @@ def java_option_text(option):
     return '"' + option.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def archive_uri(path, fragment):
+def archive_uri(path: str, fragment: str) -> str:
     """A local archive for spark.archives, with the name it unpacks as: a file URI, so that
     spaces, '#' and '%' in the path stay part of the path."""
     return pathlib.Path(path).absolute().as_uri() + "#" + fragment
 
 
-def launch_settings(conf, options, scratch, kernel_dir, java_options):
+def launch_settings(conf: dict, options: dict, scratch: str, kernel_dir: str, java_options) -> dict:
     """The Spark settings the driver JVM is launched with: the kernel's own, plus its scratch
     directory, extra JVM options and, when it ships its environment, the packed archive."""
     settings = dict(conf)
@@ -257,44 +233,7 @@ def recording_launch(record):
         java_gateway.Popen = original
 
 
-NUMPY_CONVERTERS = ("NumpyArrayConverter", "NumpyScalarConverter")  # PySpark 4's, in pyspark.sql.types
-
-
-class UntilNumpy:
-    """One of PySpark's numpy input converters, asked only once numpy is imported. Py4J asks every
-    input converter about every argument of every call into the JVM, and to answer, Spark 4's
-    numpy converters import pyspark.testing, and with it numpy, pandas and pyarrow: about a
-    second of CPU and 85 MiB in the kernel, spent at the start, before any cell asks for them.
-    No object is a numpy array or scalar while numpy is not imported, so until then the answer
-    is no, at no cost; after, the converter itself answers, and converts."""
-
-    def __init__(self, converter):
-        self.converter = converter
-
-    def can_convert(self, value):
-        return "numpy" in sys.modules and self.converter.can_convert(value)
-
-    def convert(self, value, gateway_client):
-        return self.converter.convert(value, gateway_client)
-
-
-def defer_numpy_converters():
-    """Once pyspark.sql is imported (it registers the converters): PySpark's numpy converters
-    wait for numpy (UntilNumpy). Other converters, and PySpark versions without these, are left
-    as they are."""
-    try:
-        from py4j import protocol
-    except ImportError:  # the launch itself says what is missing
-        return
-    converters = protocol.INPUT_CONVERTER
-    converters[:] = [UntilNumpy(converter) if is_numpy_converter(converter) else converter for converter in converters]
-
-
-def is_numpy_converter(converter):
-    return type(converter).__module__ == "pyspark.sql.types" and type(converter).__name__ in NUMPY_CONVERTERS
-
-
-def close_jvm(gateway, grace=60):
+def close_jvm(gateway, grace: float = 60) -> None:
     """Let a driver JVM whose session has ended exit by itself (it exits when its stdin closes,
     writing its class-data-sharing archive if it has one to write); kill it if it lingers."""
     if gateway is None:
@@ -302,7 +241,7 @@ def close_jvm(gateway, grace=60):
     try:
         gateway.close()
     except Exception:  # the Python side of a gateway whose JVM is going away
-        pass
+        log.debug("closing the gateway of an ended session", exc_info=True)
     gateway._gateway_client.is_connected = False  # no more calls, not even Py4J's finalizers
     proc = gateway.proc
     if proc.poll() is not None:
@@ -310,7 +249,7 @@ def close_jvm(gateway, grace=60):
     try:
         proc.stdin.close()
     except (OSError, AttributeError):
-        pass
+        log.debug("closing the JVM's standard input", exc_info=True)
 
     def reap():
         try:
@@ -322,7 +261,7 @@ def close_jvm(gateway, grace=60):
     threading.Thread(target=reap, name="pyspark-kernel-reap", daemon=True).start()
 
 
-def kill_jvm(proc):
+def kill_jvm(proc) -> None:
     if proc is not None and proc.poll() is None:
         proc.kill()
         proc.wait()

@@ -7,7 +7,8 @@ kernel.json are written against one definition.
 import json
 import re
 
-from .diagnostics import SparkStartError
+from .diagnostics import SetupError, SparkStartError
+from .masters import with_token  # noqa: F401 - read from here by session (one parser: masters)
 
 OPTIONS_VARIABLE = "PYSPARK_KERNEL_OPTIONS"
 CONF_VARIABLE = "PYSPARK_KERNEL_SPARK_CONF"
@@ -38,10 +39,6 @@ DESCRIBES = {"provider", "providers", "file", "path", "location", "dir", "enable
 # A value that is a secret whatever its name: a URL with a password, or a password= setting.
 SECRET_VALUE = re.compile(r"://[^/\s:@]+:[^/\s@]+@|(?i:\bpassword\s*=)|-----BEGIN [A-Z ]*PRIVATE KEY-----|\"private_key\"\s*:")
 SEGMENT = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
-
-
-class SetupError(RuntimeError):
-    """The runtime itself cannot start (before Spark is even tried); the message says what to fix."""
 
 
 def read_json(environ, name, what):
@@ -130,10 +127,3 @@ REDACTED = "*********(redacted)"
 def shown_value(key, value):
     """A setting's value as the runtime may print it: secrets and ${env:...} references redacted."""
     return REDACTED if is_secret(key, value) or ENV_REFERENCE.search(value or "") else value
-
-
-def with_token(master, token):
-    """A Spark Connect URL with the token from the environment added, if there is one."""
-    if not token:
-        return master
-    return master + ("" if "/" in master[len("sc://"):] else "/") + f";token={token}"

@@ -6,11 +6,16 @@ Polled from Spark's status tracker on the classic driver: no listener jar, no fr
 so it shows in JupyterLab, classic Notebook and nbclient alike. Spark Connect kernels get theirs
 from the client's progress handler (see ConnectProgress)."""
 
+from __future__ import annotations  # the kernel's Python may be older than the generator's
+
 import contextvars
 import html
+import logging
 import re
 import threading
 import time
+
+log = logging.getLogger(__name__)
 
 PROGRESS_DELAY = 0.5  # a cell shows progress once it has run this long with Spark jobs
 PROGRESS_INTERVAL = 0.5
@@ -30,7 +35,7 @@ class Job:
         self.seconds = seconds
 
 
-def read_jobs(tracker, group, first_seen, now):
+def read_jobs(tracker, group: str, first_seen: dict, now: float) -> list[Job]:
     """The jobs of ``group`` from Spark's status tracker, oldest first. ``first_seen`` remembers
     when each job was first seen, for its elapsed time (the tracker has no job times)."""
     jobs = []
@@ -55,7 +60,7 @@ def read_jobs(tracker, group, first_seen, now):
     return jobs
 
 
-def describe(jobs, elapsed, final):
+def describe(jobs: list[Job], elapsed: float, final: bool) -> str | None:
     """The text/plain line for ``jobs``, or None when there are none."""
     if not jobs:
         return None
@@ -74,12 +79,12 @@ def describe(jobs, elapsed, final):
     return f"Spark: [{bar}] jobs {done_jobs}/{len(jobs)}, stages {done_stages}/{stages}, tasks {finished}/{tasks} ({running} running), {elapsed:.0f} s"
 
 
-def job_link(ui, job_id):
+def job_link(ui: str | None, job_id: int) -> str | None:
     """The job's page in the Spark UI, or None without a UI (or on Spark Connect)."""
     return f"{ui.rstrip('/')}/jobs/job/?id={job_id}" if ui else None
 
 
-def bar(job):
+def bar(job: Job) -> str:
     """Tasks done, running and failed as one bar of coloured segments; the counts say it in words."""
     if not job.tasks:
         return ""
@@ -90,7 +95,7 @@ def bar(job):
             f'white-space:nowrap;overflow:hidden">{segments}</span>')
 
 
-def render_html(jobs, elapsed, final, ui):
+def render_html(jobs: list[Job], elapsed: float, final: bool, ui: str | None) -> str:
     """The HTML display of ``jobs``: a row per job; links only where the Spark UI is."""
     rows = []
     hidden = max(0, len(jobs) - ROWS)
@@ -166,7 +171,7 @@ class Progress:
                 self.show(final=False)
             self.show(final=True)
         except Exception:  # the display is a courtesy, and the JVM may have gone: never break a cell over it
-            pass
+            log.debug("the progress display of job group %s stopped", self.group, exc_info=True)
 
     def show(self, final):
         if self.display.handle is None and final:
@@ -177,12 +182,13 @@ class Progress:
         except Exception:  # spark.stop() or %spark restart in the cell: summarise what was last seen
             if not final:
                 raise
+            log.debug("the jobs' last status was not read: the summary shows what was seen before", exc_info=True)
             for job in self.jobs:
                 job.status = "SUCCEEDED" if job.status == "SUCCEEDED" else "FAILED"
         self.display.show(self.jobs, now - self.started, final, self.ui)
 
 
-def stopped_the_query(error):
+def stopped_the_query(error: BaseException | None) -> bool:
     """Whether a cell's error ended its Spark Connect query: an interrupt or Spark's own error, not
     a Python error after the query had finished."""
     return isinstance(error, KeyboardInterrupt) or (error is not None and type(error).__module__.startswith(("pyspark", "grpc")))
@@ -209,7 +215,7 @@ class ConnectProgress:
         try:
             self.session.removeProgressHandler(self)
         except Exception:  # the session may have gone with the cell
-            pass
+            log.debug("removing a cell's progress handler", exc_info=True)
 
     def end(self, error=None):
         self.stop()
@@ -229,7 +235,7 @@ class ConnectProgress:
             with self.lock:
                 self.report(stages, inflight_tasks, operation_id, done)
         except Exception:
-            pass
+            log.debug("a Spark Connect progress report was not shown", exc_info=True)
 
     def report(self, stages, inflight_tasks, operation_id, done):
         now = time.monotonic()

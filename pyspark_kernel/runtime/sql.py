@@ -11,8 +11,12 @@
 A query Spark refuses is one line with its error class and position; `%spark log` has the rest.
 """
 
+from __future__ import annotations  # the kernel's Python may be older than the generator's
+
 import html
 import shlex
+
+from .diagnostics import ShortTraceback
 
 USAGE = "%%sql [-n ROWS] [-o NAME [--pandas --limit ROWS]] [--param NAME ...]"
 DEFAULT_ROWS = 20
@@ -22,20 +26,17 @@ class SQLUsageError(ValueError):
     """A %%sql line that cannot be run; shown as one line."""
 
 
-class SparkSQLError(Exception):
+class SparkSQLError(ShortTraceback, Exception):
     """Spark refused the query: one line, no Java or PySpark frames."""
 
-    def _render_traceback_(self):  # IPython shows this instead of a traceback
-        return [f"{type(self).__name__}: {self}"]
 
-
-def positive(flag, text):
+def positive(flag: str, text: str) -> int:
     if not text.isdigit() or int(text) <= 0:
         raise SQLUsageError(f"%%sql: {flag} takes a number of rows above 0, not {text!r} (usage: {USAGE})")
     return int(text)
 
 
-def parse(line, default_rows=DEFAULT_ROWS):
+def parse(line: str, default_rows: int = DEFAULT_ROWS) -> dict:
     """The options of a %%sql line, as a dict."""
     try:
         words = shlex.split(line)
@@ -66,25 +67,25 @@ def parse(line, default_rows=DEFAULT_ROWS):
     return found
 
 
-def identifier(flag, name):
+def identifier(flag: str, name: str) -> str:
     if not name.isidentifier():
         raise SQLUsageError(f"%%sql: {flag} takes a Python name, not {name!r}")
     return name
 
 
-def short_error(error):
+def short_error(error: BaseException) -> str:
     """Spark's message in one line: its first, which names the error class, the SQL state and the
     position; the plan or SQL excerpt after it, and the JVM stack trace, are left out."""
     return str(error).strip().split("\n")[0].strip()
 
 
-def table_html(columns, rows):
+def table_html(columns, rows) -> str:
     head = "".join(f"<th>{html.escape(str(name))}</th>" for name in columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(shown(value))}</td>" for value in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def table_text(columns, rows):
+def table_text(columns, rows) -> str:
     cells = [[str(name) for name in columns]] + [[shown(value) for value in row] for row in rows]
     widths = [max(len(row[index]) for row in cells) for index in range(len(columns))]
     lines = [" | ".join(value.ljust(width) for value, width in zip(row, widths)) for row in cells]
@@ -92,15 +93,15 @@ def table_text(columns, rows):
     return "\n".join(lines)
 
 
-def shown(value):
+def shown(value) -> str:
     return "null" if value is None else str(value)
 
 
-def count_line(shown_rows, more):
-    return f"{shown_rows} row{'s' if shown_rows != 1 else ''}" + (f" shown, the first of more (raise -n to see more)" if more else "")
+def count_line(shown_rows: int, more: bool) -> str:
+    return f"{shown_rows} row{'s' if shown_rows != 1 else ''}" + (" shown, the first of more (raise -n to see more)" if more else "")
 
 
-def run(session, query, options, namespace, display):
+def run(session, query: str, options: dict, namespace: dict, display):
     """Run ``query``; show its first rows; bind -o. Spark's refusal becomes SparkSQLError."""
     args = {}
     for name in options["params"]:
@@ -124,7 +125,7 @@ def run(session, query, options, namespace, display):
     return frame
 
 
-def bind(frame, options, namespace):
+def bind(frame, options: dict, namespace: dict) -> None:
     name = options["output"]
     if not options["pandas"]:
         namespace[name] = frame
@@ -138,7 +139,7 @@ def bind(frame, options, namespace):
           + ("; the result has more rows, which were not kept (raise --limit, or drop --pandas for a Spark DataFrame)" if cut else ""), flush=True)
 
 
-def is_sql_error(error):
+def is_sql_error(error: BaseException) -> bool:
     """Whether Spark refused the query (parse or analysis), rather than failed running it."""
     names = {cls.__name__ for cls in type(error).__mro__}
     return bool(names & {"ParseException", "AnalysisException", "SparkConnectGrpcException", "IllegalArgumentException"})
