@@ -26,7 +26,7 @@ import threading
 import time
 
 from .diagnostics import java_release
-from .driver import SERVER_NAME, Locked, Paths, remove_files, write_record
+from .shared import SERVER_NAME, Locked, Paths, remove_files, write_record
 from .jvm import java_option_text
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"

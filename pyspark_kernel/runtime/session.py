@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-from . import cache, driver, jvm, ui, warmup
+from . import cache, jvm, shared, ui, warmup
 from .diagnostics import RESTART_HINT, SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, explain, find_java, java_version, with_jvm_output
 from .guard import HeldInterrupt, guard, quiet_py4j
 from .options import CONNECT_TOKEN_VARIABLE, clear_unset, read_conf, read_options, resolve_secrets, with_token
@@ -38,7 +38,7 @@ class SparkRuntime:
         self.kernel_conf = read_conf(self.environ)
         self.conf = dict(self.kernel_conf)  # the kernel's, plus the last %spark restart's --conf
         self.master = self.conf.get("spark.master", "local[*]")
-        self.shared = self.options["spark_driver"] == "shared"  # a Connect client of the shared driver (runtime.driver)
+        self.shared = self.options["spark_driver"] == "shared"  # a Connect client of the shared driver (runtime.shared)
         self.connect = self.master.startswith("sc://") or self.shared
         self.lease = None  # the shared driver this kernel is attached to
         self.scratch = jvm.make_scratch(self.environ)
@@ -252,8 +252,8 @@ class SparkRuntime:
         self.mark("finding the shared driver")
         spark_home = check_spark_home(self.environ)
         java = find_java(self.environ)
-        server_conf, session_conf = driver.split_settings(self.conf)
-        key = driver.server_key(pyspark.__version__, spark_home, java, sys.executable, server_conf,
+        server_conf, session_conf = shared.split_settings(self.conf)
+        key = shared.server_key(pyspark.__version__, spark_home, java, sys.executable, server_conf,
                                 [(name, self.environ.get(name, "")) for name in ("PYSPARK_PYTHON", "JAVA_HOME")])
         lease = self.lease
         if lease is None or lease.lost.is_set() or lease.paths.key != key:
@@ -262,12 +262,12 @@ class SparkRuntime:
             launch_conf = dict(server_conf)
             launch_conf.update(ui.ui_settings(launch_conf, ui.server_base(self.environ)))
             secrets = resolve_secrets(launch_conf, self.environ)
-            launch = {"conf": {k: v for k, v in launch_conf.items() if k not in secrets}, "secrets": secrets, "token": driver.new_token(),
+            launch = {"conf": {k: v for k, v in launch_conf.items() if k not in secrets}, "secrets": secrets, "token": shared.new_token(),
                       "linger": self.options["driver_linger"], "log_level": self.options["log_level"], "spark_home": spark_home,
                       "java": java, "spark_version": pyspark.__version__, "timeout": self.options["start_timeout"]}
-            paths = driver.Paths(driver.runtime_dir(self.environ), key)
+            paths = shared.Paths(shared.runtime_dir(self.environ), key)
             self.log = paths.log  # the server's: %spark log and failure messages show it
-            lease = driver.attach(paths, self.environ, pyspark.__version__, launch, self.options["start_timeout"], mark=self.mark)
+            lease = shared.attach(paths, self.environ, pyspark.__version__, launch, self.options["start_timeout"], mark=self.mark)
             self.lease = lease
             lease.watch(lambda: self.driver_lost(lease))
         self.ui_base = ui.server_base(self.environ)
@@ -276,7 +276,7 @@ class SparkRuntime:
         for name, value in session_conf.items():
             builder = builder.config(name, value)
         session = builder.create()  # a session of this notebook's own on the server, never a gone one
-        driver.fail_fast(session)
+        shared.fail_fast(session)
         return session
 
     def driver_lost(self, lease):
