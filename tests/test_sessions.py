@@ -39,7 +39,7 @@ def printed(cell, marker):
 
 
 def jvm_pid(kernel):
-    return int(kernel.run(f"print({RUNTIME}.gateway.proc.pid)").stream.split()[-1])
+    return int(kernel.run(f"print({RUNTIME}.driver.gateway.proc.pid)").stream.split()[-1])
 
 
 @pytest.mark.parametrize("mode", ["background", "lazy", "eager"])
