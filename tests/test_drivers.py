@@ -182,3 +182,38 @@ def test_no_caller_asks_which_kind_of_driver_it_has():
             if isinstance(node, ast.Name) and node.id.endswith("Driver") and node.id != "Driver":
                 asked.append(f"{name}:{node.lineno} {node.id}")
     assert asked == []
+
+
+class Client:
+    def __init__(self):
+        self.closed = False
+
+    def close(self):
+        self.closed = True
+
+
+def test_the_shared_driver_closing_the_current_lease_ends_the_session_and_an_old_lease_does_not(tmp_path):
+    from pyspark_kernel.runtime.state import State
+
+    runtime = runtime_for(tmp_path, "local[*]", spark_driver="shared")
+    current, old = types.SimpleNamespace(record={"jvm": 4242}), types.SimpleNamespace(record={"jvm": 1})
+    runtime.driver.lease = current
+    spark = types.SimpleNamespace(client=Client())
+    assert runtime.transition(State.STARTING) and runtime.transition(State.READY, session=spark)
+    ended = []
+    runtime.listeners.append(lambda rt, gone: ended.append((rt.state, gone)))
+    runtime.driver.lost(old)  # a lease left for another key
+    assert runtime.state is State.READY and runtime.error is None and ended == []
+    runtime.driver.lost(current)
+    assert runtime.state is State.DEAD and ended == [(State.DEAD, (spark, None))] and runtime.session is None
+    assert str(runtime.error).startswith("The shared Spark driver (pid 4242) has exited.") and spark.client.closed  # no retries for minutes
+
+
+def test_the_shared_drivers_death_is_the_runtimes_error_even_after_a_stop(tmp_path):
+    from pyspark_kernel.runtime.state import State
+
+    runtime = runtime_for(tmp_path, "local[*]", spark_driver="shared")
+    runtime.driver.lease = lease = types.SimpleNamespace(record={"jvm": 4242})
+    assert runtime.transition(State.STARTING) and runtime.transition(State.READY) and runtime.transition(State.STOPPED)
+    runtime.driver.lost(lease)
+    assert runtime.state is State.STOPPED and str(runtime.error).startswith("The shared Spark driver (pid 4242)")

@@ -19,7 +19,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from . import cache, jvm
 from .attempt import StartAttempt
@@ -193,11 +193,14 @@ class SparkRuntime:
         self.died(SparkDiedError(died_message(returncode, self.log)))
         return False
 
-    def died(self, error: Exception, record_anyway: bool = False) -> None:
+    def died(self, error: Exception, record_anyway: bool = False, provided: Callable[[], bool] = lambda: True) -> None:
         """The driver is gone: a ready session turns dead, with ``error`` as the runtime's error,
         and ends. With ``record_anyway``, ``error`` is the runtime's error in any state (the calls
-        of a session that ended before still say why they fail)."""
+        of a session that ended before still say why they fail). ``provided`` is asked first,
+        under the lock: False when the death is no longer the current driver's."""
         with self.lock:
+            if not provided():
+                return
             if record_anyway:
                 self.error = error
             ended = (self.session, self.context)

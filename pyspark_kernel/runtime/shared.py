@@ -382,14 +382,10 @@ class SharedDriver(ConnectDriver):
 
     def lost(self, lease: Lease) -> None:
         """The shared driver closed this kernel's lease: its JVM died, or it was stopped."""
-        runtime = self.runtime
-        with runtime.lock:
-            if lease is not self.lease:
-                return
-            record = lease.record
-            error = SparkDiedError(f"The shared Spark driver (pid {record.get('jvm')}) has exited. Spark objects made before are gone "
-                                   f"({RESTART_HINT}; it starts a new shared driver)")
-            runtime.died(error, record_anyway=True)
+        error = SparkDiedError(f"The shared Spark driver (pid {lease.record.get('jvm')}) has exited. Spark objects made before are gone "
+                               f"({RESTART_HINT}; it starts a new shared driver)")
+        # Only this kernel's current lease: a lease left for another key (a restart) may close later.
+        self.runtime.died(error, record_anyway=True, provided=lambda: lease is self.lease)
 
     def close(self) -> None:
         if self.lease is not None:
