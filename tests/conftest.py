@@ -442,7 +442,7 @@ def start(kernels_dir, tmp_path):
         return kernel
 
     yield run
-    for kernel, name, tmp_dir in started:
+    for kernel, _name, _tmp_dir in started:
         kernel.stop()
-    for kernel, name, tmp_dir in started:
+    for _kernel, name, tmp_dir in started:
         assert_left_nothing(name, tmp_dir)

@@ -131,7 +131,7 @@ def wait_for_message(client, msg_id, wanted, timeout, failure):
     while time.monotonic() < deadline:
         try:
             message = client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
-        except Exception:
+        except Exception:  # noqa: BLE001 - queue.Empty at the deadline, or the channel closed with the kernel: no more messages
             break
         if message["parent_header"].get("msg_id") == msg_id and wanted(message["msg_type"], message["content"]):
             return message["content"]

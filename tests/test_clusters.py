@@ -168,7 +168,7 @@ def test_spark_connect_kernel_runs_the_smoke_notebook_without_a_local_jvm(kernel
     assert "PASS master: Spark Connect session, no local JVM" in done.stdout
     assert "PASS sql_on_connect: first: a Spark DataFrame of the whole result" in done.stdout, done.stdout
     assert "PASS magics_on_connect: %%sql and %spark conf on Spark Connect" in done.stdout, done.stdout
-    assert done.stdout.splitlines()[0].startswith(f"Spark 4") and "Spark Connect" in done.stdout.splitlines()[0]
+    assert done.stdout.splitlines()[0].startswith("Spark 4") and "Spark Connect" in done.stdout.splitlines()[0]
     assert_no_jvm_left("on-connect-live")
 
 

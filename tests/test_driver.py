@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from pyspark_kernel.runtime import driver
+from pyspark_kernel.runtime import shared
 from pyspark_kernel.runtime.diagnostics import SparkStartError
 
 
@@ -27,12 +27,12 @@ from pyspark_kernel.runtime.diagnostics import SparkStartError
     ("spark.executor.cores", False),
 ])
 def test_a_setting_is_each_sessions_only_when_spark_connect_can_change_it(key, session):
-    assert driver.session_setting(key) is session
+    assert shared.session_setting(key) is session
 
 
 def key_of(conf, **changes):
     facts = {"spark_version": "4.3.0", "spark_home": "/opt/spark", "java": "/usr/bin/java", "python": "/env/bin/python", **changes}
-    return driver.server_key(facts["spark_version"], facts["spark_home"], facts["java"], facts["python"], conf)
+    return shared.server_key(facts["spark_version"], facts["spark_home"], facts["java"], facts["python"], conf)
 
 
 BASE = {"spark.master": "local[*]", "spark.driver.memory": "2g"}
@@ -60,7 +60,7 @@ def test_a_kernel_with_other_jvm_settings_gets_its_own_server(what, conf, change
 def test_the_directory_is_made_the_users_alone(tmp_path):
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700)
-    found = driver.runtime_dir({"XDG_RUNTIME_DIR": str(runtime)})
+    found = shared.runtime_dir({"XDG_RUNTIME_DIR": str(runtime)})
     assert found == str(runtime / "pyspark-kernel")
     assert stat.S_IMODE(os.stat(found).st_mode) == 0o700
 
@@ -70,14 +70,14 @@ def test_a_directory_others_can_enter_is_refused(tmp_path):
     (runtime / "pyspark-kernel").mkdir(parents=True)
     os.chmod(runtime / "pyspark-kernel", 0o755)
     with pytest.raises(SparkStartError, match=r"is not a directory of yours alone \(mode drwxr-xr-x\)"):
-        driver.runtime_dir({"XDG_RUNTIME_DIR": str(runtime)})
+        shared.runtime_dir({"XDG_RUNTIME_DIR": str(runtime)})
 
 
 def test_the_record_is_written_whole_and_readable_by_its_owner_only(tmp_path):
-    paths = driver.Paths(str(tmp_path), "k1")
-    driver.write_record(paths, {"key": "k1", "token": "t0ken"})
+    paths = shared.Paths(str(tmp_path), "k1")
+    shared.write_record(paths, {"key": "k1", "token": "t0ken"})
     assert stat.S_IMODE(os.stat(paths.record).st_mode) == 0o600
-    assert driver.read_record(paths) == {"format": driver.RECORD_FORMAT, "key": "k1", "token": "t0ken"}
+    assert shared.read_record(paths) == {"format": shared.RECORD_FORMAT, "key": "k1", "token": "t0ken"}
     assert os.listdir(tmp_path) == ["k1.json"]  # no partial file left
 
 
@@ -109,10 +109,10 @@ class FakeServer:
 
 
 def test_a_lease_is_taken_from_a_live_server_and_tells_when_it_is_gone(tmp_path):
-    paths = driver.Paths(str(tmp_path), "k2")
-    driver.write_record(paths, {"key": "k2", "spark_version": "4.3.0", "port": 15999, "token": "abc"})
+    paths = shared.Paths(str(tmp_path), "k2")
+    shared.write_record(paths, {"key": "k2", "spark_version": "4.3.0", "port": 15999, "token": "abc"})
     server = FakeServer(paths.socket)
-    lease = driver.attach_to(paths, "4.3.0")
+    lease = shared.attach_to(paths, "4.3.0")
     assert lease is not None and lease.url == "sc://localhost:15999/;token=abc"
     assert lease.status() == {"notebooks": [1, 2]}
     lost = threading.Event()
@@ -128,29 +128,29 @@ def test_a_lease_is_taken_from_a_live_server_and_tells_when_it_is_gone(tmp_path)
     ("a record of another key", {"key": "other", "spark_version": "4.3.0", "port": 1, "token": "t"}, True),
 ])
 def test_a_kernel_never_attaches_to_a_stale_or_foreign_server(tmp_path, what, record, serving):
-    paths = driver.Paths(str(tmp_path), "k3")
+    paths = shared.Paths(str(tmp_path), "k3")
     if record:
-        driver.write_record(paths, record)
+        shared.write_record(paths, record)
     if serving:
         FakeServer(paths.socket)
-    assert driver.attach_to(paths, "4.3.0") is None, what
+    assert shared.attach_to(paths, "4.3.0") is None, what
 
 
 def test_the_lock_is_refused_clearly_while_another_holds_it(tmp_path):
-    paths = driver.Paths(str(tmp_path), "k4")
-    with driver.Locked(paths, timeout=5):
+    paths = shared.Paths(str(tmp_path), "k4")
+    with shared.Locked(paths, timeout=5):
         with pytest.raises(SparkStartError, match="another notebook has been starting the shared driver for 0 s"):
-            with driver.Locked(paths, timeout=0):
+            with shared.Locked(paths, timeout=0):
                 pass
-    with driver.Locked(paths, timeout=0):  # released
+    with shared.Locked(paths, timeout=0):  # released
         pass
 
 
 def test_a_lock_file_removed_by_a_leaving_server_is_not_locked_twice(tmp_path):
-    paths = driver.Paths(str(tmp_path), "k5")
-    with driver.Locked(paths, timeout=1) as held:
+    paths = shared.Paths(str(tmp_path), "k5")
+    with shared.Locked(paths, timeout=1) as held:
         held.remove()
-        with driver.Locked(paths, timeout=0):  # the new file: not the removed one's holder
+        with shared.Locked(paths, timeout=0):  # the new file: not the removed one's holder
             assert os.path.exists(paths.lock)
 
 

@@ -138,9 +138,10 @@ def test_bad_answer_leaves_an_existing_kernel_byte_identical(bake, capfd):
     first, out = bake({"kernel_name": "keep"})
     assert first.exit_code == 0, first.exception
     before = tree_snapshot(first.project_path)
+    from cookiecutter.exceptions import FailedHookException
     from cookiecutter.main import cookiecutter
 
-    with pytest.raises(Exception):
+    with pytest.raises(FailedHookException):
         cookiecutter(ROOT, no_input=True, overwrite_if_exists=True, output_dir=str(out),
                      extra_context={"kernel_name": "keep", "spark_master": "locl[*]"})
     assert "ERROR: spark_master: " in capfd.readouterr().err

@@ -216,7 +216,7 @@ def test_a_hub_shares_kernels_keeps_private_ones_private_and_serves_each_spark_u
             assert stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0, f"{path} is {oct(stat.S_IMODE(os.stat(path).st_mode))}"
             assert unreadable_by(bob, path), f"{bob} can read {path}"
         team = shared / "share" / "jupyter" / "kernels" / "team"
-        for root, dirs, files in os.walk(team):
+        for root, _dirs, files in os.walk(team):
             for name in [root, *(os.path.join(root, f) for f in files)]:
                 assert stat.S_IMODE(os.stat(name).st_mode) & 0o022 == 0, f"{name} is group- or world-writable"
         assert as_user(bob, "cat", str(team / "kernel.json")).returncode == 0

@@ -38,7 +38,7 @@ def test_background_kernel_answers_at_once_and_the_first_use_of_spark_waits(star
     assert kernel.run("print(type(spark).__name__, type(sc).__name__)").text.strip() == "SparkSession SparkContext"
     again = kernel.run("spark.range(10).count()")
     assert again.result == "10" and "Spark is starting" not in again.text and "Spark 4" not in again.text
-    # Spark cells that need no pandas import none (PySpark's numpy converters would: jvm.UntilNumpy),
+    # Spark cells that need no pandas import none (PySpark's numpy converters would: converters.UntilNumpy),
     # and numpy values still reach the JVM once the notebook imports numpy.
     assert kernel.evaluate("sorted({'numpy', 'pandas', 'pyarrow'} & set(__import__('sys').modules))") == "[]"
     numpy_values = kernel.run("import numpy\nfrom pyspark.sql import functions as F\n"

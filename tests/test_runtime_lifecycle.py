@@ -1,12 +1,13 @@
 """The runtime's session lifecycle and notebook integration, without a kernel or a JVM: states,
 restarts, the names a notebook holds, and set-up failures."""
 
-import os
 import threading
+import time
 
 import pytest
 
-from pyspark_kernel.runtime import jvm, notebook, options, session
+from pyspark_kernel.runtime import jvm, notebook, options, session, warming
+from pyspark_kernel.runtime.state import State
 
 from .conftest import free_port
 
@@ -15,6 +16,11 @@ def runtime_for(tmp_path, master, **options_):
     environ = {"TMPDIR": str(tmp_path), "PYSPARK_KERNEL_SPARK_CONF": f'{{"spark.master": "{master}"}}',
                "PYSPARK_KERNEL_OPTIONS": __import__("json").dumps(options_)}
     return session.SparkRuntime(environ)
+
+
+def make_ready(runtime, spark, context):
+    """A runtime whose session is ready, through the transitions a start makes."""
+    assert runtime.transition(State.STARTING) and runtime.transition(State.READY, session=spark, context=context)
 
 
 def test_a_start_that_fails_is_not_final_a_restart_tries_again(tmp_path):
@@ -42,7 +48,7 @@ def test_only_one_start_runs_at_a_time(tmp_path):
 
 def test_a_stop_of_something_else_is_not_the_kernels_stop(tmp_path):
     runtime = runtime_for(tmp_path, "local[1]")
-    runtime.state, runtime.session, runtime.context = "ready", object(), object()
+    make_ready(runtime, object(), object())
     runtime.user_stopped(object())
     assert runtime.state == "ready"
 
@@ -89,7 +95,8 @@ def test_names_bound_to_an_ended_session_become_stand_ins_and_then_the_new_objec
     assert {name for name, value in namespace.items() if type(value) is notebook.SparkStandIn} == {"spark", "sc", "my_session"}
     assert namespace["unrelated"] == 42
     new_context = object()
-    runtime.state, runtime.session, runtime.context, runtime.generation = "ready", FakeSession(new_context), new_context, 0
+    make_ready(runtime, FakeSession(new_context), new_context)
+    runtime.generation = 0
     book.publish()
     assert namespace["spark"] is runtime.session and namespace["my_session"] is runtime.session and namespace["sc"] is new_context
 
@@ -97,7 +104,8 @@ def test_names_bound_to_an_ended_session_become_stand_ins_and_then_the_new_objec
 def test_after_a_user_stop_the_next_start_says_why(tmp_path):
     runtime = runtime_for(tmp_path, "local[1]", init="lazy")
     book = notebook.Notebook(runtime, {}, Shell())
-    runtime.state = "stopped"
+    make_ready(runtime, object(), object())
+    runtime.transition(State.STOPPED)
     book.session_ended(runtime, (None, None))
     assert book.notice == notebook.STOPPED_NOTICE
 
@@ -178,7 +186,7 @@ def warm_runtime(tmp_path, monkeypatch, master="local[2]", conf=None, arrow=True
     from pyspark_kernel.runtime import warmup
 
     runtime = runtime_for(tmp_path, master, **options_)
-    runtime.state, runtime.session, runtime.context = "ready", object(), FakeContext(master, conf)
+    make_ready(runtime, object(), FakeContext(master, conf))
     ran = []
     for name in ("jvm_job", "rdd_map", "python_udf", "arrow_udf"):
         monkeypatch.setattr(warmup, name, lambda _session, name=name: ran.append(name))
@@ -196,7 +204,7 @@ def warm_runtime(tmp_path, monkeypatch, master="local[2]", conf=None, arrow=True
 ])
 def test_the_warm_up_runs_what_its_mode_and_the_cluster_allow(tmp_path, monkeypatch, mode, master, conf, arrow, steps):
     runtime, ran = warm_runtime(tmp_path, monkeypatch, master, conf, arrow, warm_up=mode)
-    runtime.warm_up()
+    runtime.warm_up.run()
     runtime.profile.end()
     assert ran == steps
     assert [step for step, _ in runtime.profile.steps] == [
@@ -206,25 +214,24 @@ def test_the_warm_up_runs_what_its_mode_and_the_cluster_allow(tmp_path, monkeypa
 
 def test_a_cell_waiting_for_spark_gets_no_warm_up(tmp_path, monkeypatch):
     runtime, ran = warm_runtime(tmp_path, monkeypatch)
-    runtime.waiting = True
-    runtime.warm_up()
+    runtime.warm_up.cell_waits()
+    runtime.warm_up.run()
     assert ran == []
 
 
 def test_the_python_steps_wait_for_running_cells_and_a_quiet_second(tmp_path, monkeypatch):
     runtime, ran = warm_runtime(tmp_path, monkeypatch, arrow=False, warm_up="python")
-    monkeypatch.setattr(session, "WARMUP_PATIENCE", 0.3)
-    runtime.cells_idle.clear()  # a cell runs, longer than the warm-up's patience
-    runtime.warm_up()
+    monkeypatch.setattr(warming, "PATIENCE", 0.3)
+    runtime.warm_up.cell_began()  # a cell runs, longer than the warm-up's patience
+    runtime.warm_up.run()
     assert ran == ["jvm_job"]  # at once: the cell would pay that cost itself; the Python steps gave up
     ran.clear()
-    runtime.cells_idle.set()
-    runtime.cells_ended_at = __import__("time").monotonic()  # a cell has just ended
-    thread = threading.Thread(target=runtime.warm_up)
+    runtime.warm_up.cell_ended(time.monotonic())  # a cell has just ended
+    thread = threading.Thread(target=runtime.warm_up.run)
     thread.start()
     thread.join(10)
     assert ran == ["jvm_job", "python_udf", "rdd_map"]
-    assert runtime.profile.current[1] - runtime.cells_ended_at >= session.WARMUP_QUIET  # the last step began a quiet second after the cell
+    assert runtime.profile.current[1] - runtime.warm_up.cells_ended_at >= warming.QUIET  # the last step began a quiet second after the cell
 
 
 def test_a_cell_that_begins_cancels_the_warm_up_step_under_way_which_runs_again_after(tmp_path, monkeypatch):
@@ -236,23 +243,23 @@ def test_a_cell_that_begins_cancels_the_warm_up_step_under_way_which_runs_again_
     def rdd_map(_session):
         attempts.append(len(attempts))
         if len(attempts) == 1:  # a cell begins while the first attempt runs: it gives way
-            runtime.cells_idle.clear()
-            runtime.give_way()
-            threading.Timer(0.1, lambda: (setattr(runtime, "cells_ended_at", 0.0), runtime.cells_idle.set())).start()
+            runtime.warm_up.cell_began()
+            runtime.warm_up.give_way()
+            threading.Timer(0.1, lambda: runtime.warm_up.cell_ended(0.0)).start()
             raise RuntimeError("the job was cancelled")
 
     monkeypatch.setattr(warmup, "rdd_map", rdd_map)
-    runtime.warm_up()
-    assert runtime.context.cancelled == [session.WARMUP_GROUP]
+    runtime.warm_up.run()
+    assert runtime.context.cancelled == [warming.GROUP]
     assert attempts == [0, 1] and ran == ["jvm_job", "python_udf"]  # cancelled, then run again once the cell was done
-    assert runtime.warming is None
-    assert runtime.give_way() is None and runtime.context.cancelled == [session.WARMUP_GROUP]  # nothing under way: nothing cancelled
+    assert runtime.warm_up.step is None
+    assert runtime.warm_up.give_way() is None and runtime.context.cancelled == [warming.GROUP]  # nothing under way: nothing cancelled
 
 
 def test_a_cell_does_not_cancel_the_jvm_job(tmp_path, monkeypatch):
     from pyspark_kernel.runtime import warmup
 
     runtime, _ = warm_runtime(tmp_path, monkeypatch, warm_up="jvm")
-    monkeypatch.setattr(warmup, "jvm_job", lambda _session: runtime.give_way())  # a cell begins during the JVM job
-    runtime.warm_up()
+    monkeypatch.setattr(warmup, "jvm_job", lambda _session: runtime.warm_up.give_way())  # a cell begins during the JVM job
+    runtime.warm_up.run()
     assert runtime.context.cancelled == []

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from pyspark_kernel.runtime import diagnostics, entrypoints, guard, idle, jvm, magics, masters, notebook, options, progress, sql, ui
+from pyspark_kernel.runtime.dedicated import DedicatedDriver
 from pyspark_kernel.runtime.profile import BEFORE_RUNTIME, StartProfile, process_age
 
 
@@ -603,12 +604,14 @@ def test_the_idle_watch_stops_a_session_only_after_the_whole_quiet_time():
 
 def test_the_status_of_a_kernel_that_has_not_started_spark():
     class Runtime:
-        state, connect, shared, master, log = "idle", False, False, "local[*]", "/tmp/x/driver.log"
+        state, master, log = "idle", "local[*]", "/tmp/x/driver.log"
         conf = kernel_conf = {"spark.master": "local[*]"}
         environ = {"PYSPARK_PYTHON": "/venv/bin/python"}
         profile = StartProfile()
 
-    assert magics.status_lines(Runtime()) == ["state: idle", "master: local[*]", "executor Python: /venv/bin/python", "JVM log: /tmp/x/driver.log"]
+    runtime = Runtime()
+    runtime.driver = DedicatedDriver(runtime)
+    assert magics.status_lines(runtime) == ["state: idle", "master: local[*]", "executor Python: /venv/bin/python", "JVM log: /tmp/x/driver.log"]
 
 
 def test_a_start_profile_times_each_step_from_its_mark_to_the_next():

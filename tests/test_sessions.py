@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 
 import nbformat
 import pytest
@@ -39,7 +38,7 @@ def printed(cell, marker):
 
 
 def jvm_pid(kernel):
-    return int(kernel.run(f"print({RUNTIME}.gateway.proc.pid)").stream.split()[-1])
+    return int(kernel.run(f"print({RUNTIME}.driver.gateway.proc.pid)").stream.split()[-1])
 
 
 @pytest.mark.parametrize("mode", ["background", "lazy", "eager"])

@@ -49,7 +49,7 @@ def test_each_kernels_ui_answers_through_the_server_on_every_tab_and_in_a_browse
                 assert job_link == f"{PREFIX}sparkui/{ports[0]}/jobs/job/?id={job}", job_link
                 status, _, page = http(origin + job_link, token)
                 assert status == 200 and f"Details for Job {job}" in page, (status, page[:500])
-                for link, port in zip(links, ports):
+                for _link, port in zip(links, ports):
                     ui = f"{origin}{PREFIX}sparkui/{port}/"
                     for tab in TABS:
                         status, _, page = http(ui + tab, token)

@@ -8,7 +8,10 @@ pyspark: these modules import only the standard library until Spark starts. One 
 - diagnostics: start-up checks and failure messages (pyspark-kernel doctor uses them too);
 - jvm: the driver JVM's launch settings, scratch directory, watchdog.sh and archive;
 - guard: every Py4J call: interrupts held to the call's end, a dead JVM explained;
-- session: the session's life: start, stop, death, restart;
+- session: the session's life: start, stop, death, restart; state: its states; attempt: one start;
+- drivers: how the driver runs, one kind a module: dedicated (a JVM of the kernel's own), connect
+  (an sc:// server), shared (the user's shared local server; driver_server runs it);
+- warming: when the warm-up runs, around the cells; warmup: its jobs;
 - notebook: `spark` and `sc`, cells, waiting, interrupt; entrypoints: the notebook's own builders;
 - progress: a cell's live job progress and its summary; idle: idle_timeout; magics: %spark; sql: %%sql;
 - ui: the Spark UI's link, through the Jupyter server where the kernel knows its base URL;

@@ -29,7 +29,7 @@ import time
 
 from . import log as runtime_log
 from .diagnostics import java_release, release_version
-from .driver import SERVER_NAME, Locked, Paths, remove_files, write_record
+from .shared import SERVER_NAME, Locked, Paths, remove_files, write_record
 from .jvm import java_option_text
 from .ui import free_port
 

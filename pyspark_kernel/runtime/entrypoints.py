@@ -18,10 +18,14 @@ The kernel's own start passes through untouched (SparkRuntime.creating), and so 
 that asks for a Spark Connect server with `.remote(...)` on a kernel that is not one.
 """
 
+from __future__ import annotations
+
 import functools
 import importlib.abc
 import sys
 import threading
+
+from .state import State
 
 CONTEXT_MODULES = ("pyspark.core.context", "pyspark.context")  # Spark 4, Spark 3
 SESSION_MODULE = "pyspark.sql.session"
@@ -29,7 +33,7 @@ CONNECT_SESSION_MODULE = "pyspark.sql.connect.session"
 CONTEXT_ARGUMENTS = ("master", "appName", "sparkHome", "pyFiles", "environment", "batchSize", "serializer", "conf")
 
 
-def context_options(args, kwargs):
+def context_options(args: tuple, kwargs: dict) -> dict:
     """The settings a SparkContext(...) call asks for, as Spark keys."""
     given = {**dict(zip(CONTEXT_ARGUMENTS, args)), **kwargs}
     options = {}
@@ -83,12 +87,12 @@ class PatchingLoader(importlib.abc.Loader):
 
 
 class EntryPoints:
-    def __init__(self, runtime, notebook):
+    def __init__(self, runtime, notebook) -> None:
         self.runtime = runtime
         self.notebook = notebook
         self.stopping = threading.local()  # inside SparkSession.stop(), which stops the context too
 
-    def install(self):
+    def install(self) -> None:
         patches = {name: self.patch_context_module for name in CONTEXT_MODULES}
         patches[SESSION_MODULE] = self.patch_session_module
         patches[CONNECT_SESSION_MODULE] = self.patch_connect_session_module
@@ -99,7 +103,7 @@ class EntryPoints:
 
     # -- SparkContext
 
-    def patch_context_module(self, module):
+    def patch_context_module(self, module) -> None:
         context_class = module.__dict__.get("SparkContext")
         if context_class is None or context_class.__module__ != module.__name__ or "pyspark_kernel_patched" in context_class.__dict__:
             return  # Spark 4's pyspark.context re-exports pyspark.core.context's
@@ -138,7 +142,7 @@ class EntryPoints:
 
     # -- SparkSession
 
-    def patch_session_module(self, module):
+    def patch_session_module(self, module) -> None:
         session_class = module.SparkSession
         if "pyspark_kernel_patched" in session_class.__dict__:
             return
@@ -151,8 +155,7 @@ class EntryPoints:
         @functools.wraps(original_get_or_create)
         def getOrCreate(builder):
             options = dict(getattr(builder, "_options", {}))
-            asks_elsewhere = "spark.remote" in options and not entry.runtime.connect
-            if entry.runtime.creating() or asks_elsewhere:
+            if entry.runtime.creating() or not entry.runtime.driver.serves(options):
                 return original_get_or_create(builder)
             return entry.notebook.user_session(options)
 
@@ -160,7 +163,7 @@ class EntryPoints:
             found = original_active.__func__(cls)
             if found is not None or entry.runtime.creating() or threading.current_thread() is not threading.main_thread():
                 return found
-            if entry.runtime.state == "ready":
+            if entry.runtime.state == State.READY:
                 return entry.runtime.session  # PySpark asks for it in many operations: no detour
             return entry.notebook.session()
 
@@ -178,7 +181,7 @@ class EntryPoints:
         session_class.stop = stop
         session_class.pyspark_kernel_patched = True
 
-    def patch_connect_session_module(self, module):
+    def patch_connect_session_module(self, module) -> None:
         session_class = module.__dict__.get("SparkSession")
         if session_class is None or "pyspark_kernel_patched" in session_class.__dict__:
             return
@@ -191,11 +194,9 @@ class EntryPoints:
             entry.runtime.user_stopped(self)
 
         session_class.stop = stop
-        if entry.runtime.shared:
-            from .diagnostics import SHARED_SC, SharedDriverError
-
+        if entry.runtime.driver.context_error() is not None:  # the driver's own error, not the Connect client's
             def sparkContext(self):
-                raise SharedDriverError(SHARED_SC)
+                raise entry.runtime.driver.context_error()
 
             session_class.sparkContext = property(sparkContext)
         session_class.pyspark_kernel_patched = True

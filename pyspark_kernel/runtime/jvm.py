@@ -21,7 +21,6 @@ import tempfile
 import threading
 
 from . import cache
-from .converters import defer_numpy_converters  # noqa: F401 - read from here by session (the converters' own module: converters)
 from .diagnostics import SetupError
 
 log = logging.getLogger(__name__)

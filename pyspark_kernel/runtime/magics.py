@@ -1,6 +1,9 @@
 """The %spark line magic (`%spark status`, `%spark restart [--conf KEY=VALUE ...]`, `%spark conf
 [KEY=VALUE ...]`, `%spark log [-n N]`), and the %%sql cell magic of the sql module."""
 
+from __future__ import annotations
+
+import logging
 import re
 import shlex
 import time
@@ -9,6 +12,10 @@ from . import sql
 from .diagnostics import log_lines
 from .notebook import split_options
 from .options import REDACTED, shown_value
+from .profile import duration
+from .state import State
+
+log = logging.getLogger(__name__)
 
 USAGE = "%spark status | %spark restart [--conf KEY=VALUE ...] | %spark conf [KEY=VALUE ...] | %spark log [-n N]"
 # Spark's own default for spark.redaction.regex, for a session that does not say.
@@ -20,7 +27,7 @@ class MagicError(ValueError):
     """A %spark line that cannot be run; shown as one line."""
 
 
-def parse_restart(words):
+def parse_restart(words: list[str]) -> dict:
     """The --conf overrides of `%spark restart`, as {key: value}."""
     overrides = {}
     words = list(words)
@@ -37,7 +44,7 @@ def parse_restart(words):
     return overrides
 
 
-def read_setting(word, what, fix):
+def read_setting(word: str, what: str, fix: str) -> tuple[str, str]:
     """(key, value) of a KEY=VALUE word with a spark.* key."""
     key, equals, value = word.partition("=")
     if not equals or not key.startswith("spark."):
@@ -45,12 +52,12 @@ def read_setting(word, what, fix):
     return key, value
 
 
-def parse_settings(words, usage):
+def parse_settings(words: list[str], usage: str) -> dict:
     """KEY=VALUE words as {key: value}, each key a spark.* setting."""
     return dict(read_setting(word, f"{usage.split(' [')[0]}: {word!r}", f"(usage: {usage})") for word in words)
 
 
-def parse_log(words):
+def parse_log(words: list[str]) -> int:
     if not words:
         return LOG_LINES
     if len(words) == 2 and words[0] == "-n" and words[1].isdigit() and int(words[1]) > 0:
@@ -58,41 +65,11 @@ def parse_log(words):
     raise MagicError("%spark log: usage: %spark log [-n N]")
 
 
-def duration(seconds):
-    minutes, seconds = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
-
-
-def shared_driver_lines(runtime):
-    lease = runtime.lease
-    if lease is None or lease.lost.is_set():
-        return ["shared driver: none attached"]
-    try:
-        found = lease.status()
-    except (OSError, ValueError):
-        return [f"shared driver: not answering (its log: {lease.paths.log})"]
-    notebooks = found.get("notebooks", [])
-    return [f"shared driver: pid {found.get('jvm')}, master {found.get('master')}, up {duration(time.time() - found.get('started', time.time()))}",
-            f"notebooks attached: {len(notebooks)} (kernel pids {', '.join(str(pid) for pid in notebooks)})",
-            f"UI {runtime.ui_link() or 'off'}"]
-
-
-def status_lines(runtime):
+def status_lines(runtime) -> list[str]:
     lines = [f"state: {runtime.state}"]
-    if runtime.state == "ready":
-        lines[0] += f" (started in {runtime.elapsed():.1f} s, up {duration(time.monotonic() - runtime.ready_at)})"
-    if runtime.shared:
-        lines += shared_driver_lines(runtime)
-    elif runtime.connect:
-        lines.append(f"Spark Connect server: {runtime.master}")
-    else:
-        lines.append(f"master: {runtime.conf.get('spark.master', runtime.master)}")
-    if runtime.state == "ready" and not runtime.connect:
-        sc = runtime.context
-        executors = sc._jsc.sc().getExecutorMemoryStatus().size() - (0 if sc.master.startswith("local") else 1)
-        lines.append(f"application: {sc.applicationId} | UI {runtime.ui_link() or 'off'}")
-        lines.append(f"executors: {executors}" + (" (the driver itself, in local mode)" if sc.master.startswith("local") else ""))
+    if runtime.state == State.READY:
+        lines[0] += f" (started in {runtime.elapsed():.1f} s, up {duration(time.monotonic() - runtime.attempt.ready_at)})"
+    lines += runtime.driver.status_lines()
     lines.append(f"executor Python: {runtime.environ.get('PYSPARK_PYTHON') or '(unset: python3 on the executors PATH)'}")
     overrides = {key: value for key, value in runtime.conf.items() if runtime.kernel_conf.get(key) != value}
     if overrides:
@@ -101,23 +78,24 @@ def status_lines(runtime):
     if runtime.profile.steps:
         lines.append("last start, step by step:")
         lines += ["  " + line for line in runtime.profile.lines()]
-    if runtime.state in ("failed", "dead"):
+    if runtime.state in (State.FAILED, State.DEAD):
         lines.append(str(runtime.error).splitlines()[0])
     return lines
 
 
-def conf_lines(session):
+def conf_lines(session) -> list[str]:
     """The session's effective settings, one `key = value` a line, sorted; a secret's value is
     redacted as Spark's spark.redaction.regex (and the kernel's own check) say."""
     found = {row[0]: row[1] for row in session.sql("SET").collect()}
     try:
         pattern = re.compile(found.get("spark.redaction.regex") or SPARK_REDACTION)
     except re.error:  # a Java-only regex: Spark's default, and the kernel's own check, still apply
+        log.debug("reading the session's spark.redaction.regex", exc_info=True)
         pattern = re.compile(SPARK_REDACTION)
     return [f"{key} = {REDACTED if pattern.search(key) or pattern.search(value or '') else shown_value(key, value)}" for key, value in sorted(found.items())]
 
 
-def apply_conf(notebook, settings):
+def apply_conf(notebook, settings: dict) -> None:
     """%spark conf KEY=VALUE ...: runtime settings now; the others by a restart, merged into the
     settings the session has (Python variables stay)."""
     session = notebook.session()
@@ -137,7 +115,7 @@ def apply_conf(notebook, settings):
         print("unchanged: the session has these settings already", flush=True)
 
 
-def run(notebook, line):
+def run(notebook, line: str) -> None:
     try:
         words = shlex.split(line)
     except ValueError as error:
@@ -162,7 +140,7 @@ def run(notebook, line):
         raise MagicError(f"%spark: unknown command {line.strip()!r} (usage: {USAGE})")
 
 
-def register(shell, notebook):
+def register(shell, notebook) -> None:
     from IPython.core.error import UsageError
 
     def spark(line):

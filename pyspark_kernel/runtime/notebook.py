@@ -12,26 +12,32 @@ the cells' job groups, progress and interrupt, and the sessions a notebook build
 - Nothing here raises into a cell that does not use Spark.
 """
 
+from __future__ import annotations
+
 import html
+import logging
 import shlex
 import signal
 import threading
 import time
+from typing import Any
 
-from .diagnostics import SHARED_SC, SharedDriverError, SparkStartError
+from .diagnostics import SparkStartError
 from .idle import IdleWatch
 from .options import shown_value
-from .progress import ConnectProgress, Progress
+from .state import State
+
+log = logging.getLogger(__name__)
 
 WAIT_INTERVAL = 1.0  # how often a cell waiting for Spark's start updates its elapsed time
-CONNECTION_LOST = ("StatusCode.UNAVAILABLE", "closed channel", "Connection refused", "Socket closed")  # the client's words for a server gone
-DEATH_NOTICE = 5  # seconds a connection error waits for the shared driver's lease to say it is gone
 IMPORT_WAIT = 60  # the longest a cell waits for the start thread's import of pyspark
-CANCEL_ATTEMPTS = 3
 STOPPED_NOTICE = "Spark was stopped (spark.stop()): starting a new session with the kernel's configuration."
 STOPPING_NOTICE = "Spark is being stopped (idle_timeout); this cell runs once it has stopped."
 IDLE_NOTICE = ("Spark was stopped after {seconds:g} s without a job (idle_timeout), to free what it held: "
                "starting a new session with the kernel's configuration.")
+NOTHING_TO_STOP = (State.IDLE, State.STOPPED, State.FAILED, State.DEAD)
+
+
 class SparkStandIn:
     """Stands for `spark` or `sc` until the session exists; any use waits for it."""
 
@@ -43,11 +49,11 @@ class SparkStandIn:
         return self._notebook.resolve(self._name)
 
     def __getattr__(self, attribute):
-        if self._notebook.runtime.state != "ready":
+        if self._notebook.runtime.state != State.READY:
             if attribute.startswith(("__", "_ipython", "_repr_")):
                 # IPython's inspector and display protocols probe these: they must not start Spark.
                 raise AttributeError(attribute)
-            if attribute == "stop" and self._notebook.runtime.state in ("idle", "stopped", "failed", "dead"):
+            if attribute == "stop" and self._notebook.runtime.state in NOTHING_TO_STOP:
                 return lambda: None  # nothing to stop: spark.stop() at the end of a notebook stays quiet
         return getattr(self._target(), attribute)
 
@@ -58,10 +64,10 @@ class SparkStandIn:
         return repr(self._target())
 
     def __dir__(self):
-        return dir(self._target()) if self._notebook.runtime.state == "ready" else []
+        return dir(self._target()) if self._notebook.runtime.state == State.READY else []
 
 
-def split_options(options, current, modifiable):
+def split_options(options: dict, current: dict, modifiable) -> tuple[dict, dict]:
     """A notebook's session options against the kernel's session: ({key: value} to set now, as
     runtime settings, {key: value} that need a new driver). Options it already has are neither."""
     settable, fixed = {}, {}
@@ -75,14 +81,14 @@ def split_options(options, current, modifiable):
     return settable, fixed
 
 
-def fixed_options_notice(fixed):
+def fixed_options_notice(fixed: dict) -> str:
     shown = " ".join(f"{key}={shown_value(key, value)}" for key, value in fixed.items())
     command = " ".join(f"--conf {shlex.quote(f'{key}={shown_value(key, value)}')}" for key, value in fixed.items())
     return f"Using the kernel's Spark session; not applied, as they need a new driver: {shown} (to apply them: %spark restart {command})"
 
 
 class Notebook:
-    def __init__(self, runtime, namespace, shell):
+    def __init__(self, runtime, namespace: dict, shell) -> None:
         self.runtime = runtime
         self.namespace = namespace
         self.shell = shell
@@ -99,10 +105,9 @@ class Notebook:
         self.used_at = 0.0  # when a cell last began or ended, for idle_timeout
         self.activity = threading.Lock()  # a cell's start and an idle stop, one at a time
         self.idle = None
-        self.ui_root = (None, None)  # (session generation, the root of its UI's links)
-        self.explains_death = False  # a shared driver's death is shown as the runtime's one error
+        self.explains_death = False  # the driver's death is shown as the runtime's one error (Driver.explain_death)
 
-    def begin(self):
+    def begin(self) -> None:
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
         self.shell.events.register("post_run_cell", self.post_run_cell)
         self.namespace["spark"] = SparkStandIn(self, "spark")
@@ -110,7 +115,7 @@ class Notebook:
         self.stand_ins_out = True
         self.runtime.listeners.append(self.session_ended)
         self.confine_interrupts()
-        if self.runtime.options["idle_timeout"] > 0 and not self.runtime.connect:
+        if self.runtime.options["idle_timeout"] > 0 and self.runtime.driver.stops_when_idle:
             self.idle = IdleWatch(self.runtime.options["idle_timeout"], self.in_use, self.stop_idle, last_used=lambda: self.used_at)
             self.idle.begin()
         mode = self.runtime.options["init"]
@@ -121,7 +126,7 @@ class Notebook:
         elif mode == "background":
             self.runtime.start_in_background()
 
-    def confine_interrupts(self):
+    def confine_interrupts(self) -> None:
         """ipykernel puts Python's default SIGINT handler in place while it handles any request,
         not only code. A client that shuts the kernel down interrupts it first (jupyter_client
         does), and on a busy machine that can land while the kernel is still finishing its last
@@ -139,32 +144,33 @@ class Notebook:
 
     # -- the session, for the notebook
 
-    def session(self):
+    def session(self) -> Any:
         """The kernel's session, started if need be, waiting (and saying so) while it starts."""
         runtime = self.runtime
         runtime.check_alive()
-        if runtime.state in ("idle", "stopped"):
+        if runtime.state in (State.IDLE, State.STOPPED):
             if self.notice:
                 print(self.notice, flush=True)
                 self.notice = None
-            runtime.waiting = True  # this cell pays the first-job cost itself: no warm-up
+            runtime.warm_up.cell_waits()  # this cell pays the first-job cost itself: no warm-up
             runtime.start_in_background()
         if not runtime.done.is_set():
-            runtime.waiting = True
+            runtime.warm_up.cell_waits()
             self.show_wait()
-        if runtime.state != "ready":
+        if runtime.state != State.READY:
             error = runtime.error or SparkStartError("Spark is stopping: the kernel is shutting down")
             raise type(error)(str(error)) from None
         self.publish()
         return runtime.session
 
-    def resolve(self, name):
-        if name == "sc" and self.runtime.shared:
-            raise SharedDriverError(SHARED_SC)
+    def resolve(self, name: str) -> Any:
+        refused = self.runtime.driver.context_error() if name == "sc" else None
+        if refused is not None:
+            raise refused
         session = self.session()
         return session if name == "spark" else session.sparkContext
 
-    def show_wait(self):
+    def show_wait(self) -> None:
         """Wait for the start in this cell, with a line that shows the elapsed time and the current
         step (updated in place when progress is on). An interrupt stops the wait, not the start."""
         from IPython.display import display
@@ -174,103 +180,57 @@ class Notebook:
         try:
             while not runtime.done.wait(WAIT_INTERVAL):
                 if handle is not None:
-                    handle.update({"text/plain": f"{text} {runtime.elapsed():.0f} s, {runtime.step or 'starting'}"}, raw=True)
+                    handle.update({"text/plain": f"{text} {runtime.elapsed():.0f} s, {runtime.attempt.step or 'starting'}"}, raw=True)
         except KeyboardInterrupt:
             if handle is not None:
                 handle.update({"text/plain": f"{text} {runtime.elapsed():.0f} s; interrupted: the next use of Spark waits for it again"}, raw=True)
             raise
         if handle is not None:
-            handle.update({"text/plain": f"Spark {'started' if runtime.state == 'ready' else 'did not start'} after {runtime.elapsed():.1f} s"}, raw=True)
+            handle.update({"text/plain": f"Spark {'started' if runtime.state == State.READY else 'did not start'} after {runtime.elapsed():.1f} s"}, raw=True)
 
-    def publish(self):
+    def publish(self) -> None:
         """Point the notebook's stand-ins at the real objects and show the banner once a session."""
         runtime = self.runtime
         if self.stand_ins_out:
             for name, value in list(self.namespace.items()):
-                if type(value) is SparkStandIn and value._notebook is self and not (value._name == "sc" and runtime.connect):
+                if type(value) is SparkStandIn and value._notebook is self and (value._name == "spark" or runtime.driver.has_context):
                     self.namespace[name] = runtime.session if value._name == "spark" else runtime.context
             self.stand_ins_out = False
         if self.group and self.grouped != (self.cell, runtime.generation):
             self.grouped = (self.cell, runtime.generation)
-            if runtime.connect:
-                runtime.session.addTag(self.group)  # the client's tags are this thread's
-            else:
-                runtime.context.setJobGroup(self.group, f"cell {self.cell}", True)
-                # The JVM keeps the active session per thread, and the kernel's was made in its
-                # start thread: make it this thread's too, so getActiveSession() finds it at once.
-                jvm_session = runtime.session._jvm.SparkSession
-                jvm_session.setActiveSession(runtime.session._jsparkSession)
+            runtime.driver.begin_cell(self.group, self.cell)
         if self.group and self.progress is None and runtime.options["progress"]:
             # Here, not only as the cell begins: a cell that waited for the start shows it too.
             self.progress = self.watch_progress()
         if self.announced != runtime.generation:
             self.announced = runtime.generation
             self.show_banner()
-        if runtime.shared and not self.explains_death:
-            self.explain_death()
+        if not self.explains_death:
+            runtime.driver.explain_death(self.shell)
+            self.explains_death = True
 
-    def explain_death(self):
-        """On a shared driver, a cell whose call was under way (or began) as the server died gets
-        the Connect client's connection errors, after its retries: show the runtime's one error
-        instead, once the lease says the server is gone."""
-        import warnings
-
-        from pyspark.errors.exceptions.connect import SparkConnectException
-
-        shell, runtime = self.shell, self.runtime
-        # The client warns as it gives up retrying; the error below says what happened.
-        warnings.filterwarnings("ignore", message=r"\[RETRIES_EXCEEDED\]")
-
-        def handler(shell, etype, value, tb, tb_offset=None):
-            lease, text = runtime.lease, str(value)
-            # Not every Connect error: an AnalysisException is one too, and must not wait.
-            unreachable = any(sign in text for sign in CONNECTION_LOST)
-            if lease is not None and (lease.lost.is_set() or unreachable and lease.lost.wait(DEATH_NOTICE)) and runtime.error is not None:
-                error = type(runtime.error)(str(runtime.error))
-                return shell.showtraceback((type(error), error, None), tb_offset=tb_offset)
-            return shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
-
-        shell.set_custom_exc((SparkConnectException, ValueError), handler)
-        self.explains_death = True
-
-    def watch_progress(self):
-        runtime = self.runtime
+    def watch_progress(self) -> Any:
         try:
-            if runtime.connect:
-                progress = ConnectProgress(runtime.session)
-            else:
-                if self.ui_root[0] != runtime.generation:  # one JVM call a session, not one a cell
-                    self.ui_root = (runtime.generation, runtime.ui_root())
-                progress = Progress(runtime.context, self.group, self.ui_root[1])
+            progress = self.runtime.driver.progress(self.group)
             progress.begin()
         except Exception:  # a courtesy: a client without progress handlers (Spark Connect 3.5), a JVM gone
+            log.debug("showing a cell's progress", exc_info=True)
             return None
         return progress
 
-    def banner(self):
-        runtime = self.runtime
-        if runtime.shared:
-            record = runtime.lease.record
-            return (f"Spark {runtime.session.version} | shared driver (pid {record.get('jvm')}, master {record.get('master')}) | "
-                    f"UI {runtime.ui_link() or 'off'}")
-        if runtime.connect:
-            return f"Spark {runtime.session.version} | Spark Connect {runtime.master}"
-        sc = runtime.context
-        return f"Spark {sc.version} | master {sc.master} | app {sc.applicationId} | UI {runtime.ui_link() or 'off'}"
-
-    def show_banner(self):
-        link = self.runtime.ui_link() if self.runtime.shared or not self.runtime.connect else None
+    def show_banner(self) -> None:
+        driver = self.runtime.driver
+        text, link = driver.banner(), driver.ui_link()
         if link is None or link.startswith(("http://", "https://")):
-            print(self.banner(), flush=True)  # a front end makes the URL a link itself
+            print(text, flush=True)  # a front end makes the URL a link itself
             return
         # A link through the Jupyter server is a path on the page's own host: only HTML makes it one.
         from IPython.display import display
 
-        text = self.banner()
         shown = html.escape(text[:-len(link)]) + f'<a href="{html.escape(link)}" target="_blank" rel="noopener">{html.escape(link)}</a>'
         display({"text/plain": text, "text/html": f"<pre>{shown}</pre>"}, raw=True)
 
-    def session_ended(self, runtime, ended):
+    def session_ended(self, runtime, ended: tuple) -> None:
         """Names bound to a session or context that has ended become stand-ins again."""
         session, context = ended
         if self.progress is not None:
@@ -279,29 +239,28 @@ class Notebook:
             if value is not None and (value is session or value is context):
                 self.namespace[name] = SparkStandIn(self, "spark" if value is session else "sc")
                 self.stand_ins_out = True
-        if runtime.state == "stopped":
+        if runtime.state == State.STOPPED:
             self.notice = IDLE_NOTICE.format(seconds=runtime.options["idle_timeout"]) if runtime.stopped_by == "idle" else STOPPED_NOTICE
 
     # -- sessions the notebook builds itself (see entrypoints)
 
-    def user_session(self, options):
+    def user_session(self, options: dict) -> Any:
         """What SparkSession.builder...getOrCreate() gives the notebook: the kernel's session, with
         the builder's runtime settings applied and the others named."""
         session = self.session()
-        if self.runtime.connect:
-            options = {key: value for key, value in options.items() if key != "spark.remote"}  # the kernel's server
-        self.apply_options(session, options)
+        self.apply_options(session, self.runtime.driver.session_options(options))
         return session
 
-    def user_context(self, options):
+    def user_context(self, options: dict) -> Any:
         """What SparkContext(...) and SparkContext.getOrCreate(...) give the notebook."""
-        if self.runtime.shared:
-            raise SharedDriverError(SHARED_SC)
+        refused = self.runtime.driver.context_error()
+        if refused is not None:
+            raise refused
         session = self.session()
         self.apply_options(session, options)
         return session.sparkContext
 
-    def apply_options(self, session, options):
+    def apply_options(self, session, options: dict) -> None:
         options = {key: value for key, value in options.items() if value is not None}
         if not options:
             return
@@ -314,7 +273,7 @@ class Notebook:
 
     # -- cells
 
-    def pre_run_cell(self, *_):
+    def pre_run_cell(self, *_) -> None:
         main = threading.current_thread() is threading.main_thread()
         # Before the cell's SIGINT handler: until then the kernel ignores SIGINT (confine_interrupts),
         # so an interrupt cannot break these waits into a traceback.
@@ -326,7 +285,7 @@ class Notebook:
         try:
             self.running += 1
             self.used_at = time.monotonic()
-            self.runtime.cells_idle.clear()
+            self.runtime.warm_up.cell_began()
         finally:
             self.activity.release()
         self.counted.append(True)
@@ -340,19 +299,19 @@ class Notebook:
         self.group = f"pyspark-kernel-cell-{self.cell}"
         try:
             if self.runtime.check_alive():
-                self.runtime.give_way()
+                self.runtime.warm_up.give_way()
                 self.publish()
         except Exception:  # the JVM went away in between: the cell that uses Spark will say so
-            pass
+            log.debug("publishing the session as a cell begins", exc_info=True)
 
-    def post_run_cell(self, result=None, *_):
+    def post_run_cell(self, result=None, *_) -> None:
         try:
             if self.progress is not None:
                 self.progress.end(error=getattr(result, "error_in_exec", None))
-            if self.runtime.connect and self.grouped and self.grouped[0] == self.cell and self.runtime.state == "ready":
-                self.runtime.session.removeTag(self.group)
+            if self.grouped and self.grouped[0] == self.cell and self.runtime.state == State.READY:
+                self.runtime.driver.end_cell(self.group)
         except Exception:  # a session gone with the cell: nothing left to tidy
-            pass
+            log.debug("ending a cell's progress and tag", exc_info=True)
         finally:
             if self.counted:
                 self.counted.pop()
@@ -360,8 +319,7 @@ class Notebook:
                     self.running -= 1
                     self.used_at = time.monotonic()
                     if not self.running:
-                        self.runtime.cells_ended_at = self.used_at
-                        self.runtime.cells_idle.set()
+                        self.runtime.warm_up.cell_ended(self.used_at)
             self.progress = None
             self.group = None
             if self.saved_sigint and threading.current_thread() is threading.main_thread():
@@ -371,59 +329,34 @@ class Notebook:
                 # does) must not raise into ipykernel's message loop ("KeyboardInterrupt caught").
                 signal.signal(signal.SIGINT, previous if self.saved_sigint else signal.SIG_IGN)
 
-    def on_interrupt(self, signum, frame):
+    def on_interrupt(self, signum, frame) -> None:
         """Cancel the running cell's Spark jobs, then interrupt the cell. The cancel goes from
-        another thread: this one may be inside a Py4J call, on the connection the cancel would
-        need, and such an interrupt is held until the call returns (see guard)."""
+        another thread (Driver.interrupt): this one may be inside a Py4J call, on the connection
+        the cancel would need, and such an interrupt is held until the call returns (see guard)."""
         runtime = self.runtime
-        if runtime.state == "ready" and self.group and runtime.connect:
-            # A 3.5 client leaves the server's operation running when interrupted: the tag stops it.
-            threading.Thread(target=self.interrupt_tag, args=(runtime.session, self.group), name="pyspark-kernel-cancel", daemon=True).start()
-        elif runtime.state == "ready" and self.group:
-            threading.Thread(target=self.cancel, args=(runtime.context, self.group), name="pyspark-kernel-cancel", daemon=True).start()
+        if runtime.state == State.READY and self.group:
+            runtime.driver.interrupt(self.group)
         if runtime.held.hold():
             return
         raise KeyboardInterrupt
 
-    @staticmethod
-    def cancel(context, group):
-        # A connection broken by an earlier interrupt can still be in the pool, and the first call
-        # that picks it up fails: try again on a fresh one.
-        for _ in range(CANCEL_ATTEMPTS):
-            try:
-                context.cancelJobGroup(group)
-                return
-            except Exception:  # a broken connection, or Spark is going away
-                continue
-
-    @staticmethod
-    def interrupt_tag(session, tag):
-        try:
-            session.interruptTag(tag)
-        except Exception:  # the server may have gone: the cell's own call says so
-            pass
-
     # -- idle_timeout
 
-    def in_use(self):
+    def in_use(self) -> bool:
         """Whether the session is in use: a cell, a job or a streaming query runs (or there is no
         session to stop)."""
         runtime = self.runtime
-        if self.running or runtime.state != "ready":
+        if self.running or runtime.state != State.READY:
             return True
         return bool(runtime.context.statusTracker().getActiveJobsIds()) or bool(runtime.session.streams.active)
 
-    def stop_idle(self):
+    def stop_idle(self) -> bool:
         with self.activity:
             return not self.running and self.runtime.stop_idle()
 
-    def restart(self, overrides):
+    def restart(self, overrides: dict) -> Any:
         """%spark restart: a new session from the kernel's configuration plus ``overrides``."""
         self.notice = None
         self.runtime.restart(overrides)
         return self.session()
-
-    def shutdown(self):
-        if self.progress is not None:
-            self.progress.end()
 

@@ -8,7 +8,6 @@ import json
 import re
 
 from .diagnostics import SetupError, SparkStartError
-from .masters import with_token  # noqa: F401 - read from here by session (one parser: masters)
 
 OPTIONS_VARIABLE = "PYSPARK_KERNEL_OPTIONS"
 CONF_VARIABLE = "PYSPARK_KERNEL_SPARK_CONF"

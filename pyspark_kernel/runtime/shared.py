@@ -1,5 +1,6 @@
 """A shared Spark driver (spark_driver shared): the notebooks of a kernel attach to one local Spark
-Connect server per user and configuration, instead of each starting a driver JVM of its own.
+Connect server per user and configuration, instead of each starting a driver JVM of its own. This
+is the notebook's side (SharedDriver, a Spark Connect driver); driver_server is the server's.
 
 - The server is found by a key: the Spark installation and version, the Java, the Python and the
   settings that need a JVM of their own. Settings a Connect session can change (``spark.sql.*``
@@ -14,9 +15,12 @@ Connect server per user and configuration, instead of each starting a driver JVM
   notebook's client in memory: never a command line, kernel.json or a log.
 """
 
+from __future__ import annotations
+
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import secrets
 import select
@@ -28,8 +32,15 @@ import sys
 import tempfile
 import threading
 import time
+from typing import Any
 
-from .diagnostics import SparkStartError, log_tail
+from . import ui
+from .connect import ConnectDriver
+from .diagnostics import RESTART_HINT, SHARED_SC, SharedDriverError, SparkDiedError, SparkStartError, check_spark_home, find_java, log_tail
+from .options import resolve_secrets
+from .profile import duration
+
+log = logging.getLogger(__name__)
 
 RECORD_FORMAT = 1
 # Static SQL settings: fixed when the server starts, so part of its key (Spark's StaticSQLConf).
@@ -40,6 +51,8 @@ STATIC_SQL = ("spark.sql.warehouse.dir", "spark.sql.catalogImplementation", "spa
 NOT_KEYED = ("spark.app.name", "spark.ui.port", "spark.ui.proxyBase")
 SERVER_NAME = "pyspark-kernel shared driver"
 ATTACH_TIMEOUT = 10  # seconds a live server may take to answer on its socket
+CONNECTION_LOST = ("StatusCode.UNAVAILABLE", "closed channel", "Connection refused", "Socket closed")  # the client's words for a server gone
+DEATH_NOTICE = 5  # seconds a connection error waits for the lease to say the server is gone
 
 
 def session_setting(key):
@@ -77,7 +90,7 @@ def runtime_dir(environ):
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
-        pass
+        log.debug("making the shared drivers' directory %s", path, exc_info=True)
     found = os.lstat(path)
     if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
         raise SparkStartError(f"{path} is not a directory of yours alone (mode {stat.filemode(found.st_mode)}): the shared driver keeps its "
@@ -102,6 +115,7 @@ def read_record(paths):
         with open(paths.record, encoding="utf-8") as handle:
             record = json.load(handle)
     except (OSError, ValueError):
+        log.debug("reading the shared driver's record %s", paths.record, exc_info=True)
         return None
     return record if isinstance(record, dict) and record.get("format") == RECORD_FORMAT else None
 
@@ -119,7 +133,7 @@ def remove_files(paths):
         try:
             os.unlink(path)
         except FileNotFoundError:
-            pass
+            log.debug("removing %s", path, exc_info=True)
 
 
 class Locked:
@@ -153,13 +167,14 @@ class Locked:
         try:
             os.unlink(self.paths.lock)
         except FileNotFoundError:
-            pass
+            log.debug("removing the lock file %s", self.paths.lock, exc_info=True)
 
 
 def same_file(handle, path):
     try:
         found = os.stat(path)
     except FileNotFoundError:
+        log.debug("looking at the lock file %s", path, exc_info=True)
         return False
     mine = os.fstat(handle.fileno())
     return (found.st_dev, found.st_ino) == (mine.st_dev, mine.st_ino)
@@ -205,7 +220,7 @@ class Lease:
                 while self.connection.recv(4096):
                     pass
             except OSError:
-                pass
+                log.debug("reading the shared driver's lease", exc_info=True)
             self.lost.set()
             if not self.closed:
                 on_lost()
@@ -223,7 +238,7 @@ class Lease:
         try:
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
-            pass
+            log.debug("closing the shared driver's lease", exc_info=True)
         self.connection.close()
 
 
@@ -235,6 +250,7 @@ def attach_to(paths, spark_version):
     try:
         connection, answer = ask(paths.socket, {"attach": os.getpid()})
     except (OSError, ValueError):
+        log.debug("attaching to the shared driver on %s", paths.socket, exc_info=True)
         return None  # a record its server did not remove: it died
     if not answer.get("attached"):
         connection.close()
@@ -266,8 +282,8 @@ def start_server(paths, launch, environ, timeout):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, environ.get("PYTHONPATH")]))
     os.makedirs(paths.scratch, mode=0o700, exist_ok=True)
     env["TMPDIR"] = paths.scratch  # not the first notebook's: the server outlives it
-    with os.fdopen(os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", f"{package}.driver_server"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+    with os.fdopen(os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as output:
+        proc = subprocess.Popen([sys.executable, "-m", f"{package}.driver_server"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=output,
                                 env=env, cwd=paths.directory, start_new_session=True, close_fds=True)
     proc.stdin.write(json.dumps({"directory": paths.directory, "key": paths.key, **launch}).encode())
     proc.stdin.close()
@@ -298,7 +314,7 @@ def kill_server(said):
             try:
                 os.kill(int(line[4:]), signal.SIGKILL)
             except ProcessLookupError:
-                pass
+                log.debug("killing the shared driver that did not start", exc_info=True)
 
 
 def fail_fast(session):
@@ -311,3 +327,118 @@ def fail_fast(session):
 
 def new_token():
     return secrets.token_urlsafe(32)
+
+
+class SharedDriver(ConnectDriver):
+    """The kernel's driver as a client of the shared driver: it attaches (starting the server if
+    need be) with a lease, and learns of the server's death when the server closes it."""
+
+    def __init__(self, runtime) -> None:
+        super().__init__(runtime)
+        self.lease = None  # the shared driver this kernel is attached to
+        self.server_log = None  # that server's log, once the kernel has attached
+        self.ui_base = None  # the Jupyter server's base URL, when the UI is served through it
+
+    @property
+    def log_file(self) -> str:
+        return self.server_log or super().log_file  # the server's: %spark log and failure messages show it
+
+    def start(self, attempt) -> Any:
+        runtime = self.runtime
+        try:
+            import pyspark
+            from pyspark.sql import SparkSession
+        finally:
+            runtime.imported.set()
+        runtime.mark("finding the shared driver")
+        spark_home = check_spark_home(runtime.environ)
+        java = find_java(runtime.environ)
+        server_conf, session_conf = split_settings(runtime.conf)
+        key = server_key(pyspark.__version__, spark_home, java, sys.executable, server_conf,
+                         [(name, runtime.environ.get(name, "")) for name in ("PYSPARK_PYTHON", "JAVA_HOME")])
+        lease = self.lease
+        if lease is None or lease.lost.is_set() or lease.paths.key != key:
+            if lease is not None:
+                lease.close()  # another key (%spark restart --conf): that server may leave
+            launch_conf = dict(server_conf)
+            launch_conf.update(ui.ui_settings(launch_conf, ui.server_base(runtime.environ)))
+            secrets = resolve_secrets(launch_conf, runtime.environ)
+            launch = {"conf": {k: v for k, v in launch_conf.items() if k not in secrets}, "secrets": secrets, "token": new_token(),
+                      "linger": runtime.options["driver_linger"], "log_level": runtime.options["log_level"], "spark_home": spark_home,
+                      "java": java, "spark_version": pyspark.__version__, "timeout": runtime.options["start_timeout"]}
+            paths = Paths(runtime_dir(runtime.environ), key)
+            self.server_log = paths.log
+            lease = attach(paths, runtime.environ, pyspark.__version__, launch, runtime.options["start_timeout"], mark=runtime.mark)
+            self.lease = lease
+            lease.watch(lambda: self.lost(lease))
+        self.ui_base = ui.server_base(runtime.environ)
+        runtime.mark("connecting to the shared driver")
+        builder = SparkSession.builder.remote(lease.url)
+        for name, value in session_conf.items():
+            builder = builder.config(name, value)
+        session = builder.create()  # a session of this notebook's own on the server, never a gone one
+        fail_fast(session)
+        return session
+
+    def lost(self, lease: Lease) -> None:
+        """The shared driver closed this kernel's lease: its JVM died, or it was stopped."""
+        error = SparkDiedError(f"The shared Spark driver (pid {lease.record.get('jvm')}) has exited. Spark objects made before are gone "
+                               f"({RESTART_HINT}; it starts a new shared driver)")
+        # Only this kernel's current lease: a lease left for another key (a restart) may close later.
+        self.runtime.died(error, record_anyway=True, provided=lambda: lease is self.lease)
+
+    def close(self) -> None:
+        if self.lease is not None:
+            self.lease.close()  # it leaves once no notebook holds a lease
+
+    # -- cells
+
+    def context_error(self) -> Exception | None:
+        return SharedDriverError(SHARED_SC)
+
+    def explain_death(self, shell: Any) -> None:
+        """A cell whose call was under way (or began) as the server died gets the Connect
+        client's connection errors, after its retries: show the runtime's one error instead, once
+        the lease says the server is gone."""
+        import warnings
+
+        from pyspark.errors.exceptions.connect import SparkConnectException
+
+        runtime = self.runtime
+        # The client warns as it gives up retrying; the error below says what happened.
+        warnings.filterwarnings("ignore", message=r"\[RETRIES_EXCEEDED\]")
+
+        def handler(shell, etype, value, tb, tb_offset=None):
+            lease, text = self.lease, str(value)
+            # Not every Connect error: an AnalysisException is one too, and must not wait.
+            unreachable = any(sign in text for sign in CONNECTION_LOST)
+            if lease is not None and (lease.lost.is_set() or unreachable and lease.lost.wait(DEATH_NOTICE)) and runtime.error is not None:
+                error = type(runtime.error)(str(runtime.error))
+                return shell.showtraceback((type(error), error, None), tb_offset=tb_offset)
+            return shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+
+        shell.set_custom_exc((SparkConnectException, ValueError), handler)
+
+    # -- what the notebook shows
+
+    def ui_link(self) -> str | None:
+        return ui.ui_link(self.lease.record.get("ui"), self.ui_base) if self.lease else None
+
+    def banner(self) -> str:
+        record = self.lease.record
+        return (f"Spark {self.runtime.session.version} | shared driver (pid {record.get('jvm')}, master {record.get('master')}) | "
+                f"UI {self.ui_link() or 'off'}")
+
+    def status_lines(self) -> list[str]:
+        lease = self.lease
+        if lease is None or lease.lost.is_set():
+            return ["shared driver: none attached"]
+        try:
+            found = lease.status()
+        except (OSError, ValueError):
+            log.debug("asking the shared driver for its status", exc_info=True)
+            return [f"shared driver: not answering (its log: {lease.paths.log})"]
+        notebooks = found.get("notebooks", [])
+        return [f"shared driver: pid {found.get('jvm')}, master {found.get('master')}, up {duration(time.time() - found.get('started', time.time()))}",
+                f"notebooks attached: {len(notebooks)} (kernel pids {', '.join(str(pid) for pid in notebooks)})",
+                f"UI {self.ui_link() or 'off'}"]

@@ -1,0 +1,81 @@
+"""A Spark Connect driver (an sc:// master): the kernel is a client of a server that someone else
+runs. Its sessions have no SparkContext; a cell's operations carry a tag of the cell's own, which
+an interrupt cancels (Spark Connect has no job groups)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from .diagnostics import check_master_reachable
+from .drivers import CANCEL_THREAD, Driver
+from .masters import with_token
+from .options import CONNECT_TOKEN_VARIABLE
+
+log = logging.getLogger(__name__)
+
+
+class ConnectDriver(Driver):
+    def start(self, attempt) -> Any:
+        runtime = self.runtime
+        try:
+            from pyspark.sql import SparkSession
+        finally:
+            runtime.imported.set()
+        runtime.mark("checking the master")
+        check_master_reachable(runtime.master)
+
+        runtime.mark("connecting to the Spark Connect server")
+        # The token lives in the Jupyter server's environment, never in kernel.json; it goes to the
+        # client as a builder option, not into an environment variable that code prints.
+        builder = SparkSession.builder.remote(with_token(runtime.master, runtime.environ.get(CONNECT_TOKEN_VARIABLE)))
+        for key, value in runtime.conf.items():
+            if key != "spark.master":
+                builder = builder.config(key, value)
+        return builder.getOrCreate()
+
+    def after_death(self, session: Any, context: Any) -> None:
+        try:
+            session.client.close()  # a call under way fails now, instead of retrying for minutes
+        except Exception:
+            log.debug("closing the Spark Connect client of a session whose server died", exc_info=True)
+
+    # -- cells
+
+    def session_options(self, options: dict) -> dict:
+        return {key: value for key, value in options.items() if key != "spark.remote"}  # the kernel's server
+
+    def begin_cell(self, group: str, cell: int) -> None:
+        self.runtime.session.addTag(group)  # the client's tags are this thread's
+
+    def end_cell(self, group: str) -> None:
+        self.runtime.session.removeTag(group)
+
+    def cancel(self, group: str) -> None:
+        self.runtime.session.interruptTag(group)
+
+    def interrupt(self, group: str) -> None:
+        # A 3.5 client leaves the server's operation running when interrupted: the tag stops it.
+        threading.Thread(target=interrupt_tag, args=(self.runtime.session, group), name=CANCEL_THREAD, daemon=True).start()
+
+    def progress(self, group: str) -> Any:
+        from .progress import ConnectProgress
+
+        return ConnectProgress(self.runtime.session)
+
+    # -- what the notebook shows
+
+    def banner(self) -> str:
+        return f"Spark {self.runtime.session.version} | Spark Connect {self.runtime.master}"
+
+    def status_lines(self) -> list[str]:
+        return [f"Spark Connect server: {self.runtime.master}"]
+
+
+def interrupt_tag(session: Any, tag: str) -> None:
+    """Interrupt the operations tagged ``tag``, from interrupt's thread."""
+    try:
+        session.interruptTag(tag)
+    except Exception:  # the server may have gone: the cell's own call says so
+        log.debug("interrupting the operations tagged %s", tag, exc_info=True)

@@ -1,0 +1,244 @@
+"""A dedicated driver (spark_driver dedicated, any master but sc://): a driver JVM of the kernel's
+own, launched by PySpark's Py4J gateway with the kernel's settings (runtime.jvm), watched for its
+exit, and let go when its session ends."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+from typing import Any
+
+from . import jvm, ui, warmup
+from .converters import defer_numpy_converters
+from .diagnostics import SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, find_java, java_version
+from .drivers import CANCEL_THREAD, Driver
+from .guard import guard, quiet_py4j
+from .options import resolve_secrets
+from .state import State
+
+log = logging.getLogger(__name__)
+
+KERNEL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEATH_WAIT = 2  # seconds a refused connection may take to show as the JVM's exit
+QUIET_WAIT = 0.5  # the same, before Py4J's own report of a failed call is dropped
+CANCEL_ATTEMPTS = 3
+
+
+class DedicatedDriver(Driver):
+    has_context = True
+    stops_when_idle = True
+
+    def __init__(self, runtime) -> None:
+        super().__init__(runtime)
+        self.gateway = None  # the current session's Py4J gateway: how its JVM ended, once it has
+        self.procs = []  # every driver JVM this kernel started that may still run
+        self.quieted = False  # Py4J's reports of calls to a dead JVM are filtered (once a kernel)
+        self.archive = None  # the class-data-sharing archive this kernel's JVM maps or writes
+        self.ui_base = None  # the Jupyter server's base URL, when the UI is served through it
+        self.ui_root = (None, None)  # (session generation, the root of its UI's links)
+
+    # -- a session's life
+
+    def start(self, attempt) -> Any:
+        runtime = self.runtime
+        runtime.mark("loading pyspark")
+        try:  # first: cells wait for this import (see runtime.imported), not for the checks after it
+            from pyspark import SparkConf, SparkContext
+            from pyspark.java_gateway import launch_gateway
+            from pyspark.sql import SparkSession
+        except ImportError as error:
+            check_spark_home(runtime.environ)  # a broken SPARK_HOME says best why pyspark is missing
+            raise SparkStartError(f"pyspark cannot be imported by {sys.executable}: {error} (install pyspark into the kernel's environment, or regenerate the kernel)") from None
+        finally:
+            runtime.imported.set()
+        defer_numpy_converters()  # no numpy, pandas and pyarrow until the notebook uses them
+        runtime.mark("checking the master")
+        check_master_reachable(runtime.master)
+        self.ui_base = ui.server_base(runtime.environ)
+        runtime.mark("looking for Java")
+        spark_home = check_spark_home(runtime.environ)
+        java = find_java(runtime.environ)
+        java_options = []
+        if runtime.options["class_data_sharing"]:
+            name = jvm.archive_name(java, spark_home)
+            self.archive = os.path.join(jvm.cds_dir(runtime.environ), name + ".jsa")
+            java_options = jvm.cds_java_options(java_version(java), name, runtime.scratch, runtime.environ, runtime.watchdog,
+                                                needs=[os.path.realpath(java), os.path.realpath(spark_home)])
+        settings = jvm.launch_settings(runtime.conf, runtime.options, runtime.scratch, KERNEL_DIR, java_options)
+        settings.update(ui.ui_settings(settings, self.ui_base))
+        secrets = resolve_secrets(settings, runtime.environ)
+        conf = SparkConf(loadDefaults=False)
+        conf.setAll((key, value) for key, value in settings.items() if key not in secrets)
+        runtime.mark("launching the driver JVM")
+        # The JVM's log may quote the user's data and settings: its owner's alone, as its directory.
+        with os.fdopen(os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as output, \
+                jvm.recording_launch(lambda proc: self.launched(attempt, proc)):
+            self.gateway = launch_gateway(conf=conf, popen_kwargs={"stdout": output, "stderr": subprocess.STDOUT, "stdin": subprocess.PIPE})
+        gateway = self.gateway
+        guard(gateway._gateway_client, runtime.held, lambda: self.death(gateway))
+        if not self.quieted:
+            quiet_py4j(self.jvm_exited)
+            self.quieted = True
+        # Secrets reach the JVM through Py4J, not its command line, which every user can list.
+        conf.setAll(secrets.items())
+        if attempt.timed_out:
+            raise SparkStartError("timed out")
+        runtime.mark("creating the SparkContext")
+        context = SparkContext(conf=conf, gateway=self.gateway)
+        context.setLogLevel(runtime.options["log_level"])
+        port = ui.ui_port(context.uiWebUrl)
+        if self.ui_base and port and str(port) != settings.get("spark.ui.port"):
+            # Another process took the chosen port before the JVM bound it: Spark reads the proxy
+            # base on each request, so the path can follow the port it took instead.
+            context._jvm.java.lang.System.setProperty("spark.ui.proxyBase", ui.proxy_base(self.ui_base, port))
+        runtime.mark("creating the SparkSession")
+        return SparkSession.builder.getOrCreate()
+
+    def launched(self, attempt, proc) -> None:
+        self.procs = [known for known in self.procs if known.poll() is None] + [proc]
+        jvm.record_jvms(self.runtime.scratch, self.procs)
+        attempt.launched(proc)
+
+    def context_of(self, session: Any) -> Any:
+        return session.sparkContext
+
+    def abandon(self, attempt) -> None:
+        jvm.kill_jvm(attempt.proc)
+        forget_pyspark_session()
+
+    def exit_code(self) -> int | None:
+        return self.gateway.proc.poll()
+
+    def jvm_exited(self) -> bool:
+        """Whether the current JVM has exited. It waits a little: a refused connection can come
+        before the exit is visible, and poll() says "running" while another thread waits on it."""
+        if self.runtime.state == State.DEAD:
+            return True
+        try:
+            self.runtime.attempt.proc.wait(timeout=QUIET_WAIT)
+            return True
+        except (subprocess.TimeoutExpired, AttributeError):  # running, or no JVM yet
+            log.debug("waiting for the driver JVM's exit", exc_info=True)
+            return False
+
+    def death(self, gateway) -> Exception | None:
+        """The error to raise for a failed call through ``gateway`` when its JVM is gone, else None."""
+        if gateway is not self.gateway:
+            return SparkDiedError("This belongs to a Spark session that has ended (spark.stop() or %spark restart): "
+                                  "make it again from the current spark")
+        try:
+            returncode = gateway.proc.wait(timeout=DEATH_WAIT)
+        except subprocess.TimeoutExpired:
+            log.debug("waiting for the driver JVM's exit after a failed call", exc_info=True)
+            return None  # alive: the call failed for another reason
+        self.runtime.died(SparkDiedError(died_message(returncode, self.log_file)))
+        error = self.runtime.error
+        return error if isinstance(error, SparkDiedError) else SparkDiedError(died_message(returncode, self.log_file))
+
+    def after_death(self, session: Any, context: Any) -> None:
+        # The gateway stays: it tells how the JVM ended.
+        self.gateway._gateway_client.is_connected = False  # Py4J's finalizers stop calling a dead JVM
+        server = getattr(context, "_accumulatorServer", None)
+        if server is not None:  # its thread and socket would stay for the kernel's life
+            server.shutdown()
+            context._accumulatorServer = None
+        forget_pyspark_session()
+
+    def end(self, session: Any, stop: bool) -> None:
+        gateway, self.gateway = self.gateway, None  # before stop(): its failed calls are an ended session's
+        super().end(session, stop)
+        jvm.close_jvm(gateway)
+        forget_pyspark_session()
+
+    def kill(self) -> None:
+        jvm.kill_jvm(self.runtime.attempt.proc)
+
+    # -- cells
+
+    def serves(self, options: dict) -> bool:
+        return "spark.remote" not in options  # a builder that asks for a Spark Connect server goes there
+
+    def begin_cell(self, group: str, cell: int) -> None:
+        session = self.runtime.session
+        self.runtime.context.setJobGroup(group, f"cell {cell}", True)
+        # The JVM keeps the active session per thread, and the kernel's was made in its start
+        # thread: make it this thread's too, so getActiveSession() finds it at once.
+        session._jvm.SparkSession.setActiveSession(session._jsparkSession)
+
+    def cancel(self, group: str) -> None:
+        self.runtime.context.cancelJobGroup(group)  # asynchronous in the JVM: returns at once
+
+    def interrupt(self, group: str) -> None:
+        threading.Thread(target=cancel_group, args=(self.runtime.context, group), name=CANCEL_THREAD, daemon=True).start()
+
+    def progress(self, group: str) -> Any:
+        from .progress import Progress
+
+        runtime = self.runtime
+        if self.ui_root[0] != runtime.generation:  # one JVM call a session, not one a cell
+            self.ui_root = (runtime.generation, ui.ui_root(runtime.context.uiWebUrl, self.ui_base))
+        return Progress(runtime.context, group, self.ui_root[1])
+
+    # -- the warm-up
+
+    def group_warm_up(self, group: str) -> None:
+        self.runtime.context.setJobGroup(group, "pyspark-kernel warm-up", False)
+
+    def warms_python_workers(self) -> bool:
+        return not warmup.dynamic_allocation(self.runtime.context)
+
+    def cache_in_use(self) -> list[str]:
+        return [self.archive] if self.archive else []
+
+    # -- what the notebook shows
+
+    def ui_link(self) -> str | None:
+        return ui.ui_link(self.runtime.context.uiWebUrl, self.ui_base)
+
+    def banner(self) -> str:
+        sc = self.runtime.context
+        return f"Spark {sc.version} | master {sc.master} | app {sc.applicationId} | UI {self.ui_link() or 'off'}"
+
+    def status_lines(self) -> list[str]:
+        runtime = self.runtime
+        lines = [f"master: {runtime.conf.get('spark.master', runtime.master)}"]
+        if runtime.state == State.READY:
+            sc = runtime.context
+            executors = sc._jsc.sc().getExecutorMemoryStatus().size() - (0 if sc.master.startswith("local") else 1)
+            lines.append(f"application: {sc.applicationId} | UI {self.ui_link() or 'off'}")
+            lines.append(f"executors: {executors}" + (" (the driver itself, in local mode)" if sc.master.startswith("local") else ""))
+        return lines
+
+
+def cancel_group(context: Any, group: str) -> None:
+    """Cancel a cell's job group, from interrupt's thread."""
+    # A connection broken by an earlier interrupt can still be in the pool, and the first call
+    # that picks it up fails: try again on a fresh one.
+    for _ in range(CANCEL_ATTEMPTS):
+        try:
+            context.cancelJobGroup(group)
+            return
+        except Exception:  # a broken connection, or Spark is going away
+            log.debug("cancelling the job group %s", group, exc_info=True)
+            continue
+
+
+def forget_pyspark_session() -> None:
+    """PySpark keeps its context, session and gateway in class attributes: after a JVM is gone
+    they would make the next start fail ("Cannot run multiple SparkContexts") or reuse it."""
+    context_module = sys.modules.get("pyspark.core.context") or sys.modules.get("pyspark.context")
+    session_module = sys.modules.get("pyspark.sql.session")
+    if context_module is not None:
+        context_class = context_module.SparkContext
+        context_class._active_spark_context = None
+        context_class._gateway = None
+        context_class._jvm = None
+    if session_module is not None:
+        session_module.SparkSession._instantiatedSession = None
+        session_module.SparkSession._activeSession = None
+    sql_context = sys.modules.get("pyspark.sql.context")
+    if sql_context is not None:
+        sql_context.SQLContext._instantiatedContext = None
