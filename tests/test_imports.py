@@ -21,11 +21,25 @@ def modules():
     return {module_name(path): path for path in paths}
 
 
+def without_type_checking(tree):
+    """The module without its ``if TYPE_CHECKING:`` blocks: imports for type hints never run."""
+    for node in ast.walk(tree):
+        for field in ("body", "orelse"):
+            statements = getattr(node, field, None)
+            if isinstance(statements, list):
+                setattr(node, field, [statement for statement in statements if not is_type_checking(statement)])
+    return tree
+
+
+def is_type_checking(node):
+    return isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+
+
 def imported(name, path, known):
     """The package's modules that ``name`` imports, wherever in it the import is."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(without_type_checking(ast.parse(path.read_text(encoding="utf-8")))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

@@ -144,18 +144,3 @@ class Driver:
     def status_lines(self) -> list[str]:
         """`%spark status`: the lines about the driver, after the state's."""
         raise NotImplementedError
-
-
-def choose(runtime: SparkRuntime) -> Driver:
-    """The driver for the kernel's options and master: a shared driver when spark_driver is
-    shared, a Spark Connect client for an sc:// master, else a dedicated driver."""
-    # Here, not at the top: each driver's module imports this one for Driver.
-    from .connect import ConnectDriver
-    from .dedicated import DedicatedDriver
-    from .shared import SharedDriver
-
-    if runtime.options["spark_driver"] == "shared":
-        return SharedDriver(runtime)
-    if runtime.master.startswith("sc://"):
-        return ConnectDriver(runtime)
-    return DedicatedDriver(runtime)

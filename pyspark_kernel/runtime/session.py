@@ -24,7 +24,7 @@ from typing import Any, Callable
 from . import cache, jvm
 from .attempt import StartAttempt
 from .diagnostics import SparkDiedError, SparkStartError, died_message, explain, with_jvm_output
-from .drivers import choose
+from .choice import choose
 from .guard import HeldInterrupt
 from .options import clear_unset, read_conf, read_options
 from .profile import BEFORE_RUNTIME, StartProfile, process_age
