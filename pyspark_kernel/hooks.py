@@ -13,13 +13,12 @@ import shutil
 import sys
 
 from .errors import InputError
+from .runtime.options import OPTIONS
 
 REPLACED = ".pyspark-kernel-replaced"
-PUBLIC_ANSWERS = (
-    "kernel_name", "display_name", "venv_dir", "spark_home", "spark_master", "spark_conf", "env",
-    "spark_init", "warm_up", "progress", "log_level", "start_timeout", "idle_timeout", "class_data_sharing", "spark_driver", "driver_linger",
-    "profile", "executor_python",
-)
+PUBLIC_ANSWERS = tuple(option.name for option in OPTIONS if option.cookiecutter)
+PATH_ANSWERS = tuple(option.name for option in OPTIONS if option.kind in ("path", "profile"))
+JSON_ANSWERS = tuple(option.name for option in OPTIONS if option.kind in ("mapping", "list"))
 
 
 HOOK_DEPENDENCIES = ("pyhocon", "jsonschema", "packaging")  # all the hooks import beyond cookiecutter's own
@@ -46,19 +45,19 @@ def remove_rendered(path, template_root):
             pass
 
 
-def answers_from(context, launch_dir):
+def answers_from(context: dict, launch_dir: str) -> dict:
     """`pyspark-kernel create` passes its answers in the private `_answers`, which cookiecutter
     neither renders as Jinja nor turns into strings; it overrides the public answers, whose
     defaults fill what it leaves out.
     Relative paths are taken from the directory cookiecutter was started in."""
     answers = {key: context[key] for key in PUBLIC_ANSWERS if key in context}
     answers.update(context.get("_answers") or {})
-    for key in ("venv_dir", "spark_home", "spark_defaults", "profile"):
+    for key in PATH_ANSWERS:
         if key == "profile" and not str(answers.get(key, "")).endswith(".conf"):
             continue  # a profile name, not a path
         if isinstance(answers.get(key), str) and answers[key]:
             answers[key] = os.path.join(launch_dir, os.path.expanduser(answers[key]))
-    for key in ("spark_conf", "env", "env_from"):
+    for key in JSON_ANSWERS:
         if isinstance(answers.get(key), str):  # --no-input key='{"...": "..."}' gives the JSON text
             try:
                 answers[key] = json.loads(answers[key])
@@ -122,7 +121,7 @@ def report(error):
 BUILT = ".pyspark-kernel-spec.json"  # pre_gen's finished spec, for post_gen: the checks and the environment probe run once
 
 
-def pre_gen(context, launch_dir, kernel_dir="."):
+def pre_gen(context: dict, launch_dir: str, kernel_dir: str = ".") -> int:
     try:
         require_dependencies()
         from .build import build_spec
@@ -148,7 +147,7 @@ def built_spec(context, launch_dir, kernel_dir):
     return build_spec(answers_from(context, launch_dir))
 
 
-def post_gen(context, launch_dir, kernel_dir="."):
+def post_gen(context: dict, launch_dir: str, kernel_dir: str = ".") -> int:
     try:
         from .kernelspec import dump_spec, ships_environment
         from .pack import pack_environment

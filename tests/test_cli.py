@@ -12,6 +12,7 @@ from pyspark_kernel.cli import split_spark_flags
 from pyspark_kernel.errors import InputError
 from pyspark_kernel.install import STAGING_PREFIX
 from pyspark_kernel.kernelspec import kernel_environment
+from pyspark_kernel.runtime.options import OPTIONS
 
 from .conftest import KERNEL_FILES, PYTHON, ROOT, VENV_DIR, kernel_env, read_spec, run_cli, spark_conf_of, tree_snapshot, venv_with_project_packages
 
@@ -159,9 +160,10 @@ def test_interactive_answers_are_kept_exactly(tmp_path):
     """Cookiecutter does not render typed answers as Jinja: they reach kernel.json as typed."""
     marker = tmp_path / "marker"
     display, conf_value, env_value = nasty_values(marker)[2], nasty_values(marker)[4], nasty_values(marker)[3]
-    # the defaults for profile, then for executor_python, spark_init, warm_up, progress, log_level, start_timeout, idle_timeout, class_data_sharing,
-    # spark_driver, driver_linger
-    answers = ["typed", display, VENV_DIR, "", "", "local[2]", "", "", "", "", "", "", "", "", "", "", json.dumps({"spark.test.typed": conf_value}), json.dumps({"TYPED": env_value})]
+    # the defaults for spark_home and profile, then for every plain variable after spark_master (cookiecutter asks for dicts last)
+    plain = [option.name for option in OPTIONS if option.cookiecutter and option.kind != "mapping"]
+    defaults = [""] * len(plain[plain.index("spark_master") + 1:])
+    answers = ["typed", display, VENV_DIR, "", "", "local[2]", *defaults, json.dumps({"spark.test.typed": conf_value}), json.dumps({"TYPED": env_value})]
     out = tmp_path / "kernels"
     done = subprocess.run([os.path.join(VENV_DIR, "bin", "cookiecutter"), ROOT, "-o", str(out)], input="\n".join(answers) + "\n",
                           capture_output=True, text=True, timeout=120)
@@ -310,3 +312,4 @@ def test_replay_regenerates_the_last_kernel(tmp_path):
     replay = subprocess.run([cookiecutter, ROOT, "--replay", "--config-file", str(config), "-o", str(out)], capture_output=True, text=True, timeout=120)
     assert replay.returncode == 0, replay.stderr
     assert (out / "again" / "kernel.json").read_text() == original
+
