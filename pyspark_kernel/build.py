@@ -1,6 +1,7 @@
 """From answers to a finished kernel spec: every check and every look-up, no file written."""
 
 import glob
+import logging
 import os
 import sys
 
@@ -12,6 +13,7 @@ from .validate import check_answers, check_env, check_platform, check_spark_conf
 
 DEFAULTS_PATH = os.path.join(kernelspec.TEMPLATE_ROOT, "defaults.conf")
 PROFILES_DIR = os.path.join(kernelspec.TEMPLATE_ROOT, "profiles")
+log = logging.getLogger(__name__)
 
 
 def check_shared_driver(master, spark):
@@ -56,13 +58,18 @@ def build_spec(answers: dict, environ: dict | None = None) -> dict:
     """The kernel.json dict for ``answers``; raises InputError naming the first problem."""
     check_platform(sys.platform)
     answers = check_answers(answers)
+    log.info("answers checked")
     python_env = environment.find_environment(answers["venv_dir"])
+    log.info("environment found: %s (Python %s)", python_env.prefix, python_env.python_version)
     config = layers.merge(config_layers(answers))
+    log.info("layers merged: defaults.conf, profile %s%s, answers; master %s", answers["profile"],
+             ", " + answers["spark_defaults"] if answers["spark_defaults"] else "", config["master"])
     if master_kind(config["master"]) == "connect":
         environment.check_connect_client(python_env)
         spark = sparkhome.client_only(python_env) if not answers["spark_home"] else sparkhome.resolve(answers["spark_home"], python_env, environ)
     else:
         spark = sparkhome.resolve(answers["spark_home"], python_env, environ)
+    log.info("spark home resolved: %s (Spark %s, %s)", spark.home or "none: a Spark Connect client", spark.spark_version, spark.layout)
     # The template's own layers are checked like answers: a team's defaults.conf can have typos too.
     config["conf"] = check_spark_conf(config["conf"])
     config["env"] = check_env(config["env"])
@@ -74,6 +81,8 @@ def build_spec(answers: dict, environ: dict | None = None) -> dict:
         check_shared_driver(config["master"], spark)
         environment.check_connect_client(python_env)  # the notebooks are Spark Connect clients
     spec = kernelspec.check_spec(kernelspec.make_spec(answers, python_env, spark, config))
+    log.info("spec validated against schema/kernel.schema.json")
     if kernelspec.ships_environment(spec):
         packer(python_env.prefix)  # fail now, before any file is written, if it cannot be packed
+        log.info("the environment can be packed for the executors")
     return spec

@@ -9,16 +9,20 @@ cookiecutter renders none of them as Jinja and dict answers keep their shape.
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
+from typing import Iterator
 
 from .errors import InputError
 from .kernelspec import TEMPLATE_ROOT
 from .runtime.options import OPTIONS
 from .validate import check_given, check_kernel_name
+
+log = logging.getLogger(__name__)
 
 
 def kernels_dir(args):
@@ -98,6 +102,7 @@ def add_create_flags(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--prefix", help="install into PREFIX/share/jupyter/kernels")
     add_option_flags(parser)
     parser.add_argument("-f", "--force", action="store_true", help="replace an existing kernel of the same name")
+    parser.add_argument("--verbose", action="store_true", help="show cookiecutter's steps and ours on stderr")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -166,6 +171,23 @@ def given_answers(args: argparse.Namespace, spark_conf: dict, template: str) -> 
     return answers
 
 
+@contextlib.contextmanager
+def verbose_steps() -> Iterator[None]:
+    """Cookiecutter's log and ours on stderr, here and (by the environment) in the hooks."""
+    from .verbose import VARIABLE, hide_steps, show_steps
+
+    handler, before = show_steps(), os.environ.get(VARIABLE)
+    os.environ[VARIABLE] = "1"
+    try:
+        yield
+    finally:
+        hide_steps(handler)
+        if before is None:
+            del os.environ[VARIABLE]
+        else:
+            os.environ[VARIABLE] = before
+
+
 def generate(args: argparse.Namespace, template: str, name: str, answers: dict, target: str) -> None:
     """Cookiecutter builds the kernel in a staging directory beside target; then it moves into place."""
     from cookiecutter.exceptions import CookiecutterException, FailedHookException
@@ -183,6 +205,7 @@ def generate(args: argparse.Namespace, template: str, name: str, answers: dict, 
         # Shared places (--sys-prefix, --prefix, -d) are readable by all; a --user kernel is its owner's alone (0700/0600, or tighter).
         (make_shareable if shared_install(args) else make_private)(built)
         move_into_place(built, target, args.force)
+        log.info("moved into place: %s", target)
 
 
 def create(args, spark_conf):
@@ -198,10 +221,14 @@ def create(args, spark_conf):
     target = os.path.join(kernels_dir(args), name)
     if not args.force:
         refuse_existing(target)  # before building; checked again when moving into place
-    # The hooks print the one-line ERROR; cookiecutter's own report of the failed hook is noise.
-    logging.getLogger("cookiecutter").addHandler(logging.NullHandler())
-    logging.getLogger("cookiecutter").propagate = False
-    generate(args, template, name, answers, target)
+    if args.verbose:
+        with verbose_steps():
+            generate(args, template, name, answers, target)
+    else:
+        # The hooks print the one-line ERROR; cookiecutter's own report of the failed hook is noise.
+        logging.getLogger("cookiecutter").addHandler(logging.NullHandler())
+        logging.getLogger("cookiecutter").propagate = False
+        generate(args, template, name, answers, target)
     print(f"Installed kernel {name} in {target}")
     return 0
 

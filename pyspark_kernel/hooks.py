@@ -8,17 +8,20 @@ kernel survives beside the new one, and a failure leaves the old kernel as it wa
 
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import sys
 
 from .errors import InputError
 from .runtime.options import OPTIONS
+from .verbose import show_steps_if_asked
 
 REPLACED = ".pyspark-kernel-replaced"
 PUBLIC_ANSWERS = tuple(option.name for option in OPTIONS if option.cookiecutter)
 PATH_ANSWERS = tuple(option.name for option in OPTIONS if option.kind in ("path", "profile"))
 JSON_ANSWERS = tuple(option.name for option in OPTIONS if option.kind in ("mapping", "list"))
+log = logging.getLogger(__name__)
 
 
 HOOK_DEPENDENCIES = ("pyhocon", "jsonschema", "packaging")  # all the hooks import beyond cookiecutter's own
@@ -122,6 +125,7 @@ BUILT = ".pyspark-kernel-spec.json"  # pre_gen's finished spec, for post_gen: th
 
 
 def pre_gen(context: dict, launch_dir: str, kernel_dir: str = ".") -> int:
+    show_steps_if_asked()
     try:
         require_dependencies()
         from .build import build_spec
@@ -148,6 +152,7 @@ def built_spec(context, launch_dir, kernel_dir):
 
 
 def post_gen(context: dict, launch_dir: str, kernel_dir: str = ".") -> int:
+    show_steps_if_asked()
     try:
         from .kernelspec import dump_spec, ships_environment
         from .pack import pack_environment
@@ -155,8 +160,10 @@ def post_gen(context: dict, launch_dir: str, kernel_dir: str = ".") -> int:
         spec = built_spec(context, launch_dir, kernel_dir)
         if ships_environment(spec):
             pack_environment(spec["metadata"]["pyspark_kernel"]["venv_dir"], kernel_dir)
+            log.info("packed the environment for the executors")
         copy_runtime(kernel_dir)
         write_text(os.path.join(kernel_dir, "kernel.json"), dump_spec(spec))
+        log.info("kernel.json and the runtime written")
     except (InputError, OSError) as error:
         restore_old_kernel(kernel_dir)
         return report(error if isinstance(error, InputError) else InputError("kernel_dir", str(error), "check the kernels directory is writable"))

@@ -313,3 +313,17 @@ def test_replay_regenerates_the_last_kernel(tmp_path):
     assert replay.returncode == 0, replay.stderr
     assert (out / "again" / "kernel.json").read_text() == original
 
+
+def test_verbose_create_shows_cookiecutters_steps_and_ours(kernels_dir):
+    done = run_cli("create", "-k", "loud", "-e", VENV_DIR, "-d", str(kernels_dir), "--verbose")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"Installed kernel loud in {kernels_dir / 'loud'}"
+    for step in ("cookiecutter.", "environment found", "layers merged", "spark home resolved", "spec validated", "kernel.json and the runtime written", "moved into place"):
+        assert step in done.stderr, step
+
+
+def test_create_without_verbose_says_one_line_and_nothing_on_stderr(kernels_dir):
+    done = run_cli("create", "-k", "quiet", "-e", VENV_DIR, "-d", str(kernels_dir))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"Installed kernel quiet in {kernels_dir / 'quiet'}"]
+    assert done.stderr == ""

@@ -48,7 +48,7 @@ def test_readme_table_has_a_row_for_every_option_and_every_create_flag():
     table = options_doc.markdown_table()
     for option in OPTIONS:
         assert option.help.replace("|", "\\|") in table
-    for flag in ("--kernels_template_path", "--kernels_dir_path", "--sys-prefix", "--force", "--spark.KEY VALUE"):
+    for flag in ("--kernels_template_path", "--kernels_dir_path", "--sys-prefix", "--force", "--verbose", "--spark.KEY VALUE"):
         assert f"{flag}" in table
 
 
