@@ -73,7 +73,7 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
     for option in OPTIONS:
         if not option.create_flags:
             continue
-        declared = {"dest": option.name, "help": option.help}
+        declared = {"dest": option.name, "help": option.help.replace("%", "%%")}  # argparse formats help with %
         if option.kind == "flag":
             declared["action"] = argparse.BooleanOptionalAction
         elif option.repeat:
