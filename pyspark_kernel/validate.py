@@ -275,7 +275,18 @@ SPECIAL_CHECKS = {
     "spark_driver": check_spark_driver,
     "driver_linger": check_driver_linger,
 }
-KIND_CHECKS = {"text": check_text, "path": check_path_text, "flag": check_flag}
+COUNT = re.compile(r"[0-9]+")
+
+
+def check_count(field: str, value: Any) -> int:
+    """A whole number above 0; cookiecutter's --no-input and create's flags give it as text."""
+    text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    if not COUNT.fullmatch(text) or int(text) == 0:
+        raise InputError(field, f"{quote(value)} is not a whole number above 0", "give a number such as 20")
+    return int(text)
+
+
+KIND_CHECKS = {"text": check_text, "path": check_path_text, "flag": check_flag, "count": check_count}
 
 
 def check_of(option: Option) -> Callable[[Any], Any]:

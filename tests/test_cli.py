@@ -327,3 +327,17 @@ def test_create_without_verbose_says_one_line_and_nothing_on_stderr(kernels_dir)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [f"Installed kernel quiet in {kernels_dir / 'quiet'}"]
     assert done.stderr == ""
+
+
+def test_sql_rows_reaches_the_kernels_options(kernels_dir):
+    done = run_cli("create", "-k", "rows", "-e", VENV_DIR, "-d", str(kernels_dir), "--sql_rows", "5")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(read_spec(kernels_dir / "rows")["env"]["PYSPARK_KERNEL_OPTIONS"])["sql_rows"] == 5
+
+
+@pytest.mark.parametrize("rows", ["0", "-3", "many", "2.5"])
+def test_bad_sql_rows_is_one_error_line(kernels_dir, rows):
+    done = run_cli("create", "-k", "rows", "-e", VENV_DIR, "-d", str(kernels_dir), f"--sql_rows={rows}")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == f'ERROR: sql_rows: "{rows}" is not a whole number above 0 (give a number such as 20)\n'
+    assert os.listdir(kernels_dir) == []

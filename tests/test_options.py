@@ -109,3 +109,10 @@ def test_the_runtime_refuses_or_replaces_a_choice_as_the_table_says():
     assert options.read_value(OPTION["log_level"], "LOUD") == "LOUD"  # Spark says what it makes of it
     with pytest.raises(options.SetupError, match="spark_driver in PYSPARK_KERNEL_OPTIONS is \"both\", not one of dedicated, shared; regenerate"):
         options.read_value(OPTION["spark_driver"], "both")
+
+
+def test_the_runtime_keeps_a_row_count_above_zero_and_else_takes_the_default():
+    assert options.read_value(OPTION["sql_rows"], 5) == 5
+    for bad in (0, -1, "5", True, 2.5):
+        assert options.read_value(OPTION["sql_rows"], bad) == 20
+    assert options.read_options({})["sql_rows"] == 20

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from .diagnostics import SparkStartError
+from .sql import DEFAULT_ROWS
 
 OPTIONS_VARIABLE = "PYSPARK_KERNEL_OPTIONS"
 CONF_VARIABLE = "PYSPARK_KERNEL_SPARK_CONF"
@@ -46,7 +47,7 @@ class Option:
     runtime options and the README's table are derived from it."""
 
     name: str  # the answer: a cookiecutter variable, create's --NAME, a layer's kernel.NAME
-    kind: str  # text, path, profile, choice, flag, seconds, count, mapping, list: how it is read and checked
+    kind: str  # text, path, profile, choice, flag, seconds, count (a whole number above 0), mapping, list: how it is read and checked
     help: str  # create's --help, and the README's table
     default: Any = ""  # when not given (cookiecutter.json's value; a choice's default is its first)
     choices: tuple = ()
@@ -134,6 +135,8 @@ OPTIONS = (
     Option("driver_linger", "seconds", "seconds a shared driver stays after its last notebook has gone (default: the profile's; 30)",
            in_profile=True, runtime="driver_linger", runtime_if=shared_driver, fallback=DRIVER_LINGER, if_bad="refuse", zero_ok=True,
            prompt="Seconds a shared driver stays after its last notebook has gone (empty: the profile's)"),
+    Option("sql_rows", "count", f"rows %%sql shows when its cell gives no -n (default: {DEFAULT_ROWS})", default=DEFAULT_ROWS, runtime="sql_rows",
+           if_bad="default", prompt="Rows %%sql shows when its cell gives no -n"),
 )
 OPTION = {option.name: option for option in OPTIONS}
 RUNTIME_OPTIONS = tuple(option for option in OPTIONS if option.runtime)
@@ -174,6 +177,8 @@ def read_value(option: Option, value: Any) -> Any:
             raise SetupError(f"{key} in {OPTIONS_VARIABLE} is {json.dumps(value)}, not a number of seconds; "
                              "regenerate the kernel with pyspark-kernel create --force") from None
         return seconds
+    if option.kind == "count" and not (type(value) is int and value > 0) and option.if_bad == "default":
+        return option.runtime_default
     if option.choices and value not in option.choices and option.if_bad == "default":
         return option.runtime_default
     if option.choices and value not in option.choices and option.if_bad == "refuse":
