@@ -1,19 +1,19 @@
 """From answers to a finished kernel spec: every check and every look-up, no file written."""
 
 import glob
+import logging
 import os
 import sys
 
 from . import environment, kernelspec, layers, sparkhome
 from .errors import InputError
 from .pack import packer
-from .runtime.options import DRIVER_LINGER
-from .validate import check_answers, check_driver_linger, check_env, check_idle_timeout, check_platform, check_spark_conf, check_spark_driver, check_start_timeout, master_kind
+from .runtime.options import OPTIONS
+from .validate import check_answers, check_env, check_platform, check_spark_conf, check_value, master_kind
 
 DEFAULTS_PATH = os.path.join(kernelspec.TEMPLATE_ROOT, "defaults.conf")
 PROFILES_DIR = os.path.join(kernelspec.TEMPLATE_ROOT, "profiles")
-# A fork whose defaults.conf and profile set no start limit still gets one a busy machine can meet.
-DEFAULT_START_TIMEOUT = 600
+log = logging.getLogger(__name__)
 
 
 def check_shared_driver(master, spark):
@@ -54,29 +54,35 @@ def config_layers(answers):
     return found + [layers.answers_layer(answers)]
 
 
-def build_spec(answers, environ=None):
+def build_spec(answers: dict, environ: dict | None = None) -> dict:
     """The kernel.json dict for ``answers``; raises InputError naming the first problem."""
     check_platform(sys.platform)
     answers = check_answers(answers)
+    log.info("answers checked")
     python_env = environment.find_environment(answers["venv_dir"])
+    log.info("environment found: %s (Python %s)", python_env.prefix, python_env.python_version)
     config = layers.merge(config_layers(answers))
+    log.info("layers merged: defaults.conf, profile %s%s, answers; master %s", answers["profile"],
+             ", " + answers["spark_defaults"] if answers["spark_defaults"] else "", config["master"])
     if master_kind(config["master"]) == "connect":
         environment.check_connect_client(python_env)
         spark = sparkhome.client_only(python_env) if not answers["spark_home"] else sparkhome.resolve(answers["spark_home"], python_env, environ)
     else:
         spark = sparkhome.resolve(answers["spark_home"], python_env, environ)
+    log.info("spark home resolved: %s (Spark %s, %s)", spark.home or "none: a Spark Connect client", spark.spark_version, spark.layout)
     # The template's own layers are checked like answers: a team's defaults.conf can have typos too.
     config["conf"] = check_spark_conf(config["conf"])
     config["env"] = check_env(config["env"])
-    config["start_timeout"] = check_start_timeout(config["start_timeout"]) or DEFAULT_START_TIMEOUT
-    config["idle_timeout"] = check_idle_timeout(config["idle_timeout"]) or 0
-    config["spark_driver"] = check_spark_driver(config["spark_driver"]) or "dedicated"
-    linger = check_driver_linger(config["driver_linger"])
-    config["driver_linger"] = DRIVER_LINGER if linger is None else linger
+    for option in OPTIONS:
+        if option.in_profile:  # empty in every layer: the option's fallback
+            value = check_value(option.name, config[option.name])
+            config[option.name] = option.runtime_default if value is None else value
     if config["spark_driver"] == "shared":
         check_shared_driver(config["master"], spark)
         environment.check_connect_client(python_env)  # the notebooks are Spark Connect clients
     spec = kernelspec.check_spec(kernelspec.make_spec(answers, python_env, spark, config))
+    log.info("spec validated against schema/kernel.schema.json")
     if kernelspec.ships_environment(spec):
         packer(python_env.prefix)  # fail now, before any file is written, if it cannot be packed
+        log.info("the environment can be packed for the executors")
     return spec

@@ -9,15 +9,20 @@ cookiecutter renders none of them as Jinja and dict answers keep their shape.
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
+from typing import Iterator
 
 from .errors import InputError
 from .kernelspec import TEMPLATE_ROOT
-from .validate import DRIVER_MODES, INIT_MODES, LOG_LEVELS, WARM_UP_MODES, check_given, check_kernel_name
+from .runtime.options import OPTIONS
+from .validate import check_given, check_kernel_name
+
+log = logging.getLogger(__name__)
 
 
 def kernels_dir(args):
@@ -63,6 +68,23 @@ def parse_env(pairs):
     return env
 
 
+def add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """create's flag for each option that argparse can declare (the --spark.* ones it cannot)."""
+    for option in OPTIONS:
+        if not option.create_flags:
+            continue
+        declared = {"dest": option.name, "help": option.help.replace("%", "%%")}  # argparse formats help with %
+        if option.kind == "flag":
+            declared["action"] = argparse.BooleanOptionalAction
+        elif option.repeat:
+            declared["action"] = "append"
+        if option.kind == "choice":
+            declared["choices"] = option.choices
+        if option.metavar:
+            declared["metavar"] = option.metavar
+        parser.add_argument(*option.create_flags, **declared)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, with its usage errors in the one-line ERROR form."""
 
@@ -70,7 +92,20 @@ class Parser(argparse.ArgumentParser):
         raise InputError("arguments", message, f"see {self.prog} --help")
 
 
-def make_parser():
+def add_create_flags(parser: argparse.ArgumentParser) -> None:
+    """create's flags: where the kernel goes, then one for each option."""
+    parser.add_argument("-t", "--kernels_template_path", default=TEMPLATE_ROOT, help="the template (default: the one this pyspark-kernel carries; a team points it at its fork)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("-d", "--kernels_dir_path", help="Jupyter kernels directory (default: the user's, $JUPYTER_DATA_DIR/kernels)")
+    where.add_argument("--user", action="store_true", help="install for this user (the default)")
+    where.add_argument("--sys-prefix", dest="sys_prefix", action="store_true", help="install into this Python environment's share/jupyter/kernels")
+    where.add_argument("--prefix", help="install into PREFIX/share/jupyter/kernels")
+    add_option_flags(parser)
+    parser.add_argument("-f", "--force", action="store_true", help="replace an existing kernel of the same name")
+    parser.add_argument("--verbose", action="store_true", help="show cookiecutter's steps and ours on stderr")
+
+
+def make_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="pyspark-kernel", description="Generate and check PySpark Jupyter kernels.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
@@ -79,34 +114,7 @@ def make_parser():
         help="generate a kernel without prompts",
         epilog="Any Spark setting: --spark.KEY VALUE or --spark.KEY=VALUE (repeatable).",
     )
-    create.add_argument("-t", "--kernels_template_path", default=TEMPLATE_ROOT, help="the template (default: the one this pyspark-kernel carries; a team points it at its fork)")
-    where = create.add_mutually_exclusive_group()
-    where.add_argument("-d", "--kernels_dir_path", help="Jupyter kernels directory (default: the user's, $JUPYTER_DATA_DIR/kernels)")
-    where.add_argument("--user", action="store_true", help="install for this user (the default)")
-    where.add_argument("--sys-prefix", dest="sys_prefix", action="store_true", help="install into this Python environment's share/jupyter/kernels")
-    where.add_argument("--prefix", help="install into PREFIX/share/jupyter/kernels")
-    create.add_argument("-k", "--kernel_name", help="kernel name (default: the template's, pyspark-local)")
-    create.add_argument("-e", "--venv_dir_path", help="Python environment for driver and executors (default: this one)")
-    create.add_argument("--display_name", help="name shown in Jupyter (default: PySpark (KERNEL_NAME))")
-    create.add_argument("--spark_home", help="SPARK_HOME (default: the environment's pyspark, else $SPARK_HOME)")
-    create.add_argument("--spark_master", help="Spark master URL (default: the template's, local[*])")
-    create.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="environment variable for the kernel (repeatable)")
-    create.add_argument("--env-from", dest="env_from", action="append", metavar="NAME", help="a variable the kernel takes from the Jupyter server's environment when it starts, for secrets (repeatable)")
-    create.add_argument("--profile", help="cluster profile: a name from the template's profiles/ (local, standalone, yarn, kubernetes, connect) or a .conf file")
-    create.add_argument("--from-spark-defaults", dest="spark_defaults", metavar="FILE", help="import a spark-defaults.conf as a configuration layer")
-    create.add_argument("--executor_python", help="executors' Python for cluster masters: pack (ship this environment) or a path")
-    create.add_argument("--spark_init", choices=INIT_MODES, help="when Spark starts: background (default), lazy (first use), eager (before the kernel answers)")
-    create.add_argument("--warm_up", choices=WARM_UP_MODES, help="what runs before the first cell: python (default: a JVM job, then the Python workers of RDDs and UDFs), "
-                                                            "jvm (the JVM job only: no Python workers until a cell needs them, less memory), off")
-    create.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress line for running Spark jobs (default: on)")
-    create.add_argument("--log_level", choices=LOG_LEVELS, help="Spark log level (default: WARN)")
-    create.add_argument("--start_timeout", help="the longest Spark may take to start, in seconds (default: the profile's; 600 for local)")
-    create.add_argument("--spark_driver", choices=DRIVER_MODES, help="dedicated (default: each notebook its own driver JVM) or shared "
-                                                              "(Spark 4: the notebooks of this kernel share one local Spark Connect server)")
-    create.add_argument("--driver_linger", help="seconds a shared driver stays after its last notebook has gone (default: the profile's; 30)")
-    create.add_argument("--idle_timeout", help="stop the Spark session after this many seconds without a job, freeing its cluster resources; 0: never (default: the profile's: off for local and connect, 3600 for clusters)")
-    create.add_argument("--class_data_sharing", action=argparse.BooleanOptionalAction, help="class-data-sharing archive for the driver JVM (default: on)")
-    create.add_argument("-f", "--force", action="store_true", help="replace an existing kernel of the same name")
+    add_create_flags(create)
 
     smoke = commands.add_parser("smoke", help="run the smoke notebook on an installed kernel")
     smoke.add_argument("kernel_name")
@@ -144,17 +152,17 @@ def template_default(template, key):
     return value if isinstance(value, str) and "{" not in value else None
 
 
-def given_answers(args, spark_conf, template):
+def given_answers(args: argparse.Namespace, spark_conf: dict, template: str) -> dict:
     """The answers the user gave; the template's defaults fill the rest."""
-    answers = {"spark_conf": spark_conf, "env": parse_env(args.env), "env_from": args.env_from or []}
-    for key in ("display_name", "spark_master", "executor_python", "spark_init", "warm_up", "progress", "log_level", "start_timeout", "idle_timeout", "class_data_sharing", "spark_driver", "driver_linger"):
-        if getattr(args, key) is not None:
-            answers[key] = getattr(args, key)
-    for key, flag in (("venv_dir", args.venv_dir_path), ("spark_home", args.spark_home), ("spark_defaults", args.spark_defaults)):
-        if flag is not None:
-            answers[key] = absolute(flag)
+    answers = {"spark_conf": spark_conf, "env": parse_env(args.env or []), "env_from": args.env_from or []}
+    for option in OPTIONS:
+        value = getattr(args, option.name, None)
+        if option.name in answers or option.name == "kernel_name" or value is None:
+            continue  # kernel_name: checked first, by create
+        if option.kind == "path" or (option.kind == "profile" and value.endswith(".conf")):
+            value = absolute(value)  # relative to where create runs
+        answers[option.name] = value
     if args.profile is not None:
-        answers["profile"] = absolute(args.profile) if args.profile.endswith(".conf") else args.profile
         if args.spark_master is None:  # the profile's master, as the prompt's default would be
             from .build import profile_master
 
@@ -163,11 +171,45 @@ def given_answers(args, spark_conf, template):
     return answers
 
 
-def create(args, spark_conf):
+@contextlib.contextmanager
+def verbose_steps() -> Iterator[None]:
+    """Cookiecutter's log and ours on stderr, here and (by the environment) in the hooks."""
+    from .verbose import VARIABLE, hide_steps, show_steps
+
+    handler, before = show_steps(), os.environ.get(VARIABLE)
+    os.environ[VARIABLE] = "1"
+    try:
+        yield
+    finally:
+        hide_steps(handler)
+        if before is None:
+            del os.environ[VARIABLE]
+        else:
+            os.environ[VARIABLE] = before
+
+
+def generate(args: argparse.Namespace, template: str, name: str, answers: dict, target: str) -> None:
+    """Cookiecutter builds the kernel in a staging directory beside target; then it moves into place."""
     from cookiecutter.exceptions import CookiecutterException, FailedHookException
     from cookiecutter.main import cookiecutter
 
-    from .install import make_private, make_shareable, move_into_place, refuse_existing, staging_dir
+    from .install import make_private, make_shareable, move_into_place, staging_dir
+
+    with staging_dir(os.path.dirname(target)) as staging:
+        try:
+            built = cookiecutter(template, no_input=True, output_dir=staging, extra_context={"kernel_name": name, "_answers": answers})
+        except FailedHookException:
+            raise SystemExit(1) from None  # the hook has said what is wrong
+        except CookiecutterException as error:
+            raise InputError("kernels_template_path", f"cookiecutter failed: {' '.join(str(error).split())}", "fix the template, or pass -t with a working one") from None
+        # Shared places (--sys-prefix, --prefix, -d) are readable by all; a --user kernel is its owner's alone (0700/0600, or tighter).
+        (make_shareable if shared_install(args) else make_private)(built)
+        move_into_place(built, target, args.force)
+        log.info("moved into place: %s", target)
+
+
+def create(args, spark_conf):
+    from .install import refuse_existing
 
     # A create stopped with SIGTERM cleans up as after an error (a SIGKILL's leftovers go next time).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -179,19 +221,14 @@ def create(args, spark_conf):
     target = os.path.join(kernels_dir(args), name)
     if not args.force:
         refuse_existing(target)  # before building; checked again when moving into place
-    # The hooks print the one-line ERROR; cookiecutter's own report of the failed hook is noise.
-    logging.getLogger("cookiecutter").addHandler(logging.NullHandler())
-    logging.getLogger("cookiecutter").propagate = False
-    with staging_dir(os.path.dirname(target)) as staging:
-        try:
-            built = cookiecutter(template, no_input=True, output_dir=staging, extra_context={"kernel_name": name, "_answers": answers})
-        except FailedHookException:
-            raise SystemExit(1) from None  # the hook has said what is wrong
-        except CookiecutterException as error:
-            raise InputError("kernels_template_path", f"cookiecutter failed: {' '.join(str(error).split())}", "fix the template, or pass -t with a working one") from None
-        # Shared places (--sys-prefix, --prefix, -d) are readable by all; a --user kernel is its owner's alone (0700/0600, or tighter).
-        (make_shareable if shared_install(args) else make_private)(built)
-        move_into_place(built, target, args.force)
+    if args.verbose:
+        with verbose_steps():
+            generate(args, template, name, answers, target)
+    else:
+        # The hooks print the one-line ERROR; cookiecutter's own report of the failed hook is noise.
+        logging.getLogger("cookiecutter").addHandler(logging.NullHandler())
+        logging.getLogger("cookiecutter").propagate = False
+        generate(args, template, name, answers, target)
     print(f"Installed kernel {name} in {target}")
     return 0
 

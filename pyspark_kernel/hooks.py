@@ -8,18 +8,20 @@ kernel survives beside the new one, and a failure leaves the old kernel as it wa
 
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import sys
 
 from .errors import InputError
+from .runtime.options import OPTIONS
+from .verbose import show_steps_if_asked
 
 REPLACED = ".pyspark-kernel-replaced"
-PUBLIC_ANSWERS = (
-    "kernel_name", "display_name", "venv_dir", "spark_home", "spark_master", "spark_conf", "env",
-    "spark_init", "warm_up", "progress", "log_level", "start_timeout", "idle_timeout", "class_data_sharing", "spark_driver", "driver_linger",
-    "profile", "executor_python",
-)
+PUBLIC_ANSWERS = tuple(option.name for option in OPTIONS if option.cookiecutter)
+PATH_ANSWERS = tuple(option.name for option in OPTIONS if option.kind in ("path", "profile"))
+JSON_ANSWERS = tuple(option.name for option in OPTIONS if option.kind in ("mapping", "list"))
+log = logging.getLogger(__name__)
 
 
 HOOK_DEPENDENCIES = ("pyhocon", "jsonschema", "packaging")  # all the hooks import beyond cookiecutter's own
@@ -46,19 +48,19 @@ def remove_rendered(path, template_root):
             pass
 
 
-def answers_from(context, launch_dir):
+def answers_from(context: dict, launch_dir: str) -> dict:
     """`pyspark-kernel create` passes its answers in the private `_answers`, which cookiecutter
     neither renders as Jinja nor turns into strings; it overrides the public answers, whose
     defaults fill what it leaves out.
     Relative paths are taken from the directory cookiecutter was started in."""
     answers = {key: context[key] for key in PUBLIC_ANSWERS if key in context}
     answers.update(context.get("_answers") or {})
-    for key in ("venv_dir", "spark_home", "spark_defaults", "profile"):
+    for key in PATH_ANSWERS:
         if key == "profile" and not str(answers.get(key, "")).endswith(".conf"):
             continue  # a profile name, not a path
         if isinstance(answers.get(key), str) and answers[key]:
             answers[key] = os.path.join(launch_dir, os.path.expanduser(answers[key]))
-    for key in ("spark_conf", "env", "env_from"):
+    for key in JSON_ANSWERS:
         if isinstance(answers.get(key), str):  # --no-input key='{"...": "..."}' gives the JSON text
             try:
                 answers[key] = json.loads(answers[key])
@@ -122,7 +124,8 @@ def report(error):
 BUILT = ".pyspark-kernel-spec.json"  # pre_gen's finished spec, for post_gen: the checks and the environment probe run once
 
 
-def pre_gen(context, launch_dir, kernel_dir="."):
+def pre_gen(context: dict, launch_dir: str, kernel_dir: str = ".") -> int:
+    show_steps_if_asked()
     try:
         require_dependencies()
         from .build import build_spec
@@ -148,7 +151,8 @@ def built_spec(context, launch_dir, kernel_dir):
     return build_spec(answers_from(context, launch_dir))
 
 
-def post_gen(context, launch_dir, kernel_dir="."):
+def post_gen(context: dict, launch_dir: str, kernel_dir: str = ".") -> int:
+    show_steps_if_asked()
     try:
         from .kernelspec import dump_spec, ships_environment
         from .pack import pack_environment
@@ -156,8 +160,10 @@ def post_gen(context, launch_dir, kernel_dir="."):
         spec = built_spec(context, launch_dir, kernel_dir)
         if ships_environment(spec):
             pack_environment(spec["metadata"]["pyspark_kernel"]["venv_dir"], kernel_dir)
+            log.info("packed the environment for the executors")
         copy_runtime(kernel_dir)
         write_text(os.path.join(kernel_dir, "kernel.json"), dump_spec(spec))
+        log.info("kernel.json and the runtime written")
     except (InputError, OSError) as error:
         restore_old_kernel(kernel_dir)
         return report(error if isinstance(error, InputError) else InputError("kernel_dir", str(error), "check the kernels directory is writable"))

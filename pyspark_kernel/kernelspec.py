@@ -8,7 +8,7 @@ from string import Template
 from . import __version__
 from .errors import InputError
 from .pack import ARCHIVE
-from .runtime.options import CONF_VARIABLE, OPTIONS_VARIABLE, SPARK_VARIABLES  # noqa: F401 - one definition, read by the runtime too
+from .runtime.options import CONF_VARIABLE, OPTIONS_VARIABLE, RUNTIME_OPTIONS, SPARK_VARIABLES  # noqa: F401 - one definition, read by the runtime too
 from .validate import master_kind
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -58,18 +58,13 @@ def executor_python(config, python_env):
     return choice, False
 
 
-def runtime_options(answers, config, ships_environment):
-    options = {
-        "init": answers["spark_init"],
-        "warm_up": answers["warm_up"],
-        "progress": answers["progress"],
-        "log_level": answers["log_level"],
-        "start_timeout": config["start_timeout"],
-        "idle_timeout": config["idle_timeout"],
-        "class_data_sharing": answers["class_data_sharing"],
-    }
-    if config.get("spark_driver") == "shared":
-        options.update(spark_driver="shared", driver_linger=config["driver_linger"])
+def runtime_options(answers: dict, config: dict, ships_environment: bool) -> dict:
+    """PYSPARK_KERNEL_OPTIONS: each runtime option from the answers, or from the merged layers when
+    a layer may set it."""
+    options = {}
+    for option in RUNTIME_OPTIONS:
+        if option.runtime_if is None or option.runtime_if(config):
+            options[option.runtime] = config[option.name] if option.in_profile else answers[option.name]
     if ships_environment:
         options["ship_environment"] = ARCHIVE
     if answers["env_from"]:

@@ -20,10 +20,11 @@ from pyhocon.exceptions import ConfigException
 from pyparsing import ParseBaseException
 
 from .errors import InputError, quote
+from .runtime.options import OPTIONS
 from .validate import conf_value_text
 
 
-KERNEL_KEYS = ("start_timeout", "idle_timeout", "spark_driver", "driver_linger")  # a layer's kernel.* settings
+KERNEL_KEYS = tuple(option.name for option in OPTIONS if option.in_profile)  # a layer's kernel.* settings
 
 
 def read_layer(path):

@@ -4,12 +4,14 @@ Checks that need the machine (does venv_dir's Python run, where is Spark) live i
 ``environment.py`` and ``sparkhome.py``. Every check raises InputError with the fix.
 """
 
+import functools
 import os
 import re
+from typing import Any, Callable
 
 from .errors import InputError, quote
-from .runtime.masters import MASTER_FORMS, MASTERS  # one reading of master URLs, the kernel's too
-from .runtime.options import DRIVER_MODES, ENV_REFERENCE, INIT_MODES, LOG_LEVELS, WARM_UP_MODES, is_secret  # the runtime's own
+from .runtime.masters import MASTER_FORMS, MASTERS, is_connect  # one reading of master URLs, the kernel's too
+from .runtime.options import DRIVER_MODES, ENV_REFERENCE, OPTIONS, RUNTIME_OPTIONS, Option, is_secret  # the runtime's own
 
 # jupyter_client's rule (ASCII letters, digits, - . _). Jupyter lowercases names on install, so an
 # uppercase name would be installed under another name than the one asked for: refuse it instead.
@@ -32,7 +34,7 @@ RESERVED_ENV = {
     "PYSPARK_PYTHON": "set venv_dir instead: driver and executors run its Python",
     "PYSPARK_DRIVER_PYTHON": "set venv_dir instead: driver and executors run its Python",
     "PYSPARK_KERNEL_SPARK_CONF": "set spark_conf instead",
-    "PYSPARK_KERNEL_OPTIONS": "set spark_init, warm_up, progress, log_level, start_timeout, idle_timeout, class_data_sharing, spark_driver or driver_linger instead",
+    "PYSPARK_KERNEL_OPTIONS": f"set {', '.join(option.name for option in RUNTIME_OPTIONS[:-1])} or {RUNTIME_OPTIONS[-1].name} instead",
     "PYTHONPATH": "install packages into venv_dir instead",
     "SPARK_REMOTE": "set spark_master to the sc:// URL instead",
 }
@@ -69,8 +71,9 @@ def check_master(master):
         raise InputError("spark_master", "is empty", "use local[*] to run Spark inside the kernel")
     if not any(pattern.fullmatch(master) for pattern in MASTERS.values()):
         raise InputError("spark_master", f"{quote(master)} is not a Spark master URL", f"use one of {MASTER_FORMS}")
-    if master.startswith("sc://") and re.search(r";token=", master, re.IGNORECASE):
-        raise InputError("spark_master", "has a token in it, which would be written into kernel.json", "leave it out and set SPARK_CONNECT_TOKEN for the Jupyter server: the kernel adds it when it starts")
+    if is_connect(master) and re.search(r";token=", master, re.IGNORECASE):
+        raise InputError("spark_master", "has a token in it, which would be written into kernel.json",
+                         "leave it out and set SPARK_CONNECT_TOKEN for the Jupyter server: the kernel adds it when it starts")
     return master
 
 
@@ -249,36 +252,56 @@ def check_executor_python(value):
     return value
 
 
-# Each answer's check and its value when it is not given; None fails the check (it is required).
-CHECKS = {
-    "kernel_name": (check_kernel_name, None),
-    "display_name": (lambda value: check_text("display_name", value), None),
-    "venv_dir": (lambda value: check_path_text("venv_dir", value), ""),
-    "spark_home": (lambda value: check_path_text("spark_home", value), ""),
-    "profile": (check_profile, "local"),
-    "spark_master": (check_master, None),
-    "executor_python": (check_executor_python, ""),
-    "spark_defaults": (lambda value: check_path_text("spark_defaults", value), ""),
-    "spark_conf": (check_spark_conf, {}),
-    "env": (check_env, {}),
-    "env_from": (check_env_from, []),
-    "spark_init": (lambda value: check_choice("spark_init", value, INIT_MODES), "background"),
-    "warm_up": (lambda value: check_choice("warm_up", value, WARM_UP_MODES), "python"),
-    "progress": (lambda value: check_flag("progress", value), True),
-    "log_level": (lambda value: check_choice("log_level", value, LOG_LEVELS), "WARN"),
-    "start_timeout": (check_start_timeout, None),
-    "idle_timeout": (check_idle_timeout, None),
-    "class_data_sharing": (lambda value: check_flag("class_data_sharing", value), True),
-    "spark_driver": (check_spark_driver, None),
-    "driver_linger": (check_driver_linger, None),
+# The answers whose check is their own; the others are checked by their kind (runtime.options.OPTIONS).
+SPECIAL_CHECKS = {
+    "kernel_name": check_kernel_name,
+    "profile": check_profile,
+    "spark_master": check_master,
+    "executor_python": check_executor_python,
+    "spark_conf": check_spark_conf,
+    "env": check_env,
+    "env_from": check_env_from,
+    "start_timeout": check_start_timeout,
+    "idle_timeout": check_idle_timeout,
+    "spark_driver": check_spark_driver,
+    "driver_linger": check_driver_linger,
 }
+COUNT = re.compile(r"[0-9]+")
 
 
-def check_answers(answers):
+def check_count(field: str, value: Any) -> int:
+    """A whole number above 0; cookiecutter's --no-input and create's flags give it as text."""
+    text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    if not COUNT.fullmatch(text) or int(text) == 0:
+        raise InputError(field, f"{quote(value)} is not a whole number above 0", "give a number such as 20")
+    return int(text)
+
+
+KIND_CHECKS = {"text": check_text, "path": check_path_text, "flag": check_flag, "count": check_count}
+
+
+def check_of(option: Option) -> Callable[[Any], Any]:
+    if option.name in SPECIAL_CHECKS:
+        return SPECIAL_CHECKS[option.name]
+    if option.kind == "choice":
+        return functools.partial(check_choice, option.name, choices=option.choices)
+    return functools.partial(KIND_CHECKS[option.kind], option.name)
+
+
+# Each answer's check and its value when it is not given; None fails the check (it is required).
+CHECKS = {option.name: (check_of(option), None if option.required else option.default) for option in OPTIONS}
+
+
+def check_answers(answers: dict) -> dict:
     """The answers with every value checked; raises InputError on the first bad one."""
     return {field: check(answers.get(field, default)) for field, (check, default) in CHECKS.items()}
 
 
-def check_given(answers):
+def check_given(answers: dict) -> dict:
     """Check only the answers given (the template's defaults fill the others later)."""
     return {field: CHECKS[field][0](value) for field, value in answers.items() if field in CHECKS}
+
+
+def check_value(field: str, value: Any) -> Any:
+    """One answer, checked as its option says (a layer's kernel.* value too)."""
+    return CHECKS[field][0](value)

@@ -12,6 +12,7 @@ from pyspark_kernel.cli import split_spark_flags
 from pyspark_kernel.errors import InputError
 from pyspark_kernel.install import STAGING_PREFIX
 from pyspark_kernel.kernelspec import kernel_environment
+from pyspark_kernel.runtime.options import OPTIONS
 
 from .conftest import KERNEL_FILES, PYTHON, ROOT, VENV_DIR, kernel_env, read_spec, run_cli, spark_conf_of, tree_snapshot, venv_with_project_packages
 
@@ -159,9 +160,10 @@ def test_interactive_answers_are_kept_exactly(tmp_path):
     """Cookiecutter does not render typed answers as Jinja: they reach kernel.json as typed."""
     marker = tmp_path / "marker"
     display, conf_value, env_value = nasty_values(marker)[2], nasty_values(marker)[4], nasty_values(marker)[3]
-    # the defaults for profile, then for executor_python, spark_init, warm_up, progress, log_level, start_timeout, idle_timeout, class_data_sharing,
-    # spark_driver, driver_linger
-    answers = ["typed", display, VENV_DIR, "", "", "local[2]", "", "", "", "", "", "", "", "", "", "", json.dumps({"spark.test.typed": conf_value}), json.dumps({"TYPED": env_value})]
+    # the defaults for spark_home and profile, then for every plain variable after spark_master (cookiecutter asks for dicts last)
+    plain = [option.name for option in OPTIONS if option.cookiecutter and option.kind != "mapping"]
+    defaults = [""] * len(plain[plain.index("spark_master") + 1:])
+    answers = ["typed", display, VENV_DIR, "", "", "local[2]", *defaults, json.dumps({"spark.test.typed": conf_value}), json.dumps({"TYPED": env_value})]
     out = tmp_path / "kernels"
     done = subprocess.run([os.path.join(VENV_DIR, "bin", "cookiecutter"), ROOT, "-o", str(out)], input="\n".join(answers) + "\n",
                           capture_output=True, text=True, timeout=120)
@@ -310,3 +312,32 @@ def test_replay_regenerates_the_last_kernel(tmp_path):
     replay = subprocess.run([cookiecutter, ROOT, "--replay", "--config-file", str(config), "-o", str(out)], capture_output=True, text=True, timeout=120)
     assert replay.returncode == 0, replay.stderr
     assert (out / "again" / "kernel.json").read_text() == original
+
+
+def test_verbose_create_shows_cookiecutters_steps_and_ours(kernels_dir):
+    done = run_cli("create", "-k", "loud", "-e", VENV_DIR, "-d", str(kernels_dir), "--verbose")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"Installed kernel loud in {kernels_dir / 'loud'}"
+    for step in ("cookiecutter.", "environment found", "layers merged", "spark home resolved", "spec validated", "kernel.json and the runtime written", "moved into place"):
+        assert step in done.stderr, step
+
+
+def test_create_without_verbose_says_one_line_and_nothing_on_stderr(kernels_dir):
+    done = run_cli("create", "-k", "quiet", "-e", VENV_DIR, "-d", str(kernels_dir))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"Installed kernel quiet in {kernels_dir / 'quiet'}"]
+    assert done.stderr == ""
+
+
+def test_sql_rows_reaches_the_kernels_options(kernels_dir):
+    done = run_cli("create", "-k", "rows", "-e", VENV_DIR, "-d", str(kernels_dir), "--sql_rows", "5")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(read_spec(kernels_dir / "rows")["env"]["PYSPARK_KERNEL_OPTIONS"])["sql_rows"] == 5
+
+
+@pytest.mark.parametrize("rows", ["0", "-3", "many", "2.5"])
+def test_bad_sql_rows_is_one_error_line(kernels_dir, rows):
+    done = run_cli("create", "-k", "rows", "-e", VENV_DIR, "-d", str(kernels_dir), f"--sql_rows={rows}")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == f'ERROR: sql_rows: "{rows}" is not a whole number above 0 (give a number such as 20)\n'
+    assert os.listdir(kernels_dir) == []

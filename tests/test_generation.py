@@ -33,6 +33,7 @@ SUPPORTED = [
     ("shared-driver", {"spark_driver": "shared"}, {"options": {"spark_driver": "shared", "driver_linger": 30}}),
     ("shared-driver-linger", {"spark_driver": "shared", "driver_linger": "120"}, {"options": {"spark_driver": "shared", "driver_linger": 120}}),
     ("dedicated-driver", {"spark_driver": "dedicated"}, {}),
+    ("sql-rows", {"sql_rows": "7"}, {"options": {"sql_rows": 7}}),
 ]
 
 UNSUPPORTED = [
@@ -103,7 +104,7 @@ def test_supported_answers_bake_a_valid_kernel(bake, context, expected):
     assert spec["env"]["PYSPARK_PYTHON"] == PYTHON
     assert spec["metadata"]["supported_encryption"] == ["curve"]  # as the installed ipykernel declares
     options = json.loads(spec["env"]["PYSPARK_KERNEL_OPTIONS"])
-    defaults = {"init": "background", "warm_up": "python", "progress": True, "log_level": "WARN", "start_timeout": 600, "idle_timeout": 0, "class_data_sharing": True}
+    defaults = {"init": "background", "warm_up": "python", "progress": True, "log_level": "WARN", "start_timeout": 600, "idle_timeout": 0, "class_data_sharing": True, "sql_rows": 20}
     assert options == {**defaults, **expected.get("options", {})}
 
 
