@@ -45,7 +45,7 @@ def remove_rendered(path, template_root):
         try:
             os.remove(path)
         except OSError:
-            pass
+            log.debug("removing the rendered hook %s", path, exc_info=True)
 
 
 def answers_from(context: dict, launch_dir: str) -> dict:

@@ -53,9 +53,8 @@ def test_the_shared_driver_error_reads_as_before():
 
 
 def test_setup_errors_are_marked_for_the_shim_and_stay_runtime_errors():
-    from pyspark_kernel.runtime import options
-
-    assert options.SetupError is diagnostics.SetupError
+    assert issubclass(diagnostics.KernelJsonError, diagnostics.SetupError) and diagnostics.KernelJsonError("x", "y").setup_error is True
+    assert str(diagnostics.KernelJsonError("x is wrong", diagnostics.REGENERATE)) == "x is wrong; regenerate the kernel with pyspark-kernel create --force"
     assert diagnostics.SetupError("x").setup_error is True and isinstance(diagnostics.SetupError("x"), RuntimeError)
     assert not hasattr(diagnostics.SetupError("x"), "_render_traceback_")
     assert not getattr(diagnostics.SparkStartError("x"), "setup_error", False)

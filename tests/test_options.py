@@ -10,7 +10,7 @@ from pyhocon import ConfigFactory
 
 from pyspark_kernel import cli, hooks, layers, options_doc, validate
 from pyspark_kernel.kernelspec import runtime_options
-from pyspark_kernel.runtime import options
+from pyspark_kernel.runtime import diagnostics, options
 from pyspark_kernel.runtime.options import OPTION, OPTIONS, RUNTIME_OPTIONS
 
 from .conftest import ROOT
@@ -121,7 +121,7 @@ def test_the_templates_defaults_conf_agrees_with_the_tables_fallbacks():
 def test_the_runtime_refuses_or_replaces_a_choice_as_the_table_says():
     assert options.read_value(OPTION["warm_up"], "sometimes") == "python"
     assert options.read_value(OPTION["log_level"], "LOUD") == "LOUD"  # Spark says what it makes of it
-    with pytest.raises(options.SetupError, match="spark_driver in PYSPARK_KERNEL_OPTIONS is \"both\", not one of dedicated, shared; regenerate"):
+    with pytest.raises(diagnostics.SetupError, match="spark_driver in PYSPARK_KERNEL_OPTIONS is \"both\", not one of dedicated, shared; regenerate"):
         options.read_value(OPTION["spark_driver"], "both")
 
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from pyspark_kernel.runtime import jvm, notebook, options, session, warming
+from pyspark_kernel.runtime import diagnostics, jvm, notebook, session, warming
 from pyspark_kernel.runtime.state import State
 
 from .conftest import free_port
@@ -54,13 +54,13 @@ def test_a_stop_of_something_else_is_not_the_kernels_stop(tmp_path):
 
 
 def test_an_unusable_tmpdir_is_a_setup_error_not_a_silent_fallback(tmp_path):
-    with pytest.raises(options.SetupError, match=r"cannot create the kernel's scratch directory in .*/missing: No such file or directory \(set TMPDIR"):
+    with pytest.raises(diagnostics.SetupError, match=r"cannot create the kernel's scratch directory in .*/missing: No such file or directory \(set TMPDIR"):
         jvm.make_scratch({"TMPDIR": str(tmp_path / "missing")})
 
 
 def test_a_missing_shell_is_a_setup_error(tmp_path, monkeypatch):
     monkeypatch.setattr(jvm, "SHELL", str(tmp_path / "no-sh"))
-    with pytest.raises(options.SetupError, match="cannot start the kernel's watchdog with .*no-sh: No such file or directory"):
+    with pytest.raises(diagnostics.SetupError, match="cannot start the kernel's watchdog with .*no-sh: No such file or directory"):
         jvm.start_watchdog(str(tmp_path))
 
 

@@ -81,13 +81,13 @@ def test_variables_kernel_json_unsets_and_server_variables_the_server_lacks_are_
 
 @pytest.mark.parametrize("text, problem", [("{not json", "is not valid JSON"), ("[1, 2]", "is not a JSON object of options")])
 def test_broken_options_are_a_setup_error_that_says_what_to_do(text, problem):
-    with pytest.raises(options.SetupError, match=f"PYSPARK_KERNEL_OPTIONS in kernel.json {problem}.*regenerate the kernel"):
+    with pytest.raises(diagnostics.SetupError, match=f"PYSPARK_KERNEL_OPTIONS in kernel.json {problem}.*regenerate the kernel"):
         options.read_options({"PYSPARK_KERNEL_OPTIONS": text})
 
 
 @pytest.mark.parametrize("text, key", [('{"idle_timeout": -1}', "idle_timeout"), ('{"start_timeout": 0}', "start_timeout"), ('{"idle_timeout": "x"}', "idle_timeout")])
 def test_a_time_limit_that_is_not_seconds_is_a_setup_error(text, key):
-    with pytest.raises(options.SetupError, match=f"{key} in PYSPARK_KERNEL_OPTIONS is .*, not a number of seconds; regenerate the kernel"):
+    with pytest.raises(diagnostics.SetupError, match=f"{key} in PYSPARK_KERNEL_OPTIONS is .*, not a number of seconds; regenerate the kernel"):
         options.read_options({"PYSPARK_KERNEL_OPTIONS": text})
     assert options.read_options({"PYSPARK_KERNEL_OPTIONS": '{"idle_timeout": 0}'})["idle_timeout"] == 0  # 0: never
 

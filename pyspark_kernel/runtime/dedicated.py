@@ -51,7 +51,7 @@ class DedicatedDriver(Driver):
             from pyspark.sql import SparkSession
         except ImportError as error:
             check_spark_home(runtime.environ)  # a broken SPARK_HOME says best why pyspark is missing
-            raise SparkStartError(f"pyspark cannot be imported by {sys.executable}: {error} (install pyspark into the kernel's environment, or regenerate the kernel)") from None
+            raise SparkStartError(f"pyspark cannot be imported by {sys.executable}: {error}", "install pyspark into the kernel's environment, or regenerate the kernel") from None
         finally:
             runtime.imported.set()
         defer_numpy_converters()  # no numpy, pandas and pyarrow until the notebook uses them

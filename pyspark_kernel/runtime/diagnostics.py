@@ -70,6 +70,15 @@ class SetupError(FixableError, RuntimeError):
     setup_error = True
 
 
+class KernelJsonError(SetupError):
+    """kernel.json cannot be read as the runtime needs it; the fix is to regenerate the kernel."""
+
+    template = "{problem}; {fix}"
+
+
+REGENERATE = "regenerate the kernel with pyspark-kernel create --force"
+
+
 SHARED_SC_PROBLEM = ("sc, SparkContext and the RDD API need a Spark driver of the notebook's own, and this kernel shares one over "
                      "Spark Connect (spark_driver shared)")
 SHARED_SC_FIX = "use DataFrames and spark.sql here, or a kernel created with --spark_driver dedicated"

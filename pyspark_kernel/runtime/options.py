@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from .diagnostics import SetupError, SparkStartError
+from .diagnostics import REGENERATE, KernelJsonError, SparkStartError
 from .sql import DEFAULT_ROWS
 
 OPTIONS_VARIABLE = "PYSPARK_KERNEL_OPTIONS"
@@ -147,9 +147,9 @@ def read_json(environ, name, what):
     try:
         value = json.loads(environ.get(name) or "{}")
     except ValueError as error:
-        raise SetupError(f"{name} in kernel.json is not valid JSON ({error}); regenerate the kernel with pyspark-kernel create --force") from None
+        raise KernelJsonError(f"{name} in kernel.json is not valid JSON ({error})", REGENERATE) from None
     if not isinstance(value, dict):
-        raise SetupError(f"{name} in kernel.json is not a JSON object of {what}; regenerate the kernel with pyspark-kernel create --force")
+        raise KernelJsonError(f"{name} in kernel.json is not a JSON object of {what}", REGENERATE)
     return value
 
 
@@ -170,16 +170,14 @@ def read_value(option: Option, value: Any) -> Any:
             if not (seconds >= 0 if option.zero_ok else seconds > 0):  # NaN is never allowed
                 raise ValueError
         except (TypeError, ValueError):
-            raise SetupError(f"{key} in {OPTIONS_VARIABLE} is {json.dumps(value)}, not a number of seconds; "
-                             "regenerate the kernel with pyspark-kernel create --force") from None
+            raise KernelJsonError(f"{key} in {OPTIONS_VARIABLE} is {json.dumps(value)}, not a number of seconds", REGENERATE) from None
         return seconds
     if option.kind == "count" and not (type(value) is int and value > 0) and option.if_bad == "default":
         return option.runtime_default
     if option.choices and value not in option.choices and option.if_bad == "default":
         return option.runtime_default
     if option.choices and value not in option.choices and option.if_bad == "refuse":
-        raise SetupError(f"{key} in {OPTIONS_VARIABLE} is {json.dumps(value)}, not one of {', '.join(option.choices)}; "
-                         "regenerate the kernel with pyspark-kernel create --force")
+        raise KernelJsonError(f"{key} in {OPTIONS_VARIABLE} is {json.dumps(value)}, not one of {', '.join(option.choices)}", REGENERATE)
     return value
 
 
@@ -207,7 +205,7 @@ def resolve_secrets(settings, environ):
         found = ENV_REFERENCE.fullmatch(value)
         if found:
             if found.group(1) not in environ:
-                raise SparkStartError(f"{key} comes from ${found.group(1)}, which is not set (set it in the Jupyter server's environment and restart the kernel)")
+                raise SparkStartError(f"{key} comes from ${found.group(1)}, which is not set", "set it in the Jupyter server's environment and restart the kernel")
             secrets[key] = environ[found.group(1)]
     return secrets
 

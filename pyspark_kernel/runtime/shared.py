@@ -36,7 +36,7 @@ from typing import Any
 
 from . import ui
 from .connect import ConnectDriver
-from .diagnostics import RESTART_HINT, SHARED_SC, SharedDriverError, SparkDiedError, SparkStartError, check_spark_home, find_java, log_tail
+from .diagnostics import RESTART_HINT, SHARED_SC_FIX, SHARED_SC_PROBLEM, SharedDriverError, SparkDiedError, SparkStartError, check_spark_home, find_java, log_tail
 from .options import resolve_secrets
 from .profile import duration
 
@@ -93,8 +93,8 @@ def runtime_dir(environ):
         log.debug("making the shared drivers' directory %s", path, exc_info=True)
     found = os.lstat(path)
     if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
-        raise SparkStartError(f"{path} is not a directory of yours alone (mode {stat.filemode(found.st_mode)}): the shared driver keeps its "
-                              "token there (remove it, or set XDG_RUNTIME_DIR to a directory of yours with mode 0700)")
+        raise SparkStartError(f"{path} is not a directory of yours alone (mode {stat.filemode(found.st_mode)}): the shared driver keeps its token there",
+                              "remove it, or set XDG_RUNTIME_DIR to a directory of yours with mode 0700")
     return path
 
 
@@ -155,8 +155,8 @@ class Locked:
             except BlockingIOError:
                 self.handle.close()
                 if time.monotonic() > deadline:
-                    raise SparkStartError(f"another notebook has been starting the shared driver for {self.timeout:.0f} s "
-                                          f"(its log: {self.paths.log}; raise start_timeout, or run %spark restart)") from None
+                    raise SparkStartError(f"another notebook has been starting the shared driver for {self.timeout:.0f} s",
+                                          f"its log: {self.paths.log}; raise start_timeout, or run %spark restart") from None
                 time.sleep(0.1)
 
     def __exit__(self, *exc):
@@ -270,7 +270,7 @@ def attach(paths, environ, spark_version, launch, timeout, mark=lambda step: Non
         start_server(paths, launch, environ, timeout)
         lease = attach_to(paths, spark_version)
     if lease is None:
-        raise SparkStartError(f"the shared driver started but does not answer on {paths.socket} (see {paths.log}; run %spark restart)")
+        raise SparkStartError(f"the shared driver started but does not answer on {paths.socket}", f"see {paths.log}; run %spark restart")
     return lease
 
 
@@ -382,8 +382,8 @@ class SharedDriver(ConnectDriver):
 
     def lost(self, lease: Lease) -> None:
         """The shared driver closed this kernel's lease: its JVM died, or it was stopped."""
-        error = SparkDiedError(f"The shared Spark driver (pid {lease.record.get('jvm')}) has exited. Spark objects made before are gone "
-                               f"({RESTART_HINT}; it starts a new shared driver)")
+        error = SparkDiedError(f"The shared Spark driver (pid {lease.record.get('jvm')}) has exited. Spark objects made before are gone",
+                               f"{RESTART_HINT}; it starts a new shared driver")
         # Only this kernel's current lease: a lease left for another key (a restart) may close later.
         self.runtime.died(error, record_anyway=True, provided=lambda: lease is self.lease)
 
@@ -394,7 +394,7 @@ class SharedDriver(ConnectDriver):
     # -- cells
 
     def context_error(self) -> Exception | None:
-        return SharedDriverError(SHARED_SC)
+        return SharedDriverError(SHARED_SC_PROBLEM, SHARED_SC_FIX)
 
     def explain_death(self, shell: Any) -> None:
         """A cell whose call was under way (or began) as the server died gets the Connect
