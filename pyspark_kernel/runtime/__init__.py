@@ -4,12 +4,12 @@ Copied into each kernel directory as the package `pyspark_kernel_runtime` and lo
 kernel's pyspark_startup.py, in the kernel's own Python, which needs nothing but ipykernel and
 pyspark: these modules import only the standard library until Spark starts. One job a module:
 
-- options: kernel.json's options and Spark settings, and secrets;
-- diagnostics: start-up checks and failure messages (pyspark-kernel doctor uses them too);
+- options: the options table, kernel.json's options and Spark settings, and secrets; masters: master URLs;
+- diagnostics: start-up checks and failure messages (pyspark-kernel doctor uses them too); log: kernel.log;
 - jvm: the driver JVM's launch settings, scratch directory, watchdog.sh and archive;
-- guard: every Py4J call: interrupts held to the call's end, a dead JVM explained;
+- guard: every Py4J call: interrupts held to the call's end, a dead JVM explained; converters: numpy's;
 - session: the session's life: start, stop, death, restart; state: its states; attempt: one start;
-- drivers: how the driver runs, one kind a module: dedicated (a JVM of the kernel's own), connect
+- drivers: how the driver runs (choice picks one), one kind a module: dedicated (a JVM of the kernel's own), connect
   (an sc:// server), shared (the user's shared local server; driver_server runs it);
 - warming: when the warm-up runs, around the cells; warmup: its jobs;
 - notebook: `spark` and `sc`, cells, waiting, interrupt; entrypoints: the notebook's own builders;

@@ -76,8 +76,8 @@ class Option:
 
 
 INIT_MODES = ("background", "lazy", "eager")
-WARM_UP_MODES = ("python", "jvm", "off")  # what the warm-up runs before the first cell (session.warm_up)
-DRIVER_MODES = ("dedicated", "shared")  # a driver JVM of the kernel's own, or one shared over Spark Connect (runtime.driver)
+WARM_UP_MODES = ("python", "jvm", "off")  # what the warm-up runs before the first cell (runtime.warming)
+DRIVER_MODES = ("dedicated", "shared")  # a driver JVM of the kernel's own, or one shared over Spark Connect (runtime.dedicated, runtime.shared)
 DRIVER_LINGER = 30  # seconds a shared driver stays after its last notebook has gone
 LOG_LEVELS = ("WARN", "ERROR", "INFO", "DEBUG", "TRACE", "FATAL", "OFF", "ALL")
 PROFILES = ("local", "standalone", "yarn", "kubernetes", "connect")  # the template's profiles/*.conf, as cookiecutter offers them
