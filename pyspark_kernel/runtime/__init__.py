@@ -22,7 +22,7 @@ RUNTIME = None  # this kernel's SparkRuntime, for inspection
 NOTEBOOK = None
 
 
-def install(namespace):
+def install(namespace: dict) -> None:
     global RUNTIME, NOTEBOOK
     from . import log
     from . import magics

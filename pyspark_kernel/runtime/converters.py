@@ -5,6 +5,7 @@ numpy is imported (UntilNumpy).
 from __future__ import annotations  # the kernel's Python may be older than the generator's
 
 import sys
+from typing import Any
 
 NUMPY_CONVERTERS = ("NumpyArrayConverter", "NumpyScalarConverter")  # PySpark 4's, in pyspark.sql.types
 
@@ -23,7 +24,7 @@ class UntilNumpy:
     def can_convert(self, value) -> bool:
         return "numpy" in sys.modules and self.converter.can_convert(value)
 
-    def convert(self, value, gateway_client):
+    def convert(self, value: Any, gateway_client: Any) -> Any:
         return self.converter.convert(value, gateway_client)
 
 

@@ -125,7 +125,7 @@ class Server:
         self.left = False  # it left by itself, after its linger: nothing of it stays
         self.ui = None
 
-    def start_spark(self):
+    def start_spark(self) -> None:
         os.makedirs(self.paths.scratch, mode=0o700, exist_ok=True)
         conf = self.config["conf"]
         port = free_port()
@@ -158,7 +158,7 @@ class Server:
         self.ui = f"http://127.0.0.1:{ui_port}" if enabled else None
         return port
 
-    def watch_jvm(self):
+    def watch_jvm(self) -> None:
         def wait():
             self.proc.wait()
             self.jvm_gone.set()
@@ -166,7 +166,7 @@ class Server:
 
         threading.Thread(target=wait, daemon=True).start()
 
-    def serve(self, port):
+    def serve(self, port: int) -> None:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
@@ -208,7 +208,7 @@ class Server:
             connection.close()
         return 1
 
-    def read(self, connection, buffer):
+    def read(self, connection: socket.socket, buffer: bytes) -> bytes:
         try:
             chunk = connection.recv(4096)
         except OSError:
@@ -237,13 +237,13 @@ class Server:
         else:
             self.drop(connection)
 
-    def reply(self, connection, answer):
+    def reply(self, connection: socket.socket, answer: dict) -> None:
         try:
             connection.sendall(json.dumps(answer).encode() + b"\n")
         except OSError:
             self.drop(connection)
 
-    def drop(self, connection):
+    def drop(self, connection: socket.socket) -> None:
         try:
             self.selector.unregister(connection)
         except (KeyError, ValueError):  # never registered, or already closed
@@ -252,11 +252,11 @@ class Server:
             self.empty_since = time.monotonic()
         connection.close()
 
-    def status(self):
+    def status(self) -> dict:
         return {"pid": os.getpid(), "jvm": self.proc.pid, "started": self.started, "notebooks": sorted(self.leases.values()),
                 "ui": self.ui, "master": self.config["conf"].get("spark.master", "local[*]"), "version": self.config["spark_version"]}
 
-    def leave(self):
+    def leave(self) -> None:
         """Leave, unless a notebook is attaching right now (it holds the lock): then try again soon."""
         try:
             with Locked(self.paths, timeout=0) as lock:
@@ -273,7 +273,7 @@ class Server:
         self.left = True  # cleanly: its log goes too
         return True
 
-    def stop_spark(self):
+    def stop_spark(self) -> None:
         """SIGTERM: Spark's shutdown hook stops the session and its executors; then, if need be, SIGKILL."""
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -284,11 +284,11 @@ class Server:
             self.proc.kill()
             self.proc.wait()
 
-    def log(self, text):
+    def log(self, text: str) -> None:
         sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} pyspark-kernel shared driver: {text}\n")
         sys.stderr.flush()
 
-    def clean(self):
+    def clean(self) -> None:
         shutil.rmtree(self.paths.scratch, ignore_errors=True)
         if self.left:
             try:

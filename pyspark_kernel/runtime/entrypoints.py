@@ -24,6 +24,7 @@ import functools
 import importlib.abc
 import sys
 import threading
+from typing import Any
 
 from .state import State
 
@@ -52,7 +53,7 @@ class PatchOnImport(importlib.abc.MetaPathFinder):
         self.patches = patches
         self.finding = threading.local()
 
-    def find_spec(self, name, path, target=None):
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
         if name not in self.patches or getattr(self.finding, "active", False):
             return None
         self.finding.active = True
@@ -75,10 +76,10 @@ class PatchingLoader(importlib.abc.Loader):
         self.loader = loader
         self.patch = patch
 
-    def create_module(self, spec):
+    def create_module(self, spec: Any) -> Any:
         return self.loader.create_module(spec)
 
-    def exec_module(self, module):
+    def exec_module(self, module: Any) -> None:
         self.loader.exec_module(module)
         self.patch(module)
 

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+from typing import Callable, Iterator
 
 from . import cache
 from .diagnostics import SetupError
@@ -212,7 +213,7 @@ def launch_settings(conf: dict, options: dict, scratch: str, kernel_dir: str, ja
 
 
 @contextlib.contextmanager
-def recording_launch(record):
+def recording_launch(record: Callable[[subprocess.Popen], None]) -> Iterator[None]:
     """PySpark's launch_gateway starts the JVM with subprocess.Popen and returns only once the JVM
     answers (spark-submit may first hang fetching packages): hand the process to ``record`` as
     soon as it exists, so that a launch that hangs can be killed, and the watchdog knows of it."""

@@ -143,7 +143,7 @@ RUNTIME_OPTIONS = tuple(option for option in OPTIONS if option.runtime)
 DEFAULT_OPTIONS = {option.runtime: option.runtime_default for option in RUNTIME_OPTIONS}
 
 
-def read_json(environ, name, what):
+def read_json(environ: dict, name: str, what: str) -> dict:
     try:
         value = json.loads(environ.get(name) or "{}")
     except ValueError as error:
@@ -181,11 +181,11 @@ def read_value(option: Option, value: Any) -> Any:
     return value
 
 
-def read_conf(environ):
+def read_conf(environ: dict) -> dict:
     return {str(key): str(value) for key, value in read_json(environ, CONF_VARIABLE, "Spark settings").items()}
 
 
-def clear_unset(environ):
+def clear_unset(environ: dict) -> None:
     """Remove the Spark variables kernel.json set to "" (jupyter_client cannot unset a variable),
     and the variables taken from the server's environment (env_from) that the server lacks: for
     those, jupyter_client leaves the text "${NAME}", which code would take for a value."""
@@ -198,7 +198,7 @@ def clear_unset(environ):
             del environ[name]
 
 
-def resolve_secrets(settings, environ):
+def resolve_secrets(settings: dict, environ: dict) -> dict:
     """Settings written as ${env:NAME}, with NAME's value from the environment the kernel started in."""
     secrets = {}
     for key, value in settings.items():
@@ -210,11 +210,11 @@ def resolve_secrets(settings, environ):
     return secrets
 
 
-def name_segments(name):
+def name_segments(name: str) -> list:
     return [part.lower() for chunk in re.split(r"[._\-/]+", name) for part in SEGMENT.findall(chunk)]
 
 
-def is_secret_name(name):
+def is_secret_name(name: str) -> bool:
     """Whether a Spark setting or environment variable named ``name`` holds a secret."""
     segments = name_segments(name)
     if "secrets" in segments:
@@ -226,13 +226,13 @@ def is_secret_name(name):
     return False
 
 
-def is_secret(name, value=""):
+def is_secret(name: str, value: str = "") -> bool:
     return is_secret_name(name) or bool(SECRET_VALUE.search(value or ""))
 
 
 REDACTED = "*********(redacted)"
 
 
-def shown_value(key, value):
+def shown_value(key: str, value: str) -> str:
     """A setting's value as the runtime may print it: secrets and ${env:...} references redacted."""
     return REDACTED if is_secret(key, value) or ENV_REFERENCE.search(value or "") else value

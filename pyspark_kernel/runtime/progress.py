@@ -14,6 +14,7 @@ import logging
 import re
 import threading
 import time
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class Display:
         self.handle = None
         self.shown = None
 
-    def show(self, jobs, elapsed, final, ui):
+    def show(self, jobs: list, elapsed: float, final: bool, ui: str | None) -> None:
         from IPython.display import display
 
         text = describe(jobs, elapsed, final)
@@ -152,20 +153,20 @@ class Progress:
         self.started = time.monotonic()
         self.thread = None
 
-    def begin(self):
+    def begin(self) -> None:
         run_in_cell = contextvars.copy_context().run  # output from the thread belongs to this cell
         self.thread = threading.Thread(target=run_in_cell, args=(self.watch,), name="pyspark-kernel-progress", daemon=True)
         self.thread.start()
 
-    def stop(self):
+    def stop(self) -> None:
         self.stopped.set()
 
-    def end(self, error=None):
+    def end(self, error: BaseException | None = None) -> None:
         self.stopped.set()  # the tracker says itself which jobs failed
         if self.thread is not None:
             self.thread.join(timeout=5)
 
-    def watch(self):
+    def watch(self) -> None:
         try:
             while not self.stopped.wait(PROGRESS_INTERVAL if self.display.handle else PROGRESS_DELAY):
                 self.show(final=False)
@@ -173,7 +174,7 @@ class Progress:
         except Exception:  # the display is a courtesy, and the JVM may have gone: never break a cell over it
             log.debug("the progress display of job group %s stopped", self.group, exc_info=True)
 
-    def show(self, final):
+    def show(self, final: bool) -> None:
         if self.display.handle is None and final:
             return  # a cell quicker than the delay gets no progress display
         now = time.monotonic()
@@ -208,16 +209,16 @@ class ConnectProgress:
         self.lock = threading.Lock()
         self.thread = threading.current_thread()  # the cell's: other threads' queries are not its
 
-    def begin(self):
+    def begin(self) -> None:
         self.session.registerProgressHandler(self)
 
-    def stop(self):
+    def stop(self) -> None:
         try:
             self.session.removeProgressHandler(self)
         except Exception:  # the session may have gone with the cell
             log.debug("removing a cell's progress handler", exc_info=True)
 
-    def end(self, error=None):
+    def end(self, error: BaseException | None = None) -> None:
         self.stop()
         with self.lock:
             if stopped_the_query(error) and self.operations:
@@ -237,7 +238,7 @@ class ConnectProgress:
         except Exception:
             log.debug("a Spark Connect progress report was not shown", exc_info=True)
 
-    def report(self, stages, inflight_tasks, operation_id, done):
+    def report(self, stages: Any, inflight_tasks: int, operation_id: str, done: bool) -> None:
         now = time.monotonic()
         operation = self.operations.setdefault(operation_id or "", {"first": now, "ended": None, "stages": [], "running": 0})
         if stages:
@@ -249,7 +250,7 @@ class ConnectProgress:
             self.shown_at = now
             self.show(final=False)
 
-    def jobs(self, now, final):
+    def jobs(self, now: float, final: bool) -> list:
         jobs = []
         for number, (operation_id, operation) in enumerate(self.operations.items(), 1):
             stages = operation["stages"]
@@ -264,6 +265,6 @@ class ConnectProgress:
             ))
         return jobs
 
-    def show(self, final):
+    def show(self, final: bool) -> None:
         now = time.monotonic()
         self.display.show(self.jobs(now, final), now - self.started, final, None)

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from . import ui
 from .connect import ConnectDriver
@@ -55,18 +55,18 @@ CONNECTION_LOST = ("StatusCode.UNAVAILABLE", "closed channel", "Connection refus
 DEATH_NOTICE = 5  # seconds a connection error waits for the lease to say the server is gone
 
 
-def session_setting(key):
+def session_setting(key: str) -> bool:
     """Whether a setting is each notebook's (a runtime SQL setting) rather than the server's."""
     return key.startswith("spark.sql.") and not key.startswith(STATIC_SQL)
 
 
-def split_settings(conf):
+def split_settings(conf: dict) -> tuple[dict, dict]:
     """({server's settings}, {each session's settings})."""
     server = {key: value for key, value in conf.items() if not session_setting(key)}
     return server, {key: value for key, value in conf.items() if session_setting(key)}
 
 
-def server_key(spark_version, spark_home, java, python, server_conf, environ_facts=()):
+def server_key(spark_version: str, spark_home: str, java: str, python: str, server_conf: dict, environ_facts: Iterable = ()) -> str:
     """The key of the server a kernel may attach to: a short digest of what its JVM fixes."""
     facts = {
         "spark_version": spark_version,
@@ -79,7 +79,7 @@ def server_key(spark_version, spark_home, java, python, server_conf, environ_fac
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def runtime_dir(environ):
+def runtime_dir(environ: dict) -> str:
     """The user's own directory for shared drivers, made 0700; refused if anyone else could
     enter or change it (a token must not be readable, a socket not replaceable)."""
     base = environ.get("XDG_RUNTIME_DIR")
@@ -110,7 +110,7 @@ class Paths:
         self.scratch = os.path.join(directory, f"{key}.d")
 
 
-def read_record(paths):
+def read_record(paths: Paths) -> dict | None:
     try:
         with open(paths.record, encoding="utf-8") as handle:
             record = json.load(handle)
@@ -120,7 +120,7 @@ def read_record(paths):
     return record if isinstance(record, dict) and record.get("format") == RECORD_FORMAT else None
 
 
-def write_record(paths, record):
+def write_record(paths: Paths, record: dict) -> None:
     """Atomically, 0600: a reader sees a whole record or none."""
     partial = f"{paths.record}.{os.getpid()}.tmp"
     with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as handle:
@@ -128,7 +128,7 @@ def write_record(paths, record):
     os.replace(partial, paths.record)
 
 
-def remove_files(paths):
+def remove_files(paths: Paths) -> None:
     for path in (paths.record, paths.socket):
         try:
             os.unlink(path)
@@ -162,7 +162,7 @@ class Locked:
     def __exit__(self, *exc):
         self.handle.close()  # releases the lock
 
-    def remove(self):
+    def remove(self) -> None:
         """Remove the lock file while holding it (a server that leaves): waiters lock a new one."""
         try:
             os.unlink(self.paths.lock)
@@ -170,7 +170,7 @@ class Locked:
             log.debug("removing the lock file %s", self.paths.lock, exc_info=True)
 
 
-def same_file(handle, path):
+def same_file(handle: Any, path: str) -> bool:
     try:
         found = os.stat(path)
     except FileNotFoundError:
@@ -180,7 +180,7 @@ def same_file(handle, path):
     return (found.st_dev, found.st_ino) == (mine.st_dev, mine.st_ino)
 
 
-def ask(path, message, timeout=ATTACH_TIMEOUT):
+def ask(path: str, message: dict, timeout: float = ATTACH_TIMEOUT) -> Any:
     """Connect to a server's socket and send one request line; the connected socket and its answer."""
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     client.settimeout(timeout)
@@ -209,10 +209,10 @@ class Lease:
         self.closed = False
 
     @property
-    def url(self):
+    def url(self) -> str:
         return f"sc://localhost:{self.record['port']}/;token={self.record['token']}"  # localhost: gRPC's local credentials
 
-    def watch(self, on_lost):
+    def watch(self, on_lost: Callable[[], None]) -> None:
         """Call ``on_lost()`` once, from a thread of its own, when the server closes the lease."""
 
         def wait():
@@ -227,13 +227,13 @@ class Lease:
 
         threading.Thread(target=wait, name="pyspark-kernel-shared-driver", daemon=True).start()
 
-    def status(self):
+    def status(self) -> dict:
         """What the server says of itself: pids, start time, the notebooks attached, the UI."""
         connection, answer = ask(self.paths.socket, {"status": True})
         connection.close()
         return answer
 
-    def close(self):
+    def close(self) -> None:
         self.closed = True
         try:
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -242,7 +242,7 @@ class Lease:
         self.connection.close()
 
 
-def attach_to(paths, spark_version):
+def attach_to(paths: Paths, spark_version: str) -> Lease | None:
     """A lease on the live server of ``paths``, or None (no record, another version, or stale)."""
     record = read_record(paths)
     if record is None or record.get("spark_version") != spark_version or record.get("key") != paths.key:
@@ -258,7 +258,7 @@ def attach_to(paths, spark_version):
     return Lease(paths, record, connection)
 
 
-def attach(paths, environ, spark_version, launch, timeout, mark=lambda step: None):
+def attach(paths: Paths, environ: dict, spark_version: str, launch: dict, timeout: float, mark: Callable[[str], None] = lambda step: None) -> Lease:
     """Find the server of ``paths``, or start one with ``launch`` (its settings for
     driver_server): a Lease. A start that fails raises SparkStartError with the server's log."""
     with Locked(paths, timeout):
@@ -274,7 +274,7 @@ def attach(paths, environ, spark_version, launch, timeout, mark=lambda step: Non
     return lease
 
 
-def start_server(paths, launch, environ, timeout):
+def start_server(paths: Paths, launch: dict, environ: dict, timeout: float) -> None:
     """Start driver_server for ``paths`` and wait until it says it serves, or fails."""
     package = __name__.rsplit(".", 1)[0]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -307,7 +307,7 @@ def start_server(paths, launch, environ, timeout):
         raise SparkStartError(f"the shared driver did not start; its log ({paths.log}) ends:\n{log_tail(paths.log)}")
 
 
-def kill_server(said):
+def kill_server(said: bytes) -> None:
     """Kill a server that said its pid but not that it serves (its JVM goes with it)."""
     for line in said.decode(errors="replace").splitlines():
         if line.startswith("pid ") and line[4:].isdigit():
@@ -317,7 +317,7 @@ def kill_server(said):
                 log.debug("killing the shared driver that did not start", exc_info=True)
 
 
-def fail_fast(session):
+def fail_fast(session: Any) -> None:
     """Spark Connect's client retries a server it cannot reach for about ten minutes; a shared
     driver on this machine is there or gone (and its lease says so first): seconds, not minutes."""
     from pyspark.sql.connect.client.retries import DefaultPolicy
@@ -325,7 +325,7 @@ def fail_fast(session):
     session.client.set_retry_policies([DefaultPolicy(max_retries=4, initial_backoff=100, max_backoff=2000)])
 
 
-def new_token():
+def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 

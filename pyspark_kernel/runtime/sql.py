@@ -15,6 +15,7 @@ from __future__ import annotations  # the kernel's Python may be older than the 
 
 import html
 import shlex
+from typing import Any, Callable
 
 from .diagnostics import ShortTraceback
 
@@ -101,7 +102,7 @@ def count_line(shown_rows: int, more: bool) -> str:
     return f"{shown_rows} row{'s' if shown_rows != 1 else ''}" + (" shown, the first of more (raise -n to see more)" if more else "")
 
 
-def run(session, query: str, options: dict, namespace: dict, display):
+def run(session: Any, query: str, options: dict, namespace: dict, display: Callable) -> None:
     """Run ``query``; show its first rows; bind -o. Spark's refusal becomes SparkSQLError."""
     args = {}
     for name in options["params"]:
