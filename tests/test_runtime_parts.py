@@ -6,6 +6,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -523,6 +524,37 @@ class Tracker:
 
     def getStageInfo(self, stage):
         return self.stages.get(stage)
+
+
+def test_a_progress_display_still_waiting_on_the_jvm_at_the_cells_end_shows_nothing_after_it(monkeypatch):
+    """Any message after the cell's end counts as the kernel's activity for Jupyter's kernel culler."""
+    import IPython.display
+
+    answer, asked, shown = threading.Event(), threading.Event(), []
+
+    class SlowTracker(Tracker):
+        def getJobIdsForGroup(self, group):
+            if shown:  # the last look, at the cell's end: the JVM is slow to answer
+                asked.set()
+                answer.wait(30)
+            return list(self.jobs)
+
+    class Handle:
+        def update(self, data, raw):
+            shown.append(data["text/plain"])
+
+    monkeypatch.setattr(IPython.display, "display", lambda data, raw, display_id: shown.append(data["text/plain"]) or Handle())
+    monkeypatch.setattr(progress, "END_WAIT", 0.2)
+    tracker = SlowTracker({0: Job("RUNNING", [0])}, {0: Stage(4, 1, 2)})
+    context = type("Context", (), {"statusTracker": lambda self: tracker})()
+    watched = progress.Progress(context, "g")
+    watched.begin()
+    assert asked.wait(30)  # the display is up, and its next look waits on the JVM
+    watched.end()  # the cell ends: it waits END_WAIT, no longer
+    count = len(shown)
+    answer.set()
+    watched.thread.join(30)
+    assert not watched.thread.is_alive() and len(shown) == count == 1, shown
 
 
 def test_the_progress_line_counts_jobs_stages_and_tasks():
