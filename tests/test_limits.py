@@ -9,9 +9,11 @@ import pytest
 
 from pyspark_kernel.runtime import diagnostics, limits
 
-from .conftest import spark_jvms
-from .test_doctor import doctor
+from .conftest import make_kernel, spark_jvms
+from .kernels import Kernel, kernel_environment, wait_until
 from .test_clusters import create
+from .test_doctor import doctor
+from .test_shared_driver import record_of, server_jvms, servers_of
 
 MIB = 1024 * 1024
 HUB = {"CPU_LIMIT": "1.0", "MEM_LIMIT": str(1536 * MIB)}  # what a spawner with cpu_limit=1, mem_limit="1.5G" sets
@@ -141,3 +143,37 @@ def test_a_kernel_under_the_hubs_limits_fits_them_an_explicit_setting_wins_and_a
     killed = kernel.run("spark.range(10).count()")
     assert killed.error is not None and killed.error[0] == "SparkDiedError", killed.messages
     assert "killed by signal 9 (SIGKILL: often the out-of-memory killer; the user's memory limit is 1.5 GiB (MEM_LIMIT))" in killed.error[1], killed.error
+    kernel.stop()
+
+    # The kernel's own setting (its profile's, or create's --spark.*) wins the same way, from the first cell.
+    kernel = start("limited-own", "--spark.driver.memory=1g", **HUB)
+    first = kernel.run("spark.range(10).count()")
+    said = [line for line in first.text.splitlines() if "LIMIT" in line]
+    assert said == ["spark.driver.memory 1g is above half of this user's MEM_LIMIT of 1.5 GiB (768 MiB): the setting is used, "
+                    "and the out-of-memory killer may stop the driver"], first.text
+    assert max_heap_and_threads(kernel)[1] > 900 * MIB
+
+
+@pytest.mark.e2e
+def test_the_shared_driver_is_one_per_user_and_fits_its_users_limits(kernels_dir, tmp_path):
+    run_dir, tmp_dir = tmp_path / "run", tmp_path / "tmp"
+    run_dir.mkdir(mode=0o700)
+    tmp_dir.mkdir()
+    make_kernel(kernels_dir, "sharedlim", "--spark_driver", "shared", "--driver_linger", "5")
+    kernel = Kernel(kernels_dir, "sharedlim", kernel_environment(tmp_dir, XDG_RUNTIME_DIR=str(run_dir), **HUB))
+    try:
+        first = kernel.run("print(spark.conf.get('spark.master'), spark.range(5).count())")
+        assert "local[1] 5" in first.stream.splitlines(), first.text
+        assert "LIMIT" not in first.text, first.text
+        record = record_of(run_dir)
+        assert record["master"] == "local[1]"
+        assert "-Xmx768m" in psutil.Process(record["jvm"]).cmdline()  # its heap counts against the same MEM_LIMIT
+        status = kernel.run("%spark status").text
+        assert "limits: CPU_LIMIT 1 (master local[1]); MEM_LIMIT 1.5 GiB (driver heap 768m)" in status.splitlines(), status
+    finally:
+        kernel.stop()
+        try:
+            wait_until(lambda: not server_jvms(run_dir) and not servers_of(run_dir), 65, "the shared driver did not leave after the last notebook")
+        finally:
+            for process in server_jvms(run_dir) + servers_of(run_dir):
+                process.kill()
