@@ -141,10 +141,32 @@ def checks(spec, kernel_dir: str, environ) -> Iterator[Check]:
     idle = options.get("idle_timeout", DEFAULT_OPTIONS["idle_timeout"])
     yield ok("idle_timeout", f"the session is stopped after {idle} s without a job, and restarted on next use" if idle and kind != "connect"
              else "the session is kept however long it is idle")
+    yield limits_check(conf, env, kind)
     yield cache_check(env)
     if options.get("ship_environment"):
         archive = os.path.join(kernel_dir, options["ship_environment"])
         yield ok("executor_environment", archive) if os.path.isfile(archive) else problem("executor_environment", f"{archive} is missing", "regenerate the kernel: it packs the environment again")
+
+
+def limits_check(conf: dict, env, kind: str) -> Check:
+    """The hub's CPU_LIMIT and MEM_LIMIT in doctor's own environment (under JupyterHub, a terminal
+    of the user's server has the server's, which kernels inherit), and what the kernel's copy of
+    runtime.limits makes of them."""
+    limits = sys.modules.get(f"{CHECKED_PACKAGE}.limits")  # loaded with the kernel's diagnostics, if the kernel has it
+    declared = [f"{name} {env[name]}" for name in ("CPU_LIMIT", "MEM_LIMIT") if env.get(name)]
+    if not declared:
+        return ok("limits", "no CPU_LIMIT or MEM_LIMIT here: local[*] runs a task thread per core, the driver heap is Spark's default")
+    if kind == "connect":
+        return ok("limits", f"{', '.join(declared)}: the driver is the Spark Connect server's, outside them")
+    if limits is None:
+        return problem("limits", f"{', '.join(declared)} here, and this kernel was made before kernels fitted them", "regenerate the kernel with pyspark-kernel create --force")
+    found = limits.read_limits(env)
+    if found.ignored:
+        return problem("limits", f"{', '.join(found.ignored)} is not a positive number: kernels ignore it", "the hub's spawner sets it: check its cpu_limit and mem_limit")
+    fitted, notices = limits.fit(conf, conf, env)
+    if notices:
+        return problem("limits", notices[0], "lower spark.driver.memory (pyspark-kernel create --force ... --spark.driver.memory=SIZE), or ask for a larger memory limit")
+    return ok("limits", limits.status_line(conf, conf, env).removeprefix("limits: "))
 
 
 def cache_check(env) -> Check:

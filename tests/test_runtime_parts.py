@@ -6,6 +6,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -525,6 +526,37 @@ class Tracker:
         return self.stages.get(stage)
 
 
+def test_a_progress_display_still_waiting_on_the_jvm_at_the_cells_end_shows_nothing_after_it(monkeypatch):
+    """Any message after the cell's end counts as the kernel's activity for Jupyter's kernel culler."""
+    import IPython.display
+
+    answer, asked, shown = threading.Event(), threading.Event(), []
+
+    class SlowTracker(Tracker):
+        def getJobIdsForGroup(self, group):
+            if shown:  # the last look, at the cell's end: the JVM is slow to answer
+                asked.set()
+                answer.wait(30)
+            return list(self.jobs)
+
+    class Handle:
+        def update(self, data, raw):
+            shown.append(data["text/plain"])
+
+    monkeypatch.setattr(IPython.display, "display", lambda data, raw, display_id: shown.append(data["text/plain"]) or Handle())
+    monkeypatch.setattr(progress, "END_WAIT", 0.2)
+    tracker = SlowTracker({0: Job("RUNNING", [0])}, {0: Stage(4, 1, 2)})
+    context = type("Context", (), {"statusTracker": lambda self: tracker})()
+    watched = progress.Progress(context, "g")
+    watched.begin()
+    assert asked.wait(30)  # the display is up, and its next look waits on the JVM
+    watched.end()  # the cell ends: it waits END_WAIT, no longer
+    count = len(shown)
+    answer.set()
+    watched.thread.join(30)
+    assert not watched.thread.is_alive() and len(shown) == count == 1, shown
+
+
 def test_the_progress_line_counts_jobs_stages_and_tasks():
     tracker = Tracker({0: Job("SUCCEEDED", [0]), 1: Job("RUNNING", [1])}, {0: Stage(4, 4, 0), 1: Stage(4, 1, 2, stage_id=1)})
     seen = {}
@@ -611,7 +643,10 @@ def test_the_status_of_a_kernel_that_has_not_started_spark():
 
     runtime = Runtime()
     runtime.driver = DedicatedDriver(runtime)
-    assert magics.status_lines(runtime) == ["state: idle", "master: local[*]", "executor Python: /venv/bin/python", "JVM log: /tmp/x/driver.log"]
+    assert magics.status_lines(runtime) == ["state: idle", "master: local[*]", "limits: none declared (no CPU_LIMIT or MEM_LIMIT)", "executor Python: /venv/bin/python",
+                                            "JVM log: /tmp/x/driver.log"]
+    runtime.environ = {**runtime.environ, "CPU_LIMIT": "2.5", "MEM_LIMIT": str(3 * 1024**3)}  # the hub's, inherited from the server
+    assert magics.status_lines(runtime)[2] == "limits: CPU_LIMIT 2.5 (master local[2]); MEM_LIMIT 3 GiB (driver heap 1024m)"
 
 
 def test_a_start_profile_times_each_step_from_its_mark_to_the_next():

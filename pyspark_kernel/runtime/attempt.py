@@ -22,6 +22,7 @@ class StartAttempt:
         self.cancelled = False  # a restart cancelled it
         self.proc = None  # the driver JVM's process, from the moment it exists (a dedicated driver's)
         self.profile = StartProfile()  # its steps and their times, then the warm-up's
+        self.notices: list[str] = []  # one line each, shown after the session's banner (runtime.limits)
         self.done = threading.Event()
 
     def mark(self, step: str | None) -> None:

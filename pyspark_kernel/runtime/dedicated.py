@@ -11,7 +11,7 @@ import sys
 import threading
 from typing import Any
 
-from . import jvm, ui, warmup
+from . import jvm, limits, ui, warmup
 from .converters import defer_numpy_converters
 from .diagnostics import SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, find_java, java_version
 from .drivers import CANCEL_THREAD, Driver
@@ -67,7 +67,8 @@ class DedicatedDriver(Driver):
             self.archive = os.path.join(jvm.cds_dir(runtime.environ), name + ".jsa")
             java_options = jvm.cds_java_options(java_version(java), name, runtime.scratch, runtime.environ, runtime.watchdog,
                                                 needs=[os.path.realpath(java), os.path.realpath(spark_home)])
-        settings = jvm.launch_settings(runtime.conf, runtime.options, runtime.scratch, KERNEL_DIR, java_options)
+        fitted, attempt.notices = limits.fit(runtime.conf, runtime.kernel_conf, runtime.environ)  # the hub's CPU_LIMIT and MEM_LIMIT
+        settings = jvm.launch_settings(fitted, runtime.options, runtime.scratch, KERNEL_DIR, java_options)
         settings.update(ui.ui_settings(settings, self.ui_base))
         secrets = resolve_secrets(settings, runtime.environ)
         conf = SparkConf(loadDefaults=False)
@@ -204,7 +205,8 @@ class DedicatedDriver(Driver):
 
     def status_lines(self) -> list[str]:
         runtime = self.runtime
-        lines = [f"master: {runtime.conf.get('spark.master', runtime.master)}"]
+        lines = [f"master: {runtime.conf.get('spark.master', runtime.master)}",
+                 limits.status_line(runtime.conf, runtime.kernel_conf, runtime.environ)]
         if runtime.state == State.READY:
             sc = runtime.context
             executors = sc._jsc.sc().getExecutorMemoryStatus().size() - (0 if sc.master.startswith("local") else 1)

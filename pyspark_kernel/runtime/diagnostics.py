@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 
+from .limits import killed_hint
 from .masters import master_addresses
 
 log = logging.getLogger(__name__)
@@ -221,14 +222,15 @@ def explain(error: BaseException, log: str) -> str:
 SPARK_EXIT_CODES = {52: "an OutOfMemoryError in the driver (raise spark.driver.memory)", 50: "an uncaught exception in the driver"}
 
 
-def describe_exit(returncode: int) -> str:
-    """How a process ended, from its return code (negative: the signal that killed it)."""
+def describe_exit(returncode: int, environ=None) -> str:
+    """How a process ended, from its return code (negative: the signal that killed it). A SIGKILL
+    names the memory limit of ``environ`` (the kernel's), if the hub declared one."""
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name
         except ValueError:
             name = "an unknown signal"
-        why = ": often the out-of-memory killer" if -returncode == signal.SIGKILL else ""
+        why = ": often the out-of-memory killer" + killed_hint(os.environ if environ is None else environ) if -returncode == signal.SIGKILL else ""
         return f"killed by signal {-returncode} ({name}{why})"
     cause = SPARK_EXIT_CODES.get(returncode)
     return f"exited with code {returncode}" + (f" ({cause})" if cause else "")

@@ -223,7 +223,12 @@ class Notebook:
         text, link = driver.banner(), driver.ui_link()
         if link is None or link.startswith(("http://", "https://")):
             print(text, flush=True)  # a front end makes the URL a link itself
-            return
+        else:
+            self.show_linked(text, link)
+        for notice in self.runtime.attempt.notices:  # the start's one-line notices (runtime.limits)
+            print(notice, flush=True)
+
+    def show_linked(self, text: str, link: str) -> None:
         # A link through the Jupyter server is a path on the page's own host: only HTML makes it one.
         from IPython.display import display
 

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_DELAY = 0.5  # a cell shows progress once it has run this long with Spark jobs
 PROGRESS_INTERVAL = 0.5
+END_WAIT = 5  # seconds the cell's end waits for the display's last update (a busy JVM can be slow to answer)
 WIDTH = 20
 ROWS = 20  # jobs shown, the latest; a cell looping over hundreds of jobs says how many more
 COLOURS = {"done": "#4caf50", "running": "#2196f3", "failed": "#e53935"}
@@ -122,6 +123,8 @@ class Display:
     def __init__(self):
         self.handle = None
         self.shown = None
+        self.closed = False  # the cell has ended: no more updates
+        self.lock = threading.Lock()
 
     def show(self, jobs: list, elapsed: float, final: bool, ui: str | None) -> None:
         from IPython.display import display
@@ -130,13 +133,20 @@ class Display:
         if text is None:
             return
         data = {"text/plain": text, "text/html": render_html(jobs, elapsed, final, ui)}
-        if data == self.shown:
-            return
-        self.shown = data
-        if self.handle is None:
-            self.handle = display(data, raw=True, display_id=True)
-        else:
-            self.handle.update(data, raw=True)
+        with self.lock:
+            if data == self.shown or self.closed:
+                return
+            self.shown = data
+            if self.handle is None:
+                self.handle = display(data, raw=True, display_id=True)
+            else:
+                self.handle.update(data, raw=True)
+
+    def close(self):
+        """The cell has ended. An update after it would be a message from an idle kernel, which
+        Jupyter takes for activity: the kernel culler would count the notebook idle from then."""
+        with self.lock:
+            self.closed = True
 
 
 class Progress:
@@ -164,7 +174,8 @@ class Progress:
     def end(self, error: BaseException | None = None) -> None:
         self.stopped.set()  # the tracker says itself which jobs failed
         if self.thread is not None:
-            self.thread.join(timeout=5)
+            self.thread.join(timeout=END_WAIT)
+        self.display.close()  # a thread still waiting on the JVM shows nothing once the cell is over
 
     def watch(self) -> None:
         try:

@@ -34,7 +34,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
-from . import ui
+from . import limits, ui
 from .connect import ConnectDriver
 from .diagnostics import RESTART_HINT, SHARED_SC_FIX, SHARED_SC_PROBLEM, SharedDriverError, SparkDiedError, SparkStartError, check_spark_home, find_java, log_tail
 from .options import resolve_secrets
@@ -353,7 +353,8 @@ class SharedDriver(ConnectDriver):
         runtime.mark("finding the shared driver")
         spark_home = check_spark_home(runtime.environ)
         java = find_java(runtime.environ)
-        server_conf, session_conf = split_settings(runtime.conf)
+        fitted, attempt.notices = limits.fit(runtime.conf, runtime.kernel_conf, runtime.environ)  # the server's JVM counts against the user's limits
+        server_conf, session_conf = split_settings(fitted)
         key = server_key(pyspark.__version__, spark_home, java, sys.executable, server_conf,
                          [(name, runtime.environ.get(name, "")) for name in ("PYSPARK_PYTHON", "JAVA_HOME")])
         lease = self.lease
@@ -430,7 +431,7 @@ class SharedDriver(ConnectDriver):
                 f"UI {self.ui_link() or 'off'}")
 
     def status_lines(self) -> list[str]:
-        lease = self.lease
+        lease, runtime = self.lease, self.runtime
         if lease is None or lease.lost.is_set():
             return ["shared driver: none attached"]
         try:
@@ -440,5 +441,6 @@ class SharedDriver(ConnectDriver):
             return [f"shared driver: not answering (its log: {lease.paths.log})"]
         notebooks = found.get("notebooks", [])
         return [f"shared driver: pid {found.get('jvm')}, master {found.get('master')}, up {duration(time.time() - found.get('started', time.time()))}",
+                limits.status_line(runtime.conf, runtime.kernel_conf, runtime.environ),
                 f"notebooks attached: {len(notebooks)} (kernel pids {', '.join(str(pid) for pid in notebooks)})",
                 f"UI {self.ui_link() or 'off'}"]
