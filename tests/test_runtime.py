@@ -501,3 +501,35 @@ def test_a_client_that_requires_encryption_runs_spark_over_curvezmq(kernels_dir,
         client.stop_channels()
         manager.shutdown_kernel()
     assert_left_nothing("rt-curve", tmp_dir)
+
+
+def test_a_kernel_whose_pyspark_was_removed_names_the_cause_and_the_fix_that_works(kernels_dir, tmp_path):
+    import shlex
+    import subprocess
+
+    from .conftest import venv_with_project_packages
+
+    venv = venv_with_project_packages(tmp_path, (), copy=True)  # its own site-packages: pip may remove and install there
+    python = str(venv / "bin" / "python")
+    make_kernel(kernels_dir, "rt-nopyspark", "-e", str(venv))
+    subprocess.run([python, "-m", "pip", "uninstall", "--yes", "--disable-pip-version-check", "pyspark"], check=True, capture_output=True)
+    tmp_dir = tmp_path / "tmp"
+    tmp_dir.mkdir()
+    kernel = Kernel(kernels_dir, "rt-nopyspark", kernel_environment(tmp_dir))
+    try:
+        failed = kernel.run("spark.range(3).count()")
+        assert failed.error and failed.error[0] == "SparkStartError", failed.text
+        said = re.fullmatch(r"pyspark is not installed in the kernel's environment (\S+) \(install it: (.+), then restart the kernel\)", failed.error[1])
+        assert said, failed.error[1]
+        assert os.path.realpath(said.group(1)) == os.path.realpath(venv)
+        import pyspark
+
+        assert said.group(2) == f"{python} -m pip install pyspark=={pyspark.__version__}"  # the version the kernel was made for
+        installed = subprocess.run(shlex.split(said.group(2)), capture_output=True, text=True, timeout=900)  # the fix, as printed
+        assert installed.returncode == 0, installed.stderr[-2000:]
+        kernel.manager.restart_kernel(now=True)
+        kernel.wait_for_ready()
+        assert kernel.run("spark.range(3).count()").result == "3"
+    finally:
+        kernel.stop()
+    assert_left_nothing("rt-nopyspark", tmp_dir)
