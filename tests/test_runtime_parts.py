@@ -848,3 +848,19 @@ def test_sparks_refusal_of_a_query_is_cut_to_its_first_line(message, line):
 def test_sql_tables_escape_their_values():
     assert sql.table_html(["a<b"], [("<script>",), (None,)]) == "<table><thead><tr><th>a&lt;b</th></tr></thead><tbody><tr><td>&lt;script&gt;</td></tr><tr><td>null</td></tr></tbody></table>"
     assert sql.table_text(["id", "name"], [(1, "ann"), (22, None)]) == "id | name\n---+-----\n1  | ann \n22 | null"
+
+
+def test_pyspark_gone_with_its_spark_home_is_named_as_the_cause_with_the_install_command(tmp_path):
+    kernel_dir = tmp_path / "kernel"
+    kernel_dir.mkdir()
+    (kernel_dir / "kernel.json").write_text('{"metadata": {"pyspark_kernel": {"spark_layout": "pip", "spark_version": "4.3.0"}}}')
+    home = tmp_path / "env" / "lib" / "python3.11" / "site-packages" / "pyspark"  # gone with the package
+    error = diagnostics.pyspark_missing({"SPARK_HOME": str(home)}, str(kernel_dir), ImportError("No module named 'pyspark'"),
+                                        python="/env dir/bin/python", prefix="/env dir")
+    assert (error.problem, error.fix) == ("pyspark is not installed in the kernel's environment /env dir",
+                                          "install it: '/env dir/bin/python' -m pip install pyspark==4.3.0, then restart the kernel")
+    # Without the generator's record, SPARK_HOME's place tells pip's layout; a Spark distribution's broken SPARK_HOME is named.
+    assert diagnostics.pyspark_missing({"SPARK_HOME": str(home)}, str(tmp_path), ImportError("x"), python="py", prefix="/e").fix == \
+        "install it: py -m pip install pyspark, then restart the kernel"
+    with pytest.raises(diagnostics.SparkStartError, match="has no bin/spark-submit"):
+        diagnostics.pyspark_missing({"SPARK_HOME": str(tmp_path / "spark-4.3.0")}, str(tmp_path), ImportError("x"))
