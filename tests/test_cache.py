@@ -44,6 +44,9 @@ def put(environ, part, name, size, needs, used):
     with open(path, "wb") as handle:
         handle.truncate(size)
     cache.write_record(path, needs)
+    if part == "cds":  # the watchdog records the size of an archive written whole
+        with open(path + ".size", "w", encoding="utf-8") as handle:
+            handle.write(f"{size}\n")
     os.utime(path, (used, used))
     os.utime(cache.record_path(path), (used, used))
     return path
@@ -130,6 +133,19 @@ def test_records_for_archives_not_yet_written_stay_and_old_leftovers_go(tmp_path
     cache.prune(environ)
     assert os.path.exists(record) and os.path.exists(fresh)
     assert not os.path.exists(crashed) and not os.path.exists(orphan)
+
+
+def test_an_archive_goes_with_its_size_record_and_a_set_aside_one_goes_at_the_next_prune(tmp_path, environ):
+    gone = put(environ, "cds", "spark-gone.jsa", MIB, [str(tmp_path / "gone")], time.time())
+    kept = put(environ, "cds", "spark-kept.jsa", MIB, [str(tmp_path)], time.time())
+    aside = kept + ".set-aside.4242"
+    with open(aside, "wb") as handle:
+        handle.truncate(MIB)
+    orphan = os.path.join(os.path.dirname(kept), "spark-orphan.jsa.size")
+    with open(orphan, "w", encoding="utf-8") as handle:
+        handle.write("1\n")
+    assert [entry.path for entry, _ in cache.prune(environ)] == [gone]
+    assert sorted(os.listdir(os.path.dirname(kept))) == ["spark-kept.jsa", "spark-kept.jsa.json", "spark-kept.jsa.size"]
 
 
 def test_mapping_an_archive_marks_it_used(tmp_path, environ):

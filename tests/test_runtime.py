@@ -304,41 +304,178 @@ def leave_entries_of_deleted_environments(cache, archive, tmp_path, count):
         shutil.rmtree(kernel_dir)
 
 
-def test_class_data_sharing_archive_is_built_once_and_a_broken_one_never_breaks_a_start(kernels_dir, tmp_path, monkeypatch):
+def installed_jdk(feature):
+    """JAVA_HOME of a JDK ``feature`` installed where Linux distributions put JDKs, or None."""
+    from pyspark_kernel.runtime import diagnostics
+
+    root = "/usr/lib/jvm"
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        home = os.path.join(root, name)
+        found = diagnostics.release_version(diagnostics.java_release(os.path.join(home, "bin", "java")))
+        if found and found[0] == feature and not os.path.islink(home):
+            return home
+    return None
+
+
+def archive_mapped(app_name, archive):
+    """Whether a driver JVM of ``app_name`` has ``archive`` mapped into its memory."""
+    import psutil
+
+    for jvm in spark_jvms(app_name):
+        try:
+            if any(region.path == archive for region in jvm.memory_maps()):
+                return True
+        except psutil.Error:
+            continue
+    return False
+
+
+def run_once(kernels_dir, name, env, expect_options=(), notice=None):
+    """One kernel start with one Spark cell: the JVM's options that begin with ``expect_options``
+    were on its command line; ``notice`` (a regex) is the first line the cell printed, or no notice
+    line at all. The JVMs' archive mappings, as {archive: mapped}, asked while the kernel ran."""
+    kernel = Kernel(kernels_dir, name, env)
+    try:
+        ran = kernel.run("spark.range(10).count()")
+        assert ran.result == "10", ran.text
+        arguments = [arg for jvm in spark_jvms(name) for arg in jvm.cmdline()]
+        for option in expect_options:
+            assert any(arg.startswith(option) for arg in arguments), (option, arguments)
+        lines = ran.stream.splitlines()
+        if notice:
+            assert re.fullmatch(notice, lines[0]), lines
+            assert lines[1].startswith("Spark "), lines  # one line, then the banner
+        else:
+            assert not [line for line in lines if "class-data-sharing" in line], lines
+        archives = {arg.split("=", 1)[1] for arg in arguments if arg.startswith("-XX:SharedArchiveFile=")}
+        return {archive: archive_mapped(name, archive) for archive in archives}
+    finally:
+        kernel.stop()
+
+
+def written_whole(cds_dir):
+    """The one archive in ``cds_dir``, checked to be at the size its writer recorded."""
+    archives = glob.glob(str(cds_dir / "spark-*.jsa"))
+    assert len(archives) == 1, os.listdir(cds_dir)
+    size = os.path.getsize(archives[0])
+    assert size > 10_000_000 and (cds_dir / (os.path.basename(archives[0]) + ".size")).read_text().strip() == str(size)
+    assert not glob.glob(str(cds_dir / "*.partial"))
+    return archives[0]
+
+
+JDKS = [pytest.param(17, id="jdk17"), pytest.param(25, id="jdk25")]
+
+
+@pytest.mark.parametrize("feature", JDKS)
+def test_class_data_sharing_archive_is_built_once_and_a_broken_one_is_set_aside_and_rebuilt(kernels_dir, tmp_path, monkeypatch, feature):
+    java_home = None
+    if feature != 17:
+        java_home = installed_jdk(feature)
+        if java_home is None:
+            pytest.skip(f"no JDK {feature} installed under /usr/lib/jvm")
+    name = f"rt-cds{feature}"
+    make_kernel(kernels_dir, name, *(["--env", f"JAVA_HOME={java_home}"] if java_home else []))
     cache = tmp_path / "cache"
-    make_kernel(kernels_dir, "rt-cds")
+    cds_dir = cache / "pyspark-kernel" / "cds"
     tmp_dir = tmp_path / "tmp"
     tmp_dir.mkdir()
     env = kernel_environment(tmp_dir, XDG_CACHE_HOME=str(cache))
-    training = Kernel(kernels_dir, "rt-cds", env)
-    try:
-        assert training.run("spark.range(10).count()").result == "10"
-        assert any(arg.startswith("-XX:ArchiveClassesAtExit=") for jvm in spark_jvms("rt-cds") for arg in jvm.cmdline())
-    finally:
-        training.stop()
-    assert_left_nothing("rt-cds", tmp_dir)
-    archives = glob.glob(str(cache / "pyspark-kernel" / "cds" / "spark-*.jsa"))
-    assert len(archives) == 1 and os.path.getsize(archives[0]) > 10_000_000
-    assert not glob.glob(str(cache / "pyspark-kernel" / "cds" / "*.partial"))
+    writes = "-XX:ArchiveClassesAtExit=" if feature < 19 else "-XX:+AutoCreateSharedArchive"
+    run_once(kernels_dir, name, env, [writes])
+    assert_left_nothing(name, tmp_dir)
+    archive = written_whole(cds_dir)
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))  # where pack_environment caches, as a kernel's create would
-    leave_entries_of_deleted_environments(cache, archives[0], tmp_path, 5)
-    left = sorted(os.listdir(cache / "pyspark-kernel" / "environments")) + sorted(os.listdir(cache / "pyspark-kernel" / "cds"))
+    leave_entries_of_deleted_environments(cache, archive, tmp_path, 5)
+    left = sorted(os.listdir(cache / "pyspark-kernel" / "environments")) + sorted(os.listdir(cds_dir))
     assert len([name for name in left if name.endswith((".tar.gz", ".jsa"))]) == 11, left
-    # A start that maps the archive as written: test_paths. Here, a broken one never breaks a start.
-    os.chmod(archives[0], 0o644)
-    with open(archives[0], "wb") as handle:
-        handle.write(b"not an archive")
-    user = Kernel(kernels_dir, "rt-cds", {**env, "PYSPARK_KERNEL_CACHE_LIMIT": "1G"})
+
+    # Cut short (a full disk, a copy that stopped): set aside before any JVM maps it, and written again.
+    whole = os.path.getsize(archive)
+    os.chmod(archive, 0o644)
+    os.truncate(archive, whole // 2)
+    user = Kernel(kernels_dir, name, {**env, "PYSPARK_KERNEL_CACHE_LIMIT": "1G"})
     try:
-        assert user.run("spark.range(10).count()").result == "10"
-        assert f"-XX:SharedArchiveFile={archives[0]}" in [arg for jvm in spark_jvms("rt-cds") for arg in jvm.cmdline()]
-        # Once started, the kernel pruned the cache: nothing is left of the deleted environments.
+        ran = user.run("spark.range(10).count()")
+        assert ran.result == "10", ran.text
+        assert ran.stream.splitlines()[0] == (f"The class-data-sharing archive {archive} was unusable (it is {whole // 2} bytes long, and was written "
+                                              f"{whole} bytes long): set aside; this kernel's JVM writes a new one as it exits."), ran.stream
+        assert any(arg.startswith(writes) for jvm in spark_jvms(name) for arg in jvm.cmdline())
+        # Once started, the kernel pruned the cache: nothing is left of the deleted environments, nor of the archive set aside.
         wait_until(lambda: user.evaluate(PRUNED) == "True", 60, "the kernel did not prune the cache")
     finally:
         user.stop()
-    assert_left_nothing("rt-cds", tmp_dir)
+    assert_left_nothing(name, tmp_dir)
     assert sorted(os.listdir(cache / "pyspark-kernel" / "environments")) == []
-    assert sorted(os.listdir(cache / "pyspark-kernel" / "cds")) == [os.path.basename(archives[0]), os.path.basename(archives[0]) + ".json"]
+    assert written_whole(cds_dir) == archive
+    assert sorted(os.listdir(cds_dir)) == sorted(os.path.basename(archive) + suffix for suffix in ("", ".json", ".size"))
+    # The next start maps the rebuilt archive.
+    assert run_once(kernels_dir, name, env) == {archive: True}
+    assert_left_nothing(name, tmp_dir)
+
+    # Cut short at a size its writer recorded: the check cannot tell, and JDK 17's JVM dies mapping it
+    # (SIGBUS): the start is retried without it; JDK 19+ find it out and write it again themselves.
+    os.truncate(archive, whole // 2)
+    (cds_dir / (os.path.basename(archive) + ".size")).write_text(f"{whole // 2}\n")
+    if feature < 19:
+        mapped = run_once(kernels_dir, name, env, notice=re.escape(f"The class-data-sharing archive {archive} was unusable (the JVM crashed "
+                                                                   "mapping it): set aside; this start ran without it and the next rebuilds it."))
+        assert mapped == {}  # the JVM that runs was started without it
+        assert_left_nothing(name, tmp_dir)
+        assert not os.path.exists(archive)
+        run_once(kernels_dir, name, env, [writes])
+    else:
+        run_once(kernels_dir, name, env, [writes])
+    assert_left_nothing(name, tmp_dir)
+    assert written_whole(cds_dir) == archive
+    assert run_once(kernels_dir, name, env) == {archive: True}
+    assert_left_nothing(name, tmp_dir)
+
+
+def test_new_spark_jars_get_an_archive_of_their_own_and_one_the_jvm_refuses_is_set_aside(kernels_dir, tmp_path, spark_distribution, venv_without_pyspark):
+    import shutil
+
+    from pyspark_kernel.runtime import diagnostics, jvm
+
+    # A Spark installation whose jars can change: each a link to the installed one, but spark-core a copy.
+    home = tmp_path / "spark"
+    shutil.copytree(spark_distribution, home, symlinks=True, ignore=shutil.ignore_patterns("jars"))
+    source = os.path.realpath(spark_distribution / "jars")
+    (home / "jars").mkdir()
+    for jar in os.listdir(source):
+        os.symlink(os.path.join(source, jar), home / "jars" / jar)
+    core = next((home / "jars").glob("spark-core_*.jar"))
+    core.unlink()
+    shutil.copyfile(os.path.join(source, core.name), core)
+    make_kernel(kernels_dir, "rt-jars", "-e", str(venv_without_pyspark), "--spark_home", str(home))
+    cache = tmp_path / "cache"
+    cds_dir = cache / "pyspark-kernel" / "cds"
+    tmp_dir = tmp_path / "tmp"
+    tmp_dir.mkdir()
+    env = kernel_environment(tmp_dir, XDG_CACHE_HOME=str(cache))
+    run_once(kernels_dir, "rt-jars", env, ["-XX:ArchiveClassesAtExit="])
+    assert_left_nothing("rt-jars", tmp_dir)
+    old = written_whole(cds_dir)
+
+    # PySpark reinstalled (or downgraded back): the same jar, a new file. The JVM would refuse the old archive.
+    java = diagnostics.find_java(env)
+    shutil.copyfile(os.path.join(source, core.name), str(core) + ".new")
+    os.replace(str(core) + ".new", core)
+    new = str(cds_dir / (jvm.archive_name(java, str(home)) + ".jsa"))
+    assert new != old
+    # Were the old archive found under the new name (as a key that left modification times out found it),
+    # the JVM refuses it: it is set aside, and the next start writes the new one.
+    os.rename(old, new)
+    os.rename(old + ".size", new + ".size")
+    mapped = run_once(kernels_dir, "rt-jars", env, notice=re.escape(f"The class-data-sharing archive {new} was unusable (the JVM refused it: ") + r".*"
+                      + re.escape("): set aside; this start runs without it and the next rebuilds it."))
+    assert mapped == {new: False}
+    assert_left_nothing("rt-jars", tmp_dir)
+    assert not os.path.exists(new)
+    run_once(kernels_dir, "rt-jars", env, ["-XX:ArchiveClassesAtExit="])
+    assert_left_nothing("rt-jars", tmp_dir)
+    assert written_whole(cds_dir) == new
+    assert run_once(kernels_dir, "rt-jars", env) == {new: True}
+    assert_left_nothing("rt-jars", tmp_dir)
 
 
 def test_a_client_that_requires_encryption_runs_spark_over_curvezmq(kernels_dir, tmp_path):
@@ -364,3 +501,35 @@ def test_a_client_that_requires_encryption_runs_spark_over_curvezmq(kernels_dir,
         client.stop_channels()
         manager.shutdown_kernel()
     assert_left_nothing("rt-curve", tmp_dir)
+
+
+def test_a_kernel_whose_pyspark_was_removed_names_the_cause_and_the_fix_that_works(kernels_dir, tmp_path):
+    import shlex
+    import subprocess
+
+    from .conftest import venv_with_project_packages
+
+    venv = venv_with_project_packages(tmp_path, (), copy=True)  # its own site-packages: pip may remove and install there
+    python = str(venv / "bin" / "python")
+    make_kernel(kernels_dir, "rt-nopyspark", "-e", str(venv))
+    subprocess.run([python, "-m", "pip", "uninstall", "--yes", "--disable-pip-version-check", "pyspark"], check=True, capture_output=True)
+    tmp_dir = tmp_path / "tmp"
+    tmp_dir.mkdir()
+    kernel = Kernel(kernels_dir, "rt-nopyspark", kernel_environment(tmp_dir))
+    try:
+        failed = kernel.run("spark.range(3).count()")
+        assert failed.error and failed.error[0] == "SparkStartError", failed.text
+        said = re.fullmatch(r"pyspark is not installed in the kernel's environment (\S+) \(install it: (.+), then restart the kernel\)", failed.error[1])
+        assert said, failed.error[1]
+        assert os.path.realpath(said.group(1)) == os.path.realpath(venv)
+        import pyspark
+
+        assert said.group(2) == f"{python} -m pip install pyspark=={pyspark.__version__}"  # the version the kernel was made for
+        installed = subprocess.run(shlex.split(said.group(2)), capture_output=True, text=True, timeout=900)  # the fix, as printed
+        assert installed.returncode == 0, installed.stderr[-2000:]
+        kernel.manager.restart_kernel(now=True)
+        kernel.wait_for_ready()
+        assert kernel.run("spark.range(3).count()").result == "3"
+    finally:
+        kernel.stop()
+    assert_left_nothing("rt-nopyspark", tmp_dir)

@@ -132,6 +132,9 @@ def test_archive_key_follows_the_jdk_and_the_spark_jars(tmp_path):
     assert key == jvm.cds_key(str(java), str(tmp_path / "spark"))
     (tmp_path / "spark" / "jars" / "extra.jar").write_text("b")
     assert jvm.cds_key(str(java), str(tmp_path / "spark")) != key
+    key = jvm.cds_key(str(java), str(tmp_path / "spark"))
+    os.utime(tmp_path / "spark" / "jars" / "extra.jar", ns=(0, 10**18))  # a jar of the same name and size, from another install
+    assert jvm.cds_key(str(java), str(tmp_path / "spark")) != key
     java.write_text("jdk 17.0.16")
     assert jvm.cds_key(str(java), str(tmp_path / "spark")) != key
 
@@ -147,12 +150,119 @@ def test_archive_options_write_it_when_missing_and_map_it_when_present(tmp_path,
     assert {stat.S_IMODE(os.stat(archive.parent).st_mode), stat.S_IMODE(os.stat(archive.parent.parent).st_mode)} == {0o700}  # the user's own
     facts = (scratch / "cds-training.sh").read_text()
     assert f"lock={archive}.lock" in facts
+    # The JVM logs the archive it writes: the watchdog records its size once it is written whole.
+    assert writing[-1] == f"-Xlog:cds+dynamic=info:file={scratch / 'cds-training.log'}" and f"archive={archive}" in facts
     if version >= 19:  # the JVM writes the archive in place: nothing for the watchdog to rename
-        assert writing == ["-XX:+AutoCreateSharedArchive", f"-XX:SharedArchiveFile={archive}"] and "partial=" not in facts
+        assert writing[:2] == ["-XX:+AutoCreateSharedArchive", f"-XX:SharedArchiveFile={archive}"] and "partial=" not in facts
     else:
-        assert writing[0] == f"-XX:ArchiveClassesAtExit={archive}.{os.getpid()}.partial" and f"archive={archive}" in facts
+        assert writing[0] == f"-XX:ArchiveClassesAtExit={archive}.{os.getpid()}.partial"
+    (tmp_path / "cache" / "pyspark-kernel" / "cds" / "spark-k.jsa.lock").unlink()  # as the watchdog does once the JVM is gone
     archive.write_bytes(b"an archive")
-    assert jvm.cds_java_options(version, "spark-k", str(scratch), env, os.getpid()) == [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"]
+    (scratch / "cds-training.sh").unlink()
+    (archive.parent / "spark-k.jsa.size").write_text("10\n")  # as the watchdog records an archive written whole
+    mapping = jvm.cds_java_options(version, "spark-k", str(scratch), env, os.getpid())
+    if version >= 19:  # the lock holder's JVM maps it, and rewrites it should it be stale
+        assert mapping[:2] == ["-XX:+AutoCreateSharedArchive", f"-XX:SharedArchiveFile={archive}"]
+    else:
+        assert mapping == [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto", f"-XX:ErrorFile={scratch}/hs_err_pid%p.log"]
+
+
+@pytest.mark.parametrize("version", [17, 25])
+def test_an_archive_not_at_its_recorded_size_is_set_aside_and_written_again(tmp_path, version):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    directory = tmp_path / "cache" / "pyspark-kernel" / "cds"
+    directory.mkdir(parents=True)
+    archive = directory / "spark-k.jsa"
+    archive.write_bytes(b"cut sh")
+    (directory / "spark-k.jsa.size").write_text("150000000\n")
+    notices = []
+    options = jvm.cds_java_options(version, "spark-k", str(scratch), env, os.getpid(), notices=notices)
+    assert not archive.exists() and not (directory / "spark-k.jsa.size").exists()
+    assert [path.name for path in directory.glob("spark-k.jsa.set-aside.*")] == [f"spark-k.jsa.set-aside.{os.getpid()}"]
+    assert options[0] == (f"-XX:ArchiveClassesAtExit={archive}.{os.getpid()}.partial" if version < 19 else "-XX:+AutoCreateSharedArchive")
+    assert notices == [f"The class-data-sharing archive {archive} was unusable (it is 6 bytes long, and was written 150000000 bytes long): "
+                       "set aside; this kernel's JVM writes a new one as it exits."]
+
+
+def test_an_archive_being_written_is_not_mapped_before_its_size_is_recorded(tmp_path):
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    scratches = [tmp_path / "writer", tmp_path / "other"]
+    for scratch in scratches:
+        scratch.mkdir()
+    assert jvm.cds_java_options(25, "spark-k", str(scratches[0]), env, os.getpid())[0] == "-XX:+AutoCreateSharedArchive"
+    archive = tmp_path / "cache" / "pyspark-kernel" / "cds" / "spark-k.jsa"
+    archive.write_bytes(b"half")  # JDK 19+ writes it in place
+    assert jvm.cds_java_options(25, "spark-k", str(scratches[1]), env, os.getpid()) == []
+    assert archive.exists()  # the writer's, left alone
+
+
+def test_a_jdk_without_a_base_archive_gets_no_archive_options(tmp_path):
+    home = tmp_path / "jdk"
+    (home / "bin").mkdir(parents=True)
+    (home / "lib" / "server").mkdir(parents=True)
+    (home / "bin" / "java").write_text("")
+    (home / "release").write_text('JAVA_VERSION="21.0.8"\n')
+    (tmp_path / "spark" / "jars").mkdir(parents=True)
+    found = jvm.archive_options(str(home / "bin" / "java"), str(tmp_path / "spark"), str(tmp_path), {"XDG_CACHE_HOME": str(tmp_path)}, os.getpid(), [])
+    assert found == (None, [])
+    (home / "lib" / "server" / "classes.jsa").write_text("")
+    assert jvm.archive_options(str(home / "bin" / "java"), str(tmp_path / "spark"), str(tmp_path), {"XDG_CACHE_HOME": str(tmp_path)}, os.getpid(), [])[1]
+
+
+def test_a_launch_that_crashes_on_the_archive_is_retried_without_it_and_says_so(tmp_path):
+    archive = tmp_path / "spark-k.jsa"
+    archive.write_bytes(b"archive")
+    (tmp_path / "spark-k.jsa.size").write_text("7\n")
+    output = tmp_path / "driver.log"
+    output.write_text("an earlier start's lines\n")
+    tried = []
+
+    def launch(options):
+        tried.append(options)
+        if options:
+            with open(output, "a", encoding="utf-8") as handle:
+                handle.write("#\n# A fatal error has been detected by the Java Runtime Environment:\n#  SIGBUS (0x7)\n")
+            raise RuntimeError("Java gateway process exited before sending its port number")
+        return "gateway"
+
+    options = [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"]
+    notices = []
+    assert jvm.launch_healing(launch, options, str(archive), str(tmp_path), str(output), lambda: False, notices) == "gateway"
+    assert tried == [options, []] and not archive.exists()
+    assert notices == [f"The class-data-sharing archive {archive} was unusable (the JVM crashed mapping it): set aside; "
+                       "this start ran without it and the next rebuilds it."]
+    # A launch that fails for another reason fails as it did, and a start given up is not retried.
+    for lines, gave_up in (("Error: Invalid maximum heap size: -Xmx1q\n", False), ("# A fatal error has been detected by the Java Runtime Environment:\n", True)):
+        output.write_text(lines)
+        archive.write_bytes(b"archive")
+
+        def failing(options):
+            raise RuntimeError("Java gateway process exited before sending its port number")
+
+        with pytest.raises(RuntimeError):
+            jvm.launch_healing(failing, options, str(archive), str(tmp_path), str(output), lambda gave_up=gave_up: gave_up, [])
+        assert archive.exists()
+
+
+def test_an_archive_the_jvm_refused_is_set_aside_for_the_next_start(tmp_path):
+    archive = tmp_path / "spark-k.jsa"
+    archive.write_bytes(b"archive")
+    output = tmp_path / "driver.log"
+
+    def launch(options):
+        output.write_text(f"[0.012s][warning][cds,dynamic] Unable to use shared archive. The top archive failed to load: {archive}\n")
+        return "gateway"
+
+    notices = []
+    assert jvm.launch_healing(launch, [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"], str(archive), str(tmp_path), str(output),
+                              lambda: False, notices) == "gateway"
+    assert not archive.exists() and len(notices) == 1 and "the JVM refused it: [0.012s][warning][cds,dynamic] Unable to use shared archive" in notices[0]
+    # A JVM that rewrites the archive itself as it exits keeps it.
+    archive.write_bytes(b"archive")
+    jvm.launch_healing(launch, ["-XX:+AutoCreateSharedArchive", f"-XX:SharedArchiveFile={archive}"], str(archive), str(tmp_path), str(output), lambda: False, [])
+    assert archive.exists()
 
 
 @pytest.mark.parametrize("version", [None, 8, 11, 12])
@@ -775,3 +885,19 @@ def test_sparks_refusal_of_a_query_is_cut_to_its_first_line(message, line):
 def test_sql_tables_escape_their_values():
     assert sql.table_html(["a<b"], [("<script>",), (None,)]) == "<table><thead><tr><th>a&lt;b</th></tr></thead><tbody><tr><td>&lt;script&gt;</td></tr><tr><td>null</td></tr></tbody></table>"
     assert sql.table_text(["id", "name"], [(1, "ann"), (22, None)]) == "id | name\n---+-----\n1  | ann \n22 | null"
+
+
+def test_pyspark_gone_with_its_spark_home_is_named_as_the_cause_with_the_install_command(tmp_path):
+    kernel_dir = tmp_path / "kernel"
+    kernel_dir.mkdir()
+    (kernel_dir / "kernel.json").write_text('{"metadata": {"pyspark_kernel": {"spark_layout": "pip", "spark_version": "4.3.0"}}}')
+    home = tmp_path / "env" / "lib" / "python3.11" / "site-packages" / "pyspark"  # gone with the package
+    error = diagnostics.pyspark_missing({"SPARK_HOME": str(home)}, str(kernel_dir), ImportError("No module named 'pyspark'"),
+                                        python="/env dir/bin/python", prefix="/env dir")
+    assert (error.problem, error.fix) == ("pyspark is not installed in the kernel's environment /env dir",
+                                          "install it: '/env dir/bin/python' -m pip install pyspark==4.3.0, then restart the kernel")
+    # Without the generator's record, SPARK_HOME's place tells pip's layout; a Spark distribution's broken SPARK_HOME is named.
+    assert diagnostics.pyspark_missing({"SPARK_HOME": str(home)}, str(tmp_path), ImportError("x"), python="py", prefix="/e").fix == \
+        "install it: py -m pip install pyspark, then restart the kernel"
+    with pytest.raises(diagnostics.SparkStartError, match="has no bin/spark-submit"):
+        diagnostics.pyspark_missing({"SPARK_HOME": str(tmp_path / "spark-4.3.0")}, str(tmp_path), ImportError("x"))

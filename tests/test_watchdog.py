@@ -165,3 +165,30 @@ def test_the_fork_handler_that_lets_go_of_the_pipe_is_registered_once_a_process(
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["1"]
     wait_until(lambda: not any(scratch.exists() for scratch in scratches), GONE_TIMEOUT, "a watchdog left its scratch directory")
+
+
+@pytest.mark.parametrize("in_place", [False, True], ids=["jdk13-18", "jdk19+"])
+def test_an_archive_written_whole_is_kept_with_its_size_and_a_half_written_one_never(tmp_path, in_place):
+    cds = tmp_path / "cds"
+    cds.mkdir()
+    archive = cds / "spark-k.jsa"
+    for finished in (False, True):
+        scratch = tmp_path / f"scratch-{finished}"
+        scratch.mkdir()
+        written = archive if in_place else cds / "spark-k.jsa.1.partial"
+        written.write_bytes(b"x" * 1000)
+        (cds / "spark-k.jsa.lock").write_text("host 1\n")
+        (scratch / "cds-training.log").write_text("[info][cds,dynamic] Written dynamic archive 0x1 - 0x2\n" if finished else "")
+        facts = {"lock": cds / "spark-k.jsa.lock", "archive": archive, "log": scratch / "cds-training.log"}
+        if not in_place:
+            facts["partial"] = written
+        (scratch / "cds-training.sh").write_text("".join(f"{name}='{value}'\n" for name, value in facts.items()))
+        kernel = subprocess.Popen(["true"])
+        kernel.wait()
+        watchdog = start_watchdog(kernel.pid, scratch)
+        assert watchdog.wait(timeout=GONE_TIMEOUT) == 0, watchdog.stderr.read()
+        assert not scratch.exists() and not (cds / "spark-k.jsa.lock").exists()
+        assert ((cds / "spark-k.jsa.size").read_text() if finished else None) == ("1000\n" if finished else None)
+        assert archive.exists() == (finished or in_place) and not list(cds.glob("*.partial"))
+        if not finished and in_place:  # the JVM was stopped writing it: no size, so no kernel maps it
+            assert not (cds / "spark-k.jsa.size").exists()

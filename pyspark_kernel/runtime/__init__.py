@@ -6,7 +6,8 @@ pyspark: these modules import only the standard library until Spark starts. One 
 
 - options: the options table, kernel.json's options and Spark settings, and secrets; masters: master URLs;
 - diagnostics: start-up checks and failure messages (pyspark-kernel doctor uses them too); log: kernel.log;
-- jvm: the driver JVM's launch settings, scratch directory, watchdog.sh and archive;
+- jvm: the driver JVM's launch settings, scratch directory, watchdog.sh and archive; cds: the
+  archive's health (mapped only whole, set aside when the JVM crashes on it or refuses it);
 - limits: the hub's CPU_LIMIT and MEM_LIMIT, which a local master and the driver's heap fit;
 - guard: every Py4J call: interrupts held to the call's end, a dead JVM explained; converters: numpy's;
 - session: the session's life: start, stop, death, restart; state: its states; attempt: one start;

@@ -8,8 +8,10 @@ start and from `pyspark-kernel cache prune`: an entry whose Java, Spark installa
 environment no longer exists goes, and then the least recently used go until the cache is within
 its limit (DEFAULT_LIMIT, or $PYSPARK_KERNEL_CACHE_LIMIT such as 500M or 4G). An archive being
 written (its lock held) is never removed; a JVM that has mapped a removed archive keeps its pages.
-Standard library only: the kernel's runtime and the CLI share it. An archive's lock (ENTRY.lock,
-taken by jvm.claim_archive) is read here: whether its holder is alive says whether the entry is busy.
+An archive's size record (ENTRY.size) goes with it, and an archive set aside (runtime.cds) goes at
+the next prune. Standard library only: the kernel's runtime and the CLI share it. An archive's
+lock (ENTRY.lock, taken by jvm.claim_archive) is read here: whether its holder is alive says
+whether the entry is busy.
 """
 
 from __future__ import annotations  # the kernel's Python may be older than the generator's
@@ -21,6 +23,7 @@ import re
 import socket
 import time
 
+from .cds import SET_ASIDE, SIZE
 from .diagnostics import FixableError
 
 log = logging.getLogger(__name__)
@@ -161,11 +164,13 @@ def leftovers(environ, now: float | None = None) -> list[str]:
             continue
         for name in names:
             path = os.path.join(directory, name)
-            if name.endswith(".json"):
-                entry = path[:-len(".json")]
+            if name.endswith((".json", SIZE)):
+                entry = path[:-len(".json")] if name.endswith(".json") else path[:-len(SIZE)]
                 # An archive's record comes first, while its JVM still writes it (under its lock).
                 if not os.path.exists(entry) and not lock_is_held(entry + ".lock"):
                     found.append(path)
+            elif SET_ASIDE in name:  # an archive a JVM crashed on or refused: never used again
+                found.append(path)
             elif ".partial" in name or ".stale." in name:
                 try:
                     if now - os.stat(path).st_mtime > LEFTOVER_AGE:
@@ -176,10 +181,10 @@ def leftovers(environ, now: float | None = None) -> list[str]:
 
 
 def remove(entry: Entry) -> None:
-    for path in (entry.path, entry.record):
+    for path in (entry.path, entry.record, entry.path + SIZE):
         try:
             os.remove(path)
-        except FileNotFoundError:  # removed meanwhile (another kernel's prune): what was wanted
+        except FileNotFoundError:  # removed meanwhile (another kernel's prune), or never made: what was wanted
             log.debug("%s was already gone", path)
 
 

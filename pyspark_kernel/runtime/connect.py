@@ -8,8 +8,8 @@ import logging
 import threading
 from typing import Any
 
-from .diagnostics import check_master_reachable
-from .drivers import CANCEL_THREAD, Driver
+from .diagnostics import check_master_reachable, pyspark_missing
+from .drivers import CANCEL_THREAD, KERNEL_DIR, Driver
 from .masters import with_token
 from .options import CONNECT_TOKEN_VARIABLE
 
@@ -21,6 +21,8 @@ class ConnectDriver(Driver):
         runtime = self.runtime
         try:
             from pyspark.sql import SparkSession
+        except ImportError as error:
+            raise pyspark_missing(runtime.environ, KERNEL_DIR, error) from None
         finally:
             runtime.imported.set()
         runtime.mark("checking the master")

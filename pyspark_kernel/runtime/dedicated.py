@@ -13,15 +13,14 @@ from typing import Any
 
 from . import jvm, limits, ui, warmup
 from .converters import defer_numpy_converters
-from .diagnostics import SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, find_java, java_version
-from .drivers import CANCEL_THREAD, Driver
+from .diagnostics import SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, find_java, pyspark_missing
+from .drivers import CANCEL_THREAD, KERNEL_DIR, Driver
 from .guard import guard, quiet_py4j
 from .options import resolve_secrets
 from .state import State
 
 log = logging.getLogger(__name__)
 
-KERNEL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEATH_WAIT = 2  # seconds a refused connection may take to show as the JVM's exit
 QUIET_WAIT = 0.5  # the same, before Py4J's own report of a failed call is dropped
 CANCEL_ATTEMPTS = 3
@@ -46,12 +45,10 @@ class DedicatedDriver(Driver):
         runtime = self.runtime
         runtime.mark("loading pyspark")
         try:  # first: cells wait for this import (see runtime.imported), not for the checks after it
-            from pyspark import SparkConf, SparkContext
-            from pyspark.java_gateway import launch_gateway
+            from pyspark import SparkContext
             from pyspark.sql import SparkSession
         except ImportError as error:
-            check_spark_home(runtime.environ)  # a broken SPARK_HOME says best why pyspark is missing
-            raise SparkStartError(f"pyspark cannot be imported by {sys.executable}: {error}", "install pyspark into the kernel's environment, or regenerate the kernel") from None
+            raise pyspark_missing(runtime.environ, KERNEL_DIR, error) from None
         finally:
             runtime.imported.set()
         defer_numpy_converters()  # no numpy, pandas and pyarrow until the notebook uses them
@@ -62,22 +59,13 @@ class DedicatedDriver(Driver):
         spark_home = check_spark_home(runtime.environ)
         java = find_java(runtime.environ)
         java_options = []
-        if runtime.options["class_data_sharing"]:
-            name = jvm.archive_name(java, spark_home)
-            self.archive = os.path.join(jvm.cds_dir(runtime.environ), name + ".jsa")
-            java_options = jvm.cds_java_options(java_version(java), name, runtime.scratch, runtime.environ, runtime.watchdog,
-                                                needs=[os.path.realpath(java), os.path.realpath(spark_home)])
         fitted, attempt.notices = limits.fit(runtime.conf, runtime.kernel_conf, runtime.environ)  # the hub's CPU_LIMIT and MEM_LIMIT
-        settings = jvm.launch_settings(fitted, runtime.options, runtime.scratch, KERNEL_DIR, java_options)
-        settings.update(ui.ui_settings(settings, self.ui_base))
-        secrets = resolve_secrets(settings, runtime.environ)
-        conf = SparkConf(loadDefaults=False)
-        conf.setAll((key, value) for key, value in settings.items() if key not in secrets)
+        if runtime.options["class_data_sharing"]:
+            self.archive, java_options = jvm.archive_options(java, spark_home, runtime.scratch, runtime.environ, runtime.watchdog, attempt.notices)
         runtime.mark("launching the driver JVM")
-        # The JVM's log may quote the user's data and settings: its owner's alone, as its directory.
-        with os.fdopen(os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as output, \
-                jvm.recording_launch(lambda proc: self.launched(attempt, proc)):
-            self.gateway = launch_gateway(conf=conf, popen_kwargs={"stdout": output, "stderr": subprocess.STDOUT, "stdin": subprocess.PIPE})
+        # An archive that kills the JVM (or that it refuses) is set aside, and the JVM started without it.
+        settings, secrets, conf = jvm.launch_healing(lambda options: self.launch(attempt, fitted, options), java_options, self.archive,
+                                                     runtime.scratch, self.log_file, lambda: attempt.timed_out, attempt.notices)
         gateway = self.gateway
         guard(gateway._gateway_client, runtime.held, lambda: self.death(gateway))
         if not self.quieted:
@@ -97,6 +85,24 @@ class DedicatedDriver(Driver):
             context._jvm.java.lang.System.setProperty("spark.ui.proxyBase", ui.proxy_base(self.ui_base, port))
         runtime.mark("creating the SparkSession")
         return SparkSession.builder.getOrCreate()
+
+    def launch(self, attempt, conf: dict, java_options: list[str]) -> tuple[dict, dict, Any]:
+        """Launch the driver JVM with ``java_options`` and the Spark settings ``conf``, as self.gateway;
+        the settings, the secret ones among them, and the SparkConf it was launched with."""
+        from pyspark import SparkConf
+        from pyspark.java_gateway import launch_gateway
+
+        runtime = self.runtime
+        settings = jvm.launch_settings(conf, runtime.options, runtime.scratch, KERNEL_DIR, java_options)
+        settings.update(ui.ui_settings(settings, self.ui_base))
+        secrets = resolve_secrets(settings, runtime.environ)
+        spark_conf = SparkConf(loadDefaults=False)
+        spark_conf.setAll((key, value) for key, value in settings.items() if key not in secrets)
+        # The JVM's log may quote the user's data and settings: its owner's alone, as its directory.
+        with os.fdopen(os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as output, \
+                jvm.recording_launch(lambda proc: self.launched(attempt, proc)):
+            self.gateway = launch_gateway(conf=spark_conf, popen_kwargs={"stdout": output, "stderr": subprocess.STDOUT, "stdin": subprocess.PIPE})
+        return settings, secrets, spark_conf
 
     def launched(self, attempt, proc) -> None:
         self.procs = [known for known in self.procs if known.poll() is None] + [proc]

@@ -11,13 +11,16 @@ one message only, an error has that message as its problem and no fix.
 
 from __future__ import annotations  # the kernel's Python may be older than the generator's
 
+import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 
 from .limits import killed_hint
 from .masters import master_addresses
@@ -178,6 +181,39 @@ def check_spark_home(environ) -> str:
         raise SparkStartError(f"SPARK_HOME {home or '(unset)'} has no bin/spark-submit",
                               "regenerate the kernel with pyspark-kernel create --force, or fix SPARK_HOME in its kernel.json")
     return home
+
+
+def kernel_metadata(kernel_dir: str) -> dict:
+    """What the generator recorded about the kernel (kernel.json's metadata.pyspark_kernel); empty
+    when it cannot be read."""
+    try:
+        with open(os.path.join(kernel_dir, "kernel.json"), encoding="utf-8") as handle:
+            found = json.load(handle)["metadata"]["pyspark_kernel"]
+        return found if isinstance(found, dict) else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        log.debug("no generator's record in %s", kernel_dir, exc_info=True)
+        return {}
+
+
+def pip_layout(spark_home: str) -> bool:
+    """Whether SPARK_HOME is pip's pyspark package directory (site-packages/pyspark)."""
+    parent = os.path.basename(os.path.dirname(os.path.normpath(spark_home))) if spark_home else ""
+    return os.path.basename(os.path.normpath(spark_home)) == "pyspark" and parent in ("site-packages", "dist-packages")
+
+
+def pyspark_missing(environ, kernel_dir: str, error: ImportError, python: str = sys.executable, prefix: str = sys.prefix) -> SparkStartError:
+    """Why the kernel's Python cannot import pyspark, and the fix. A kernel made for a pip-installed
+    pyspark whose SPARK_HOME went with it: pyspark left the environment (SPARK_HOME is only its
+    directory), and installing the version the kernel was made for brings both back. A kernel of a
+    Spark distribution: a broken SPARK_HOME, else pyspark missing from its PYTHONPATH."""
+    recorded = kernel_metadata(kernel_dir)
+    home = environ.get("SPARK_HOME", "")
+    if recorded.get("spark_layout", "pip" if pip_layout(home) else "") == "pip":
+        version = recorded.get("spark_version")
+        command = f"{shlex.quote(python)} -m pip install {shlex.quote(f'pyspark=={version}') if version else 'pyspark'}"
+        return SparkStartError(f"pyspark is not installed in the kernel's environment {prefix}", f"install it: {command}, then restart the kernel")
+    check_spark_home(environ)  # a broken SPARK_HOME says best why pyspark is missing
+    return SparkStartError(f"pyspark cannot be imported by {python}: {error}", "check the kernel's PYTHONPATH, or regenerate the kernel with pyspark-kernel create --force")
 
 
 def check_master_reachable(master: str) -> None:

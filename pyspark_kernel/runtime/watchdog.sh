@@ -3,8 +3,8 @@
 # Arguments: the kernel's pid, its scratch directory and "pipe" when stdin is a pipe whose other
 # end only the kernel holds (else it checks the pid each second). Once the kernel has exited it
 # waits for the driver JVMs it started (scratch/jvm.pids, one per line), kills any that linger,
-# keeps a class-data-sharing archive only if its JVM finished writing it, and removes the scratch
-# directory.
+# keeps a class-data-sharing archive only if its JVM finished writing it (and records its size,
+# which kernels check before they map it), and removes the scratch directory.
 trap '' INT HUP
 kernel=$1
 scratch=$2
@@ -53,13 +53,19 @@ if [ -f "$scratch/jvm.pids" ]; then
 fi
 if [ -f "$scratch/cds-training.sh" ]; then
     partial=""
-    . "$scratch/cds-training.sh"  # lock=, and for a JDK that cannot write the archive in place: archive=, partial=, log=
-    if [ -n "$partial" ]; then
-        if grep -q "Written dynamic archive" "$log" 2>/dev/null && [ ! -e "$archive" ]; then
-            mv -f "$partial" "$archive"  # a rename: the archive appears whole or not at all
+    . "$scratch/cds-training.sh"  # lock=, archive=, log=, and for a JDK that cannot write the archive in place: partial=
+    if grep -q "Written dynamic archive" "$log" 2>/dev/null; then
+        written=${partial:-$archive}
+        if [ -z "$partial" ] || [ ! -e "$archive" ]; then
+            # Its size first, then the archive: a kernel maps an archive only at the size recorded.
+            size=$(wc -c < "$written" 2>/dev/null | tr -d ' ')
+            if [ -n "$size" ] && echo "$size" > "$archive.size.partial" && mv -f "$archive.size.partial" "$archive.size"; then
+                [ -z "$partial" ] || mv -f "$partial" "$archive"  # a rename: the archive appears whole or not at all
+            fi
+            rm -f "$archive.size.partial"
         fi
-        rm -f "$partial"  # not finished: a half-written archive is never used
     fi
+    [ -z "$partial" ] || rm -f "$partial"  # not finished: a half-written archive is never used
     rm -f "$lock"
 fi
 rm -rf "$scratch"
