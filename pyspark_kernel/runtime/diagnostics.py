@@ -14,6 +14,7 @@ from __future__ import annotations  # the kernel's Python may be older than the 
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -76,7 +77,9 @@ class KernelJsonError(SetupError):
     template = "{problem}; {fix}"
 
 
-REGENERATE = "regenerate the kernel with pyspark-kernel create --force"
+# This package is copied into the kernel's own directory, whose name is the kernel's: the fix names both.
+KERNEL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REGENERATE = f"regenerate the kernel, keeping its settings: pyspark-kernel upgrade {os.path.basename(KERNEL_DIR)} -d {shlex.quote(os.path.dirname(KERNEL_DIR))}"
 
 
 SHARED_SC_PROBLEM = ("sc, SparkContext and the RDD API need a Spark driver of the notebook's own, and this kernel shares one over "
@@ -175,7 +178,7 @@ def check_spark_home(environ) -> str:
     home = environ.get("SPARK_HOME", "")
     if not home or not os.path.isfile(os.path.join(home, "bin", "spark-submit")):
         raise SparkStartError(f"SPARK_HOME {home or '(unset)'} has no bin/spark-submit",
-                              "regenerate the kernel with pyspark-kernel create --force, or fix SPARK_HOME in its kernel.json")
+                              f"{REGENERATE}, or fix SPARK_HOME in its kernel.json")
     return home
 
 

@@ -1,0 +1,210 @@
+"""`pyspark-kernel upgrade [NAME ...|--all]`: regenerate kernels from their recorded answers with
+this pyspark-kernel's template and runtime, keeping every setting, the kernel's place and its
+file modes; then say what changed.
+
+Kernels record every answer that made them (metadata.pyspark_kernel.answers). Kernels made by
+earlier versions recorded less: their answers are read back from what kernel.json shows (master,
+Spark settings, environment variables, display name, runtime options, environment), and what
+cannot be read back is named.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from dataclasses import dataclass, field
+
+from .drift import runtime_version, shown_change
+from .errors import InputError, quote
+from .hooks import RUNTIME_PACKAGE
+from .kernelspec import CONF_VARIABLE, LOCAL_DRIVER_CONF, OPTIONS_VARIABLE, RUNTIME_SOURCE, TEMPLATE_ROOT, kernel_environment
+from .runtime.masters import MASTERS
+from .runtime.options import OPTIONS, RUNTIME_OPTIONS, SPARK_VARIABLES
+
+# The profile an earlier kernel's master suggests (the profile's own settings are in its
+# PYSPARK_KERNEL_SPARK_CONF and options already, and are kept as answers).
+PROFILE_OF_KIND = {"local": "local", "standalone": "standalone", "yarn": "yarn", "kubernetes": "kubernetes", "connect": "connect"}
+SHIPPED_PYTHON = "./environment/bin/python"  # kernelspec.executor_python for pack
+# kernel.json entries the generator writes from other answers; a user's --env never sets them.
+GENERATED_ENV = ("SPARK_HOME", "PYSPARK_PYTHON", "PYTHONPATH", CONF_VARIABLE, OPTIONS_VARIABLE)
+CONNECT_ENV = ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")
+
+
+@dataclass
+class Recovered:
+    """A kernel's answers, and what an older kernel.json could not tell (each with what was used)."""
+
+    answers: dict
+    missing: list = field(default_factory=list)
+
+
+def master_kind(master: str) -> str | None:
+    return next((kind for kind, pattern in MASTERS.items() if pattern.fullmatch(master)), None)
+
+
+def recover_answers(name: str, kernel_dir: str, spec: dict) -> Recovered:
+    """The answers that made the kernel at ``kernel_dir``: recorded ones as they are, else read
+    back from its kernel.json."""
+    made = (spec.get("metadata") or {}).get("pyspark_kernel") or {}
+    if isinstance(made.get("answers"), dict):
+        return Recovered({**made["answers"], "kernel_name": name})
+    return read_back(name, spec, made)
+
+
+def read_back(name: str, spec: dict, made: dict) -> Recovered:
+    """An earlier kernel's answers, from what its kernel.json shows."""
+    env = kernel_environment(spec.get("env") or {}, {})  # $$ back to $: the values as written
+    try:
+        conf = json.loads(env.get(CONF_VARIABLE) or "{}")
+        options = json.loads(env.get(OPTIONS_VARIABLE) or "{}")
+    except ValueError:
+        raise InputError("kernel.json", f"{name}'s {CONF_VARIABLE} or {OPTIONS_VARIABLE} is not valid JSON, and it records no answers",
+                         f"create it again: pyspark-kernel create --force -k {name} with its settings") from None
+    master = conf.pop("spark.master", None) or made.get("master") or "local[*]"
+    kind = master_kind(master) or "local"
+    missing = []
+    if conf.get("spark.app.name") == name:
+        del conf["spark.app.name"]  # the generator's own
+    if kind == "local":
+        for key, value in LOCAL_DRIVER_CONF.items():
+            if conf.get(key) == value:
+                del conf[key]
+    env_from = [entry for entry in options.get("env_from", []) if isinstance(entry, str)]
+    own = set(GENERATED_ENV) | set(env_from) | (set(CONNECT_ENV) if kind == "connect" else set())
+    user_env = {key: value for key, value in env.items() if key not in own and not (key in SPARK_VARIABLES and value == "")}
+    answers = {
+        "kernel_name": name,
+        "display_name": spec.get("display_name") or f"PySpark ({name})",
+        "venv_dir": made.get("venv_dir") or os.path.dirname(os.path.dirname(spec["argv"][0])),
+        # A distribution stays where it was; pip's pyspark is found again in the environment.
+        "spark_home": made.get("spark_home", "") if made.get("spark_layout") == "distribution" else "",
+        "profile": PROFILE_OF_KIND[kind],
+        "spark_master": master,
+        "executor_python": executor_python(env.get("PYSPARK_PYTHON", ""), options, spec["argv"][0], kind),
+        "spark_defaults": "",
+        "spark_conf": {str(key): str(value) for key, value in conf.items()},
+        "env": user_env,
+        "env_from": env_from,
+    }
+    missing.append(f"profile (taken as {answers['profile']}, from the master; its settings are kept as the kernel had them)")
+    for option in RUNTIME_OPTIONS:
+        if option.runtime in options:
+            answers[option.name] = options[option.runtime]
+        elif option.runtime_if is not None:
+            answers[option.name] = None  # written only when it applies: the profile's
+        else:
+            answers[option.name] = option.default
+            missing.append(f"{option.name} (not recorded: the default, {json.dumps(option.default)})")
+    return Recovered(answers, missing)
+
+
+def executor_python(python: str, options: dict, kernel_python: str, kind: str) -> str:
+    if options.get("ship_environment") or python == SHIPPED_PYTHON:
+        return "pack"
+    if kind in ("local", "connect") or not python or python == kernel_python:
+        return ""
+    return python
+
+
+def check_environment(name: str, answers: dict) -> None:
+    """Refuse, before anything is built, a kernel whose Python environment is gone."""
+    venv = answers.get("venv_dir") or ""
+    python = next((os.path.join(venv, "bin", exe) for exe in ("python", "python3") if os.access(os.path.join(venv, "bin", exe), os.X_OK)), None)
+    if not python:
+        raise InputError("venv_dir", f"{name}'s environment {quote(venv)} is gone (no bin/python)",
+                         f"recreate it there with ipykernel and pyspark, or point the kernel at another: pyspark-kernel create --force -k {name} -e ENV")
+
+
+def is_shared(kernel_dir: str) -> bool:
+    """A kernel others may read (installed with --sys-prefix, --prefix or -d) stays so."""
+    return bool(os.stat(kernel_dir).st_mode & (stat.S_IRGRP | stat.S_IROTH))
+
+
+def read_spec(kernel_dir: str) -> dict:
+    with open(os.path.join(kernel_dir, "kernel.json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+SETTINGS = ("argv", "display_name", "language", "interrupt_mode", "env")
+
+
+def changed_settings(before: dict, after: dict) -> list:
+    """The names of what a notebook would see differently: kernel.json's fields, its environment
+    variables, and each Spark setting and runtime option inside them (names only: values may be
+    long, and some are references to secrets)."""
+    changed = [key for key in SETTINGS if key != "env" and before.get(key) != after.get(key)]
+    old_env, new_env = before.get("env") or {}, after.get("env") or {}
+    for key in sorted(set(old_env) | set(new_env)):
+        if old_env.get(key) == new_env.get(key):
+            continue
+        if key in (CONF_VARIABLE, OPTIONS_VARIABLE):
+            old, new = (json.loads(kernel_environment({key: spec.get(key) or "{}"}, {})[key]) for spec in (old_env, new_env))
+            changed += [entry for entry in sorted(set(old) | set(new)) if old.get(entry) != new.get(entry)]
+        else:
+            changed.append(f"env {key}")
+    return changed
+
+
+def describe_change(name: str, kernel_dir: str, before: dict, recovered: Recovered) -> str:
+    after = read_spec(kernel_dir)
+    old, new = before["metadata"]["pyspark_kernel"], after["metadata"]["pyspark_kernel"]
+    old_runtime = old.get("runtime_version") or "?"
+    parts = [f"runtime {shown_change(old_runtime, new.get('runtime_version'))}", f"spark {shown_change(old.get('spark_version'), new.get('spark_version'))}"]
+    changed = changed_settings(before, after)
+    parts.append(f"settings changed: {', '.join(changed)}" if changed else "settings unchanged")
+    if recovered.missing:
+        parts.append(f"not recorded by the pyspark-kernel that made it: {'; '.join(recovered.missing)}")
+    return f"{name}: {'; '.join(parts)}"
+
+
+def upgrade_one(name: str, kernel_dir: str, template: str, out=sys.stdout) -> None:
+    from .generate import generate_kernel
+
+    before = read_spec(kernel_dir)
+    recovered = recover_answers(name, kernel_dir, before)
+    check_environment(name, recovered.answers)
+    # Earlier kernels recorded no runtime hash: their copy's own.
+    before["metadata"]["pyspark_kernel"].setdefault("runtime_version", runtime_version(os.path.join(kernel_dir, RUNTIME_PACKAGE)))
+    generate_kernel(template, name, recovered.answers, kernel_dir, shareable=is_shared(kernel_dir), force=True)
+    print(describe_change(name, kernel_dir, before, recovered), file=out)
+
+
+def upgrade(names: list, every: bool, kernels_dir: str | None = None, template: str = TEMPLATE_ROOT, out=sys.stdout) -> int:
+    """Each named kernel (or, with ``every``, each one pyspark-kernel made) regenerated; one ERROR
+    line for each that cannot be, the others done all the same."""
+    from .generate import quiet_cookiecutter
+    from .manage import find_kernel, our_kernels
+
+    if bool(names) == bool(every):
+        raise InputError("arguments", "name the kernels to upgrade, or pass --all", "pyspark-kernel upgrade NAME [NAME ...], or pyspark-kernel upgrade --all")
+    if every:
+        found = {name: entry[0] for name, entry in our_kernels(kernels_dir).items()}
+    else:
+        found = {name: find_kernel(name, kernels_dir, ours=True)[1].resource_dir for name in names}
+    quiet_cookiecutter()
+    failed = 0
+    for name, kernel_dir in found.items():
+        try:
+            upgrade_one(name, kernel_dir, template, out)
+        except InputError as error:
+            print(error, file=sys.stderr)
+            failed += 1
+        except SystemExit:
+            failed += 1  # the hook printed its ERROR line
+    if every and not found:
+        print(f"no kernel made by pyspark-kernel in {kernels_dir or 'Jupyter kernel paths'}", file=out)
+    return 1 if failed else 0
+
+
+def current_runtime() -> str | None:
+    return runtime_version(RUNTIME_SOURCE)
+
+
+def is_recorded(spec_metadata: dict) -> bool:
+    return isinstance(spec_metadata.get("answers"), dict)
+
+
+# The options' names, for callers that merge answers (create --force keeps what it is not given).
+ANSWER_NAMES = tuple(option.name for option in OPTIONS)
