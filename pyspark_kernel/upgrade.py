@@ -16,16 +16,13 @@ import stat
 import sys
 from dataclasses import dataclass, field
 
-from .drift import runtime_version, shown_change
+from .drift import create_command, runtime_version, shown_change
 from .errors import InputError, quote
 from .hooks import RUNTIME_PACKAGE
-from .kernelspec import CONF_VARIABLE, LOCAL_DRIVER_CONF, OPTIONS_VARIABLE, RUNTIME_SOURCE, TEMPLATE_ROOT, kernel_environment
+from .kernelspec import CONF_VARIABLE, LOCAL_DRIVER_CONF, OPTIONS_VARIABLE, TEMPLATE_ROOT, kernel_environment
 from .runtime.masters import MASTERS
-from .runtime.options import OPTIONS, RUNTIME_OPTIONS, SPARK_VARIABLES
+from .runtime.options import RUNTIME_OPTIONS, SPARK_VARIABLES
 
-# The profile an earlier kernel's master suggests (the profile's own settings are in its
-# PYSPARK_KERNEL_SPARK_CONF and options already, and are kept as answers).
-PROFILE_OF_KIND = {"local": "local", "standalone": "standalone", "yarn": "yarn", "kubernetes": "kubernetes", "connect": "connect"}
 SHIPPED_PYTHON = "./environment/bin/python"  # kernelspec.executor_python for pack
 # kernel.json entries the generator writes from other answers; a user's --env never sets them.
 GENERATED_ENV = ("SPARK_HOME", "PYSPARK_PYTHON", "PYTHONPATH", CONF_VARIABLE, OPTIONS_VARIABLE)
@@ -80,7 +77,9 @@ def read_back(name: str, spec: dict, made: dict) -> Recovered:
         "venv_dir": made.get("venv_dir") or os.path.dirname(os.path.dirname(spec["argv"][0])),
         # A distribution stays where it was; pip's pyspark is found again in the environment.
         "spark_home": made.get("spark_home", "") if made.get("spark_layout") == "distribution" else "",
-        "profile": PROFILE_OF_KIND[kind],
+        # The profile named after the master's kind (profiles are named so); the profile's own settings
+        # are in the kernel's Spark settings and options already, and are kept as answers.
+        "profile": kind,
         "spark_master": master,
         "executor_python": executor_python(env.get("PYSPARK_PYTHON", ""), options, spec["argv"][0], kind),
         "spark_defaults": "",
@@ -96,7 +95,7 @@ def read_back(name: str, spec: dict, made: dict) -> Recovered:
             answers[option.name] = None  # written only when it applies: the profile's
         else:
             answers[option.name] = option.default
-            missing.append(f"{option.name} (not recorded: the default, {json.dumps(option.default)})")
+            missing.append(f"{option.name} (not recorded: {'the profile' if option.in_profile else 'the default, ' + json.dumps(option.default)})")
     return Recovered(answers, missing)
 
 
@@ -108,13 +107,13 @@ def executor_python(python: str, options: dict, kernel_python: str, kind: str) -
     return python
 
 
-def check_environment(name: str, answers: dict) -> None:
+def check_environment(name: str, answers: dict, create: str) -> None:
     """Refuse, before anything is built, a kernel whose Python environment is gone."""
     venv = answers.get("venv_dir") or ""
     python = next((os.path.join(venv, "bin", exe) for exe in ("python", "python3") if os.access(os.path.join(venv, "bin", exe), os.X_OK)), None)
     if not python:
         raise InputError("venv_dir", f"{name}'s environment {quote(venv)} is gone (no bin/python)",
-                         f"recreate it there with ipykernel and pyspark, or point the kernel at another: pyspark-kernel create --force -k {name} -e ENV")
+                         f"recreate it there with ipykernel and pyspark, or point the kernel at another: {create} -e ENV")
 
 
 def is_shared(kernel_dir: str) -> bool:
@@ -144,14 +143,13 @@ def changed_settings(before: dict, after: dict) -> list:
             changed += [entry for entry in sorted(set(old) | set(new)) if old.get(entry) != new.get(entry)]
         else:
             changed.append(f"env {key}")
-    return changed
+    return sorted(changed)
 
 
 def describe_change(name: str, kernel_dir: str, before: dict, recovered: Recovered) -> str:
     after = read_spec(kernel_dir)
     old, new = before["metadata"]["pyspark_kernel"], after["metadata"]["pyspark_kernel"]
-    old_runtime = old.get("runtime_version") or "?"
-    parts = [f"runtime {shown_change(old_runtime, new.get('runtime_version'))}", f"spark {shown_change(old.get('spark_version'), new.get('spark_version'))}"]
+    parts = [f"runtime {shown_change(old.get('runtime_version'), new.get('runtime_version'))}", f"spark {shown_change(old.get('spark_version'), new.get('spark_version'))}"]
     changed = changed_settings(before, after)
     parts.append(f"settings changed: {', '.join(changed)}" if changed else "settings unchanged")
     if recovered.missing:
@@ -159,14 +157,14 @@ def describe_change(name: str, kernel_dir: str, before: dict, recovered: Recover
     return f"{name}: {'; '.join(parts)}"
 
 
-def upgrade_one(name: str, kernel_dir: str, template: str, out=sys.stdout) -> None:
+def upgrade_one(name: str, kernel_dir: str, template: str, kernels_dir: str | None = None, out=sys.stdout) -> None:
     from .generate import generate_kernel
 
     before = read_spec(kernel_dir)
     recovered = recover_answers(name, kernel_dir, before)
-    check_environment(name, recovered.answers)
-    # Earlier kernels recorded no runtime hash: their copy's own.
-    before["metadata"]["pyspark_kernel"].setdefault("runtime_version", runtime_version(os.path.join(kernel_dir, RUNTIME_PACKAGE)))
+    check_environment(name, recovered.answers, create_command(name, kernel_dir, kernels_dir))
+    # The runtime the kernel has (earlier kernels recorded no hash, and a copy can be edited).
+    before["metadata"]["pyspark_kernel"]["runtime_version"] = runtime_version(os.path.join(kernel_dir, RUNTIME_PACKAGE))
     generate_kernel(template, name, recovered.answers, kernel_dir, shareable=is_shared(kernel_dir), force=True)
     print(describe_change(name, kernel_dir, before, recovered), file=out)
 
@@ -187,7 +185,7 @@ def upgrade(names: list, every: bool, kernels_dir: str | None = None, template: 
     failed = 0
     for name, kernel_dir in found.items():
         try:
-            upgrade_one(name, kernel_dir, template, out)
+            upgrade_one(name, kernel_dir, template, kernels_dir, out)
         except InputError as error:
             print(error, file=sys.stderr)
             failed += 1
@@ -196,15 +194,3 @@ def upgrade(names: list, every: bool, kernels_dir: str | None = None, template: 
     if every and not found:
         print(f"no kernel made by pyspark-kernel in {kernels_dir or 'Jupyter kernel paths'}", file=out)
     return 1 if failed else 0
-
-
-def current_runtime() -> str | None:
-    return runtime_version(RUNTIME_SOURCE)
-
-
-def is_recorded(spec_metadata: dict) -> bool:
-    return isinstance(spec_metadata.get("answers"), dict)
-
-
-# The options' names, for callers that merge answers (create --force keeps what it is not given).
-ANSWER_NAMES = tuple(option.name for option in OPTIONS)
