@@ -99,7 +99,7 @@ def add_create_flags(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--sys-prefix", dest="sys_prefix", action="store_true", help="install into this Python environment's share/jupyter/kernels")
     where.add_argument("--prefix", help="install into PREFIX/share/jupyter/kernels")
     add_option_flags(parser)
-    parser.add_argument("-f", "--force", action="store_true", help="replace an existing kernel of the same name")
+    parser.add_argument("-f", "--force", action="store_true", help="replace an existing kernel of the same name, keeping the answers it was made with that these flags do not give")
     parser.add_argument("--verbose", action="store_true", help="show cookiecutter's steps and ours on stderr")
 
 
