@@ -238,7 +238,10 @@ def kept_answers(name: str, target: str, given: dict) -> dict:
         return {}  # nothing there, or not a kernel: nothing to keep
     if "pyspark_kernel" not in (spec.get("metadata") or {}):
         return {}
-    recorded = recover_answers(name, target, spec).answers
+    try:
+        recorded = recover_answers(name, target, spec).answers
+    except InputError:
+        return {}  # an earlier kernel whose kernel.json cannot be read back: the flags say it all
     kept = {key: value for key, value in recorded.items() if key not in given and key != "kernel_name"}
     for key in ("spark_conf", "env"):
         if recorded.get(key) and given.get(key) != {**recorded[key], **given[key]}:

@@ -41,24 +41,23 @@ def master_kind(master: str) -> str | None:
     return next((kind for kind, pattern in MASTERS.items() if pattern.fullmatch(master)), None)
 
 
-def recover_answers(name: str, kernel_dir: str, spec: dict) -> Recovered:
+def recover_answers(name: str, kernel_dir: str, spec: dict, create: str = "") -> Recovered:
     """The answers that made the kernel at ``kernel_dir``: recorded ones as they are, else read
-    back from its kernel.json."""
+    back from its kernel.json. ``create``: the command that makes it again, for the error."""
     made = (spec.get("metadata") or {}).get("pyspark_kernel") or {}
     if isinstance(made.get("answers"), dict):
         return Recovered({**made["answers"], "kernel_name": name})
-    return read_back(name, spec, made)
+    return read_back(name, spec, made, create or f"pyspark-kernel create --force -k {name}")
 
 
-def read_back(name: str, spec: dict, made: dict) -> Recovered:
+def read_back(name: str, spec: dict, made: dict, create: str) -> Recovered:
     """An earlier kernel's answers, from what its kernel.json shows."""
     env = kernel_environment(spec.get("env") or {}, {})  # $$ back to $: the values as written
-    try:
-        conf = json.loads(env.get(CONF_VARIABLE) or "{}")
-        options = json.loads(env.get(OPTIONS_VARIABLE) or "{}")
-    except ValueError:
-        raise InputError("kernel.json", f"{name}'s {CONF_VARIABLE} or {OPTIONS_VARIABLE} is not valid JSON, and it records no answers",
-                         f"create it again: pyspark-kernel create --force -k {name} with its settings") from None
+    conf, options = json_object(env.get(CONF_VARIABLE) or "{}"), json_object(env.get(OPTIONS_VARIABLE) or "{}")
+    if conf is None or options is None:
+        raise InputError("kernel.json", f"{name}'s {CONF_VARIABLE} or {OPTIONS_VARIABLE} is not a JSON object, and it records no answers",
+                         f"give its settings again: {create} --spark_master ... --spark.KEY VALUE ...")
+    argv = spec.get("argv") or [""]
     master = conf.pop("spark.master", None) or made.get("master") or "local[*]"
     kind = master_kind(master) or "local"
     missing = []
@@ -74,14 +73,14 @@ def read_back(name: str, spec: dict, made: dict) -> Recovered:
     answers = {
         "kernel_name": name,
         "display_name": spec.get("display_name") or f"PySpark ({name})",
-        "venv_dir": made.get("venv_dir") or os.path.dirname(os.path.dirname(spec["argv"][0])),
+        "venv_dir": made.get("venv_dir") or os.path.dirname(os.path.dirname(argv[0])),
         # A distribution stays where it was; pip's pyspark is found again in the environment.
         "spark_home": made.get("spark_home", "") if made.get("spark_layout") == "distribution" else "",
         # The profile named after the master's kind (profiles are named so); the profile's own settings
         # are in the kernel's Spark settings and options already, and are kept as answers.
         "profile": kind,
         "spark_master": master,
-        "executor_python": executor_python(env.get("PYSPARK_PYTHON", ""), options, spec["argv"][0], kind),
+        "executor_python": executor_python(env.get("PYSPARK_PYTHON", ""), options, argv[0], kind),
         "spark_defaults": "",
         "spark_conf": {str(key): str(value) for key, value in conf.items()},
         "env": user_env,
@@ -129,6 +128,15 @@ def read_spec(kernel_dir: str) -> dict:
 SETTINGS = ("argv", "display_name", "language", "interrupt_mode", "env")
 
 
+def json_object(text: str) -> dict | None:
+    """A JSON object's text read, or None (a kernel.json edited by hand may hold anything)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def changed_settings(before: dict, after: dict) -> list:
     """The names of what a notebook would see differently: kernel.json's fields, its environment
     variables, and each Spark setting and runtime option inside them (names only: values may be
@@ -138,8 +146,8 @@ def changed_settings(before: dict, after: dict) -> list:
     for key in sorted(set(old_env) | set(new_env)):
         if old_env.get(key) == new_env.get(key):
             continue
-        if key in (CONF_VARIABLE, OPTIONS_VARIABLE):
-            old, new = (json.loads(kernel_environment({key: spec.get(key) or "{}"}, {})[key]) for spec in (old_env, new_env))
+        old, new = (json_object(kernel_environment({key: spec.get(key) or "{}"}, {})[key]) for spec in (old_env, new_env))
+        if key in (CONF_VARIABLE, OPTIONS_VARIABLE) and old is not None and new is not None:
             changed += [entry for entry in sorted(set(old) | set(new)) if old.get(entry) != new.get(entry)]
         else:
             changed.append(f"env {key}")
@@ -160,9 +168,13 @@ def describe_change(name: str, kernel_dir: str, before: dict, recovered: Recover
 def upgrade_one(name: str, kernel_dir: str, template: str, kernels_dir: str | None = None, out=sys.stdout) -> None:
     from .generate import generate_kernel
 
-    before = read_spec(kernel_dir)
-    recovered = recover_answers(name, kernel_dir, before)
-    check_environment(name, recovered.answers, create_command(name, kernel_dir, kernels_dir))
+    try:
+        before = read_spec(kernel_dir)
+    except (OSError, ValueError) as error:
+        raise InputError("kernel.json", f"cannot read {name}'s kernel.json: {error}", f"create it again: {create_command(name, kernel_dir, kernels_dir)} with its settings") from None
+    create = create_command(name, kernel_dir, kernels_dir)
+    recovered = recover_answers(name, kernel_dir, before, create)
+    check_environment(name, recovered.answers, create)
     # The runtime the kernel has (earlier kernels recorded no hash, and a copy can be edited).
     before["metadata"]["pyspark_kernel"]["runtime_version"] = runtime_version(os.path.join(kernel_dir, RUNTIME_PACKAGE))
     generate_kernel(template, name, recovered.answers, kernel_dir, shareable=is_shared(kernel_dir), force=True)

@@ -281,3 +281,22 @@ def test_upgrade_all_brings_kernels_of_several_ages_current(kernels_dir, tmp_pat
     lines = {line.split(":")[0]: line for line in done.stdout.splitlines()}
     assert lines["made-now"] == f"made-now: runtime {THIS_RUNTIME} (unchanged); spark {before['made-now']['metadata']['pyspark_kernel']['spark_version']} (unchanged); settings unchanged"
     assert "not recorded by the pyspark-kernel that made it: profile (taken as local, from the master" in lines["made-e813dfa"]
+
+
+def test_the_runtimes_regenerate_advice_names_this_kernel_and_works_as_printed(kernels_dir):
+    import shlex
+
+    from pyspark_kernel.doctor import load_runtime
+
+    assert cli("create", "-k", "broken", "-d", kernels_dir, "-e", VENV_DIR, *SETTINGS).returncode == 0
+    kernel = kernels_dir / "broken"
+    before = kernel_json(kernel)
+    spec = json.loads(before)
+    spec["env"]["PYSPARK_KERNEL_OPTIONS"] = "{broken"
+    (kernel / "kernel.json").write_text(json.dumps(spec))
+    advice = load_runtime(str(kernel)).REGENERATE  # the kernel's own copy, as its first cell shows it
+    command = advice.partition(": ")[2]
+    assert command == f"pyspark-kernel upgrade broken -d {shlex.quote(str(kernels_dir))}"
+    done = cli(*shlex.split(command)[1:])
+    assert done.returncode == 0, done.stderr
+    assert kernel_json(kernel) == before
