@@ -15,7 +15,7 @@ import pytest
 from pyspark_kernel.drift import runtime_version
 from pyspark_kernel.kernelspec import RUNTIME_SOURCE
 
-from .conftest import CLI, KERNEL_FILES, PYTHON, ROOT, VENV_DIR, kernel_env, read_spec, run_cli, spark_conf_of, tree_snapshot, venv_with_project_packages
+from .conftest import CLI, assert_no_jvm_left, KERNEL_FILES, PYTHON, ROOT, VENV_DIR, kernel_env, read_spec, run_cli, spark_conf_of, tree_snapshot, venv_with_project_packages
 
 # Every kind of answer away from its default.
 SETTINGS = ["--spark_master", "local[2]", "--spark.sql.shuffle.partitions=8", "--spark.executor.memory", "2g", "--env", "TEAM_DATA=/data/team",
@@ -300,3 +300,20 @@ def test_the_runtimes_regenerate_advice_names_this_kernel_and_works_as_printed(k
     done = cli(*shlex.split(command)[1:])
     assert done.returncode == 0, done.stderr
     assert kernel_json(kernel) == before
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, ".git")) or shutil.which("git") is None, reason="needs this repository's git history")
+def test_a_kernel_made_by_an_earlier_commit_runs_the_smoke_notebook_once_upgraded(kernels_dir, tmp_path):
+    tree = earlier_tree("e813dfa", tmp_path)
+    made = subprocess.run([PYTHON, "-m", "pyspark_kernel", "create", "-k", "earlier", "-d", str(kernels_dir), "-e", VENV_DIR, *OLD_SETTINGS, "--warm_up", "jvm"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tmp_path, timeout=600)
+    assert made.returncode == 0, made.stderr
+    done = cli("upgrade", "earlier", "-d", kernels_dir)
+    assert done.returncode == 0, done.stderr
+    assert runtime_version(str(kernels_dir / "earlier" / "pyspark_kernel_runtime")) == THIS_RUNTIME
+    try:
+        smoke = cli("smoke", "earlier", "-d", kernels_dir)
+        assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+    finally:
+        assert_no_jvm_left("earlier")
