@@ -94,7 +94,8 @@ def read_back(name: str, spec: dict, made: dict, create: str) -> Recovered:
             answers[option.name] = None  # written only when it applies: the profile's
         else:
             answers[option.name] = option.default
-            missing.append(f"{option.name} (not recorded: {'the profile' if option.in_profile else 'the default, ' + json.dumps(option.default)})")
+            used = "the profile's" if option.in_profile else f"the default, {json.dumps(option.default)}"
+            missing.append(f"{option.name} (not recorded: {used})")
     return Recovered(answers, missing)
 
 
