@@ -11,18 +11,16 @@ cookiecutter renders none of them as Jinja and dict answers keep their shape.
 import argparse
 import contextlib
 import json
-import logging
 import os
 import signal
 import sys
 from typing import Iterator
 
 from .errors import InputError
+from .generate import generate_kernel, quiet_cookiecutter
 from .kernelspec import TEMPLATE_ROOT
-from .runtime.options import OPTIONS
+from .runtime.options import OPTION, OPTIONS
 from .validate import check_given, check_kernel_name
-
-log = logging.getLogger(__name__)
 
 
 def kernels_dir(args):
@@ -101,7 +99,7 @@ def add_create_flags(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--sys-prefix", dest="sys_prefix", action="store_true", help="install into this Python environment's share/jupyter/kernels")
     where.add_argument("--prefix", help="install into PREFIX/share/jupyter/kernels")
     add_option_flags(parser)
-    parser.add_argument("-f", "--force", action="store_true", help="replace an existing kernel of the same name")
+    parser.add_argument("-f", "--force", action="store_true", help="replace an existing kernel of the same name, keeping the answers it was made with that these flags do not give")
     parser.add_argument("--verbose", action="store_true", help="show cookiecutter's steps and ours on stderr")
 
 
@@ -129,6 +127,13 @@ def make_parser() -> argparse.ArgumentParser:
     remove = commands.add_parser("remove", help="remove a kernel pyspark-kernel made")
     remove.add_argument("kernel_name")
     remove.add_argument("-d", "--kernels_dir_path", help="look only in this kernels directory")
+
+    upgrade = commands.add_parser("upgrade", help="regenerate kernels with this pyspark-kernel's template and runtime, keeping every setting",
+                                  epilog="Each kernel is rebuilt from the answers it recorded, in its place, with its file modes; then what changed is printed.")
+    upgrade.add_argument("kernel_names", nargs="*", metavar="NAME")
+    upgrade.add_argument("--all", dest="every", action="store_true", help="every kernel pyspark-kernel made (in -d, else wherever Jupyter finds kernels)")
+    upgrade.add_argument("-d", "--kernels_dir_path", help="look only in this kernels directory")
+    upgrade.add_argument("-t", "--kernels_template_path", default=TEMPLATE_ROOT, help="the template (default: the one this pyspark-kernel carries)")
 
     doctor = commands.add_parser("doctor", help="check that an installed kernel can start on this machine")
     doctor.add_argument("kernel_name")
@@ -188,49 +193,62 @@ def verbose_steps() -> Iterator[None]:
             os.environ[VARIABLE] = before
 
 
-def generate(args: argparse.Namespace, template: str, name: str, answers: dict, target: str) -> None:
-    """Cookiecutter builds the kernel in a staging directory beside target; then it moves into place."""
-    from cookiecutter.exceptions import CookiecutterException, FailedHookException
-    from cookiecutter.main import cookiecutter
-
-    from .install import make_private, make_shareable, move_into_place, staging_dir
-
-    with staging_dir(os.path.dirname(target)) as staging:
-        try:
-            built = cookiecutter(template, no_input=True, output_dir=staging, extra_context={"kernel_name": name, "_answers": answers})
-        except FailedHookException:
-            raise SystemExit(1) from None  # the hook has said what is wrong
-        except CookiecutterException as error:
-            raise InputError("kernels_template_path", f"cookiecutter failed: {' '.join(str(error).split())}", "fix the template, or pass -t with a working one") from None
-        # Shared places (--sys-prefix, --prefix, -d) are readable by all; a --user kernel is its owner's alone (0700/0600, or tighter).
-        (make_shareable if shared_install(args) else make_private)(built)
-        move_into_place(built, target, args.force)
-        log.info("moved into place: %s", target)
-
-
 def create(args, spark_conf):
     from .install import refuse_existing
 
     # A create stopped with SIGTERM cleans up as after an error (a SIGKILL's leftovers go next time).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    template = absolute(args.kernels_template_path)
-    if not os.path.isfile(os.path.join(template, "cookiecutter.json")):
-        raise InputError("kernels_template_path", f"no cookiecutter.json in {template}", "pass -t with the template's directory")
+    template = checked_template(args.kernels_template_path)
     name = check_kernel_name(args.kernel_name if args.kernel_name is not None else template_default(template, "kernel_name"))
     answers = {"kernel_name": name, **check_given(given_answers(args, spark_conf, template))}
     target = os.path.join(kernels_dir(args), name)
     if not args.force:
         refuse_existing(target)  # before building; checked again when moving into place
+    kept = kept_answers(name, target, answers) if args.force else {}
+    # Shared places (--sys-prefix, --prefix, -d) are readable by all; a --user kernel is its owner's alone (0700/0600, or tighter).
     if args.verbose:
         with verbose_steps():
-            generate(args, template, name, answers, target)
+            generate_kernel(template, name, {**answers, **kept}, target, shared_install(args), args.force)
     else:
-        # The hooks print the one-line ERROR; cookiecutter's own report of the failed hook is noise.
-        logging.getLogger("cookiecutter").addHandler(logging.NullHandler())
-        logging.getLogger("cookiecutter").propagate = False
-        generate(args, template, name, answers, target)
+        quiet_cookiecutter()
+        generate_kernel(template, name, {**answers, **kept}, target, shared_install(args), args.force)
     print(f"Installed kernel {name} in {target}")
+    shown = [key for key, value in kept.items() if value not in (None, "", {}, []) and value != OPTION[key].default]
+    if shown:
+        print(f"Kept from the kernel it replaced: {', '.join(shown)} (to start from the template's defaults instead: pyspark-kernel remove {name}, then create)")
     return 0
+
+
+def checked_template(path: str) -> str:
+    template = absolute(path)
+    if not os.path.isfile(os.path.join(template, "cookiecutter.json")):
+        raise InputError("kernels_template_path", f"no cookiecutter.json in {template}", "pass -t with the template's directory")
+    return template
+
+
+def kept_answers(name: str, target: str, given: dict) -> dict:
+    """create --force over a kernel pyspark-kernel made keeps that kernel's answers the flags do
+    not give: no setting is reset to a default behind the user's back. Spark settings and
+    variables merge key by key (a flag's value wins)."""
+    from .upgrade import read_spec, recover_answers
+
+    try:
+        spec = read_spec(target)
+    except (OSError, ValueError):
+        return {}  # nothing there, or not a kernel: nothing to keep
+    if "pyspark_kernel" not in (spec.get("metadata") or {}):
+        return {}
+    try:
+        recorded = recover_answers(name, target, spec).answers
+    except InputError:
+        return {}  # an earlier kernel whose kernel.json cannot be read back: the flags say it all
+    kept = {key: value for key, value in recorded.items() if key not in given and key != "kernel_name"}
+    for key in ("spark_conf", "env"):
+        if recorded.get(key) and given.get(key) != {**recorded[key], **given[key]}:
+            kept[key] = {**recorded[key], **given[key]}
+    if recorded.get("env_from") and not set(recorded["env_from"]) <= set(given.get("env_from") or []):
+        kept["env_from"] = list(dict.fromkeys([*recorded["env_from"], *(given.get("env_from") or [])]))
+    return kept
 
 
 def main(argv=None):
@@ -250,6 +268,11 @@ def main(argv=None):
             from .manage import remove_kernel
 
             return remove_kernel(args.kernel_name, absolute(args.kernels_dir_path) or None)
+        if args.command == "upgrade":
+            from .upgrade import upgrade
+
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # as create: a stopped upgrade cleans up
+            return upgrade(args.kernel_names, args.every, absolute(args.kernels_dir_path) or None, checked_template(args.kernels_template_path))
         if args.command == "cache":
             from . import cache
 

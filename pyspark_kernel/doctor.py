@@ -15,10 +15,11 @@ import sys
 import types
 from typing import Iterator, NamedTuple
 
+from .drift import create_command, runtime_version, spark_version_now, upgrade_command
 from .environment import probe
 from .errors import InputError
 from .hooks import RUNTIME_PACKAGE
-from .kernelspec import CONF_VARIABLE, OPTIONS_VARIABLE, kernel_environment
+from .kernelspec import CONF_VARIABLE, OPTIONS_VARIABLE, RUNTIME_SOURCE, kernel_environment
 from .runtime import cache, ui
 from .runtime.diagnostics import SparkStartError
 from .runtime.options import DEFAULT_OPTIONS, SPARK_VARIABLES
@@ -55,13 +56,13 @@ def problem(name: str, what: str, fix: str) -> Check:
     return Check(PROBLEM, name, what, fix)
 
 
-def load_runtime(kernel_dir: str) -> types.ModuleType:
+def load_runtime(kernel_dir: str, upgrade: str = "pyspark-kernel upgrade NAME") -> types.ModuleType:
     """The kernel's own diagnostics module (standard library only: it loads without the kernel's
     pyspark), from the kernel's copy of the runtime: its imports of the runtime's other modules
     find the kernel's copies. Loaded afresh each time, and without the package's __init__."""
     package = os.path.join(kernel_dir, RUNTIME_PACKAGE)
     if not os.path.isfile(os.path.join(package, "diagnostics.py")):
-        raise InputError("kernel_name", f"{kernel_dir} has no {RUNTIME_PACKAGE}/diagnostics.py", "regenerate the kernel with pyspark-kernel create --force")
+        raise InputError("kernel_name", f"{kernel_dir} has no {RUNTIME_PACKAGE}/diagnostics.py", f"regenerate the kernel: {upgrade}")
     for name in [name for name in sys.modules if name == CHECKED_PACKAGE or name.startswith(CHECKED_PACKAGE + ".")]:
         del sys.modules[name]
     parent = types.ModuleType(CHECKED_PACKAGE)
@@ -98,45 +99,50 @@ def java_check(java: str, spark_version, java_version) -> Check:
     return ok("java", f"{java} (Java {found})")
 
 
-def checks(spec, kernel_dir: str, environ) -> Iterator[Check]:
-    """Every check on the kernel, in the report's order."""
+def checks(spec, kernel_dir: str, environ, upgrade: str | None = None, kernels_dir: str | None = None) -> Iterator[Check]:
+    """Every check on the kernel, in the report's order, against what is installed now (not what
+    was found when the kernel was made). ``upgrade``: the command that upgrades this kernel."""
+    name = os.path.basename(os.path.normpath(kernel_dir))
+    upgrade = upgrade or upgrade_command(name)
+    create = create_command(name, kernel_dir, kernels_dir)
     env = {**environ, **kernel_environment(spec.env, environ)}
     conf = json.loads(env.get(CONF_VARIABLE, "{}"))
     options = json.loads(env.get(OPTIONS_VARIABLE, "{}"))
     master = conf.get("spark.master", "local[*]")
     kind = master_kind(master)
     metadata = spec.metadata.get("pyspark_kernel", {})
-    runtime = load_runtime(kernel_dir)
+    runtime = load_runtime(kernel_dir, upgrade)
     python = spec.argv[0]
     try:
         found = probe(python)
         yield ok("python", f"{python} (Python {found.python_version})")
     except InputError as error:
-        yield problem("python", f"the kernel's Python {python} does not run: {error.problem}", "recreate the environment, or regenerate the kernel with create --force -e ENV")
+        yield problem("python", f"the kernel's Python {python} does not run: {error.problem}",
+                      f"recreate the environment there, or point the kernel at another: {create} -e ENV (it keeps the kernel's other settings)")
         return
+    recorded = metadata.get("spark_version")
+    spark_now = spark_version_now(metadata, env)
+    # pip's layout (and a Connect client) run the environment's own pyspark: without it, that is the cause.
+    pyspark_gone = metadata.get("spark_layout") in ("pip", "client") and not found.pyspark
+    if pyspark_gone:
+        extra = "[connect]" if kind == "connect" or metadata.get("spark_layout") == "client" else ""
+        pinned = f"=={recorded}" if recorded else ""
+        yield problem("pyspark", f"the kernel's environment {found.prefix} has no pyspark (the kernel was made with {recorded or 'one'})",
+                      f"{found.python} -m pip install 'pyspark{extra}{pinned}'")
     if kind != "connect":
+        if not pyspark_gone:
+            yield from spark_home_checks(runtime, env, metadata, create, upgrade)
         try:
-            runtime.check_spark_home(env)
-            yield ok("spark_home", env["SPARK_HOME"])
-        except runtime.SparkStartError as error:  # the whole message (kernels made before errors had fields have no .problem)
-            yield problem("spark_home", str(error), "regenerate the kernel with pyspark-kernel create --force")
-        missing = [path for path in env.get("PYTHONPATH", "").split(os.pathsep) if path and not os.path.exists(path)]
-        if missing:
-            yield problem("py4j", f"missing from the kernel's PYTHONPATH: {', '.join(missing)}", "regenerate the kernel: Spark was upgraded or moved")
-        else:
-            yield ok("py4j", f"py4j {metadata.get('py4j_version', '?')}")
-        try:
-            yield java_check(runtime.find_java(env), metadata.get("spark_version"), runtime.java_version)
+            yield java_check(runtime.find_java(env), spark_now or recorded, runtime.java_version)
         except runtime.SparkStartError as error:
             yield problem("java", str(error), "install a JDK 17+ or set JAVA_HOME in the kernel's env")
-    if found.pyspark and metadata.get("spark_version") and metadata.get("spark_layout") == "pip" and found.pyspark != metadata["spark_version"]:
-        yield problem("pyspark", f"the kernel's Python has pyspark {found.pyspark}, the kernel was made for Spark {metadata['spark_version']}",
-                      "regenerate the kernel with pyspark-kernel create --force")
-    else:
-        yield ok("pyspark", f"pyspark {found.pyspark or '(from SPARK_HOME)'}")
-    yield from cluster_checks(kind, master, env, runtime)
-    yield server_environment_check(spec.env, environ)
-    yield ui_check(kernel_dir, env, kind)
+    if not pyspark_gone:
+        made_with = f"; the kernel was made with Spark {recorded}, and runs the one installed" if spark_now and recorded and spark_now != recorded else ""
+        yield ok("pyspark", f"pyspark {found.pyspark or '(from SPARK_HOME)'}{f', Spark {spark_now}' if spark_now and spark_now != found.pyspark else ''}{made_with}")
+    yield runtime_check(kernel_dir, metadata, upgrade)
+    yield from cluster_checks(kind, master, env, runtime, create)
+    yield server_environment_check(spec.env, environ, upgrade)
+    yield ui_check(kernel_dir, env, kind, upgrade)
     yield ok("start_timeout", f"a start that hangs is given up after {options.get('start_timeout', DEFAULT_OPTIONS['start_timeout'])} s; one whose JVM exits fails at once")
     idle = options.get("idle_timeout", DEFAULT_OPTIONS["idle_timeout"])
     yield ok("idle_timeout", f"the session is stopped after {idle} s without a job, and restarted on next use" if idle and kind != "connect"
@@ -145,7 +151,44 @@ def checks(spec, kernel_dir: str, environ) -> Iterator[Check]:
     yield cache_check(env)
     if options.get("ship_environment"):
         archive = os.path.join(kernel_dir, options["ship_environment"])
-        yield ok("executor_environment", archive) if os.path.isfile(archive) else problem("executor_environment", f"{archive} is missing", "regenerate the kernel: it packs the environment again")
+        yield ok("executor_environment", archive) if os.path.isfile(archive) else problem("executor_environment", f"{archive} is missing", f"{upgrade}: it packs the environment again")
+
+
+def spark_home_checks(runtime, env, metadata: dict, create: str, upgrade: str) -> Iterator[Check]:
+    """SPARK_HOME and py4j as kernel.json sets them. A pip pyspark that moved (an environment
+    rebuilt on another Python) is found again by upgrade; a distribution that moved is not."""
+    moved_fix = (upgrade if metadata.get("spark_layout") == "pip"
+                 else f"put Spark back there, or point the kernel at it: {create} --spark_home DIR (it keeps the kernel's other settings)")
+    try:
+        runtime.check_spark_home(env)
+        yield ok("spark_home", env["SPARK_HOME"])
+    except runtime.SparkStartError as error:  # the whole message (kernels made before errors had fields have no .problem)
+        yield problem("spark_home", getattr(error, "problem", None) or str(error), moved_fix)
+    missing = [path for path in env.get("PYTHONPATH", "").split(os.pathsep) if path and not os.path.exists(path)]
+    if missing:
+        yield problem("py4j", f"missing from the kernel's PYTHONPATH: {', '.join(missing)} (Spark was upgraded or moved)", upgrade)
+    else:
+        yield ok("py4j", f"py4j {metadata.get('py4j_version', '?')}")
+
+
+def runtime_check(kernel_dir: str, metadata: dict, upgrade: str) -> Check:
+    """Whether the kernel runs this pyspark-kernel's runtime: a kernel keeps the copy it was made
+    with, whatever pyspark-kernel is installed since."""
+    from packaging.version import InvalidVersion, Version
+
+    from . import __version__
+
+    theirs, ours = runtime_version(os.path.join(kernel_dir, RUNTIME_PACKAGE)), runtime_version(RUNTIME_SOURCE)
+    if theirs == ours:
+        return ok("runtime", f"this pyspark-kernel's ({ours})")
+    try:
+        newer = Version(str(metadata.get("generator_version"))) > Version(__version__)
+    except InvalidVersion:
+        newer = False
+    if newer:
+        return problem("runtime", f"made by a newer pyspark-kernel ({metadata['generator_version']}; its runtime {theirs}, this one's {ours})",
+                       f"upgrade pyspark-kernel, or make it this version's: {upgrade}")
+    return problem("runtime", f"made by an older pyspark-kernel (its runtime {theirs or 'none'}, this pyspark-kernel's {ours})", f"run {upgrade}")
 
 
 def limits_check(conf: dict, env, kind: str) -> Check:
@@ -182,19 +225,19 @@ def cache_check(env) -> Check:
               f"limit {cache.size_text(cap)}{stale} (pyspark-kernel cache)")
 
 
-def server_environment_check(spec_env, environ) -> Check:
+def server_environment_check(spec_env, environ, upgrade: str) -> Check:
     """Variables of the server's environment that would change Spark, and whether kernel.json
     overrides them (kernels made before it did so inherit them)."""
     given = [name for name in SPARK_VARIABLES if environ.get(name)]
     inherited = [name for name in given if name not in spec_env]
     if inherited:
         return problem("server_environment", f"the Jupyter server sets {', '.join(inherited)}, which this kernel inherits",
-                       "regenerate the kernel with pyspark-kernel create --force: new kernels set them in kernel.json")
+                       f"{upgrade}: kernels made now set them in kernel.json")
     detail = f"the Jupyter server sets {', '.join(given)}; kernel.json sets its own" if given else "no Spark variables from the Jupyter server"
     return ok("server_environment", detail)
 
 
-def ui_check(kernel_dir: str, env, kind: str) -> Check:
+def ui_check(kernel_dir: str, env, kind: str, upgrade: str) -> Check:
     """Whether the banner's Spark UI link will work for a browser that is not on this machine:
     through the Jupyter server, which needs jupyter-server-proxy and pyspark_kernel.serverext in
     the server's environment (taken to be this one: the CLI is installed beside the server)."""
@@ -208,7 +251,7 @@ def ui_check(kernel_dir: str, env, kind: str) -> Check:
         return ok("spark_ui", f"linked straight at the driver (http://HOST:4040 and up), which only a browser that reaches this machine opens; "
                               f"under JupyterHub, or with {ui.SERVER_URL_VARIABLE} set, the link goes through the Jupyter server")
     if not os.path.isfile(os.path.join(kernel_dir, RUNTIME_PACKAGE, "ui.py")):
-        return problem("spark_ui", "this kernel was made before its UI could be served through the Jupyter server", "regenerate the kernel with pyspark-kernel create --force")
+        return problem("spark_ui", "this kernel was made before its UI could be served through the Jupyter server", upgrade)
     if importlib.util.find_spec("jupyter_server_proxy") is None:
         return problem("spark_ui", f"jupyter-server-proxy is not installed in this environment ({sys.prefix}), so the link {base}{ui.PATH}/PORT/ will not answer",
                        "pip install 'pyspark-kernel-template[server]' into the Jupyter server's environment, then restart the server")
@@ -225,7 +268,7 @@ def serverext_enabled() -> bool:
     return bool(ExtensionConfigManager(read_config_path=jupyter_config_path()).get_jpserver_extensions().get("pyspark_kernel.serverext"))
 
 
-def cluster_checks(kind: str, master: str, env, runtime) -> Iterator[Check]:
+def cluster_checks(kind: str, master: str, env, runtime, create: str) -> Iterator[Check]:
     if kind == "yarn":
         conf_dirs = [env[name] for name in ("HADOOP_CONF_DIR", "YARN_CONF_DIR") if env.get(name)]
         usable = [d for d in conf_dirs if os.path.isfile(os.path.join(d, "yarn-site.xml"))]
@@ -239,7 +282,7 @@ def cluster_checks(kind: str, master: str, env, runtime) -> Iterator[Check]:
             runtime.check_master_reachable(master)
             yield ok("master", f"{master} answers")
         except runtime.SparkStartError as error:
-            yield problem("master", str(error), "start the cluster, or regenerate the kernel with the right master")
+            yield problem("master", str(error), f"start the cluster, or point the kernel at another: {create} --spark_master URL (it keeps the kernel's other settings)")
     else:
         yield ok("master", master)
 
@@ -247,7 +290,7 @@ def cluster_checks(kind: str, master: str, env, runtime) -> Iterator[Check]:
 def doctor(name: str, kernels_dir: str | None = None, out=sys.stdout, environ=None) -> int:
     _, spec = find_kernel(name, kernels_dir, ours=True)
     problems = 0
-    for check in checks(spec, spec.resource_dir, dict(os.environ if environ is None else environ)):
+    for check in checks(spec, spec.resource_dir, dict(os.environ if environ is None else environ), upgrade_command(name, kernels_dir), kernels_dir):
         problems += check.status == PROBLEM
         print(check.line(), file=out)
     print(f"{name}: {problems} problem(s)", file=out)

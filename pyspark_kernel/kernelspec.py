@@ -6,6 +6,7 @@ import sys
 from string import Template
 
 from . import __version__
+from .drift import runtime_version
 from .errors import InputError
 from .pack import ARCHIVE
 from .runtime.options import CONF_VARIABLE, OPTIONS_VARIABLE, RUNTIME_OPTIONS, SPARK_VARIABLES  # noqa: F401 - one definition, read by the runtime too
@@ -83,6 +84,14 @@ def kernel_environment(spec_env, environ):
     return {name: Template(value).safe_substitute(environ) for name, value in spec_env.items()}
 
 
+def recorded_answers(answers: dict, python_env) -> dict:
+    """Every answer that made the kernel, for `upgrade` and `create --force`: as given, with the
+    environment used when none was named (the one running the generator, which may differ next
+    time). Secrets are already references here (${env:NAME}, env_from names): the checks refuse
+    their values."""
+    return {**answers, "venv_dir": answers["venv_dir"] or python_env.prefix}
+
+
 def make_spec(answers, python_env, spark, config):
     executors_python, ships_environment = executor_python(config, python_env)
     # Every variable that changes Spark is set here, "" meaning unset: the server's own never leak in.
@@ -105,6 +114,7 @@ def make_spec(answers, python_env, spark, config):
             "debugger": True,
             "pyspark_kernel": {
                 "generator_version": __version__,
+                "runtime_version": runtime_version(RUNTIME_SOURCE),
                 "master": config["master"],
                 "spark_version": spark.spark_version,
                 "py4j_version": spark.py4j_version,
@@ -113,6 +123,7 @@ def make_spec(answers, python_env, spark, config):
                 "spark_home": spark.home,
                 "spark_layout": spark.layout,
                 "venv_dir": python_env.prefix,
+                "answers": recorded_answers(answers, python_env),
             },
         },
     }

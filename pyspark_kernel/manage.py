@@ -6,7 +6,9 @@ import sys
 
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
+from .drift import spark_version_now, upgrade_command
 from .errors import InputError
+from .hooks import RUNTIME_PACKAGE
 
 
 def manager(kernels_dir: str | None = None) -> KernelSpecManager:
@@ -33,17 +35,25 @@ def our_kernels(kernels_dir: str | None = None) -> dict:
             if "pyspark_kernel" in (entry["spec"].get("metadata") or {})}
 
 
-def describe(name: str, resource_dir: str, spec: dict) -> list:
+def describe(name: str, resource_dir: str, spec: dict, kernels_dir: str | None = None) -> list:
+    """One row: the Spark installed now (marked when it is not the one the kernel was made with)."""
+    from .drift import runtime_version
+    from .kernelspec import RUNTIME_SOURCE, kernel_environment
+
     made = spec["metadata"]["pyspark_kernel"]
+    env = kernel_environment(spec.get("env") or {}, os.environ)
     python_ok = os.path.exists(spec["argv"][0])
-    spark_ok = made["spark_home"] == "" or os.path.isfile(os.path.join(made["spark_home"], "bin", "spark-submit"))
-    state = "ok" if python_ok and spark_ok else ", ".join(
-        what for what, ok in (("Python missing", python_ok), ("SPARK_HOME missing", spark_ok)) if not ok)
-    return [name, spec["display_name"], made["master"], made["spark_version"], made["python_version"], state, resource_dir]
+    spark_now = spark_version_now(made, env)
+    spark = spark_now if spark_now == made["spark_version"] else f"{spark_now or 'none'} (made with {made['spark_version']})"
+    spark_ok = made["spark_layout"] == "client" or os.path.isfile(os.path.join(env.get("SPARK_HOME") or made["spark_home"], "bin", "spark-submit"))
+    current = runtime_version(os.path.join(resource_dir, RUNTIME_PACKAGE)) == runtime_version(RUNTIME_SOURCE)
+    problems = [what for what, fine in (("Python missing", python_ok), ("pyspark missing" if made["spark_layout"] == "pip" else "SPARK_HOME missing", spark_ok),
+                                        (f"older runtime: {upgrade_command(name, kernels_dir)}", current)) if not fine]
+    return [name, spec["display_name"], made["master"], spark, made["python_version"], ", ".join(problems) or "ok", resource_dir]
 
 
 def list_kernels(kernels_dir: str | None = None, out=sys.stdout) -> int:
-    rows = [describe(name, *entry) for name, entry in our_kernels(kernels_dir).items()]
+    rows = [describe(name, *entry, kernels_dir) for name, entry in our_kernels(kernels_dir).items()]
     header = ["NAME", "DISPLAY NAME", "MASTER", "SPARK", "PYTHON", "STATE", "DIRECTORY"]
     widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
     for row in [header] + rows:

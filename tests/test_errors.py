@@ -12,6 +12,8 @@ from pyspark_kernel import doctor
 from pyspark_kernel.runtime import cache, diagnostics, jvm, masters, sql
 from pyspark_kernel.runtime.driver_server import can_trim_native_heap
 
+from .conftest import ROOT
+
 SHIM = os.path.join(os.path.dirname(os.path.dirname(__file__)), "{{cookiecutter.kernel_name}}", "pyspark_startup.py")
 
 
@@ -54,7 +56,7 @@ def test_the_shared_driver_error_reads_as_before():
 
 def test_setup_errors_are_marked_for_the_shim_and_stay_runtime_errors():
     assert issubclass(diagnostics.KernelJsonError, diagnostics.SetupError) and diagnostics.KernelJsonError("x", "y").setup_error is True
-    assert str(diagnostics.KernelJsonError("x is wrong", diagnostics.REGENERATE)) == "x is wrong; regenerate the kernel with pyspark-kernel create --force"
+    assert str(diagnostics.KernelJsonError("x is wrong", diagnostics.REGENERATE)) == f"x is wrong; regenerate the kernel, keeping its settings: pyspark-kernel upgrade pyspark_kernel -d {ROOT}"
     assert diagnostics.SetupError("x").setup_error is True and isinstance(diagnostics.SetupError("x"), RuntimeError)
     assert not hasattr(diagnostics.SetupError("x"), "_render_traceback_")
     assert not getattr(diagnostics.SparkStartError("x"), "setup_error", False)

@@ -23,6 +23,9 @@ GOOD = {
         "pyspark_kernel": {
             "generator_version": "0.1.0", "master": "local[*]", "spark_version": "4.3.0", "py4j_version": "0.10.9.9",
             "python_version": "3.11.7", "python": "/venv/bin/python", "spark_home": "/opt/spark", "spark_layout": "pip",
+            "runtime_version": "5c21cca2d908",
+            "answers": {"kernel_name": "etl", "display_name": "ETL", "venv_dir": "/venv", "spark_master": "local[2]", "spark_conf": {"spark.x": "${env:X}"},
+                        "env": {"A": "b"}, "env_from": ["TOKEN"], "spark_init": "lazy", "start_timeout": None, "idle_timeout": 60, "spark_driver": None, "sql_rows": 5},
         },
     },
 }
@@ -51,6 +54,10 @@ MALFORMED = {
     "our-block-missing-spark-version": lambda s: s["metadata"]["pyspark_kernel"].pop("spark_version"),
     "our-block-unknown-layout": lambda s: s["metadata"]["pyspark_kernel"].update(spark_layout="rpm"),
     "our-block-extra-field": lambda s: s["metadata"]["pyspark_kernel"].update(password="x"),
+    "runtime-version-not-a-hash": lambda s: s["metadata"]["pyspark_kernel"].update(runtime_version="0.1.0"),
+    "answers-unknown-answer": lambda s: s["metadata"]["pyspark_kernel"]["answers"].update(password="x"),
+    "answers-number-setting": lambda s: s["metadata"]["pyspark_kernel"]["answers"]["spark_conf"].update({"spark.y": 1}),
+    "answers-unknown-init": lambda s: s["metadata"]["pyspark_kernel"]["answers"].update(spark_init="later"),
     "protocol-version-not-dotted": lambda s: s.update(kernel_protocol_version="5"),
 }
 
@@ -79,3 +86,13 @@ def test_malformed_spec_is_rejected(name):
 def test_schema_file_is_where_the_brief_says():
     with open(f"{ROOT}/schema/kernel.schema.json", encoding="utf-8") as handle:
         assert json.load(handle) == load_schema()
+
+
+def test_the_recorded_answers_are_the_options_table():
+    from pyspark_kernel.runtime.options import OPTIONS
+
+    answers = load_schema()["$defs"]["answers"]["properties"]
+    assert list(answers) == [option.name for option in OPTIONS]
+    for option in OPTIONS:
+        if option.choices and option.kind == "choice":
+            assert set(answers[option.name]["enum"]) - {None} == set(option.choices), option.name

@@ -8,8 +8,8 @@ import logging
 import threading
 from typing import Any
 
-from .diagnostics import check_master_reachable, pyspark_missing
-from .drivers import CANCEL_THREAD, KERNEL_DIR, Driver
+from .diagnostics import KERNEL_DIR, check_master_reachable, pyspark_missing
+from .drivers import CANCEL_THREAD, Driver
 from .masters import with_token
 from .options import CONNECT_TOKEN_VARIABLE
 

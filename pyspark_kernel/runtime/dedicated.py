@@ -13,8 +13,8 @@ from typing import Any
 
 from . import jvm, limits, ui, warmup
 from .converters import defer_numpy_converters
-from .diagnostics import SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, find_java, pyspark_missing
-from .drivers import CANCEL_THREAD, KERNEL_DIR, Driver
+from .diagnostics import KERNEL_DIR, SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, find_java, pyspark_missing
+from .drivers import CANCEL_THREAD, Driver
 from .guard import guard, quiet_py4j
 from .options import resolve_secrets
 from .state import State

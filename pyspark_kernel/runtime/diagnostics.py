@@ -80,7 +80,9 @@ class KernelJsonError(SetupError):
     template = "{problem}; {fix}"
 
 
-REGENERATE = "regenerate the kernel with pyspark-kernel create --force"
+# This package is copied into the kernel's own directory, whose name is the kernel's: the fix names both.
+KERNEL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REGENERATE = f"regenerate the kernel, keeping its settings: pyspark-kernel upgrade {os.path.basename(KERNEL_DIR)} -d {shlex.quote(os.path.dirname(KERNEL_DIR))}"
 
 
 SHARED_SC_PROBLEM = ("sc, SparkContext and the RDD API need a Spark driver of the notebook's own, and this kernel shares one over "
@@ -179,7 +181,7 @@ def check_spark_home(environ) -> str:
     home = environ.get("SPARK_HOME", "")
     if not home or not os.path.isfile(os.path.join(home, "bin", "spark-submit")):
         raise SparkStartError(f"SPARK_HOME {home or '(unset)'} has no bin/spark-submit",
-                              "regenerate the kernel with pyspark-kernel create --force, or fix SPARK_HOME in its kernel.json")
+                              f"{REGENERATE}, or fix SPARK_HOME in its kernel.json")
     return home
 
 
@@ -213,7 +215,7 @@ def pyspark_missing(environ, kernel_dir: str, error: ImportError, python: str = 
         command = f"{shlex.quote(python)} -m pip install {shlex.quote(f'pyspark=={version}') if version else 'pyspark'}"
         return SparkStartError(f"pyspark is not installed in the kernel's environment {prefix}", f"install it: {command}, then restart the kernel")
     check_spark_home(environ)  # a broken SPARK_HOME says best why pyspark is missing
-    return SparkStartError(f"pyspark cannot be imported by {python}: {error}", "check the kernel's PYTHONPATH, or regenerate the kernel with pyspark-kernel create --force")
+    return SparkStartError(f"pyspark cannot be imported by {python}: {error}", f"check the kernel's PYTHONPATH, or {REGENERATE}")
 
 
 def check_master_reachable(master: str) -> None:

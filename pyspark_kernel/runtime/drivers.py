@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KERNEL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the kernel's own directory, holding kernel.json
 
 CANCEL_THREAD = "pyspark-kernel-cancel"  # the name of interrupt's thread
 

@@ -36,8 +36,7 @@ from typing import Any, Callable, Iterable
 
 from . import limits, ui
 from .connect import ConnectDriver
-from .drivers import KERNEL_DIR
-from .diagnostics import RESTART_HINT, SHARED_SC_FIX, SHARED_SC_PROBLEM, SharedDriverError, SparkDiedError, SparkStartError, check_spark_home, find_java, log_tail, pyspark_missing
+from .diagnostics import KERNEL_DIR, RESTART_HINT, SHARED_SC_FIX, SHARED_SC_PROBLEM, SharedDriverError, SparkDiedError, SparkStartError, check_spark_home, find_java, log_tail, pyspark_missing
 from .options import resolve_secrets
 from .profile import duration
 
