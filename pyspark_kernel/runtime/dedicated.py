@@ -11,7 +11,7 @@ import sys
 import threading
 from typing import Any
 
-from . import jvm, ui, warmup
+from . import jvm, ui, uiauth, warmup
 from .converters import defer_numpy_converters
 from .diagnostics import SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, find_java, java_version
 from .drivers import CANCEL_THREAD, Driver
@@ -39,6 +39,7 @@ class DedicatedDriver(Driver):
         self.archive = None  # the class-data-sharing archive this kernel's JVM maps or writes
         self.ui_base = None  # the Jupyter server's base URL, when the UI is served through it
         self.ui_root = (None, None)  # (session generation, the root of its UI's links)
+        self.ui_credential = uiauth.Credential()  # the UI answers only this kernel's user
 
     # -- a session's life
 
@@ -46,7 +47,7 @@ class DedicatedDriver(Driver):
         runtime = self.runtime
         runtime.mark("loading pyspark")
         try:  # first: cells wait for this import (see runtime.imported), not for the checks after it
-            from pyspark import SparkConf, SparkContext
+            from pyspark import SparkConf, SparkContext, __version__ as spark_version
             from pyspark.java_gateway import launch_gateway
             from pyspark.sql import SparkSession
         except ImportError as error:
@@ -68,8 +69,10 @@ class DedicatedDriver(Driver):
             java_options = jvm.cds_java_options(java_version(java), name, runtime.scratch, runtime.environ, runtime.watchdog,
                                                 needs=[os.path.realpath(java), os.path.realpath(spark_home)])
         settings = jvm.launch_settings(runtime.conf, runtime.options, runtime.scratch, KERNEL_DIR, java_options)
+        protection = self.ui_credential.protect(settings, runtime.options["ui_access"], spark_version)
+        settings.update(protection.settings)
         settings.update(ui.ui_settings(settings, self.ui_base))
-        secrets = resolve_secrets(settings, runtime.environ)
+        secrets = {**resolve_secrets(settings, runtime.environ), **protection.secrets}
         conf = SparkConf(loadDefaults=False)
         conf.setAll((key, value) for key, value in settings.items() if key not in secrets)
         runtime.mark("launching the driver JVM")
@@ -94,6 +97,7 @@ class DedicatedDriver(Driver):
             # Another process took the chosen port before the JVM bound it: Spark reads the proxy
             # base on each request, so the path can follow the port it took instead.
             context._jvm.java.lang.System.setProperty("spark.ui.proxyBase", ui.proxy_base(self.ui_base, port))
+        self.ui_credential.publish(uiauth.token_directory(runtime.scratch), port)
         runtime.mark("creating the SparkSession")
         return SparkSession.builder.getOrCreate()
 
@@ -139,6 +143,7 @@ class DedicatedDriver(Driver):
         return error if isinstance(error, SparkDiedError) else SparkDiedError(died_message(returncode, self.log_file))
 
     def after_death(self, session: Any, context: Any) -> None:
+        self.ui_credential.withdraw()
         # The gateway stays: it tells how the JVM ended.
         self.gateway._gateway_client.is_connected = False  # Py4J's finalizers stop calling a dead JVM
         server = getattr(context, "_accumulatorServer", None)
@@ -149,6 +154,7 @@ class DedicatedDriver(Driver):
 
     def end(self, session: Any, stop: bool) -> None:
         gateway, self.gateway = self.gateway, None  # before stop(): its failed calls are an ended session's
+        self.ui_credential.withdraw()
         super().end(session, stop)
         jvm.close_jvm(gateway)
         forget_pyspark_session()
@@ -209,6 +215,7 @@ class DedicatedDriver(Driver):
             sc = runtime.context
             executors = sc._jsc.sc().getExecutorMemoryStatus().size() - (0 if sc.master.startswith("local") else 1)
             lines.append(f"application: {sc.applicationId} | UI {self.ui_link() or 'off'}")
+            lines += self.ui_credential.status_lines(sc.uiWebUrl)
             lines.append(f"executors: {executors}" + (" (the driver itself, in local mode)" if sc.master.startswith("local") else ""))
         return lines
 

@@ -110,22 +110,34 @@ def token_path(directory: str, port, pid: int | None = None) -> str:
 
 
 class Credential:
-    """A kernel's published UI token: at most one file, removed when the session ends and at exit."""
+    """A kernel's UI token: the protection of its session's UI, and at most one token file,
+    removed when the session ends and at exit."""
 
     def __init__(self) -> None:
         self.path = None
+        self.token = None
+        self.note = ""
         atexit.register(self.withdraw)
 
-    def publish(self, directory: str, port, token: str | None) -> str | None:
-        """Write ``token`` for the UI on ``port`` (0600, atomically); the file, or None."""
+    def protect(self, conf: dict, access: str, spark_version: str) -> Protection:
+        """The protection of a new session's UI (see protect); its token is published once the UI has a port."""
+        found = protect(conf, access, spark_version)
+        self.token, self.note = found.token, found.note
+        return found
+
+    def publish(self, directory: str, port, token: str | None = None, note: str | None = None) -> str | None:
+        """Write the token (``token``, or the one protect made) for the UI on ``port``, 0600 and
+        atomically; the file, or None."""
         self.withdraw()
-        if not token or not port:
+        if token is not None or note is not None:  # a UI protected by another process (the shared driver)
+            self.token, self.note = token, note or ""
+        if not self.token or not port:
             return None
         path = token_path(directory, port)
         partial = f"{path}.tmp"
         try:
             with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600), "w", encoding="ascii") as handle:
-                handle.write(token)
+                handle.write(self.token)
             os.replace(partial, path)
         except OSError:  # the UI stays closed to everyone: the session goes on
             log.warning("could not write the Spark UI's token file %s", path, exc_info=True)
@@ -141,11 +153,13 @@ class Credential:
             except FileNotFoundError:
                 log.debug("the UI token file %s was already gone", path, exc_info=True)
 
-    def note(self, url: str | None) -> str:
-        """How a user without a Jupyter server in between opens the UI."""
-        if not self.path or not url:
-            return ""
-        return f'UI access: yours alone; without the Jupyter server: curl -H "Authorization: Bearer $(cat {self.path})" {url}'
+    def status_lines(self, url: str | None) -> list[str]:
+        """%spark status: who may open the UI at ``url`` (the driver's own address), and how
+        without a Jupyter server in between."""
+        if self.path and url:
+            return [f"UI access: yours alone, through your Jupyter server; without it: "
+                    f'curl -H "Authorization: Bearer $(cat {self.path})" {url.rstrip("/")}/jobs/']
+        return [self.note] if self.note else []
 
 
 def read_token(directory: str, port) -> str | None:
