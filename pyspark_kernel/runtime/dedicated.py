@@ -39,7 +39,7 @@ class DedicatedDriver(Driver):
         self.archive = None  # the class-data-sharing archive this kernel's JVM maps or writes
         self.ui_base = None  # the Jupyter server's base URL, when the UI is served through it
         self.ui_root = (None, None)  # (session generation, the root of its UI's links)
-        self.ui_credential = uiauth.Credential()  # the UI answers only this kernel's user
+        self.ui_credential = uiauth.Credential(runtime.scratch)  # the UI answers only this kernel's user
 
     # -- a session's life
 

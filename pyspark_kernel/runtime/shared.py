@@ -338,7 +338,7 @@ class SharedDriver(ConnectDriver):
         self.lease = None  # the shared driver this kernel is attached to
         self.server_log = None  # that server's log, once the kernel has attached
         self.ui_base = None  # the Jupyter server's base URL, when the UI is served through it
-        self.ui_credential = uiauth.Credential()  # the server's UI token, for this user's Jupyter server
+        self.ui_credential = uiauth.Credential(runtime.scratch)  # the server's UI token, for this user's Jupyter server
 
     @property
     def log_file(self) -> str:

@@ -18,7 +18,6 @@ Spark 3.5 has no such filter: its UI stays off unless the kernel's settings turn
 
 from __future__ import annotations  # the kernel's Python may be older than the generator's
 
-import atexit
 import base64
 import glob
 import hashlib
@@ -28,6 +27,7 @@ import logging
 import os
 import secrets
 import stat
+import tempfile
 import time
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ KEY_SETTING = f"spark.{FILTER}.param.secretKey"  # "secret" in the name: Spark r
 ACCESS = ("owner", "anyone")  # ui_access: who may open the UI
 TOKEN_PREFIX = "pyspark-kernel-sparkui-"
 TOKEN_SUFFIX = ".jws"
+REMOVE_AT_EXIT = "remove-at-exit"  # in the scratch directory: files the watchdog removes after the kernel (watchdog.sh)
 KEY_BYTES = 32  # HS256 wants 256 bits at least (jjwt's Keys.hmacShaKeyFor)
 
 
@@ -111,13 +112,14 @@ def token_path(directory: str, port, pid: int | None = None) -> str:
 
 class Credential:
     """A kernel's UI token: the protection of its session's UI, and at most one token file,
-    removed when the session ends and at exit."""
+    removed when the session ends, and by the kernel's watchdog once the kernel has exited
+    (jupyter_client's SIGTERM comes before Python's exit handlers on a busy machine)."""
 
-    def __init__(self) -> None:
+    def __init__(self, scratch: str) -> None:
         self.path = None
         self.token = None
         self.note = ""
-        atexit.register(self.withdraw)
+        self.at_exit = os.path.join(scratch, REMOVE_AT_EXIT)
 
     def protect(self, conf: dict, access: str, spark_version: str) -> Protection:
         """The protection of a new session's UI (see protect); its token is published once the UI has a port."""
@@ -134,24 +136,29 @@ class Credential:
         if not self.token or not port:
             return None
         path = token_path(directory, port)
-        partial = f"{path}.tmp"
+        if "\n" in path:  # the watchdog reads one path a line
+            return None
         try:
-            with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600), "w", encoding="ascii") as handle:
+            # A new file of its own (O_EXCL, 0600), renamed into place: never one another user made.
+            descriptor, partial = tempfile.mkstemp(prefix=".pyspark-kernel-", dir=directory)
+            with os.fdopen(descriptor, "w", encoding="ascii") as handle:
                 handle.write(self.token)
             os.replace(partial, path)
+            with open(self.at_exit, "w", encoding="utf-8") as handle:
+                handle.write(path + "\n")
         except OSError:  # the UI stays closed to everyone: the session goes on
-            log.warning("could not write the Spark UI's token file %s", path, exc_info=True)
+            log.warning("could not write the Spark UI's token file in %s", directory, exc_info=True)
             return None
         self.path = path
         return path
 
     def withdraw(self) -> None:
         path, self.path = self.path, None
-        if path:
+        for gone in (path, self.at_exit) if path else ():
             try:
-                os.unlink(path)
+                os.unlink(gone)
             except FileNotFoundError:
-                log.debug("the UI token file %s was already gone", path, exc_info=True)
+                log.debug("%s was already gone", gone, exc_info=True)
 
     def status_lines(self, url: str | None) -> list[str]:
         """%spark status: who may open the UI at ``url`` (the driver's own address), and how
