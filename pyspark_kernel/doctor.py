@@ -249,7 +249,8 @@ def ui_check(kernel_dir: str, env, kind: str, upgrade: str) -> Check:
         return problem("spark_ui", error.problem, "set it to the server's base URL")
     if base is None:
         return ok("spark_ui", f"linked straight at the driver (http://HOST:4040 and up), which only a browser that reaches this machine opens; "
-                              f"under JupyterHub, or with {ui.SERVER_URL_VARIABLE} set, the link goes through the Jupyter server")
+                              f"under JupyterHub, or with {ui.SERVER_URL_VARIABLE} set, the link goes through the Jupyter server; "
+                              f"with ui_access owner it answers only requests with the kernel's token (%spark status shows how)")
     if not os.path.isfile(os.path.join(kernel_dir, RUNTIME_PACKAGE, "ui.py")):
         return problem("spark_ui", "this kernel was made before its UI could be served through the Jupyter server", upgrade)
     if importlib.util.find_spec("jupyter_server_proxy") is None:

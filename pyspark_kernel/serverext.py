@@ -5,10 +5,16 @@ its own. jupyter-server-proxy's ``proxy/<port>/`` does not do for Spark: the UI'
 the path segment after ``proxy`` for an application id, so its Executors tab stays blank
 (jupyter-server-proxy#361). Installing pyspark-kernel-template into the server's environment
 enables the extension (etc/jupyter/jupyter_server_config.d/pyspark-kernel.json).
+
+The UI answers only requests that carry its kernel's token (runtime.uiauth): the extension adds it,
+read per request from the 0600 file the kernel keeps in this server's runtime directory, so it has
+one only for its own user's kernels. It never passes the server's own credentials (cookies, the
+Authorization header) on to whatever listens on the port.
 """
 
 import urllib.parse
 
+from .runtime import uiauth
 from .runtime.ui import PATH
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
@@ -46,12 +52,19 @@ def _load_jupyter_server_extension(serverapp):
     from jupyter_server.utils import url_path_join
 
     base_url = serverapp.web_app.settings["base_url"]
+    runtime_dir = serverapp.runtime_dir  # where its kernels' connection files, and UI tokens, are
 
     class SparkUIHandler(LocalProxyHandler):
+        ui_token = None  # set for each HTTP request; Spark's UI has no websockets
+
         def proxy(self, port, proxied_path):
             # The server's prefix for jupyter-server-proxy's own rewrite of redirects.
             self.proxy_base = f"{PATH}/{port}"
+            self.ui_token = uiauth.read_token(runtime_dir, port)
             return super().proxy(port, proxied_path)
+
+        def proxy_request_headers(self):
+            return uiauth.request_headers(super().proxy_request_headers(), self.ui_token)
 
     def relative_redirects(response, request, port):
         location = response.headers.get("Location")

@@ -104,7 +104,8 @@ def test_supported_answers_bake_a_valid_kernel(bake, context, expected):
     assert spec["env"]["PYSPARK_PYTHON"] == PYTHON
     assert spec["metadata"]["supported_encryption"] == ["curve"]  # as the installed ipykernel declares
     options = json.loads(spec["env"]["PYSPARK_KERNEL_OPTIONS"])
-    defaults = {"init": "background", "warm_up": "python", "progress": True, "log_level": "WARN", "start_timeout": 600, "idle_timeout": 0, "class_data_sharing": True, "sql_rows": 20}
+    defaults = {"init": "background", "warm_up": "python", "progress": True, "log_level": "WARN", "start_timeout": 600, "idle_timeout": 0, "class_data_sharing": True,
+                "ui_access": "owner", "sql_rows": 20}
     assert options == {**defaults, **expected.get("options", {})}
 
 

@@ -748,7 +748,7 @@ def test_the_idle_watch_stops_a_session_only_after_the_whole_quiet_time():
 
 def test_the_status_of_a_kernel_that_has_not_started_spark():
     class Runtime:
-        state, master, log = "idle", "local[*]", "/tmp/x/driver.log"
+        state, master, log, scratch = "idle", "local[*]", "/tmp/x/driver.log", "/tmp/x"
         conf = kernel_conf = {"spark.master": "local[*]"}
         environ = {"PYSPARK_PYTHON": "/venv/bin/python"}
         profile = StartProfile()

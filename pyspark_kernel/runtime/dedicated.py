@@ -11,7 +11,7 @@ import sys
 import threading
 from typing import Any
 
-from . import jvm, limits, ui, warmup
+from . import jvm, limits, ui, uiauth, warmup
 from .converters import defer_numpy_converters
 from .diagnostics import KERNEL_DIR, SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, find_java, pyspark_missing
 from .drivers import CANCEL_THREAD, Driver
@@ -38,6 +38,7 @@ class DedicatedDriver(Driver):
         self.archive = None  # the class-data-sharing archive this kernel's JVM maps or writes
         self.ui_base = None  # the Jupyter server's base URL, when the UI is served through it
         self.ui_root = (None, None)  # (session generation, the root of its UI's links)
+        self.ui_credential = uiauth.Credential(runtime.scratch)  # the UI answers only this kernel's user
 
     # -- a session's life
 
@@ -83,19 +84,22 @@ class DedicatedDriver(Driver):
             # Another process took the chosen port before the JVM bound it: Spark reads the proxy
             # base on each request, so the path can follow the port it took instead.
             context._jvm.java.lang.System.setProperty("spark.ui.proxyBase", ui.proxy_base(self.ui_base, port))
+        self.ui_credential.publish(uiauth.token_directory(runtime.scratch), port)
         runtime.mark("creating the SparkSession")
         return SparkSession.builder.getOrCreate()
 
     def launch(self, attempt, conf: dict, java_options: list[str]) -> tuple[dict, dict, Any]:
         """Launch the driver JVM with ``java_options`` and the Spark settings ``conf``, as self.gateway;
         the settings, the secret ones among them, and the SparkConf it was launched with."""
-        from pyspark import SparkConf
+        from pyspark import SparkConf, __version__ as spark_version
         from pyspark.java_gateway import launch_gateway
 
         runtime = self.runtime
         settings = jvm.launch_settings(conf, runtime.options, runtime.scratch, KERNEL_DIR, java_options)
+        protection = self.ui_credential.protect(settings, runtime.options["ui_access"], spark_version)  # the UI answers its owner only
+        settings.update(protection.settings)
         settings.update(ui.ui_settings(settings, self.ui_base))
-        secrets = resolve_secrets(settings, runtime.environ)
+        secrets = {**resolve_secrets(settings, runtime.environ), **protection.secrets}
         spark_conf = SparkConf(loadDefaults=False)
         spark_conf.setAll((key, value) for key, value in settings.items() if key not in secrets)
         # The JVM's log may quote the user's data and settings: its owner's alone, as its directory.
@@ -146,6 +150,7 @@ class DedicatedDriver(Driver):
         return error if isinstance(error, SparkDiedError) else SparkDiedError(died_message(returncode, self.log_file))
 
     def after_death(self, session: Any, context: Any) -> None:
+        self.ui_credential.withdraw()
         # The gateway stays: it tells how the JVM ended.
         self.gateway._gateway_client.is_connected = False  # Py4J's finalizers stop calling a dead JVM
         server = getattr(context, "_accumulatorServer", None)
@@ -156,6 +161,7 @@ class DedicatedDriver(Driver):
 
     def end(self, session: Any, stop: bool) -> None:
         gateway, self.gateway = self.gateway, None  # before stop(): its failed calls are an ended session's
+        self.ui_credential.withdraw()
         super().end(session, stop)
         jvm.close_jvm(gateway)
         forget_pyspark_session()
@@ -217,6 +223,7 @@ class DedicatedDriver(Driver):
             sc = runtime.context
             executors = sc._jsc.sc().getExecutorMemoryStatus().size() - (0 if sc.master.startswith("local") else 1)
             lines.append(f"application: {sc.applicationId} | UI {self.ui_link() or 'off'}")
+            lines += self.ui_credential.status_lines(sc.uiWebUrl)
             lines.append(f"executors: {executors}" + (" (the driver itself, in local mode)" if sc.master.startswith("local") else ""))
         return lines
 

@@ -32,6 +32,7 @@ from .diagnostics import java_release, release_version
 from .shared import SERVER_NAME, Locked, Paths, remove_files, write_record
 from .jvm import java_option_text
 from .ui import free_port
+from .uiauth import protect
 
 # Run with -m, this module's __name__ is __main__: its logger is named after the module all the same.
 log = logging.getLogger(__spec__.name if __spec__ else __name__)
@@ -124,6 +125,7 @@ class Server:
         self.started = time.time()
         self.left = False  # it left by itself, after its linger: nothing of it stays
         self.ui = None
+        self.ui_protection = None  # its UI's token filter, whose token goes into the record (0600)
 
     def start_spark(self) -> None:
         os.makedirs(self.paths.scratch, mode=0o700, exist_ok=True)
@@ -132,6 +134,8 @@ class Server:
         ui_port = int(conf.get("spark.ui.port") or free_port())
         settings = server_settings(conf, self.paths.scratch, port, ui_port, self.config.get("log_level", "WARN"),
                                    idle_java_options(java_release(self.config.get("java"))))
+        self.ui_protection = protect(settings, self.config.get("ui_access", "owner"), self.config["spark_version"])
+        settings.update({**self.ui_protection.settings, **self.ui_protection.secrets})  # the key: in the 0600 file below only
         settings.update(self.config.get("secrets", {}))
         # A 0600 file in the 0700 directory, gone once the JVM has read it: no setting, secret or
         # not, on a command line that every user can list.
@@ -179,7 +183,7 @@ class Server:
         write_record(self.paths, {
             "key": self.paths.key, "spark_version": self.config["spark_version"], "port": port, "token": self.config["token"],
             "pid": os.getpid(), "jvm": self.proc.pid, "started": self.started, "ui": self.ui,
-            "log": self.paths.log, "master": self.config["conf"].get("spark.master", "local[*]"),
+            "ui_token": self.ui_protection.token, "ui_note": self.ui_protection.note, "log": self.paths.log, "master": self.config["conf"].get("spark.master", "local[*]"),
         })
         self.empty_since = time.monotonic()
         sys.stdout.write("ready\n")

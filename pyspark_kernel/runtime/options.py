@@ -79,6 +79,7 @@ INIT_MODES = ("background", "lazy", "eager")
 WARM_UP_MODES = ("python", "jvm", "off")  # what the warm-up runs before the first cell (runtime.warming)
 DRIVER_MODES = ("dedicated", "shared")  # a driver JVM of the kernel's own, or one shared over Spark Connect (runtime.dedicated, runtime.shared)
 DRIVER_LINGER = 30  # seconds a shared driver stays after its last notebook has gone
+UI_ACCESS = ("owner", "anyone")  # who may open the Spark UI (runtime.uiauth)
 LOG_LEVELS = ("WARN", "ERROR", "INFO", "DEBUG", "TRACE", "FATAL", "OFF", "ALL")
 PROFILES = ("local", "standalone", "yarn", "kubernetes", "connect")  # the template's profiles/*.conf, as cookiecutter offers them
 
@@ -135,6 +136,10 @@ OPTIONS = (
     Option("driver_linger", "seconds", "seconds a shared driver stays after its last notebook has gone (default: the profile's; 30)",
            in_profile=True, runtime="driver_linger", runtime_if=shared_driver, fallback=DRIVER_LINGER, if_bad="refuse", zero_ok=True,
            prompt="Seconds a shared driver stays after its last notebook has gone (empty: the profile's)"),
+    Option("ui_access", "choice", "who may open the Spark UI and its REST API: owner (default: you, through your Jupyter server; "
+                              "Spark 4, and the UI stays off on Spark 3.5) or anyone (every user of this machine, as Spark does by default)",
+           default=UI_ACCESS[0], choices=UI_ACCESS, runtime="ui_access", if_bad="default", prompt="Who may open the Spark UI",
+           choice_prompts=("owner: you alone, through your Jupyter server (Spark 4; off on Spark 3.5)", "anyone: every user of this machine")),
     Option("sql_rows", "count", f"rows %%sql shows when its cell gives no -n (default: {DEFAULT_ROWS})", default=DEFAULT_ROWS, runtime="sql_rows",
            if_bad="default", prompt="Rows %%sql shows when its cell gives no -n"),
 )

@@ -34,7 +34,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
-from . import limits, ui
+from . import limits, ui, uiauth
 from .connect import ConnectDriver
 from .diagnostics import KERNEL_DIR, RESTART_HINT, SHARED_SC_FIX, SHARED_SC_PROBLEM, SharedDriverError, SparkDiedError, SparkStartError, check_spark_home, find_java, log_tail, pyspark_missing
 from .options import resolve_secrets
@@ -338,6 +338,7 @@ class SharedDriver(ConnectDriver):
         self.lease = None  # the shared driver this kernel is attached to
         self.server_log = None  # that server's log, once the kernel has attached
         self.ui_base = None  # the Jupyter server's base URL, when the UI is served through it
+        self.ui_credential = uiauth.Credential(runtime.scratch)  # the server's UI token, for this user's Jupyter server
 
     @property
     def log_file(self) -> str:
@@ -358,7 +359,7 @@ class SharedDriver(ConnectDriver):
         fitted, attempt.notices = limits.fit(runtime.conf, runtime.kernel_conf, runtime.environ)  # the server's JVM counts against the user's limits
         server_conf, session_conf = split_settings(fitted)
         key = server_key(pyspark.__version__, spark_home, java, sys.executable, server_conf,
-                         [(name, runtime.environ.get(name, "")) for name in ("PYSPARK_PYTHON", "JAVA_HOME")])
+                         [(name, runtime.environ.get(name, "")) for name in ("PYSPARK_PYTHON", "JAVA_HOME")] + [("ui_access", runtime.options["ui_access"])])
         lease = self.lease
         if lease is None or lease.lost.is_set() or lease.paths.key != key:
             if lease is not None:
@@ -368,13 +369,15 @@ class SharedDriver(ConnectDriver):
             secrets = resolve_secrets(launch_conf, runtime.environ)
             launch = {"conf": {k: v for k, v in launch_conf.items() if k not in secrets}, "secrets": secrets, "token": new_token(),
                       "linger": runtime.options["driver_linger"], "log_level": runtime.options["log_level"], "spark_home": spark_home,
-                      "java": java, "spark_version": pyspark.__version__, "timeout": runtime.options["start_timeout"]}
+                      "java": java, "spark_version": pyspark.__version__, "timeout": runtime.options["start_timeout"],
+                      "ui_access": runtime.options["ui_access"]}
             paths = Paths(runtime_dir(runtime.environ), key)
             self.server_log = paths.log
             lease = attach(paths, runtime.environ, pyspark.__version__, launch, runtime.options["start_timeout"], mark=runtime.mark)
             self.lease = lease
             lease.watch(lambda: self.lost(lease))
         self.ui_base = ui.server_base(runtime.environ)
+        self.ui_credential.publish(uiauth.token_directory(runtime.scratch), ui.ui_port(lease.record.get("ui")), lease.record.get("ui_token"), lease.record.get("ui_note", ""))
         runtime.mark("connecting to the shared driver")
         builder = SparkSession.builder.remote(lease.url)
         for name, value in session_conf.items():
@@ -388,9 +391,12 @@ class SharedDriver(ConnectDriver):
         error = SparkDiedError(f"The shared Spark driver (pid {lease.record.get('jvm')}) has exited. Spark objects made before are gone",
                                f"{RESTART_HINT}; it starts a new shared driver")
         # Only this kernel's current lease: a lease left for another key (a restart) may close later.
+        if lease is self.lease:
+            self.ui_credential.withdraw()
         self.runtime.died(error, record_anyway=True, provided=lambda: lease is self.lease)
 
     def close(self) -> None:
+        self.ui_credential.withdraw()
         if self.lease is not None:
             self.lease.close()  # it leaves once no notebook holds a lease
 
@@ -445,4 +451,4 @@ class SharedDriver(ConnectDriver):
         return [f"shared driver: pid {found.get('jvm')}, master {found.get('master')}, up {duration(time.time() - found.get('started', time.time()))}",
                 limits.status_line(runtime.conf, runtime.kernel_conf, runtime.environ),
                 f"notebooks attached: {len(notebooks)} (kernel pids {', '.join(str(pid) for pid in notebooks)})",
-                f"UI {self.ui_link() or 'off'}"]
+                f"UI {self.ui_link() or 'off'}", *self.ui_credential.status_lines(lease.record.get("ui"))]
