@@ -8,7 +8,7 @@ import logging
 import threading
 from typing import Any
 
-from .diagnostics import KERNEL_DIR, check_master_reachable, pyspark_missing
+from .diagnostics import check_master_reachable
 from .drivers import CANCEL_THREAD, Driver
 from .masters import with_token
 from .options import CONNECT_TOKEN_VARIABLE
@@ -19,12 +19,7 @@ log = logging.getLogger(__name__)
 class ConnectDriver(Driver):
     def start(self, attempt) -> Any:
         runtime = self.runtime
-        try:
-            from pyspark.sql import SparkSession
-        except ImportError as error:
-            raise pyspark_missing(runtime.environ, KERNEL_DIR, error) from None
-        finally:
-            runtime.imported.set()
+        SparkSession = self.import_pyspark()
         runtime.mark("checking the master")
         check_master_reachable(runtime.master)
 

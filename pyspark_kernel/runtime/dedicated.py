@@ -13,7 +13,7 @@ from typing import Any
 
 from . import jvm, limits, ui, uiauth, warmup
 from .converters import defer_numpy_converters
-from .diagnostics import KERNEL_DIR, SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, find_java, pyspark_missing
+from .diagnostics import KERNEL_DIR, SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, find_java
 from .drivers import CANCEL_THREAD, Driver
 from .guard import guard, quiet_py4j
 from .options import resolve_secrets
@@ -45,13 +45,9 @@ class DedicatedDriver(Driver):
     def start(self, attempt) -> Any:
         runtime = self.runtime
         runtime.mark("loading pyspark")
-        try:  # first: cells wait for this import (see runtime.imported), not for the checks after it
-            from pyspark import SparkContext
-            from pyspark.sql import SparkSession
-        except ImportError as error:
-            raise pyspark_missing(runtime.environ, KERNEL_DIR, error) from None
-        finally:
-            runtime.imported.set()
+        SparkSession = self.import_pyspark()
+        from pyspark import SparkContext  # imported with pyspark.sql
+
         defer_numpy_converters()  # no numpy, pandas and pyarrow until the notebook uses them
         runtime.mark("checking the master")
         check_master_reachable(runtime.master)

@@ -14,6 +14,8 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from .diagnostics import KERNEL_DIR, pyspark_missing
+
 if TYPE_CHECKING:
     from .attempt import StartAttempt
     from .session import SparkRuntime
@@ -38,6 +40,17 @@ class Driver:
 
     def __init__(self, runtime: SparkRuntime) -> None:
         self.runtime = runtime
+
+    def import_pyspark(self) -> Any:
+        """PySpark's SparkSession, imported first in a start: cells wait for this import
+        (runtime.imported), not for the checks after it. A pyspark that is gone names its fix."""
+        try:
+            from pyspark.sql import SparkSession
+        except ImportError as error:
+            raise pyspark_missing(self.runtime.environ, KERNEL_DIR, error) from None
+        finally:
+            self.runtime.imported.set()
+        return SparkSession
 
     @property
     def log_file(self) -> str:

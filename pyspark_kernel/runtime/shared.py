@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable
 
 from . import limits, ui, uiauth
 from .connect import ConnectDriver
-from .diagnostics import KERNEL_DIR, RESTART_HINT, SHARED_SC_FIX, SHARED_SC_PROBLEM, SharedDriverError, SparkDiedError, SparkStartError, check_spark_home, find_java, log_tail, pyspark_missing
+from .diagnostics import RESTART_HINT, SHARED_SC_FIX, SHARED_SC_PROBLEM, SharedDriverError, SparkDiedError, SparkStartError, check_spark_home, find_java, log_tail
 from .options import resolve_secrets
 from .profile import duration
 
@@ -346,13 +346,9 @@ class SharedDriver(ConnectDriver):
 
     def start(self, attempt) -> Any:
         runtime = self.runtime
-        try:
-            import pyspark
-            from pyspark.sql import SparkSession
-        except ImportError as error:
-            raise pyspark_missing(runtime.environ, KERNEL_DIR, error) from None
-        finally:
-            runtime.imported.set()
+        SparkSession = self.import_pyspark()
+        import pyspark  # imported with pyspark.sql
+
         runtime.mark("finding the shared driver")
         spark_home = check_spark_home(runtime.environ)
         java = find_java(runtime.environ)
