@@ -11,7 +11,7 @@ import sys
 import threading
 from typing import Any
 
-from . import jvm, ui, warmup
+from . import auth, jvm, ui, warmup
 from .converters import defer_numpy_converters
 from .diagnostics import SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, find_java, java_version
 from .drivers import CANCEL_THREAD, Driver
@@ -69,6 +69,7 @@ class DedicatedDriver(Driver):
                                                 needs=[os.path.realpath(java), os.path.realpath(spark_home)])
         settings = jvm.launch_settings(runtime.conf, runtime.options, runtime.scratch, KERNEL_DIR, java_options)
         settings.update(ui.ui_settings(settings, self.ui_base))
+        settings.update(auth.auth_settings(settings))
         secrets = resolve_secrets(settings, runtime.environ)
         conf = SparkConf(loadDefaults=False)
         conf.setAll((key, value) for key, value in settings.items() if key not in secrets)
@@ -204,7 +205,7 @@ class DedicatedDriver(Driver):
 
     def status_lines(self) -> list[str]:
         runtime = self.runtime
-        lines = [f"master: {runtime.conf.get('spark.master', runtime.master)}"]
+        lines = [f"master: {runtime.conf.get('spark.master', runtime.master)}", auth.status_line(runtime.conf)]
         if runtime.state == State.READY:
             sc = runtime.context
             executors = sc._jsc.sc().getExecutorMemoryStatus().size() - (0 if sc.master.startswith("local") else 1)

@@ -34,7 +34,7 @@ import threading
 import time
 from typing import Any
 
-from . import ui
+from . import auth, ui
 from .connect import ConnectDriver
 from .diagnostics import RESTART_HINT, SHARED_SC_FIX, SHARED_SC_PROBLEM, SharedDriverError, SparkDiedError, SparkStartError, check_spark_home, find_java, log_tail
 from .options import resolve_secrets
@@ -441,4 +441,4 @@ class SharedDriver(ConnectDriver):
         notebooks = found.get("notebooks", [])
         return [f"shared driver: pid {found.get('jvm')}, master {found.get('master')}, up {duration(time.time() - found.get('started', time.time()))}",
                 f"notebooks attached: {len(notebooks)} (kernel pids {', '.join(str(pid) for pid in notebooks)})",
-                f"UI {self.ui_link() or 'off'}"]
+                f"UI {self.ui_link() or 'off'}", auth.status_line(self.runtime.conf)]
