@@ -275,12 +275,13 @@ class Endpoint(str):
 
 
 @contextlib.contextmanager
-def standalone(work, port=None, hide=()):
+def standalone(work, port=None, hide=(), properties=None):
     """A real Spark standalone master and one worker (2 cores) on 127.0.0.1, from pip's pyspark,
     with their logs in ``work``; yields the master URL and stops both, even on failure. Ports the
     test does not name are chosen by Spark itself (0) and read from its log: no race with other
     tests for a port that was free a moment ago. ``hide``: directories the worker must not see,
-    as on another host (its own mount namespace, each of them under an empty tmpfs; needs root)."""
+    as on another host (its own mount namespace, each of them under an empty tmpfs; needs root).
+    ``properties``: a Spark properties file both daemons read (--properties-file), e.g. the cluster's secret."""
     import http.client
     import urllib.request
 
@@ -292,7 +293,7 @@ def standalone(work, port=None, hide=()):
     daemons = []
 
     def launch(name, *args, hidden=()):
-        command = [spark_class, *args]
+        command = [spark_class, *args, *(["--properties-file", str(properties)] if properties else [])]
         if hidden:
             mounts = " && ".join(f"mount -t tmpfs none {shlex.quote(str(path))}" for path in hidden)
             command = ["unshare", "-m", "--propagation", "private", "/bin/sh", "-c", f'{mounts} && exec "$@"', "sh", *command]
