@@ -211,7 +211,7 @@ def test_a_standalone_kernel_with_the_clusters_secret_keeps_other_users_out(star
         assert printed(kernel.run(RDD_WORK))[-1] == "rdd 1000 3"
         # The block managers: the driver's and the executor's, which holds the cached blocks.
         found = printed(kernel.run("print(spark.conf.get('spark.driver.port'), sc.applicationId, 'rdd_%d_0' % rdd.id(), "
-                                   "*sorted(k.split(':')[-1] for k in sc._jsc.sc().getExecutorMemoryStatus().keys().toList()))"))[-1]
+                                   "*sorted(k.split(':')[-1] for k in sc._jsc.sc().getExecutorMemoryStatus().keys().mkString(',').split(',')))"))[-1]
         driver_port, app_id, block, *block_ports = found.split()
         assert len(block_ports) == 2, found
         status = kernel.run("%spark status").text
@@ -220,5 +220,5 @@ def test_a_standalone_kernel_with_the_clusters_secret_keeps_other_users_out(star
             assert_refused(probe(other_user, driver_port, block_port, app_id, block))
         assert printed(kernel.run(RDD_WORK))[-1] == "rdd 1000 3"
         assert_secret_nowhere(secret, [kernels_dir / "rpc-standalone" / "kernel.json", *scratch_logs(tmp_path / "tmp-rpc-standalone"),
-                                       *glob.glob(str(work / "*.log"))])
+                                       *glob.glob(str(work / "*.log")), *glob.glob(str(work / "worker" / "*" / "*" / "std*"))])
     assert stat.S_IMODE(properties.stat().st_mode) == 0o600
