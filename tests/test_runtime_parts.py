@@ -611,7 +611,8 @@ def test_the_status_of_a_kernel_that_has_not_started_spark():
 
     runtime = Runtime()
     runtime.driver = DedicatedDriver(runtime)
-    assert magics.status_lines(runtime) == ["state: idle", "master: local[*]", "executor Python: /venv/bin/python", "JVM log: /tmp/x/driver.log"]
+    assert magics.status_lines(runtime) == ["state: idle", "master: local[*]", "RPC authentication: on: the driver's RPC and block transfers need a secret Spark makes for each session",
+                                            "executor Python: /venv/bin/python", "JVM log: /tmp/x/driver.log"]
 
 
 def test_a_start_profile_times_each_step_from_its_mark_to_the_next():
