@@ -68,6 +68,8 @@ def probe():
             link_or_copy(jar, jars / os.path.basename(jar))
             os.chmod(jars / os.path.basename(jar), 0o644)
         classes = where / "classes"
+        if shutil.which("javac") is None:
+            pytest.fail("no javac on PATH: the test compiles the other user's Spark client; install a JDK (apt-get install openjdk-17-jdk-headless)")
         built = subprocess.run(["javac", "-d", str(classes), "-cp", f"{jars}/*", PROBE_SOURCE], capture_output=True, text=True, timeout=PROBE_TIMEOUT)
         assert built.returncode == 0, built.stderr
         for path in [classes, *classes.iterdir()]:
