@@ -20,7 +20,7 @@ from .environment import probe
 from .errors import InputError
 from .hooks import RUNTIME_PACKAGE
 from .kernelspec import CONF_VARIABLE, OPTIONS_VARIABLE, RUNTIME_SOURCE, kernel_environment
-from .runtime import cache, ui
+from .runtime import auth, cache, ui
 from .runtime.diagnostics import SparkStartError
 from .runtime.options import DEFAULT_OPTIONS, SPARK_VARIABLES
 from .manage import find_kernel
@@ -141,6 +141,8 @@ def checks(spec, kernel_dir: str, environ, upgrade: str | None = None, kernels_d
         yield ok("pyspark", f"pyspark {found.pyspark or '(from SPARK_HOME)'}{f', Spark {spark_now}' if spark_now and spark_now != found.pyspark else ''}{made_with}")
     yield runtime_check(kernel_dir, metadata, upgrade)
     yield from cluster_checks(kind, master, env, runtime, create)
+    if kind != "connect":  # a Connect server's driver is the server's
+        yield auth_check(conf)
     yield server_environment_check(spec.env, environ, upgrade)
     yield ui_check(kernel_dir, env, kind, upgrade)
     yield ok("start_timeout", f"a start that hangs is given up after {options.get('start_timeout', DEFAULT_OPTIONS['start_timeout'])} s; one whose JVM exits fails at once")
@@ -223,6 +225,12 @@ def cache_check(env) -> Check:
     stale = f"; {gone} for a Java, Spark or environment that is gone (the next kernel start removes them)" if gone else ""
     return ok("cache", f"{cache.cache_root(env)} holds {cache.size_text(cache.total(entries))} in {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
               f"limit {cache.size_text(cap)}{stale} (pyspark-kernel cache)")
+
+
+def auth_check(conf: dict) -> Check:
+    """Whether the kernel's driver needs a secret for its RPC and block transfers (runtime.auth)."""
+    found = auth.describe(conf)
+    return problem("rpc_auth", found.text, found.fix) if found.problem else ok("rpc_auth", found.text + (f" ({found.fix})" if found.fix else ""))
 
 
 def server_environment_check(spec_env, environ, upgrade: str) -> Check:

@@ -62,7 +62,7 @@ def pytest_configure(config):
 # tests last: the two xdist workers then finish together, short tests filling in, instead of one
 # waiting on a long test that started last. xdist hands each worker two tests at the start (the
 # first two to one, the next two to the other), so the two longest start together.
-LONGEST = ("tests/test_cache.py::test_after_kernels_of_five", "tests/test_paths.py", "tests/test_jupyterhub.py", "tests/test_shared_driver.py",
+LONGEST = ("tests/test_cache.py::test_after_kernels_of_five", "tests/test_paths.py", "tests/test_jupyterhub.py", "tests/test_shared_driver.py", "tests/test_rpc_access.py",
            "tests/test_sessions.py::test_an_idle_session", "tests/test_runtime.py::test_shutdown_restart", "tests/test_runtime.py::test_class_data_sharing_archive",
            "tests/test_clusters.py::test_executors_on_a_host", "tests/test_e2e.py::test_smoke_for_ci", "tests/test_clusters.py::test_kernels_of_one_spec",
            "tests/test_e2e.py::test_spark_distribution_layout", "tests/test_spark_ui.py", "tests/test_sessions.py::test_a_master_that_is_down",
@@ -275,12 +275,13 @@ class Endpoint(str):
 
 
 @contextlib.contextmanager
-def standalone(work, port=None, hide=()):
+def standalone(work, port=None, hide=(), properties=None):
     """A real Spark standalone master and one worker (2 cores) on 127.0.0.1, from pip's pyspark,
     with their logs in ``work``; yields the master URL and stops both, even on failure. Ports the
     test does not name are chosen by Spark itself (0) and read from its log: no race with other
     tests for a port that was free a moment ago. ``hide``: directories the worker must not see,
-    as on another host (its own mount namespace, each of them under an empty tmpfs; needs root)."""
+    as on another host (its own mount namespace, each of them under an empty tmpfs; needs root).
+    ``properties``: a Spark properties file both daemons read (--properties-file), e.g. the cluster's secret."""
     import http.client
     import urllib.request
 
@@ -292,7 +293,7 @@ def standalone(work, port=None, hide=()):
     daemons = []
 
     def launch(name, *args, hidden=()):
-        command = [spark_class, *args]
+        command = [spark_class, *args, *(["--properties-file", str(properties)] if properties else [])]
         if hidden:
             mounts = " && ".join(f"mount -t tmpfs none {shlex.quote(str(path))}" for path in hidden)
             command = ["unshare", "-m", "--propagation", "private", "/bin/sh", "-c", f'{mounts} && exec "$@"', "sh", *command]

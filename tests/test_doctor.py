@@ -17,12 +17,24 @@ def test_a_healthy_local_kernel_has_no_problem(kernels_dir):
     create(kernels_dir, "fine")
     done = doctor(kernels_dir, "fine")
     assert done.returncode == 0, done.stdout
-    assert [line.split(":")[0] for line in done.stdout.splitlines()] == ["OK python", "OK spark_home", "OK py4j", "OK java", "OK pyspark", "OK runtime", "OK master", "OK server_environment",
-                                                                         "OK spark_ui", "OK start_timeout", "OK idle_timeout", "OK limits", "OK cache", "fine"]
+    assert [line.split(":")[0] for line in done.stdout.splitlines()] == ["OK python", "OK spark_home", "OK py4j", "OK java", "OK pyspark", "OK runtime", "OK master", "OK rpc_auth",
+                                                                         "OK server_environment", "OK spark_ui", "OK start_timeout", "OK idle_timeout", "OK limits", "OK cache", "fine"]
     assert "OK start_timeout: a start that hangs is given up after 600 s" in done.stdout
     assert "OK idle_timeout: the session is kept however long it is idle" in done.stdout  # local: off
     assert "(Java 17" in done.stdout or "(Java 2" in done.stdout
     assert "OK spark_ui: linked straight at the driver" in done.stdout
+    assert "OK rpc_auth: on: the driver's RPC and block transfers need a secret Spark makes for each session" in done.stdout
+
+
+def test_a_standalone_kernel_without_the_clusters_secret_is_a_problem(kernels_dir):
+    create(kernels_dir, "open", "--profile", "standalone", "--executor_python", "/usr/bin/python3")
+    done = doctor(kernels_dir, "open")
+    assert "PROBLEM rpc_auth: off: the cluster has no secret configured" in done.stdout and "--spark.authenticate.secret '${env:SPARK_AUTH_SECRET}'" in done.stdout, done.stdout
+    create(kernels_dir, "closed", "--profile", "standalone", "--executor_python", "/usr/bin/python3",
+           "--spark.authenticate.secret=${env:SPARK_AUTH_SECRET}", "--env-from", "SPARK_AUTH_SECRET")
+    done = doctor(kernels_dir, "closed", SPARK_AUTH_SECRET="s3cr3t-of-the-cluster")
+    assert "OK rpc_auth: on: the driver's RPC and block transfers need the cluster's secret" in done.stdout, done.stdout
+    assert "s3cr3t-of-the-cluster" not in done.stdout + done.stderr
 
 
 def test_the_cache_and_a_bad_cache_limit_are_reported(kernels_dir, tmp_path):

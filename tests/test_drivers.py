@@ -158,7 +158,8 @@ def test_an_interrupt_cancels_from_a_thread_of_its_own(tmp_path, master, call):
 def test_status_lines_of_drivers_without_a_session(tmp_path):
     assert runtime_for(tmp_path, "sc://127.0.0.1:15002").driver.status_lines() == ["Spark Connect server: sc://127.0.0.1:15002"]
     assert runtime_for(tmp_path, "local[*]", spark_driver="shared").driver.status_lines() == ["shared driver: none attached"]
-    assert runtime_for(tmp_path, "local[2]").driver.status_lines() == ["master: local[2]", "limits: none declared (no CPU_LIMIT or MEM_LIMIT)"]
+    assert runtime_for(tmp_path, "local[2]").driver.status_lines() == ["master: local[2]", "RPC authentication: on: the driver's RPC and block transfers need a secret Spark makes for each session",
+                                                                        "limits: none declared (no CPU_LIMIT or MEM_LIMIT)"]
 
 
 def test_a_driver_without_a_session_has_no_ui_link_and_its_log_is_in_the_scratch_directory(tmp_path):

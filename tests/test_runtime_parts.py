@@ -755,10 +755,10 @@ def test_the_status_of_a_kernel_that_has_not_started_spark():
 
     runtime = Runtime()
     runtime.driver = DedicatedDriver(runtime)
-    assert magics.status_lines(runtime) == ["state: idle", "master: local[*]", "limits: none declared (no CPU_LIMIT or MEM_LIMIT)", "executor Python: /venv/bin/python",
-                                            "JVM log: /tmp/x/driver.log"]
+    assert magics.status_lines(runtime) == ["state: idle", "master: local[*]", "RPC authentication: on: the driver's RPC and block transfers need a secret Spark makes for each session",
+                                            "limits: none declared (no CPU_LIMIT or MEM_LIMIT)", "executor Python: /venv/bin/python", "JVM log: /tmp/x/driver.log"]
     runtime.environ = {**runtime.environ, "CPU_LIMIT": "2.5", "MEM_LIMIT": str(3 * 1024**3)}  # the hub's, inherited from the server
-    assert magics.status_lines(runtime)[2] == "limits: CPU_LIMIT 2.5 (master local[2]); MEM_LIMIT 3 GiB (driver heap 1024m)"
+    assert magics.status_lines(runtime)[3] == "limits: CPU_LIMIT 2.5 (master local[2]); MEM_LIMIT 3 GiB (driver heap 1024m)"
 
 
 def test_a_start_profile_times_each_step_from_its_mark_to_the_next():

@@ -17,6 +17,7 @@ pyspark: these modules import only the standard library until Spark starts. One 
 - notebook: `spark` and `sc`, cells, waiting, interrupt; entrypoints: the notebook's own builders;
 - progress: a cell's live job progress and its summary; idle: idle_timeout; magics: %spark; sql: %%sql;
 - ui: the Spark UI's link, through the Jupyter server where the kernel knows its base URL;
+- auth: which drivers' RPC and block transfers need a secret (spark.authenticate), and what status and doctor say;
 - cache: the per-user cache of archives and packed environments, pruned at each start.
 """
 

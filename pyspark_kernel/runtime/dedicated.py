@@ -11,7 +11,7 @@ import sys
 import threading
 from typing import Any
 
-from . import jvm, limits, ui, uiauth, warmup
+from . import auth, jvm, limits, ui, uiauth, warmup
 from .converters import defer_numpy_converters
 from .diagnostics import KERNEL_DIR, SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, find_java
 from .drivers import CANCEL_THREAD, Driver
@@ -95,6 +95,7 @@ class DedicatedDriver(Driver):
         protection = self.ui_credential.protect(settings, runtime.options["ui_access"], spark_version)  # the UI answers its owner only
         settings.update(protection.settings)
         settings.update(ui.ui_settings(settings, self.ui_base))
+        settings.update(auth.auth_settings(settings))  # the driver's RPC and blocks need a secret (runtime.auth)
         secrets = {**resolve_secrets(settings, runtime.environ), **protection.secrets}
         spark_conf = SparkConf(loadDefaults=False)
         spark_conf.setAll((key, value) for key, value in settings.items() if key not in secrets)
@@ -213,7 +214,7 @@ class DedicatedDriver(Driver):
 
     def status_lines(self) -> list[str]:
         runtime = self.runtime
-        lines = [f"master: {runtime.conf.get('spark.master', runtime.master)}",
+        lines = [f"master: {runtime.conf.get('spark.master', runtime.master)}", auth.status_line(runtime.conf),
                  limits.status_line(runtime.conf, runtime.kernel_conf, runtime.environ)]
         if runtime.state == State.READY:
             sc = runtime.context

@@ -28,6 +28,7 @@ import threading
 import time
 
 from . import log as runtime_log
+from .auth import auth_settings
 from .diagnostics import java_release, release_version
 from .shared import SERVER_NAME, Locked, Paths, remove_files, write_record
 from .jvm import java_option_text
@@ -83,6 +84,7 @@ def server_settings(conf: dict, scratch: str, port: int, ui_port: int, log_level
         "spark.ui.port": str(ui_port),
         "spark.log.level": log_level,
     })
+    settings.update(auth_settings(settings))  # a local driver: Spark makes the session's secret
     options = settings.get("spark.driver.defaultJavaOptions", "")
     # Spark's launcher splits these on whitespace: a scratch path with a space is quoted.
     settings["spark.driver.defaultJavaOptions"] = " ".join([options, *java_options, java_option_text(f"-Djava.io.tmpdir={scratch}")]).strip()

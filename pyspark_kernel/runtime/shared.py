@@ -34,7 +34,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
-from . import limits, ui, uiauth
+from . import auth, limits, ui, uiauth
 from .connect import ConnectDriver
 from .diagnostics import RESTART_HINT, SHARED_SC_FIX, SHARED_SC_PROBLEM, SharedDriverError, SparkDiedError, SparkStartError, check_spark_home, find_java, log_tail
 from .options import resolve_secrets
@@ -447,4 +447,4 @@ class SharedDriver(ConnectDriver):
         return [f"shared driver: pid {found.get('jvm')}, master {found.get('master')}, up {duration(time.time() - found.get('started', time.time()))}",
                 limits.status_line(runtime.conf, runtime.kernel_conf, runtime.environ),
                 f"notebooks attached: {len(notebooks)} (kernel pids {', '.join(str(pid) for pid in notebooks)})",
-                f"UI {self.ui_link() or 'off'}", *self.ui_credential.status_lines(lease.record.get("ui"))]
+                f"UI {self.ui_link() or 'off'}", *self.ui_credential.status_lines(lease.record.get("ui")), auth.status_line(self.runtime.conf)]

@@ -1,0 +1,226 @@
+"""Another Unix user of the machine against a kernel's Spark driver, with Spark's own client classes
+(tests/rpc_probe/RpcProbe.java, compiled here with javac and run as a user the test creates): while
+the first user's notebook runs, on a dedicated local driver, the shared driver and the test's
+standalone cluster, the other user can neither call the driver's RPC endpoints nor fetch its cached
+blocks (spark.authenticate), and the first user's session keeps working: jobs, cached blocks,
+shuffles, Python UDFs. The same probe against a kernel with spark.authenticate=false reads the
+driver's block managers and a cached block: what every kernel allowed before. Nothing of the
+secret shows in ps, kernel.json or the logs."""
+
+import glob
+import json
+import os
+import pathlib
+import shutil
+import stat
+import subprocess
+import tempfile
+
+import psutil
+import pytest
+
+from .conftest import PYTHON, ROOT, link_or_copy, make_kernel, standalone
+from .kernels import Kernel, kernel_environment, wait_until
+from .test_jupyterhub import add_user, as_user, remove_user
+from .test_shared_driver import server_jvms, servers_of
+
+pytestmark = pytest.mark.e2e
+
+PROBE_SOURCE = os.path.join(ROOT, "tests", "rpc_probe", "RpcProbe.java")
+PROBE_TIMEOUT = 300  # a JVM of the other user's, two connections with a minute's bound each, on a busy machine
+REFUSED = "Expected SaslMessage"  # what Spark's server answers a client that does not authenticate
+SECRET_VARIABLE = "PK_TEST_SPARK_AUTH_SECRET"
+LINGER = 5
+
+# The first user's work: cached blocks (an RDD's and a DataFrame's), a shuffle, a Python UDF.
+WORK = ("from pyspark.sql.functions import udf\n"
+        "cached = spark.range(100000).selectExpr('id % 7 AS k', 'id').cache()\n"
+        "print('cached', cached.count())\n"
+        "print('shuffled', sorted(r[1] for r in cached.groupBy('k').count().collect())[:2])\n"
+        "print('udf', [r[0] for r in spark.range(3).select(udf(lambda x: x * 2, 'long')('id')).collect()])\n")
+RDD_WORK = ("rdd = sc.parallelize(range(1000), 2).cache()\n"
+            "print('rdd', rdd.count(), rdd.map(lambda x: x % 3).distinct().count())\n")
+WORK_DONE = ["cached 100000", "shuffled [14285, 14285]", "udf [0, 2, 4]"]
+
+
+@pytest.fixture(scope="module")
+def other_user():
+    name = f"rpc{os.getpid()}"
+    add_user(name)
+    try:
+        yield name
+    finally:
+        remove_user(name)
+
+
+@pytest.fixture(scope="module")
+def probe():
+    """probe(user, driver_port, block_port, app_id, block_id, secret=None) -> the lines RpcProbe printed,
+    run as ``user`` with Spark's jars (hard links) and the class in a directory anyone can read."""
+    import pyspark
+
+    where = pathlib.Path(tempfile.mkdtemp(prefix="pyspark-kernel-rpc-probe-"))
+    try:
+        os.chmod(where, 0o755)
+        jars = where / "jars"
+        jars.mkdir(mode=0o755)
+        for jar in glob.glob(os.path.join(os.path.dirname(pyspark.__file__), "jars", "*.jar")):
+            link_or_copy(jar, jars / os.path.basename(jar))
+            os.chmod(jars / os.path.basename(jar), 0o644)
+        classes = where / "classes"
+        if shutil.which("javac") is None:
+            pytest.fail("no javac on PATH: the test compiles the other user's Spark client; install a JDK (apt-get install openjdk-17-jdk-headless)")
+        built = subprocess.run(["javac", "-d", str(classes), "-cp", f"{jars}/*", PROBE_SOURCE], capture_output=True, text=True, timeout=PROBE_TIMEOUT)
+        assert built.returncode == 0, built.stderr
+        for path in [classes, *classes.iterdir()]:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        java = shutil.which("java")
+
+        def run(user, driver_port, block_port, app_id, block_id, secret=None):
+            command = [java, "-cp", f"{classes}:{jars}/*", "RpcProbe", str(driver_port), str(block_port), app_id, block_id]
+            done = as_user(user, *([f"PROBE_SECRET={secret}"] if secret else []), *command, timeout=PROBE_TIMEOUT)
+            lines = [line for line in done.stdout.splitlines() if line.startswith(("rpc ", "fetch "))]
+            assert done.returncode == 0 and len(lines) == 2, done.stdout + done.stderr[-3000:]
+            print(f"RpcProbe as {user}:", *lines, sep="\n  ")  # in the report of a failing test, or with -s
+            return lines
+
+        yield run
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def printed(cell):
+    assert cell.error is None, cell.text
+    return cell.stream.strip().splitlines()
+
+
+def assert_refused(lines):
+    rpc, fetch = lines
+    assert rpc.startswith("rpc refused:") and REFUSED in rpc, lines
+    assert fetch.startswith("fetch refused:") and REFUSED in fetch, lines
+
+
+def assert_reached(lines, block_port):
+    rpc, fetch = lines
+    assert rpc.startswith("rpc ok: block managers ") and f"127.0.0.1, {block_port}" in rpc and "found rdd_" in rpc, lines
+    assert fetch.startswith("fetch ok: ") and int(fetch.split()[2]) > 0, lines
+
+
+def assert_secret_nowhere(secret, files):
+    """Not in any process's command line (what ps shows every user), nor in these files."""
+    assert len(secret) >= 16
+    listed = subprocess.run(["ps", "-eww", "-o", "args="], capture_output=True, text=True, check=True).stdout
+    assert secret not in listed
+    for path in files:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            assert secret not in handle.read(), path
+
+
+def scratch_logs(tmp_dir):
+    """The kernel's kernel.log and driver.log, in its scratch directory under its TMPDIR."""
+    logs = glob.glob(os.path.join(tmp_dir, "pyspark-kernel-*", "kernel.log")) + glob.glob(os.path.join(tmp_dir, "pyspark-kernel-*", "driver.log"))
+    assert len(logs) == 2, logs
+    return logs
+
+
+@pytest.mark.parametrize("authenticate", [None, "false"], ids=["default-refused", "forced-off-reached"])
+def test_another_user_cannot_call_a_local_driver_or_fetch_its_blocks(start, other_user, probe, kernels_dir, tmp_path, authenticate):
+    flags = ["--spark_master", "local[2]", "--spark.ui.enabled=false"] + ([f"--spark.authenticate={authenticate}"] if authenticate else [])
+    kernel = start("rpc-local", *flags, PYSPARK_KERNEL_LOG_LEVEL="DEBUG")
+    assert printed(kernel.run(WORK))[-3:] == WORK_DONE
+    assert printed(kernel.run(RDD_WORK))[-1] == "rdd 1000 3"
+    found = printed(kernel.run("print(spark.conf.get('spark.driver.port'), sc._jsc.sc().getExecutorMemoryStatus().keys().head().split(':')[-1],"
+                               " sc.applicationId, 'rdd_%d_0' % rdd.id())"))[-1]
+    driver_port, block_port, app_id, block = found.split()
+    lines = probe(other_user, driver_port, block_port, app_id, block)
+    status = kernel.run("%spark status").text
+    if authenticate == "false":
+        assert_reached(lines, block_port)
+        assert "RPC authentication: off: any local process can call the driver's RPC and fetch its blocks" in status, status
+        return
+    assert_refused(lines)
+    assert probe(other_user, driver_port, block_port, app_id, block, secret="a-guess-at-the-secret")[0].startswith("rpc refused:")
+    assert "RPC authentication: on: the driver's RPC and block transfers need a secret Spark makes for each session" in status, status
+    # The first user's session still works, its cached blocks too.
+    assert printed(kernel.run(RDD_WORK))[-1] == "rdd 1000 3"
+    assert printed(kernel.run("print(cached.count(), cached.storageLevel.useMemory)"))[-1] == "100000 True"
+    # Spark's secret for the session: in the JVM's memory only (the current user's credentials, for local masters).
+    secret = printed(kernel.run("_jvm = sc._jvm\n"
+                                "print(bytes(_jvm.org.apache.hadoop.security.UserGroupInformation.getCurrentUser().getCredentials()"
+                                ".getSecretKey(_jvm.org.apache.hadoop.io.Text('sparkCookie'))).decode())"))[-1]
+    assert_secret_nowhere(secret, [kernels_dir / "rpc-local" / "kernel.json", *scratch_logs(tmp_path / "tmp-rpc-local")])
+
+
+def listening_ports(pid):
+    return {c.laddr.port for c in psutil.Process(pid).net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+
+
+@pytest.mark.parametrize("authenticate", [None, "false"], ids=["default-refused", "forced-off-reached"])
+def test_another_user_cannot_call_the_shared_driver_or_fetch_its_blocks(kernels_dir, tmp_path, other_user, probe, authenticate):
+    run_dir = pathlib.Path(tempfile.mkdtemp(prefix="pyspark-kernel-rpc-"))
+    flags = ["--spark_driver", "shared", "--driver_linger", str(LINGER), "--spark_master", "local[2]"] + ([f"--spark.authenticate={authenticate}"] if authenticate else [])
+    make_kernel(kernels_dir, "rpc-shared", *flags)
+    (tmp_path / "tmp").mkdir()
+    kernel = None
+    try:
+        kernel = Kernel(kernels_dir, "rpc-shared", kernel_environment(tmp_path / "tmp", XDG_RUNTIME_DIR=str(run_dir), PYSPARK_KERNEL_LOG_LEVEL="DEBUG"))
+        assert printed(kernel.run(WORK))[-3:] == WORK_DONE
+        driver_port, app_id = printed(kernel.run("print(spark.conf.get('spark.driver.port'), spark.conf.get('spark.app.id'))"))[-1].split()
+        [record_file] = (run_dir / "pyspark-kernel").glob("*.json")
+        record = json.loads(record_file.read_text())
+        # The block manager's port: the one the server's JVM listens on that is neither Connect's, the UI's nor the driver's.
+        others = listening_ports(record["jvm"]) - {record["port"], int(driver_port), int(record["ui"].rsplit(":", 1)[1])}
+        assert len(others) == 1, others
+        [block_port] = others
+        lines = probe(other_user, driver_port, block_port, app_id, "-")
+        status = kernel.run("%spark status").text
+        if authenticate == "false":
+            assert_reached(lines, block_port)
+            assert "RPC authentication: off" in status, status
+            return
+        assert_refused(lines)
+        assert "RPC authentication: on: the driver's RPC and block transfers need a secret Spark makes for each session" in status, status
+        assert printed(kernel.run(WORK))[-3:] == WORK_DONE
+        # Spark made the secret in the server's JVM: its settings hold none.
+        assert printed(kernel.run("print(spark.conf.get('spark.authenticate'), spark.conf.get('spark.authenticate.secret', 'none'))"))[-1] == "true none"
+    finally:
+        if kernel is not None:
+            kernel.stop()
+        try:
+            wait_until(lambda: not server_jvms(run_dir) and not servers_of(run_dir), LINGER + 60, "the shared driver did not leave after the last notebook")
+        finally:
+            for process in server_jvms(run_dir) + servers_of(run_dir):
+                process.kill()
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def test_a_standalone_kernel_with_the_clusters_secret_keeps_other_users_out(start, other_user, probe, kernels_dir, tmp_path):
+    import secrets
+
+    secret = secrets.token_hex(32)
+    # As a cluster's admin would: the secret in a 0600 properties file, not on the daemons' command lines.
+    properties = tmp_path / "cluster.properties"
+    properties.touch(mode=0o600)
+    properties.write_text(f"spark.authenticate=true\nspark.authenticate.secret={secret}\n")
+    work = tmp_path / "cluster"
+    work.mkdir()
+    with standalone(work, properties=properties) as master:
+        kernel = start("rpc-standalone", "--profile", "standalone", "--spark_master", master, "--executor_python", PYTHON,
+                       "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m", "--spark.executor.cores=2",
+                       "--spark.ui.enabled=false", "--no-class_data_sharing", f"--spark.authenticate.secret=${{env:{SECRET_VARIABLE}}}", "--env-from", SECRET_VARIABLE,
+                       **{SECRET_VARIABLE: secret})
+        assert printed(kernel.run(WORK))[-3:] == WORK_DONE
+        assert printed(kernel.run(RDD_WORK))[-1] == "rdd 1000 3"
+        # The block managers: the driver's and the executor's, which holds the cached blocks.
+        found = printed(kernel.run("print(spark.conf.get('spark.driver.port'), sc.applicationId, 'rdd_%d_0' % rdd.id(), "
+                                   "*sorted(k.split(':')[-1] for k in sc._jsc.sc().getExecutorMemoryStatus().keys().mkString(',').split(',')))"))[-1]
+        driver_port, app_id, block, *block_ports = found.split()
+        assert len(block_ports) == 2, found
+        status = kernel.run("%spark status").text
+        assert "RPC authentication: on: the driver's RPC and block transfers need the cluster's secret" in status, status
+        for block_port in block_ports:
+            assert_refused(probe(other_user, driver_port, block_port, app_id, block))
+        assert printed(kernel.run(RDD_WORK))[-1] == "rdd 1000 3"
+        assert_secret_nowhere(secret, [kernels_dir / "rpc-standalone" / "kernel.json", *scratch_logs(tmp_path / "tmp-rpc-standalone"),
+                                       *glob.glob(str(work / "*.log")), *glob.glob(str(work / "worker" / "*" / "*" / "std*"))])
+    assert stat.S_IMODE(properties.stat().st_mode) == 0o600
