@@ -2,10 +2,15 @@
 
 import os
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
+
+from pyspark_kernel.runtime import uiauth
 
 READY_TIMEOUT = 60
 CELL_TIMEOUT = 180
@@ -60,6 +65,12 @@ class Kernel:
         self.client.start_channels()
         if wait:
             self.wait_for_ready()
+
+    def open_ui(self, url, timeout=30):
+        """A page of this kernel's Spark UI as its owner's Jupyter server opens it: with the token
+        the kernel left beside its connection file (runtime.uiauth)."""
+        token = uiauth.read_token(os.path.dirname(self.manager.connection_file), urllib.parse.urlsplit(url).port)
+        return urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {}), timeout=timeout)
 
     def wait_for_ready(self):
         self.client.wait_for_ready(timeout=READY_TIMEOUT)

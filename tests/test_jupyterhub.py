@@ -233,6 +233,9 @@ def test_a_hub_shares_kernels_keeps_private_ones_private_and_serves_each_spark_u
         assert status == 403 or (status == 302 and "/hub/" in headers.get("Location", "")), (status, headers.get("Location"))
         status, headers, _ = http(ui + "jobs/", None, follow=False)
         assert status == 403 or (status == 302 and "/hub/" in headers.get("Location", "") or "login" in headers.get("Location", "")), (status, headers.get("Location"))
+        # Through bob's own server, the path to ann's UI port gets Spark's own 403: his server holds no token of hers.
+        status, _, body = http(ui.replace(f"/user/{ann}/", f"/user/{bob}/") + "jobs/", tokens[bob], follow=False)
+        assert status == 403, (status, body[:300])
 
         # In a browser logged into the hub as ann, the banner's link opens the UI.
         chromium.call("Page.enable")

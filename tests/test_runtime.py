@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import threading
+import urllib.error
 import urllib.request
 
 import pytest
@@ -33,8 +34,10 @@ def test_background_kernel_answers_at_once_and_the_first_use_of_spark_waits(star
     assert re.fullmatch(r"Spark: 1 job\(s\) done, 2/2 tasks, \d+\.\d s", first.displays[1]), first.displays
     banner = re.fullmatch(r"Spark \S+ \| master local\[\*\] \| app local-\d+ \| UI (http://127\.0\.0\.1:\d+)", first.stream.splitlines()[0])
     assert banner, first.stream
-    with urllib.request.urlopen(banner.group(1), timeout=10) as page:  # the link works from this machine
+    with kernel.open_ui(banner.group(1), timeout=10) as page:  # the link works from this machine, for its owner
         assert page.status == 200
+    with pytest.raises(urllib.error.HTTPError, match="403"):  # and for no one else (the UI's token: runtime.uiauth)
+        urllib.request.urlopen(banner.group(1), timeout=10)
     assert kernel.run("print(type(spark).__name__, type(sc).__name__)").text.strip() == "SparkSession SparkContext"
     again = kernel.run("spark.range(10).count()")
     assert again.result == "10" and "Spark is starting" not in again.text and "Spark 4" not in again.text
@@ -154,8 +157,6 @@ def check_sql_magic(kernel):
 
 
 def test_progress_follows_each_job_in_place_and_ends_as_a_summary_with_a_link_per_job(start):
-    import urllib.request
-
     kernel = start("rt-progress", "--spark_master", "local[2]")
     kernel.run("spark.range(1).count()")
     # Two jobs, the second of two stages (a shuffle), each task a second or more.
@@ -173,7 +174,7 @@ def test_progress_follows_each_job_in_place_and_ends_as_a_summary_with_a_link_pe
     assert len(links) == 2 and final["text/html"].count("<td>succeeded</td>") == 2 and "<td>2/2</td>" in final["text/html"], final["text/html"]
     for link, job in links:
         assert link.startswith("http://127.0.0.1:") and link.endswith(f"/jobs/job/?id={job}")
-        with urllib.request.urlopen(link, timeout=30) as page:  # the job's own page in the Spark UI
+        with kernel.open_ui(link) as page:  # the job's own page in the Spark UI, as its owner opens it
             assert page.status == 200 and f"Details for Job {job}" in page.read().decode()
 
 
@@ -332,7 +333,7 @@ def archive_mapped(app_name, archive):
 
 def run_once(kernels_dir, name, env, expect_options=(), notice=None):
     """One kernel start with one Spark cell: the JVM's options that begin with ``expect_options``
-    were on its command line; ``notice`` (a regex) is the first line the cell printed, or no notice
+    were on its command line; ``notice`` (a regex) is the line the cell printed after the banner, or no notice
     line at all. The JVMs' archive mappings, as {archive: mapped}, asked while the kernel ran."""
     kernel = Kernel(kernels_dir, name, env)
     try:
@@ -343,8 +344,8 @@ def run_once(kernels_dir, name, env, expect_options=(), notice=None):
             assert any(arg.startswith(option) for arg in arguments), (option, arguments)
         lines = ran.stream.splitlines()
         if notice:
-            assert re.fullmatch(notice, lines[0]), lines
-            assert lines[1].startswith("Spark "), lines  # one line, then the banner
+            assert lines[0].startswith("Spark "), lines  # the banner, then one line (the start's notices follow it)
+            assert re.fullmatch(notice, lines[1]), lines
         else:
             assert not [line for line in lines if "class-data-sharing" in line], lines
         archives = {arg.split("=", 1)[1] for arg in arguments if arg.startswith("-XX:SharedArchiveFile=")}
@@ -397,7 +398,7 @@ def test_class_data_sharing_archive_is_built_once_and_a_broken_one_is_set_aside_
     try:
         ran = user.run("spark.range(10).count()")
         assert ran.result == "10", ran.text
-        assert ran.stream.splitlines()[0] == (f"The class-data-sharing archive {archive} was unusable (it is {whole // 2} bytes long, and was written "
+        assert ran.stream.splitlines()[1] == (f"The class-data-sharing archive {archive} was unusable (it is {whole // 2} bytes long, and was written "
                                               f"{whole} bytes long): set aside; this kernel's JVM writes a new one as it exits."), ran.stream
         assert any(arg.startswith(writes) for jvm in spark_jvms(name) for arg in jvm.cmdline())
         # Once started, the kernel pruned the cache: nothing is left of the deleted environments, nor of the archive set aside.

@@ -129,7 +129,7 @@ class Server:
         self.ui = None
         self.ui_protection = None  # its UI's token filter, whose token goes into the record (0600)
 
-    def start_spark(self) -> None:
+    def start_spark(self) -> int:
         os.makedirs(self.paths.scratch, mode=0o700, exist_ok=True)
         conf = self.config["conf"]
         port = free_port()
@@ -334,7 +334,12 @@ def main() -> int:
             return code
         server.watch_jvm()
         server.log(f"serving Spark Connect on 127.0.0.1:{port} (JVM pid {server.proc.pid})")
-        code = server.serve(port)
+        try:
+            code = server.serve(port)
+        except Exception:
+            # os._exit below would drop the traceback: the notebook's message quotes this log.
+            log.exception("the shared driver stopped serving")
+            raise
         return code
     finally:
         server.clean()
