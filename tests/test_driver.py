@@ -225,3 +225,14 @@ def test_a_scratch_path_with_spaces_stays_one_java_option(tmp_path):
     scratch = tmp_path / "a dir with spaces and ünïcødé" / "k.d"
     options = server_settings({}, str(scratch), 1, 2, "WARN", ["-XX:MaxHeapFreeRatio=20"])["spark.driver.defaultJavaOptions"]
     assert shlex.split(options) == ["-XX:MaxHeapFreeRatio=20", f"-Djava.io.tmpdir={scratch}"]  # as Spark's launcher splits them
+
+
+def test_a_runtime_directory_too_deep_for_a_unix_socket_is_said_at_once(tmp_path):
+    deep = tmp_path / ("d" * 120)
+    deep.mkdir()
+    paths = shared.Paths(str(deep), "0123456789abcdef0123")
+    with pytest.raises(shared.SparkStartError) as raised:
+        shared.attach(paths, {}, "4.3.0", {}, 5)
+    assert raised.value.problem.startswith(f"the shared driver's socket {paths.socket} is ") and "more than a Unix socket's path may be" in raised.value.problem
+    assert raised.value.fix == "set XDG_RUNTIME_DIR (or TMPDIR, when XDG_RUNTIME_DIR is unset) to a shorter directory of yours, then restart the kernel"
+    assert not os.listdir(deep)  # nothing started, nothing left

@@ -2,7 +2,10 @@
 kernels): a kernel's own driver fits them, the user's explicit settings win with a one-line notice,
 and %spark status, doctor and a killed driver's message name them."""
 
+import pathlib
+import shutil
 import signal
+import tempfile
 
 import psutil
 import pytest
@@ -156,8 +159,8 @@ def test_a_kernel_under_the_hubs_limits_fits_them_an_explicit_setting_wins_and_a
 
 @pytest.mark.e2e
 def test_the_shared_driver_is_one_per_user_and_fits_its_users_limits(kernels_dir, tmp_path):
-    run_dir, tmp_dir = tmp_path / "run", tmp_path / "tmp"
-    run_dir.mkdir(mode=0o700)
+    # A short runtime directory (0700): the shared driver's Unix socket lives there, and pytest's own are too deep for one.
+    run_dir, tmp_dir = pathlib.Path(tempfile.mkdtemp(prefix="psk-run-")), tmp_path / "tmp"
     tmp_dir.mkdir()
     make_kernel(kernels_dir, "sharedlim", "--spark_driver", "shared", "--driver_linger", "5")
     kernel = Kernel(kernels_dir, "sharedlim", kernel_environment(tmp_dir, XDG_RUNTIME_DIR=str(run_dir), **HUB))
@@ -177,3 +180,4 @@ def test_the_shared_driver_is_one_per_user_and_fits_its_users_limits(kernels_dir
         finally:
             for process in server_jvms(run_dir) + servers_of(run_dir):
                 process.kill()
+            shutil.rmtree(run_dir, ignore_errors=True)

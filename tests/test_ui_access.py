@@ -141,8 +141,8 @@ def test_another_user_gets_nothing_from_the_spark_ui_and_cannot_kill_a_job_while
     flags = ["--spark_driver", "shared", "--driver_linger", "5"] if driver == "shared" else []
     done = run_cli("create", "-k", name, "-d", str(data / "kernels"), "--spark_master", "local[2]", *flags)
     assert done.returncode == 0, done.stderr
-    xdg = tmp_path / "xdg"  # the shared driver's directory: this test's own
-    xdg.mkdir(mode=0o700)
+    # The shared driver's directory: this test's own (0700), short, as its Unix socket needs.
+    xdg = Path(tempfile.mkdtemp(prefix="psk-xdg-"))
     markers, go = tmp_path / "markers", tmp_path / "go"
     markers.mkdir()
     other = f"uiacc{secrets.token_hex(3)}"
@@ -255,5 +255,7 @@ def test_another_user_gets_nothing_from_the_spark_ui_and_cannot_kill_a_job_while
         finally:
             for process in server_jvms(xdg) + servers_of(xdg):
                 process.kill()
+            shutil.rmtree(xdg, ignore_errors=True)
     else:
+        shutil.rmtree(xdg, ignore_errors=True)
         assert_no_jvm_left(name)

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 PROGRESS_DELAY = 0.5  # a cell shows progress once it has run this long with Spark jobs
 PROGRESS_INTERVAL = 0.5
 END_WAIT = 5  # seconds the cell's end waits for the display's last update (a busy JVM can be slow to answer)
+FINAL_SETTLE = 3  # of those, seconds the summary waits for the tracker to hear that the cell's jobs ended
+SETTLE_INTERVAL = 0.05
 WIDTH = 20
 ROWS = 20  # jobs shown, the latest; a cell looping over hundreds of jobs says how many more
 COLOURS = {"done": "#4caf50", "running": "#2196f3", "failed": "#e53935"}
@@ -191,6 +193,14 @@ class Progress:
         now = time.monotonic()
         try:
             self.jobs = read_jobs(self.context.statusTracker(), self.group, self.first_seen, now)
+            # The cell is over, so are its jobs: the tracker hears of their end from Spark's listener
+            # bus, which can lag on a busy JVM. The summary waits for it (a bounded while: the
+            # display closes after END_WAIT), else a finished job would show as still running.
+            settle = now + FINAL_SETTLE
+            while final and any(job.status == "RUNNING" for job in self.jobs) and time.monotonic() < settle:
+                time.sleep(SETTLE_INTERVAL)
+                now = time.monotonic()
+                self.jobs = read_jobs(self.context.statusTracker(), self.group, self.first_seen, now)
         except Exception:  # spark.stop() or %spark restart in the cell: summarise what was last seen
             if not final:
                 raise
