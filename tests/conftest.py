@@ -447,3 +447,33 @@ def start(kernels_dir, tmp_path):
         kernel.stop()
     for _kernel, name, tmp_dir in started:
         assert_left_nothing(name, tmp_dir)
+
+
+class YarnCluster:
+    """The session's live HDFS and YARN (tests/hadoop_cluster.py), and what its kernels share:
+    ``envs``, where their environments go (hidden from the cluster, as is the base Python), and
+    ``flags``, what a fork's yarn profile would set for this cluster beside HADOOP_CONF_DIR."""
+
+    def __init__(self, cluster, envs):
+        import pyspark
+
+        self.cluster, self.envs = cluster, envs
+        # Spark's jars where every node has them (a node's own Spark installation): not 460 MB
+        # uploaded to HDFS for each application.
+        jars = os.path.join(os.path.dirname(pyspark.__file__), "jars")
+        self.flags = (f"--spark.yarn.jars=local:{jars}/*", "--spark.executor.memory=512m", "--spark.yarn.am.memory=512m",
+                      "--spark.executor.cores=1", "--no-class_data_sharing")
+
+
+@pytest.fixture(scope="session")
+def yarn_cluster(tmp_path_factory):
+    """A live one-node HDFS and YARN on a host of its own, for the session (needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("the live YARN cluster runs on a network namespace of its own: root (CI runs as root)")
+    from .hadoop_cluster import hadoop_cluster
+
+    work = tmp_path_factory.mktemp("yarn")
+    envs = work / "kernel-envs"
+    envs.mkdir()
+    with hadoop_cluster(work, hide=[envs, sys.base_prefix]) as cluster:
+        yield YarnCluster(cluster, envs)

@@ -11,7 +11,7 @@ import sys
 import threading
 from typing import Any
 
-from . import auth, jvm, limits, ui, uiauth, warmup
+from . import address, auth, jvm, limits, ui, uiauth, warmup
 from .converters import defer_numpy_converters
 from .diagnostics import KERNEL_DIR, SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, find_java
 from .drivers import CANCEL_THREAD, Driver
@@ -57,6 +57,7 @@ class DedicatedDriver(Driver):
         java = find_java(runtime.environ)
         java_options = []
         fitted, attempt.notices = limits.fit(runtime.conf, runtime.kernel_conf, runtime.environ)  # the hub's CPU_LIMIT and MEM_LIMIT
+        fitted.update(advertised_address(runtime, attempt))
         if runtime.options["class_data_sharing"]:
             self.archive, java_options = jvm.archive_options(java, spark_home, runtime.scratch, runtime.environ, runtime.watchdog, attempt.notices)
         runtime.mark("launching the driver JVM")
@@ -220,9 +221,36 @@ class DedicatedDriver(Driver):
             sc = runtime.context
             executors = sc._jsc.sc().getExecutorMemoryStatus().size() - (0 if sc.master.startswith("local") else 1)
             lines.append(f"application: {sc.applicationId} | UI {self.ui_link() or 'off'}")
+            tracking = tracking_url(sc)
+            if tracking:
+                lines.append(f"tracking URL: {tracking}")
             lines += self.ui_credential.status_lines(sc.uiWebUrl)
             lines.append(f"executors: {executors}" + (" (the driver itself, in local mode)" if sc.master.startswith("local") else ""))
         return lines
+
+
+# Set on the driver's SparkConf when YARN's application master registers: the ResourceManager's
+# web proxy for this application, what YARN lists as its tracking URL.
+PROXY_BASES = "spark.org.apache.spark.deploy.yarn.AmIpFilter.param.PROXY_URI_BASES"
+
+
+def tracking_url(sc: Any) -> str | None:
+    """The YARN application's tracking URL (None off YARN, or before its master registered)."""
+    if sc.master != "yarn":
+        return None
+    bases = sc._jsc.sc().conf().get(PROXY_BASES, "")
+    return bases.split(",")[0].rstrip("/") + "/" if bases else None
+
+
+def advertised_address(runtime, attempt) -> dict:
+    """spark.driver.host for a YARN or standalone cluster, when the kernel has to choose it
+    (runtime.address); a notice with the setting to give when it cannot."""
+    try:
+        host = address.driver_host(runtime.conf.get("spark.master", runtime.master), runtime.conf, runtime.environ)
+    except address.Unknown as why:
+        attempt.notices.append(f"{address.DRIVER_HOST}: {why}, so Spark picks an address the cluster may not reach ({address.FIX})")
+        return {}
+    return {address.DRIVER_HOST: host} if host else {}
 
 
 def cancel_group(context: Any, group: str) -> None:

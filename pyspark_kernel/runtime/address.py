@@ -1,0 +1,137 @@
+"""The address a cluster reaches the driver at.
+
+In client mode the cluster calls the driver back: YARN's application master and every executor
+connect to spark.driver.host. Left alone, Spark advertises this machine's host name, or, when that
+resolves to a loopback address (as on many laptops and containers), the first address of whichever
+interface it lists first: often not one the cluster can reach. The kernel knows better: the
+address this machine reaches the cluster's entry point from (the ResourceManager, the standalone
+master) is on a route the cluster can take back. Where the entry point cannot be found (no Hadoop
+configuration, a name that does not resolve), the kernel leaves Spark's choice alone, and
+``create`` and ``doctor`` say which setting to give. Standard library only.
+"""
+
+from __future__ import annotations  # the kernel's Python may be older than the generator's
+
+import ipaddress
+import os
+import re
+import socket
+import xml.etree.ElementTree as ElementTree
+
+from .masters import MASTERS, master_addresses
+
+DRIVER_HOST = "spark.driver.host"
+RM_PORT = 8032  # YARN's default for yarn.resourcemanager.address
+RM_WEB_PORT = 8088
+# Spark's own ways to choose the address, which the kernel must not overrule.
+CHOSEN_BY_ENVIRONMENT = ("SPARK_LOCAL_IP", "SPARK_LOCAL_HOSTNAME")
+_REFERENCE = re.compile(r"\$\{([^}]+)\}")
+
+
+class Unknown(Exception):
+    """Why the cluster's entry point cannot be told from here."""
+
+
+def kind_of(master: str) -> str | None:
+    return next((kind for kind, pattern in MASTERS.items() if pattern.fullmatch(master)), None)
+
+
+def hadoop_conf_dirs(environ) -> list[str]:
+    return [environ[name] for name in ("HADOOP_CONF_DIR", "YARN_CONF_DIR") if environ.get(name)]
+
+
+def hadoop_properties(environ, file: str) -> dict:
+    """The properties of ``file`` (yarn-site.xml, core-site.xml) in the Hadoop configuration
+    directories, the first directory's value winning, ${...} references resolved within them."""
+    properties: dict = {}
+    for directory in reversed(hadoop_conf_dirs(environ)):
+        path = os.path.join(directory, file)
+        if not os.path.isfile(path):
+            continue
+        try:
+            root = ElementTree.parse(path).getroot()
+        except (ElementTree.ParseError, OSError) as error:
+            raise Unknown(f"{path} is not readable Hadoop configuration ({error})") from None
+        for prop in root.iter("property"):
+            name, value = prop.findtext("name"), prop.findtext("value")
+            if name and value is not None:
+                properties[name.strip()] = value.strip()
+    for name, value in properties.items():
+        for _ in range(10):  # references to references, as Hadoop resolves them
+            value = _REFERENCE.sub(lambda found: properties.get(found.group(1), found.group(0)), value)
+        properties[name] = value
+    return properties
+
+
+def split_address(address: str, default_port: int) -> tuple[str, int]:
+    host, colon, port = address.strip().rpartition(":")
+    if not colon or not port.isdigit():
+        return address.strip().strip("[]"), default_port
+    return host.strip("[]"), int(port)
+
+
+def resource_manager(environ, web: bool = False) -> tuple[str, int]:
+    """(host, port) of the ResourceManager (its web address with ``web``), from yarn-site.xml; the
+    first of an HA pair."""
+    if not hadoop_conf_dirs(environ):
+        raise Unknown("neither HADOOP_CONF_DIR nor YARN_CONF_DIR is set, so the ResourceManager's address is unknown")
+    yarn = hadoop_properties(environ, "yarn-site.xml")
+    suffix = ""
+    if yarn.get("yarn.resourcemanager.ha.enabled", "false").lower() == "true" and yarn.get("yarn.resourcemanager.ha.rm-ids"):
+        suffix = "." + yarn["yarn.resourcemanager.ha.rm-ids"].split(",")[0].strip()
+    key, default_port = ("yarn.resourcemanager.webapp.address", RM_WEB_PORT) if web else ("yarn.resourcemanager.address", RM_PORT)
+    address = yarn.get(key + suffix) or yarn.get(key)
+    if address and not address.startswith("0.0.0.0"):
+        return split_address(address, default_port)
+    host = yarn.get("yarn.resourcemanager.hostname" + suffix) or yarn.get("yarn.resourcemanager.hostname")
+    if not host or host == "0.0.0.0":
+        raise Unknown(f"yarn-site.xml in {os.pathsep.join(hadoop_conf_dirs(environ))} names no ResourceManager (yarn.resourcemanager.hostname)")
+    return host, split_address(address, default_port)[1] if address else default_port
+
+
+def entry_point(master: str, environ) -> tuple[str, int]:
+    """(host, port) the driver first talks to on the cluster ``master`` names."""
+    kind = kind_of(master)
+    if kind == "yarn":
+        return resource_manager(environ)
+    if kind == "standalone":
+        return master_addresses(master)[0]
+    raise Unknown(f"{master} is not a YARN or standalone master")
+
+
+def route_source(host: str, port: int) -> str:
+    """The address of this machine that packets to ``host`` leave from (no packet is sent)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except socket.gaierror as error:
+        raise Unknown(f"{host} does not resolve here ({error.strerror or error})") from None
+    family, kind, proto, _, target = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        try:
+            probe.connect(target)  # UDP: picks the route and the source address, sends nothing
+        except OSError as error:
+            raise Unknown(f"there is no route from here to {host} ({error.strerror or error})") from None
+        return probe.getsockname()[0]
+
+
+def driver_host(master: str, conf: dict, environ) -> str | None:
+    """The address the driver should advertise to the cluster, when the kernel has to choose it:
+    a YARN or standalone master, no spark.driver.host given, no SPARK_LOCAL_IP or
+    SPARK_LOCAL_HOSTNAME; None otherwise. Raises Unknown when it should choose and cannot."""
+    if kind_of(master) not in ("yarn", "standalone") or conf.get(DRIVER_HOST) or any(environ.get(name) for name in CHOSEN_BY_ENVIRONMENT):
+        return None
+    host, port = entry_point(master, environ)
+    source = route_source(host, port)
+    if ipaddress.ip_address(source.split("%")[0]).is_loopback and not is_loopback(host):
+        raise Unknown(f"this machine reaches {host} from a loopback address")
+    return source
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in socket.getaddrinfo(host, None))
+    except socket.gaierror:
+        return False
+
+
+FIX = "give the address of this machine that the cluster reaches: --spark.driver.host=ADDRESS to pyspark-kernel create (or pyspark-kernel upgrade)"

@@ -1,0 +1,164 @@
+import java.io.File;
+import java.io.FileOutputStream;
+import java.io.IOException;
+import java.io.OutputStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.Map;
+import java.util.TreeMap;
+
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.FileSystem;
+import org.apache.hadoop.fs.permission.FsPermission;
+import org.apache.hadoop.hdfs.HdfsConfiguration;
+import org.apache.hadoop.hdfs.server.datanode.DataNode;
+import org.apache.hadoop.hdfs.server.namenode.NameNode;
+import org.apache.hadoop.yarn.conf.YarnConfiguration;
+import org.apache.hadoop.yarn.server.nodemanager.NodeManager;
+import org.apache.hadoop.yarn.server.resourcemanager.ResourceManager;
+
+/**
+ * A one-node Hadoop cluster for the tests: a NameNode, a DataNode, a ResourceManager and a
+ * NodeManager in this JVM, every one of them bound to HOST (the address of the network namespace
+ * the test runs it in), on Hadoop's default ports: the namespace is the cluster's own host, so no
+ * port is shared with anything else.
+ *
+ *   OneNodeCluster HOST WORK_DIR CLIENT_CONF_DIR
+ *
+ * It writes the cluster's client configuration (core-site.xml, hdfs-site.xml, yarn-site.xml), what
+ * a cluster's admins hand their users as HADOOP_CONF_DIR, then prints "READY" and runs until its
+ * standard input closes or it is signalled; it then stops the NodeManager first, which stops the
+ * containers it started.
+ *
+ * Hadoop's MiniYARNCluster is not used: it binds its daemons to "localhost", so its nodes and the
+ * executors on them would advertise an address only the cluster's own host can reach.
+ */
+public final class OneNodeCluster {
+    static final int NAMENODE = 8020, RESOURCE_MANAGER_WEB = 8088;
+
+    public static void main(String[] args) throws Exception {
+        String host = args[0];
+        File work = new File(args[1]);
+        File clientConf = new File(args[2]);
+        Configuration conf = configuration(host, work);
+        // Four daemons in one JVM register the same metrics sources, as in Hadoop's own mini clusters.
+        org.apache.hadoop.metrics2.lib.DefaultMetricsSystem.setMiniClusterMode(true);
+
+        NameNode.format(conf);
+        NameNode nameNode = new NameNode(conf);
+        DataNode dataNode = DataNode.createDataNode(new String[0], conf);
+        ResourceManager resourceManager = new ResourceManager();
+        NodeManager nodeManager = new NodeManager();
+        Runnable stop = () -> {
+            // Each stop on its own: one that fails must not leave the others running.
+            try { nodeManager.stop(); } catch (RuntimeException e) { e.printStackTrace(); }
+            try { resourceManager.stop(); } catch (RuntimeException e) { e.printStackTrace(); }
+            try { dataNode.shutdown(); } catch (RuntimeException e) { e.printStackTrace(); }
+            try { nameNode.stop(); } catch (RuntimeException e) { e.printStackTrace(); }
+        };
+        Runtime.getRuntime().addShutdownHook(new Thread(stop));
+
+        waitFor("the DataNode to register", () -> nameNode.getNamesystem().getNumLiveDataNodes() >= 1 && !nameNode.isInSafeMode());
+        try (FileSystem fs = FileSystem.get(conf)) {
+            // As on a real cluster: users' home directories, and a world-writable /tmp.
+            fs.mkdirs(new org.apache.hadoop.fs.Path("/user"), new FsPermission((short) 0755));
+            fs.mkdirs(new org.apache.hadoop.fs.Path("/tmp"));
+            fs.setPermission(new org.apache.hadoop.fs.Path("/tmp"), new FsPermission((short) 01777));
+        }
+        resourceManager.init(conf);
+        resourceManager.start();
+        nodeManager.init(new YarnConfiguration(conf));
+        nodeManager.start();
+        waitFor("the NodeManager to register", () -> resourceManager.getRMContext().getRMNodes().size() >= 1
+                && resourceManager.getResourceScheduler().getNumClusterNodes() >= 1);
+
+        writeClientConfiguration(host, clientConf);
+        System.out.println("READY");
+        System.out.flush();
+        // Until the test closes our standard input (or it dies, and with it the pipe).
+        while (System.in.read() != -1) { }
+        System.exit(0);  // the shutdown hook stops the daemons
+    }
+
+    static Configuration configuration(String host, File work) {
+        Configuration conf = new YarnConfiguration(new HdfsConfiguration());
+        conf.set("hadoop.tmp.dir", new File(work, "tmp").getAbsolutePath());
+        conf.set("fs.defaultFS", "hdfs://" + host + ":" + NAMENODE);
+        conf.set("dfs.namenode.rpc-address", host + ":" + NAMENODE);
+        conf.set("dfs.namenode.http-address", host + ":9870");
+        conf.set("dfs.namenode.name.dir", new File(work, "name").getAbsolutePath());
+        conf.set("dfs.datanode.data.dir", new File(work, "data").getAbsolutePath());
+        conf.set("dfs.datanode.address", host + ":9866");
+        conf.set("dfs.datanode.http.address", host + ":9864");
+        conf.set("dfs.datanode.ipc.address", host + ":9867");
+        conf.set("dfs.datanode.hostname", host);
+        conf.setInt("dfs.replication", 1);
+        // A test machine's disk may be nearly full; the one node must still take blocks.
+        conf.setLong("dfs.datanode.du.reserved", 0);
+
+        conf.set("yarn.resourcemanager.hostname", host);
+        conf.set("yarn.resourcemanager.webapp.address", host + ":" + RESOURCE_MANAGER_WEB);
+        conf.set("yarn.nodemanager.hostname", host);
+        conf.set("yarn.nodemanager.address", host + ":8041");
+        conf.set("yarn.nodemanager.localizer.address", host + ":8040");
+        conf.set("yarn.nodemanager.webapp.address", host + ":8042");
+        conf.set("yarn.nodemanager.local-dirs", new File(work, "nm-local").getAbsolutePath());
+        conf.set("yarn.nodemanager.log-dirs", new File(work, "nm-logs").getAbsolutePath());
+        conf.setInt("yarn.nodemanager.resource.memory-mb", 6144);
+        conf.setInt("yarn.nodemanager.resource.cpu-vcores", 4);
+        conf.setBoolean("yarn.nodemanager.pmem-check-enabled", false);
+        conf.setBoolean("yarn.nodemanager.vmem-check-enabled", false);
+        conf.setFloat("yarn.nodemanager.disk-health-checker.max-disk-utilization-per-disk-percentage", 100.0f);
+        conf.setInt("yarn.nodemanager.disk-health-checker.min-free-space-per-disk-mb", 0);
+        conf.setInt("yarn.nodemanager.delete.debug-delay-sec", 0);
+        conf.setInt("yarn.scheduler.minimum-allocation-mb", 256);
+        conf.setBoolean("yarn.timeline-service.enabled", false);
+        conf.setBoolean("yarn.log-aggregation-enable", false);
+        // Two queues, as a shared cluster has; application masters may take half of each.
+        conf.set("yarn.scheduler.capacity.root.queues", "default,etl");
+        conf.set("yarn.scheduler.capacity.root.default.capacity", "50");
+        conf.set("yarn.scheduler.capacity.root.etl.capacity", "50");
+        conf.set("yarn.scheduler.capacity.root.default.maximum-capacity", "100");
+        conf.set("yarn.scheduler.capacity.root.etl.maximum-capacity", "100");
+        conf.set("yarn.scheduler.capacity.maximum-am-resource-percent", "0.5");
+        // The node's health and its containers' ends reach the ResourceManager within a second.
+        conf.setLong("yarn.resourcemanager.nodemanagers.heartbeat-interval-ms", 250);
+        return conf;
+    }
+
+    /** What a cluster's users are given: where the NameNode and the ResourceManager are. */
+    static void writeClientConfiguration(String host, File dir) throws IOException {
+        dir.mkdirs();
+        Map<String, String> core = new TreeMap<>(), hdfs = new TreeMap<>(), yarn = new TreeMap<>();
+        core.put("fs.defaultFS", "hdfs://" + host + ":" + NAMENODE);
+        hdfs.put("dfs.replication", "1");
+        yarn.put("yarn.resourcemanager.hostname", host);
+        yarn.put("yarn.resourcemanager.webapp.address", host + ":" + RESOURCE_MANAGER_WEB);
+        write(new File(dir, "core-site.xml"), core);
+        write(new File(dir, "hdfs-site.xml"), hdfs);
+        write(new File(dir, "yarn-site.xml"), yarn);
+    }
+
+    static void write(File file, Map<String, String> properties) throws IOException {
+        Configuration conf = new Configuration(false);
+        properties.forEach(conf::set);
+        Path partial = file.toPath().resolveSibling(file.getName() + ".partial");
+        try (OutputStream out = new FileOutputStream(partial.toFile())) {
+            conf.writeXml(out);
+        }
+        Files.move(partial, file.toPath(), StandardCopyOption.ATOMIC_MOVE);
+    }
+
+    interface Check { boolean holds() throws Exception; }
+
+    static void waitFor(String what, Check check) throws Exception {
+        long deadline = System.nanoTime() + 120_000_000_000L;
+        while (!check.holds()) {
+            if (System.nanoTime() > deadline) {
+                throw new IllegalStateException("gave up after 120 s waiting for " + what);
+            }
+            Thread.sleep(100);
+        }
+    }
+}
