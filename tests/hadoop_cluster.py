@@ -33,6 +33,7 @@ SOURCE = os.path.join(HERE, "OneNodeCluster.java")
 BUILD_TIMEOUT = 900  # seconds: Maven's first download of Hadoop (about 110 MB)
 START_TIMEOUT = 180  # seconds for the four daemons to come up and the node to register
 STOP_TIMEOUT = 60  # seconds for them to stop, the NodeManager's containers with them
+LOG_TIMES = ("-Dorg.slf4j.simpleLogger.showDateTime=true", "-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS")
 SUBNETS = ipaddress.ip_network("10.231.0.0/16")  # /30 links for the tests' hosts
 
 
@@ -72,7 +73,16 @@ def built_cluster():
             if built.returncode != 0:
                 raise AssertionError(f"javac could not compile {SOURCE}:\n{built.stderr[-3000:]}")
             open(marker, "w").close()
+            prune(keep=target)
     return f"{classes}:{os.path.join(lib, '*')}", classes
+
+
+def prune(keep):
+    """Builds of other poms and sources: superseded."""
+    for entry in os.listdir(cache_root()):
+        path = os.path.join(cache_root(), entry)
+        if entry.startswith("hadoop-cluster-") and path != keep and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class Host:
@@ -174,7 +184,7 @@ def hadoop_cluster(work, hide=()):
     conf_dir = work / "conf"
     with network_host() as host:
         env = {**os.environ, "JAVA_HOME": java_home()}
-        argv = [os.path.join(env["JAVA_HOME"], "bin", "java"), "-Xmx1g", "-cp", classpath, "OneNodeCluster", host.address, str(work / "daemons"), str(conf_dir)]
+        argv = [os.path.join(env["JAVA_HOME"], "bin", "java"), "-Xmx1g", *LOG_TIMES, "-cp", classpath, "OneNodeCluster", host.address, str(work / "daemons"), str(conf_dir)]
         with open(work / "cluster.log", "wb") as log:
             process = subprocess.Popen(host.command(argv, hide), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env, start_new_session=True)
         try:
@@ -183,7 +193,7 @@ def hadoop_cluster(work, hide=()):
                 raise AssertionError(f"the Hadoop cluster did not come up within {START_TIMEOUT} s; see {work}/cluster.log")
             yield Cluster(host, conf_dir, work)
         finally:
-            process.stdin.close()  # it stops its daemons, the NodeManager's containers first
+            process.stdin.close()  # it stops the NodeManager, which stops its containers, and exits
             try:
                 process.wait(timeout=STOP_TIMEOUT)
             except subprocess.TimeoutExpired:

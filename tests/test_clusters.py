@@ -28,7 +28,7 @@ def test_yarn_profile_gives_spark_exactly_this(kernels_dir):
     assert {k: v for k, v in conf.items() if k not in ("spark.ui.showConsoleProgress", "spark.sql.repl.eagerEval.enabled")} == {
         "spark.master": "yarn", "spark.app.name": "on-yarn", "spark.submit.deployMode": "client", "spark.yarn.queue": "analytics",
         "spark.executor.memory": "2g", "spark.executor.cores": "2", "spark.dynamicAllocation.enabled": "true",
-        "spark.dynamicAllocation.maxExecutors": "10",
+        "spark.dynamicAllocation.maxExecutors": "10", "spark.dynamicAllocation.shuffleTracking.enabled": "true",
     }
     env = kernel_env(spec)
     assert env["HADOOP_CONF_DIR"] == "/etc/hadoop/conf" and "YARN_CONF_DIR" not in env

@@ -14,7 +14,8 @@ import pytest
 from .conftest import CLEANUP_TIMEOUT, assert_no_jvm_left, run_cli, venv_with_project_packages
 from .kernels import Kernel, kernel_environment, wait_until
 
-pytestmark = pytest.mark.e2e
+# One worker runs them all, one after the other, on its one cluster (make test: --dist loadgroup).
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("yarn")]
 
 SHUTDOWN_WINDOW = 20  # seconds the watchdog gives a driver JVM to stop after its kernel is gone (watchdog.sh)
 # Big packages no executor of these tests imports: a leaner environment to pack.
@@ -53,17 +54,25 @@ def the_app(cluster, name):
     return apps[-1]
 
 
-def test_a_yarn_kernel_runs_on_the_cluster_and_leaves_nothing_behind(yarn_cluster, kernel_env, kernels_dir, tmp_path):
+def test_a_yarn_kernel_through_its_applications_life(yarn_cluster, kernel_env, kernels_dir, tmp_path):
+    """One kernel through a YARN application's life, each step as the ResourceManager and HDFS see
+    it: the session starts on YARN; the executors run in the NodeManager's containers on the
+    environment YARN localised from spark.archives; the notebook reads and writes hdfs:// paths;
+    %spark status names the application and its tracking URL; an interrupt cancels the cell's jobs;
+    dynamic allocation gives idle executors back; idle_timeout ends the application (FINISHED) and
+    the next cell starts a new one; shutdown leaves no RUNNING application and no staging directory."""
+    from .kernels import assert_interrupt_stops_a_minute_long_job
+
     cluster = yarn_cluster.cluster
-    kernel, tmp_dir = yarn_kernel(yarn_cluster, kernel_env, kernels_dir, tmp_path, "on-yarn")
+    kernel, tmp_dir = yarn_kernel(yarn_cluster, kernel_env, kernels_dir, tmp_path, "on-yarn", "--idle_timeout", "20",
+                                  "--spark.dynamicAllocation.executorIdleTimeout=3s", "--spark.dynamicAllocation.maxExecutors=2")
     try:
         first = kernel.run("print(sc.master, sc.applicationId)").stream
         assert re.search(r"^yarn application_\d+_\d+$", first, re.M), first
         app = the_app(cluster, "on-yarn")
         assert (app["state"], app["queue"]) == ("RUNNING", "root.default"), app
 
-        # The executors run in the NodeManager's containers, on the environment YARN localised
-        # from spark.archives: neither the kernel's environment nor its base Python is there.
+        # Neither the kernel's environment nor its base Python is on the cluster's host.
         where = kernel.run(
             "def _where(_):\n"
             "    import os, sys, only_in_kernel_env\n"
@@ -88,11 +97,33 @@ def test_a_yarn_kernel_runs_on_the_cluster_and_leaves_nothing_behind(yarn_cluste
         assert f"application: {app['id']}" in status, status
         assert f"tracking URL: {cluster.rm}/proxy/{app['id']}/" in status, status
         assert app["id"] in cluster.hdfs_list("/user/root/.sparkStaging"), "the running application has no staging directory"
+
+        assert_interrupt_stops_a_minute_long_job(kernel, tmp_path / "markers")
+
+        # Shuffle tracking keeps the executors that hold the last jobs' shuffle files while the
+        # driver still references the shuffles; once its garbage collector has let them go (Spark's
+        # cleaner removes them), the executors are idle: after 3 s, back to YARN.
+        def given_back():
+            kernel.evaluate("sc._jvm.System.gc()")
+            return cluster.app(app["id"])["runningContainers"] == 1
+
+        wait_until(given_back, 60, f"the idle executors were not given back: the ResourceManager shows {cluster.app(app['id'])['runningContainers']} containers, not the master's 1")
+
+        # idle_timeout: 20 s after the last job the application ends.
+        wait_until(lambda: cluster.app(app["id"])["state"] == "FINISHED", 60,
+                   f"{app['id']} is {cluster.app(app['id'])['state']} 60 s after the last job, with idle_timeout=20")
+        assert cluster.app(app["id"])["finalStatus"] == "SUCCEEDED"
+        wait_until(lambda: app["id"] not in cluster.hdfs_list("/user/root/.sparkStaging"), SHUTDOWN_WINDOW, "the ended application's staging directory stayed in HDFS")
+        again = kernel.run("print('APP', sc.applicationId, spark.range(3).count())")
+        assert again.error is None, again.text
+        second = next(line.split()[1] for line in again.stream.splitlines() if line.startswith("APP "))
+        assert second != app["id"] and cluster.app(second)["state"] == "RUNNING"
+        assert "idle_timeout" in again.stream
     finally:
         kernel.stop()
-    wait_until(lambda: cluster.app(app["id"])["state"] == "FINISHED", SHUTDOWN_WINDOW, f"{app['id']} is not FINISHED after the kernel's shutdown: {cluster.app(app['id'])}")
-    assert cluster.app(app["id"])["finalStatus"] == "SUCCEEDED"
-    wait_until(lambda: app["id"] not in cluster.hdfs_list("/user/root/.sparkStaging"), SHUTDOWN_WINDOW, "the staging directory stayed in HDFS")
+    wait_until(lambda: cluster.app(second)["state"] == "FINISHED", SHUTDOWN_WINDOW, f"{second} is not FINISHED after the kernel's shutdown: {cluster.app(second)}")
+    assert cluster.app(second)["finalStatus"] == "SUCCEEDED"
+    wait_until(lambda: second not in cluster.hdfs_list("/user/root/.sparkStaging"), SHUTDOWN_WINDOW, "the staging directory stayed in HDFS")
     assert_no_jvm_left("on-yarn", timeout=CLEANUP_TIMEOUT)
     wait_until(lambda: os.listdir(tmp_dir) == [], CLEANUP_TIMEOUT, f"the kernel left files in its TMPDIR: {os.listdir(tmp_dir)}")
 
