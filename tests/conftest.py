@@ -5,13 +5,13 @@ import importlib.metadata
 import json
 import os
 import re
-import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 
 import psutil
@@ -266,66 +266,93 @@ ONE_EXECUTOR = "--spark.executor.cores=2"
 
 
 class Endpoint(str):
-    """A service's URL, which tests pass on as it is, with the address of its web UI beside it."""
+    """A service's URL, which tests pass on as it is, with the address of its web UI beside it, and
+    for a cluster, the host it runs on (``host.gateway``: the address a driver here advertises to it)."""
 
-    def __new__(cls, url, ui):
+    def __new__(cls, url, ui, host=None):
         endpoint = super().__new__(cls, url)
-        endpoint.ui = ui
+        endpoint.ui, endpoint.host = ui, host
         return endpoint
 
 
+class Loopback:
+    """This machine's loopback as a cluster's host, where a host of its own needs root that the
+    tests lack: the same interface as tests/hadoop_cluster.py's Host."""
+
+    name, gateway, address = "loopback", "127.0.0.1", "127.0.0.1"
+
+    def command(self, argv, hide=()):
+        if hide:
+            pytest.skip("a cluster that cannot see the driver's files needs a mount namespace: root (CI runs as root)")
+        return list(argv)
+
+
 @contextlib.contextmanager
-def standalone(work, port=None, hide=(), properties=None):
-    """A real Spark standalone master and one worker (2 cores) on 127.0.0.1, from pip's pyspark,
-    with their logs in ``work``; yields the master URL and stops both, even on failure. Ports the
-    test does not name are chosen by Spark itself (0) and read from its log: no race with other
-    tests for a port that was free a moment ago. ``hide``: directories the worker must not see,
-    as on another host (its own mount namespace, each of them under an empty tmpfs; needs root).
-    ``properties``: a Spark properties file both daemons read (--properties-file), e.g. the cluster's secret."""
+def cluster_host():
+    """A host of its own for a test's cluster (a network namespace, tests/hadoop_cluster.py), as a
+    notebook machine sees a cluster's; without root, this machine's loopback, with a warning."""
+    if os.geteuid() != 0:
+        warnings.warn("the standalone cluster runs on 127.0.0.1, not on a host of its own (a network namespace needs root; CI runs as root)", stacklevel=3)
+        yield Loopback()
+        return
+    from .hadoop_cluster import network_host
+
+    with network_host("pss") as host:
+        yield host
+
+
+@contextlib.contextmanager
+def standalone(work, port=None, hide=(), properties=None, host=None):
+    """A real Spark standalone master and one worker (2 cores) on a host of their own (``host``, or
+    one made for them by cluster_host), from pip's pyspark, with their logs in ``work``; yields the
+    master URL and stops both, even on failure. Ports the test does not name are chosen by Spark
+    itself (0) and read from its log. ``hide``: directories the daemons and executors must not see,
+    as on another host (each of them under an empty tmpfs; needs root). ``properties``: a Spark
+    properties file both daemons read (--properties-file), e.g. the cluster's secret."""
     import http.client
     import urllib.request
 
     import pyspark
 
     home = os.path.dirname(pyspark.__file__)
-    env = {**os.environ, "SPARK_HOME": home, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(work), "SPARK_NO_DAEMONIZE": "1"}
     spark_class = os.path.join(home, "bin", "spark-class")
     daemons = []
+    with contextlib.ExitStack() as stack:
+        host = host or stack.enter_context(cluster_host())
+        # SPARK_LOCAL_IP: the daemons, and the executors the worker starts, listen on the host's address only.
+        env = {**os.environ, "SPARK_HOME": home, "SPARK_LOCAL_IP": host.address, "SPARK_LOG_DIR": str(work), "SPARK_NO_DAEMONIZE": "1"}
 
-    def launch(name, *args, hidden=()):
-        command = [spark_class, *args, *(["--properties-file", str(properties)] if properties else [])]
-        if hidden:
-            mounts = " && ".join(f"mount -t tmpfs none {shlex.quote(str(path))}" for path in hidden)
-            command = ["unshare", "-m", "--propagation", "private", "/bin/sh", "-c", f'{mounts} && exec "$@"', "sh", *command]
-        with open(work / f"{name}.log", "wb") as log:
-            daemons.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
+        def launch(name, *args):
+            command = host.command([spark_class, *args, *(["--properties-file", str(properties)] if properties else [])], hide)
+            with open(work / f"{name}.log", "wb") as log:
+                daemons.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
 
-    try:
-        launch("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port or 0), "--webui-port", "0")
-        found = {}
+        try:
+            launch("master", "org.apache.spark.deploy.master.Master", "--host", host.address, "--port", str(port or 0), "--webui-port", "0")
+            found = {}
 
-        def master_up():
-            found["url"] = log_match(work / "master.log", r"Starting Spark master at (spark://127\.0\.0\.1:\d+)")
-            found["ui"] = log_match(work / "master.log", r"MasterWebUI.* started at (http://[\w.]+:\d+)")
-            return found["url"] and found["ui"]
+            def master_up():
+                found["url"] = log_match(work / "master.log", rf"Starting Spark master at (spark://{re.escape(host.address)}:\d+)")
+                found["ui"] = log_match(work / "master.log", r"MasterWebUI.* started at (http://[\w.]+:\d+)")
+                return found["url"] and found["ui"]
 
-        wait_for_service(master_up, daemons, f"the standalone master did not come up; see {work}/master.log")
-        master, ui = found["url"].group(1), found["ui"].group(1)
-        launch("worker", "org.apache.spark.deploy.worker.Worker", master, "--host", "127.0.0.1", "--cores", "2", "--memory", "2g",
-               "--webui-port", "0", "--work-dir", str(work / "worker"), hidden=hide)
+            wait_for_service(master_up, daemons, f"the standalone master did not come up; see {work}/master.log")
+            master, ui = found["url"].group(1), found["ui"].group(1)
+            launch("worker", "org.apache.spark.deploy.worker.Worker", master, "--host", host.address, "--cores", "2", "--memory", "2g",
+                   "--webui-port", "0", "--work-dir", str(work / "worker"))
 
-        def workers_alive():
-            try:
-                with urllib.request.urlopen(f"{ui}/json/", timeout=5) as page:
-                    return json.load(page).get("aliveworkers", 0) >= 1
-            except (OSError, http.client.HTTPException, ValueError):
-                return False
+            def workers_alive():
+                try:
+                    with urllib.request.urlopen(f"{ui}/json/", timeout=5) as page:
+                        return json.load(page).get("aliveworkers", 0) >= 1
+                except (OSError, http.client.HTTPException, ValueError):
+                    return False
 
-        wait_for_service(workers_alive, daemons, f"the standalone worker did not register; see {work}/master.log and worker.log")
-        yield Endpoint(master, ui)
-    finally:
-        for daemon in reversed(daemons):  # the worker first: it stops its executors
-            stop_process_group(daemon)
+            wait_for_service(workers_alive, daemons, f"the standalone worker did not register; see {work}/master.log and worker.log")
+            yield Endpoint(master, ui, host)
+        finally:
+            for daemon in reversed(daemons):  # the worker first: it stops its executors
+                stop_process_group(daemon)
 
 
 @pytest.fixture(scope="session")

@@ -100,9 +100,10 @@ def test_connect_profile_points_at_a_connect_server(kernels_dir):
 @pytest.mark.e2e
 @pytest.mark.skipif(os.geteuid() != 0, reason="a worker that cannot see the driver's files needs a mount namespace: root (CI runs as root)")
 def test_executors_on_a_host_without_the_drivers_files_run_the_shipped_environment(tmp_path):
-    """The worker runs in a mount namespace of its own where the kernel's environment and the
-    interpreter it was made from are hidden, as on another host: the executors can only run what
-    the kernel shipped. The archive's path has a space, '#', '%' and a quote in it."""
+    """The master and worker run on a host of their own (a network namespace), where the kernel's
+    environment and the interpreter it was made from are hidden (a mount namespace): the executors
+    can only run what the kernel shipped, and reach the driver only at the address it advertises.
+    The archive's path has a space, '#', '%' and a quote in it."""
     import sys
 
     import nbformat
@@ -131,16 +132,21 @@ def test_executors_on_a_host_without_the_drivers_files_run_the_shipped_environme
     no_archive = ("_args = [str(arg) for arg in sc._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()]\n"
                   "assert not [arg for arg in _args if 'SharedArchiveFile' in arg or 'ArchiveClassesAtExit' in arg], _args\n"
                   "print('no class-data-sharing archive')")
-    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source, metadata={"tags": ["check:other_host"]}),
-                                                   nbformat.v4.new_code_cell(no_archive, metadata={"tags": ["check:no_archive"]})]), check)
     with standalone(work, hide=[venv, sys.base_prefix]) as master:
+        # Given no address, the kernel advertises this machine's end of the link to the cluster's host.
+        advertised = (f"assert sc.getConf().get('spark.driver.host') == {master.host.gateway!r}, sc.getConf().get('spark.driver.host')\n"
+                      "print('the driver advertises the address the cluster reaches')")
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source, metadata={"tags": ["check:other_host"]}),
+                                                       nbformat.v4.new_code_cell(no_archive, metadata={"tags": ["check:no_archive"]}),
+                                                       nbformat.v4.new_code_cell(advertised, metadata={"tags": ["check:driver_host"]})]), check)
         create(kernels_dir, "on-standalone", "-e", str(venv), "--profile", "standalone", "--spark_master", master,
-               "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m", ONE_EXECUTOR, "--no-class_data_sharing")
+               "--spark.executor.memory=512m", ONE_EXECUTOR, "--no-class_data_sharing")
         assert (kernels_dir / "on-standalone" / "environment.tar.gz").stat().st_size > 0
         done = run_cli("smoke", "on-standalone", "-d", str(kernels_dir), "--notebook", str(check))
         assert done.returncode == 0, done.stdout + done.stderr  # the executor-Python check included
         assert "PASS other_host: executors run the shipped interpreter and see neither the environment nor its base" in done.stdout
         assert "PASS no_archive: no class-data-sharing archive" in done.stdout
+        assert "PASS driver_host: the driver advertises the address the cluster reaches" in done.stdout
         assert_no_jvm_left("on-standalone")
 
 

@@ -55,8 +55,8 @@ def other_user():
 
 @pytest.fixture(scope="module")
 def probe():
-    """probe(user, driver_port, block_port, app_id, block_id, secret=None) -> the lines RpcProbe printed,
-    run as ``user`` with Spark's jars (hard links) and the class in a directory anyone can read."""
+    """probe(user, driver, block_manager, app_id, block_id, secret=None) -> the lines RpcProbe printed,
+    run as ``user`` (driver and block manager: HOST:PORT, or a port on 127.0.0.1) with Spark's jars (hard links) and the class in a directory anyone can read."""
     import pyspark
 
     where = pathlib.Path(tempfile.mkdtemp(prefix="pyspark-kernel-rpc-probe-"))
@@ -76,8 +76,8 @@ def probe():
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
         java = shutil.which("java")
 
-        def run(user, driver_port, block_port, app_id, block_id, secret=None):
-            command = [java, "-cp", f"{classes}:{jars}/*", "RpcProbe", str(driver_port), str(block_port), app_id, block_id]
+        def run(user, driver, block_manager, app_id, block_id, secret=None):
+            command = [java, "-cp", f"{classes}:{jars}/*", "RpcProbe", str(driver), str(block_manager), app_id, block_id]
             done = as_user(user, *([f"PROBE_SECRET={secret}"] if secret else []), *command, timeout=PROBE_TIMEOUT)
             lines = [line for line in done.stdout.splitlines() if line.startswith(("rpc ", "fetch "))]
             assert done.returncode == 0 and len(lines) == 2, done.stdout + done.stderr[-3000:]
@@ -206,20 +206,21 @@ def test_a_standalone_kernel_with_the_clusters_secret_keeps_other_users_out(star
     work.mkdir()
     with standalone(work, properties=properties) as master:
         kernel = start("rpc-standalone", "--profile", "standalone", "--spark_master", master, "--executor_python", PYTHON,
-                       "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m", "--spark.executor.cores=2",
+                       "--spark.executor.memory=512m", "--spark.executor.cores=2",
                        "--spark.ui.enabled=false", "--no-class_data_sharing", f"--spark.authenticate.secret=${{env:{SECRET_VARIABLE}}}", "--env-from", SECRET_VARIABLE,
                        **{SECRET_VARIABLE: secret})
         assert printed(kernel.run(WORK))[-3:] == WORK_DONE
         assert printed(kernel.run(RDD_WORK))[-1] == "rdd 1000 3"
-        # The block managers: the driver's and the executor's, which holds the cached blocks.
-        found = printed(kernel.run("print(spark.conf.get('spark.driver.port'), sc.applicationId, 'rdd_%d_0' % rdd.id(), "
-                                   "*sorted(k.split(':')[-1] for k in sc._jsc.sc().getExecutorMemoryStatus().keys().mkString(',').split(',')))"))[-1]
-        driver_port, app_id, block, *block_ports = found.split()
-        assert len(block_ports) == 2, found
+        # The block managers: the driver's, on this machine's end of the link to the cluster's host,
+        # and the executor's there, which holds the cached blocks. The other user probes both from here.
+        found = printed(kernel.run("print(spark.conf.get('spark.driver.host') + ':' + spark.conf.get('spark.driver.port'), sc.applicationId, 'rdd_%d_0' % rdd.id(), "
+                                   "*sorted(sc._jsc.sc().getExecutorMemoryStatus().keys().mkString(',').split(',')))"))[-1]
+        driver, app_id, block, *block_managers = found.split()
+        assert sorted(manager.rsplit(":", 1)[0] for manager in block_managers) == sorted([master.host.gateway, master.host.address]), found
         status = kernel.run("%spark status").text
         assert "RPC authentication: on: the driver's RPC and block transfers need the cluster's secret" in status, status
-        for block_port in block_ports:
-            assert_refused(probe(other_user, driver_port, block_port, app_id, block))
+        for block_manager in block_managers:
+            assert_refused(probe(other_user, driver, block_manager, app_id, block))
         assert printed(kernel.run(RDD_WORK))[-1] == "rdd 1000 3"
         assert_secret_nowhere(secret, [kernels_dir / "rpc-standalone" / "kernel.json", *scratch_logs(tmp_path / "tmp-rpc-standalone"),
                                        *glob.glob(str(work / "*.log")), *glob.glob(str(work / "worker" / "*" / "*" / "std*"))])

@@ -3,6 +3,7 @@ the first cell, other entry points, spark.stop(), a JVM that dies, a master that
 %spark restart, an idle session stopped by idle_timeout, and papermill running a tutorial-style
 notebook. Real kernels, real Spark."""
 
+import ipaddress
 import json
 import os
 import re
@@ -12,7 +13,7 @@ import subprocess
 import nbformat
 import pytest
 
-from .conftest import ONE_EXECUTOR, PYTHON, VENV_DIR, free_port, make_kernel, spark_jvms, standalone
+from .conftest import ONE_EXECUTOR, PYTHON, VENV_DIR, cluster_host, free_port, make_kernel, spark_jvms, standalone
 from .kernels import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -52,6 +53,15 @@ def test_a_first_cell_that_builds_its_own_session_gets_the_kernels(start, mode):
     assert len(spark_jvms(name)) == 1  # no second SparkContext, no second JVM
     again = kernel.run(OWN_BUILDER)  # re-run out of order: the same session
     assert printed(again, "SESSION") == ["8", "local[*]", "127.0.0.1", "True", "True"]
+    # A local driver serves nobody else: every port it listens on (RPC, block manager, UI, Py4J) is loopback's.
+    listening = listening_addresses(jvm_pid(kernel))
+    assert listening and all(ipaddress.ip_address(ip).is_loopback for ip, _ in listening), listening
+
+
+def listening_addresses(pid):
+    import psutil
+
+    return sorted({(c.laddr.ip.removeprefix("::ffff:"), c.laddr.port) for c in psutil.Process(pid).net_connections(kind="inet") if c.status == psutil.CONN_LISTEN})
 
 
 def test_every_entry_point_gives_the_kernels_session_and_runtime_settings_apply(start):
@@ -75,14 +85,34 @@ def test_every_entry_point_gives_the_kernels_session_and_runtime_settings_apply(
 
 # The session starts in the background (the default) or at the builder's getOrCreate (lazy); an
 # eager start is the background one, earlier, and its builder case runs on local[*] above.
+# The cluster is on a host of its own: the kernel, given no address, advertises the one this machine
+# reaches the master from (its end of the link), and the executors there call the driver back on it.
 @pytest.mark.parametrize("mode", ["background", "lazy"])
 def test_a_notebook_on_a_standalone_cluster_keeps_the_clusters_session(start, standalone_cluster, mode):
-    kernel = start(f"own-standalone-{mode}", "--profile", "standalone", "--spark_master", standalone_cluster, "--executor_python", PYTHON,
-                   "--spark_init", mode, "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m", ONE_EXECUTOR)
+    name = f"own-standalone-{mode}"
+    kernel = start(name, "--profile", "standalone", "--spark_master", standalone_cluster, "--executor_python", PYTHON,
+                   "--spark_init", mode, "--spark.executor.memory=512m", ONE_EXECUTOR)
     cell = kernel.run(OWN_BUILDER.replace("'spark.sql.shuffle.partitions'", "'spark.executor.memory'"))
-    assert printed(cell, "SESSION") == ["512m", standalone_cluster, "127.0.0.1", "True", "True"]
+    gateway = standalone_cluster.host.gateway
+    assert printed(cell, "SESSION") == ["512m", standalone_cluster, gateway, "True", "True"]
     assert [line for line in cell.text.splitlines() if JVM_NOISE.search(line)] == []
     assert kernel.run("sc.parallelize(range(4), 2).map(lambda x: x * 2).sum()").result == "12"  # on the cluster's executors
+    app, driver_port = kernel.run("print(sc.applicationId, spark.conf.get('spark.driver.port'))").stream.split()
+    [executor] = executor_jvms(app)
+    assert f"spark://CoarseGrainedScheduler@{gateway}:{driver_port}" in executor, executor
+    assert f"--hostname {standalone_cluster.host.address}" in " ".join(executor), executor
+
+
+def executor_jvms(app_id):
+    """The command lines of the executor JVMs a standalone worker runs for the application ``app_id``."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.info["name"] == "java" and "org.apache.spark.executor.CoarseGrainedExecutorBackend" in cmdline and app_id in cmdline:
+            found.append(cmdline)
+    return found
 
 
 def test_after_spark_stop_the_next_use_starts_a_new_session_and_says_so(start):
@@ -117,7 +147,7 @@ def test_an_idle_session_is_stopped_and_the_next_use_starts_a_new_one(start, sta
     # busy machine takes longer than the stop being tested.
     local = start("idle-local", "--idle_timeout", "15", "--no-class_data_sharing")
     cluster = start("idle-standalone", "--profile", "standalone", "--spark_master", standalone_cluster, "--executor_python", PYTHON,
-                    "--idle_timeout", "15", "--no-class_data_sharing", "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m", ONE_EXECUTOR)
+                    "--idle_timeout", "15", "--no-class_data_sharing", "--spark.executor.memory=512m", ONE_EXECUTOR)
     pids = {}
     for kernel in (local, cluster):
         ran = kernel.run("kept = 'before'\nprint('APP', sc.applicationId, sc.parallelize(range(4), 2).map(lambda x: x + 1).sum())")
@@ -163,20 +193,21 @@ def test_a_jvm_killed_from_outside_is_one_clear_error_and_restart_brings_spark_b
 
 
 def test_a_master_that_is_down_at_start_fails_clearly_and_restart_succeeds_once_it_is_up(start, tmp_path):
-    port = free_port()
-    master = f"spark://127.0.0.1:{port}"
-    kernel = start("down-first", "--profile", "standalone", "--spark_master", master, "--executor_python", PYTHON,
-                   "--spark.driver.host=127.0.0.1", "--spark.driver.bindAddress=127.0.0.1", "--spark.executor.memory=512m", ONE_EXECUTOR)
-    failed = kernel.run("spark.range(1).count()")
-    assert failed.error[0] == "SparkStartError"
-    assert failed.error[1].startswith(f"Spark master {master} is unreachable: nothing listens on 127.0.0.1:{port}")
     work = tmp_path / "cluster"
     work.mkdir()
-    with standalone(work, port):
-        restarted = kernel.run("%spark restart")
-        assert restarted.error is None, restarted.text
-        assert kernel.run("print('MASTER', sc.master, spark.range(10).count())").stream.split()[1:] == [master, "10"]
-        kernel.stop()
+    with cluster_host() as host:  # up, and nothing on it listens yet
+        port = free_port()
+        master = f"spark://{host.address}:{port}"
+        kernel = start("down-first", "--profile", "standalone", "--spark_master", master, "--executor_python", PYTHON,
+                       "--spark.executor.memory=512m", ONE_EXECUTOR)
+        failed = kernel.run("spark.range(1).count()")
+        assert failed.error[0] == "SparkStartError"
+        assert failed.error[1].startswith(f"Spark master {master} is unreachable: nothing listens on {host.address}:{port}")
+        with standalone(work, port, host=host):
+            restarted = kernel.run("%spark restart")
+            assert restarted.error is None, restarted.text
+            assert kernel.run("print('MASTER', sc.master, spark.range(10).count())").stream.split()[1:] == [master, "10"]
+            kernel.stop()
 
 
 def test_restart_applies_conf_that_needs_a_new_driver_and_keeps_variables(start):

@@ -21,6 +21,7 @@ import xml.etree.ElementTree as ElementTree
 from .masters import MASTERS, master_addresses
 
 DRIVER_HOST = "spark.driver.host"
+BIND_ADDRESS = "spark.driver.bindAddress"
 RM_PORT = 8032  # YARN's default for yarn.resourcemanager.address
 RM_WEB_PORT = 8088
 # Spark's own ways to choose the address, which the kernel must not overrule.
@@ -125,6 +126,15 @@ def driver_host(master: str, conf: dict, environ) -> str | None:
     if ipaddress.ip_address(source.split("%")[0]).is_loopback and not is_loopback(host):
         raise Unknown(f"this machine reaches {host} from a loopback address")
     return source
+
+
+def jvm_environment(settings: dict, environ) -> dict:
+    """What the driver JVM's environment needs beside the kernel's: a local driver's UI listens on
+    its RPC's bind address (loopback, kernelspec.LOCAL_DRIVER_CONF), as Spark takes the UI's address
+    from SPARK_LOCAL_IP alone, and else listens on every interface. A SPARK_LOCAL_IP of the user's stands."""
+    if kind_of(settings.get("spark.master", "")) != "local" or not settings.get(BIND_ADDRESS) or environ.get("SPARK_LOCAL_IP"):
+        return {}
+    return {"SPARK_LOCAL_IP": settings[BIND_ADDRESS]}
 
 
 def is_loopback(host: str) -> bool:

@@ -102,7 +102,7 @@ class DedicatedDriver(Driver):
         spark_conf.setAll((key, value) for key, value in settings.items() if key not in secrets)
         # The JVM's log may quote the user's data and settings: its owner's alone, as its directory.
         with os.fdopen(os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as output, \
-                jvm.recording_launch(lambda proc: self.launched(attempt, proc)):
+                jvm.recording_launch(lambda proc: self.launched(attempt, proc), address.jvm_environment(settings, runtime.environ)):
             self.gateway = launch_gateway(conf=spark_conf, popen_kwargs={"stdout": output, "stderr": subprocess.STDOUT, "stdin": subprocess.PIPE})
         return settings, secrets, spark_conf
 

@@ -300,15 +300,19 @@ def launch_settings(conf: dict, options: dict, scratch: str, kernel_dir: str, ja
 
 
 @contextlib.contextmanager
-def recording_launch(record: Callable[[subprocess.Popen], None]) -> Iterator[None]:
+def recording_launch(record: Callable[[subprocess.Popen], None], env: dict | None = None) -> Iterator[None]:
     """PySpark's launch_gateway starts the JVM with subprocess.Popen and returns only once the JVM
     answers (spark-submit may first hang fetching packages): hand the process to ``record`` as
-    soon as it exists, so that a launch that hangs can be killed, and the watchdog knows of it."""
+    soon as it exists, so that a launch that hangs can be killed, and the watchdog knows of it.
+    ``env``: variables the JVM gets beside launch_gateway's copy of the kernel's environment (it
+    takes no environment of its caller's), without setting them in the notebook's."""
     import pyspark.java_gateway as java_gateway
 
     original = java_gateway.Popen
 
     def popen(*args, **kwargs):
+        if env:
+            kwargs["env"] = {**kwargs.get("env", os.environ), **env}
         proc = original(*args, **kwargs)
         record(proc)
         return proc

@@ -25,12 +25,13 @@ import org.apache.spark.storage.BlockId;
  * Another user's attempt at a Spark driver, with Spark's own client classes and no secret (or,
  * with PROBE_SECRET set, a guessed one for the RPC):
  *
- *   RpcProbe DRIVER_PORT BLOCK_PORT APP_ID BLOCK_ID
+ *   RpcProbe DRIVER BLOCK_MANAGER APP_ID BLOCK_ID
  *
- * 1. asks the driver's BlockManagerMaster endpoint (spark://BlockManagerMaster@127.0.0.1:DRIVER_PORT)
- *    for its block managers and the location of BLOCK_ID, else ("-") of the first cached RDD
- *    block it finds by trying the first ids;
- * 2. opens that block at the block manager on BLOCK_PORT and fetches its first chunk.
+ * DRIVER and BLOCK_MANAGER are HOST:PORT, or a port alone on 127.0.0.1.
+ * 1. asks the driver's BlockManagerMaster endpoint (spark://BlockManagerMaster@DRIVER) for its
+ *    block managers and the location of BLOCK_ID, else ("-") of the first cached RDD block it
+ *    finds by trying the first ids;
+ * 2. opens that block at BLOCK_MANAGER and fetches its first chunk.
  *
  * Prints one line for each: "rpc ok ..." or "rpc refused ...", "fetch ok ..." or "fetch refused ...".
  */
@@ -39,8 +40,8 @@ public class RpcProbe {
     static final int GUESSES = 200;
 
     public static void main(String[] args) throws Exception {
-        int driverPort = Integer.parseInt(args[0]);
-        int blockPort = Integer.parseInt(args[1]);
+        String driver = address(args[0]);
+        String blockManager = address(args[1]);
         String appId = args[2];
         String blockId = args[3];
         SparkConf conf = new SparkConf(false)
@@ -50,18 +51,18 @@ public class RpcProbe {
         if (guess != null) {
             conf.set("spark.authenticate", "true").set("spark.authenticate.secret", guess);
         }
-        blockId = askStorage(conf, driverPort, blockId);
-        fetchBlock(blockPort, appId, blockId);
+        blockId = askStorage(conf, driver, blockId);
+        fetchBlock(blockManager, appId, blockId);
         System.exit(0);  // Spark's non-daemon threads would keep the JVM
     }
 
-    static String askStorage(SparkConf conf, int driverPort, String blockId) {
+    static String askStorage(SparkConf conf, String driver, String blockId) {
         RpcEnv env = null;
         try {
             org.apache.spark.SecurityManager security = new org.apache.spark.SecurityManager(
                 conf, scala.Option.empty(), org.apache.spark.SecurityManager$.MODULE$.$lessinit$greater$default$3());
             env = RpcEnv.create("probe", "127.0.0.1", 0, conf, security, true);
-            RpcEndpointRef master = env.setupEndpointRefByURI("spark://BlockManagerMaster@127.0.0.1:" + driverPort);
+            RpcEndpointRef master = env.setupEndpointRefByURI("spark://BlockManagerMaster@" + driver);
             Object memory = master.askSync(message("GetMemoryStatus$", null), scala.reflect.ClassTag$.MODULE$.apply(Object.class));
             // The block asked for, or else the first cached RDD block of the first few RDDs: ids are counted up from 0.
             List<String> names = new ArrayList<>();
@@ -91,6 +92,11 @@ public class RpcProbe {
         return blockId;
     }
 
+    /** HOST:PORT, a port alone meaning 127.0.0.1's. */
+    static String address(String given) {
+        return given.contains(":") ? given : "127.0.0.1:" + given;
+    }
+
     /** A BlockManagerMaster message by its class's name (a case object, or a case class of one argument). */
     static Object message(String name, Object argument) throws ReflectiveOperationException {
         Class<?> type = Class.forName("org.apache.spark.storage.BlockManagerMessages$" + name);
@@ -100,11 +106,12 @@ public class RpcProbe {
         return type.getConstructor(BlockId.class).newInstance(argument);
     }
 
-    static void fetchBlock(int blockPort, String appId, String blockId) {
+    static void fetchBlock(String blockManager, String appId, String blockId) {
         TransportConf transport = new TransportConf("shuffle", new MapConfigProvider(Collections.emptyMap()));
         try (TransportContext context = new TransportContext(transport, new NoOpRpcHandler());
              TransportClientFactory factory = context.createClientFactory()) {
-            TransportClient client = factory.createClient("127.0.0.1", blockPort);
+            TransportClient client = factory.createClient(blockManager.substring(0, blockManager.lastIndexOf(':')),
+                                                        Integer.parseInt(blockManager.substring(blockManager.lastIndexOf(':') + 1)));
             ByteBuffer reply = client.sendRpcSync(new OpenBlocks(appId, "driver", new String[] {blockId}).toByteBuffer(), TIMEOUT_MS);
             StreamHandle stream = (StreamHandle) BlockTransferMessage.Decoder.fromByteBuffer(reply);
             CompletableFuture<Long> size = new CompletableFuture<>();
