@@ -124,10 +124,9 @@ def short_name(path: str) -> str:
 
 def queue_check(base: str, wanted: str, create: str) -> Check:
     try:
-        info = get_json(f"{base}/ws/v1/cluster/scheduler")["scheduler"]["schedulerInfo"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        queues = list(queue_paths(get_json(f"{base}/ws/v1/cluster/scheduler")["scheduler"]["schedulerInfo"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:  # AttributeError: an answer of another shape
         return problem("queue", f"the ResourceManager's scheduler did not say its queues: {why_not(error, base)}", f"from this machine: curl {base}/ws/v1/cluster/scheduler")
-    queues = list(queue_paths(info))
     leaves = [short_name(path) for path, _, leaf in queues if leaf]
     choose = f"{create} --spark.yarn.queue=QUEUE, QUEUE one of {', '.join(leaves)} (it keeps the kernel's other settings)"
     match = [(path, state, leaf) for path, state, leaf in queues if wanted in (path, f"root.{wanted}") or ("." not in wanted and path.rsplit(".", 1)[-1] == wanted)]
@@ -203,7 +202,7 @@ def driver_address_check(module, master: str, conf: dict, env, create: str) -> C
         host = module.driver_host(master, conf, env)
         target = module.entry_point(master, env)
     except module.Unknown as why:
-        return problem("driver_address", f"{why}, so Spark picks an address the cluster may not reach",
+        return problem("driver_address", f"{why}; Spark will pick an address itself, which the cluster may not reach",
                        f"give the address of this machine that the cluster reaches: {create} --spark.driver.host=ADDRESS (it keeps the kernel's other settings)")
     what = "ResourceManager" if module.kind_of(master) == "yarn" else "master"
     return ok("driver_address", f"{host}, the address this machine reaches the {what} at {shown(*target)} from")
@@ -214,8 +213,11 @@ def create_notes(master: str, conf: dict, env, create: str) -> list[str]:
     be able to choose when it starts (the kernel is made all the same)."""
     if address.kind_of(master) not in ("yarn", "standalone"):
         return []
-    if address.kind_of(master) == "yarn" and not address.hadoop_conf_dirs(env):
-        return ["NOTE: HADOOP_CONF_DIR: neither HADOOP_CONF_DIR nor YARN_CONF_DIR is set, so the kernel cannot find the ResourceManager "
-                f"({create} --env HADOOP_CONF_DIR=DIR, DIR holding the cluster's yarn-site.xml and core-site.xml)"]
+    if address.kind_of(master) == "yarn":
+        try:
+            address.resource_manager(env)
+        except address.Unknown as why:  # the kernel would not find the cluster at all: that first
+            return [f"NOTE: HADOOP_CONF_DIR: {why} "
+                    f"({create} --env HADOOP_CONF_DIR=DIR, DIR holding the cluster's yarn-site.xml and core-site.xml)"]
     check = driver_address_check(address, master, conf, env, create)
     return [f"NOTE: {address.DRIVER_HOST}: {check.text} ({check.fix})"] if check.problem else []
