@@ -204,19 +204,41 @@ def create(args, spark_conf):
     target = os.path.join(kernels_dir(args), name)
     if not args.force:
         refuse_existing(target)  # before building; checked again when moving into place
-    kept = kept_answers(name, target, answers) if args.force else {}
-    # Shared places (--sys-prefix, --prefix, -d) are readable by all; a --user kernel is its owner's alone (0700/0600, or tighter).
-    if args.verbose:
-        with verbose_steps():
-            generate_kernel(template, name, {**answers, **kept}, target, shared_install(args), args.force)
-    else:
-        quiet_cookiecutter()
+    replaced = our_spec(target) if args.force else None
+    kept = kept_answers(name, target, replaced, answers) if replaced else {}
+    with contextlib.ExitStack() as steps:
+        if replaced:
+            from .upgrade import generating_environment
+
+            # The profile's ${?HADOOP_CONF_DIR} and the like take the replaced kernel's values when this shell lacks them, as upgrade does.
+            steps.enter_context(generating_environment(replaced))
+        if args.verbose:
+            steps.enter_context(verbose_steps())
+        else:
+            quiet_cookiecutter()
+        # Shared places (--sys-prefix, --prefix, -d) are readable by all; a --user kernel is its owner's alone (0700/0600, or tighter).
         generate_kernel(template, name, {**answers, **kept}, target, shared_install(args), args.force)
     print(f"Installed kernel {name} in {target}")
+    for note in cluster_notes(name, target):
+        print(note, file=sys.stderr)
     shown = [key for key, value in kept.items() if value not in (None, "", {}, []) and value != OPTION[key].default]
     if shown:
         print(f"Kept from the kernel it replaced: {', '.join(shown)} (to start from the template's defaults instead: pyspark-kernel remove {name}, then create)")
     return 0
+
+
+def cluster_notes(name: str, target: str) -> list:
+    """What the kernel will not be able to work out when it starts on its cluster (runtime.address),
+    from here, with the environment it gets (the server's, taken to be this one, and kernel.json's)."""
+    from .cluster import create_notes
+    from .drift import create_command
+    from .kernelspec import CONF_VARIABLE, kernel_environment
+    from .upgrade import read_spec
+
+    spec = read_spec(target)
+    env = {**os.environ, **kernel_environment(spec.get("env") or {}, os.environ)}
+    conf = json.loads(env.get(CONF_VARIABLE) or "{}")
+    return create_notes(conf.get("spark.master", ""), conf, env, create_command(name, target))
 
 
 def checked_template(path: str) -> str:
@@ -226,18 +248,23 @@ def checked_template(path: str) -> str:
     return template
 
 
-def kept_answers(name: str, target: str, given: dict) -> dict:
-    """create --force over a kernel pyspark-kernel made keeps that kernel's answers the flags do
-    not give: no setting is reset to a default behind the user's back. Spark settings and
-    variables merge key by key (a flag's value wins)."""
-    from .upgrade import read_spec, recover_answers
+def our_spec(target: str) -> dict | None:
+    """The kernel.json of the kernel pyspark-kernel made at ``target``; None when there is none."""
+    from .upgrade import read_spec
 
     try:
         spec = read_spec(target)
     except (OSError, ValueError):
-        return {}  # nothing there, or not a kernel: nothing to keep
-    if "pyspark_kernel" not in (spec.get("metadata") or {}):
-        return {}
+        return None  # nothing there, or not a kernel
+    return spec if "pyspark_kernel" in (spec.get("metadata") or {}) else None
+
+
+def kept_answers(name: str, target: str, spec: dict, given: dict) -> dict:
+    """create --force over a kernel pyspark-kernel made keeps that kernel's answers the flags do
+    not give: no setting is reset to a default behind the user's back. Spark settings and
+    variables merge key by key (a flag's value wins)."""
+    from .upgrade import recover_answers
+
     try:
         recorded = recover_answers(name, target, spec).answers
     except InputError:

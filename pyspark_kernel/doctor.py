@@ -24,6 +24,7 @@ from .runtime import auth, cache, ui
 from .runtime.diagnostics import SparkStartError
 from .runtime.options import DEFAULT_OPTIONS, SPARK_VARIABLES
 from .manage import find_kernel
+from .pack import fingerprint
 from .validate import master_kind
 
 # The Java versions each Spark release line documents ("Spark runs on Java ..." in its docs).
@@ -140,7 +141,7 @@ def checks(spec, kernel_dir: str, environ, upgrade: str | None = None, kernels_d
         made_with = f"; the kernel was made with Spark {recorded}, and runs the one installed" if spark_now and recorded and spark_now != recorded else ""
         yield ok("pyspark", f"pyspark {found.pyspark or '(from SPARK_HOME)'}{f', Spark {spark_now}' if spark_now and spark_now != found.pyspark else ''}{made_with}")
     yield runtime_check(kernel_dir, metadata, upgrade)
-    yield from cluster_checks(kind, master, env, runtime, create)
+    yield from cluster_checks(kind, master, conf, env, runtime, create, upgrade)
     if kind != "connect":  # a Connect server's driver is the server's
         yield auth_check(conf)
     yield server_environment_check(spec.env, environ, upgrade)
@@ -152,8 +153,21 @@ def checks(spec, kernel_dir: str, environ, upgrade: str | None = None, kernels_d
     yield limits_check(conf, env, kind)
     yield cache_check(env)
     if options.get("ship_environment"):
-        archive = os.path.join(kernel_dir, options["ship_environment"])
-        yield ok("executor_environment", archive) if os.path.isfile(archive) else problem("executor_environment", f"{archive} is missing", f"{upgrade}: it packs the environment again")
+        yield environment_check(os.path.join(kernel_dir, options["ship_environment"]), metadata, upgrade)
+
+
+def environment_check(archive: str, metadata: dict, upgrade: str) -> Check:
+    """The packed environment the executors get, against the environment the driver runs now: a
+    package added or changed since packing would be missing or different on the executors."""
+    if not os.path.isfile(archive):
+        return problem("executor_environment", f"{archive} is missing", f"{upgrade}: it packs the environment again")
+    packed_from, venv = metadata.get("packed_from"), metadata.get("venv_dir", "")
+    if not packed_from:
+        return ok("executor_environment", f"{archive} (the kernel was made before kernels recorded what they packed: {upgrade} packs the environment again and records it)")
+    if fingerprint(venv) != packed_from:
+        return problem("executor_environment", f"{venv} changed since it was packed into {archive}: the executors would run the environment as it was",
+                       f"{upgrade}: it packs the environment again")
+    return ok("executor_environment", f"{archive}, packed from {venv} as it is now")
 
 
 def spark_home_checks(runtime, env, metadata: dict, create: str, upgrade: str) -> Iterator[Check]:
@@ -277,12 +291,18 @@ def serverext_enabled() -> bool:
     return bool(ExtensionConfigManager(read_config_path=jupyter_config_path()).get_jpserver_extensions().get("pyspark_kernel.serverext"))
 
 
-def cluster_checks(kind: str, master: str, env, runtime, create: str) -> Iterator[Check]:
+def cluster_checks(kind: str, master: str, conf: dict, env, runtime, create: str, upgrade: str) -> Iterator[Check]:
+    from . import cluster
+
     if kind == "yarn":
         conf_dirs = [env[name] for name in ("HADOOP_CONF_DIR", "YARN_CONF_DIR") if env.get(name)]
         usable = [d for d in conf_dirs if os.path.isfile(os.path.join(d, "yarn-site.xml"))]
-        yield ok("yarn", usable[0]) if usable else problem("yarn", "no HADOOP_CONF_DIR or YARN_CONF_DIR with a yarn-site.xml",
-                                                           "copy the cluster's client configuration here and set HADOOP_CONF_DIR (in the kernel's env, or when generating with the yarn profile)")
+        if not usable:  # the live checks would all fail for this one cause
+            yield problem("yarn", "no HADOOP_CONF_DIR or YARN_CONF_DIR with a yarn-site.xml",
+                          f"copy the cluster's client configuration here and set HADOOP_CONF_DIR: {create} --env HADOOP_CONF_DIR=DIR (it keeps the kernel's other settings)")
+            return
+        yield ok("yarn", usable[0])
+        yield from cluster.yarn_checks(conf, env, create)
     elif kind == "kubernetes":
         config = env.get("KUBECONFIG") or os.path.join(os.path.expanduser("~"), ".kube", "config")
         yield ok("kubernetes", config) if os.path.isfile(config) else problem("kubernetes", f"no kubeconfig at {config}", "set KUBECONFIG (in the kernel's env) to the cluster's kubeconfig")
@@ -294,6 +314,19 @@ def cluster_checks(kind: str, master: str, env, runtime, create: str) -> Iterato
             yield problem("master", str(error), f"start the cluster, or point the kernel at another: {create} --spark_master URL (it keeps the kernel's other settings)")
     else:
         yield ok("master", master)
+    if kind in ("yarn", "standalone"):
+        yield driver_address_check(master, conf, env, create, upgrade)
+
+
+def driver_address_check(master: str, conf: dict, env, create: str, upgrade: str) -> Check:
+    """The address the kernel's own runtime (its copy of runtime.address) will advertise."""
+    from . import cluster
+
+    try:
+        module = importlib.import_module(f"{CHECKED_PACKAGE}.address")
+    except ImportError:
+        return problem("driver_address", "this kernel was made before kernels chose the address the cluster reaches the driver at", upgrade)
+    return cluster.driver_address_check(module, master, conf, env, create)
 
 
 def doctor(name: str, kernels_dir: str | None = None, out=sys.stdout, environ=None) -> int:

@@ -159,7 +159,8 @@ def post_gen(context: dict, launch_dir: str, kernel_dir: str = ".") -> int:
 
         spec = built_spec(context, launch_dir, kernel_dir)
         if ships_environment(spec):
-            pack_environment(spec["metadata"]["pyspark_kernel"]["venv_dir"], kernel_dir)
+            made = spec["metadata"]["pyspark_kernel"]
+            made["packed_from"] = pack_environment(made["venv_dir"], kernel_dir)
             log.info("packed the environment for the executors")
         copy_runtime(kernel_dir)
         write_text(os.path.join(kernel_dir, "kernel.json"), dump_spec(spec))

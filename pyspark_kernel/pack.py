@@ -132,10 +132,13 @@ def pack_with_interpreter(prefix: str, output: str) -> None:
 
 
 def pack_environment(prefix: str, kernel_dir: str) -> str:
-    """Put the packed environment in ``kernel_dir``; pack it only if its cache entry is missing."""
+    """Put the packed environment in ``kernel_dir``; pack it only if its cache entry is missing.
+    Returns the environment's fingerprint, which the kernel records (doctor compares it with the
+    environment's at each check)."""
     module = packer(prefix)
     os.makedirs(cache_dir(), exist_ok=True)
-    cached = os.path.join(cache_dir(), f"{fingerprint(prefix)}-{PACK_FORMAT}.tar.gz")
+    packed_from = fingerprint(prefix)
+    cached = os.path.join(cache_dir(), f"{packed_from}-{PACK_FORMAT}.tar.gz")
     if not os.path.isfile(cached):
         partial = f"{cached}.{os.getpid()}.partial"
         print(f"Packing {prefix} for the executors (once per version of the environment)...", file=sys.stderr)
@@ -162,4 +165,4 @@ def pack_environment(prefix: str, kernel_dir: str) -> str:
         os.link(cached, target)
     except OSError:
         shutil.copyfile(cached, target)
-    return target
+    return packed_from

@@ -9,7 +9,7 @@ import pytest
 from .conftest import ONE_EXECUTOR, assert_no_jvm_left, kernel_env, read_spec, run_cli, spark_conf_of, venv_with_project_packages
 from .kernels import Kernel, kernel_environment
 
-ENV_WITHOUT = {"HADOOP_CONF_DIR": None, "YARN_CONF_DIR": None, "YARN_QUEUE": None, "KUBECONFIG": None,
+ENV_WITHOUT = {"HADOOP_CONF_DIR": None, "YARN_CONF_DIR": None, "YARN_QUEUE": None, "SPARK_YARN_ARCHIVE": None, "KUBECONFIG": None,
                "K8S_MASTER_URL": None, "SPARK_K8S_NAMESPACE": None, "SPARK_K8S_IMAGE": None, "SPARK_MASTER_URL": None}
 
 
@@ -23,12 +23,12 @@ def create(kernels_dir, name, *flags, **env):
 
 def test_yarn_profile_gives_spark_exactly_this(kernels_dir):
     spec = create(kernels_dir, "on-yarn", "--profile", "yarn", "--executor_python", "/opt/venvs/etl/bin/python",
-                  HADOOP_CONF_DIR="/etc/hadoop/conf", YARN_QUEUE="analytics")
+                  HADOOP_CONF_DIR="/etc/hadoop/conf", YARN_QUEUE="analytics", SPARK_YARN_ARCHIVE="hdfs:///spark/spark-libs.jar")
     conf = spark_conf_of(spec)
     assert {k: v for k, v in conf.items() if k not in ("spark.ui.showConsoleProgress", "spark.sql.repl.eagerEval.enabled")} == {
         "spark.master": "yarn", "spark.app.name": "on-yarn", "spark.submit.deployMode": "client", "spark.yarn.queue": "analytics",
         "spark.executor.memory": "2g", "spark.executor.cores": "2", "spark.dynamicAllocation.enabled": "true",
-        "spark.dynamicAllocation.maxExecutors": "10", "spark.dynamicAllocation.shuffleTracking.enabled": "true",
+        "spark.dynamicAllocation.maxExecutors": "10", "spark.dynamicAllocation.shuffleTracking.enabled": "true", "spark.yarn.archive": "hdfs:///spark/spark-libs.jar",
     }
     env = kernel_env(spec)
     assert env["HADOOP_CONF_DIR"] == "/etc/hadoop/conf" and "YARN_CONF_DIR" not in env

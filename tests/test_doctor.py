@@ -1,6 +1,7 @@
 """`pyspark-kernel doctor`: what would stop a kernel from starting on this machine, with the fix."""
 
 import os
+import re
 
 import pytest
 
@@ -74,13 +75,76 @@ def test_missing_java_is_a_problem_with_the_fix(kernels_dir):
 
 
 def test_yarn_needs_the_clusters_client_configuration(kernels_dir, tmp_path):
+    from .conftest import free_port
+
     create(kernels_dir, "yarn-k", "--profile", "yarn", "--executor_python", "/usr/bin/python3")
     done = doctor(kernels_dir, "yarn-k", HADOOP_CONF_DIR="", YARN_CONF_DIR="")
     assert done.returncode == 1 and "PROBLEM yarn: no HADOOP_CONF_DIR or YARN_CONF_DIR with a yarn-site.xml" in done.stdout
+    assert "resource_manager" not in done.stdout and "driver_address" not in done.stdout  # the one cause, said once
     (tmp_path / "hadoop").mkdir()
     (tmp_path / "hadoop" / "yarn-site.xml").write_text("<configuration/>")
     done = doctor(kernels_dir, "yarn-k", HADOOP_CONF_DIR=str(tmp_path / "hadoop"))
-    assert done.returncode == 0 and f"OK yarn: {tmp_path / 'hadoop'}" in done.stdout
+    assert done.returncode == 1 and f"OK yarn: {tmp_path / 'hadoop'}" in done.stdout
+    assert f"PROBLEM resource_manager: yarn-site.xml in {tmp_path / 'hadoop'} names no ResourceManager (yarn.resourcemanager.hostname)" in done.stdout, done.stdout
+    # A ResourceManager that does not answer (the live ones: test_yarn_doctor).
+    port = free_port()
+    (tmp_path / "hadoop" / "yarn-site.xml").write_text("<configuration><property><name>yarn.resourcemanager.hostname</name><value>127.0.0.1</value></property>"
+                                                       f"<property><name>yarn.resourcemanager.webapp.address</name><value>127.0.0.1:{port}</value></property></configuration>")
+    done = doctor(kernels_dir, "yarn-k", HADOOP_CONF_DIR=str(tmp_path / "hadoop"))
+    assert (f"PROBLEM resource_manager: the ResourceManager does not answer: nothing listens on 127.0.0.1:{port} (start the cluster, or check that "
+            f"{tmp_path / 'hadoop'} is its client configuration; from this machine: curl http://127.0.0.1:{port}/ws/v1/cluster/info)") in done.stdout, done.stdout
+    assert "OK hdfs: the default file system is file:///, not HDFS: not checked" in done.stdout
+    assert "OK driver_address: 127.0.0.1, the address this machine reaches the ResourceManager at 127.0.0.1:8032 from" in done.stdout
+    assert re.search(r"^OK spark_jars: neither spark.yarn.archive nor spark.yarn.jars is set: every start uploads Spark's jars \(\d+ MiB\) to the cluster", done.stdout, re.M)
+
+
+def test_create_notes_a_driver_address_the_kernel_cannot_choose(kernels_dir, tmp_path):
+    done = run_cli("create", "-k", "no-conf", "-d", str(kernels_dir), "--profile", "yarn", "--executor_python", "/usr/bin/python3",
+                   env={key: value for key, value in os.environ.items() if key not in ("HADOOP_CONF_DIR", "YARN_CONF_DIR")})
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == ("NOTE: HADOOP_CONF_DIR: neither HADOOP_CONF_DIR nor YARN_CONF_DIR is set, so the ResourceManager's address is unknown "
+                                   f"(pyspark-kernel create --force -k no-conf -d {kernels_dir} --env HADOOP_CONF_DIR=DIR, DIR holding the cluster's yarn-site.xml and core-site.xml)")
+    (tmp_path / "hadoop").mkdir()
+    (tmp_path / "hadoop" / "yarn-site.xml").write_text("<configuration><property><name>yarn.resourcemanager.hostname</name><value>rm.nowhere.invalid</value></property></configuration>")
+    done = run_cli("create", "--force", "-k", "no-conf", "-d", str(kernels_dir), "--env", f"HADOOP_CONF_DIR={tmp_path / 'hadoop'}")  # the fix, as printed
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("NOTE: spark.driver.host: rm.nowhere.invalid does not resolve here"), done.stderr
+    assert done.stderr.strip().endswith(f"(give the address of this machine that the cluster reaches: pyspark-kernel create --force -k no-conf -d {kernels_dir} "
+                                        "--spark.driver.host=ADDRESS (it keeps the kernel's other settings))"), done.stderr
+    done = run_cli("create", "--force", "-k", "no-conf", "-d", str(kernels_dir), "--spark.driver.host=10.1.2.3")  # that fix
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert "OK driver_address: 10.1.2.3, as the kernel's spark.driver.host sets it" in doctor(kernels_dir, "no-conf").stdout
+    done = run_cli("create", "-k", "local-k", "-d", str(kernels_dir))
+    assert done.returncode == 0 and "NOTE" not in done.stderr
+
+
+def test_create_force_keeps_the_variables_the_profile_took_from_the_shell(kernels_dir):
+    """The yarn profile takes HADOOP_CONF_DIR from the generating shell; create --force from a shell
+    without it keeps the kernel's, as upgrade does."""
+    create(kernels_dir, "kept", "--profile", "yarn", "--executor_python", "/usr/bin/python3", HADOOP_CONF_DIR="/etc/hadoop/conf")
+    spec = create(kernels_dir, "kept", "--force", "--spark.yarn.queue=etl")
+    assert spec["env"]["HADOOP_CONF_DIR"] == "/etc/hadoop/conf"
+
+
+@pytest.mark.parametrize("answer, expected", [
+    # The Capacity Scheduler: queues under the root, with their paths.
+    ({"type": "capacityScheduler", "queueName": "root", "queues": {"queue": [
+        {"queueName": "default", "queuePath": "root.default", "state": "RUNNING"},
+        {"queueName": "teams", "queuePath": "root.teams", "state": "RUNNING", "queues": {"queue": [{"queueName": "etl", "queuePath": "root.teams.etl", "state": "STOPPED"}]}}]}},
+     [("root", "RUNNING", False), ("root.default", "RUNNING", True), ("root.teams", "RUNNING", False), ("root.teams.etl", "STOPPED", True)]),
+    # Older answers: no queuePath, and a lone queue as an object.
+    ({"type": "capacityScheduler", "queueName": "root", "queues": {"queue": {"queueName": "default", "state": "RUNNING"}}},
+     [("root", "RUNNING", False), ("root.default", "RUNNING", True)]),
+    # The Fair Scheduler: full names, childQueues.
+    ({"type": "fairScheduler", "rootQueue": {"queueName": "root", "childQueues": {"queue": [{"queueName": "root.default"}, {"queueName": "root.adhoc"}]}}},
+     [("root", "RUNNING", False), ("root.default", "RUNNING", True), ("root.adhoc", "RUNNING", True)]),
+    ({"type": "fifoScheduler", "qstate": "RUNNING"}, [("root.default", "RUNNING", True)]),
+])
+def test_queues_are_read_from_each_schedulers_answer(answer, expected):
+    from pyspark_kernel.cluster import queue_paths, short_name
+
+    assert list(queue_paths(answer)) == expected
+    assert (short_name("root.default"), short_name("root.teams.etl")) == ("default", "root.teams.etl")
 
 
 def test_kubernetes_needs_a_kubeconfig(kernels_dir, tmp_path):

@@ -24,6 +24,7 @@ DRIVER_HOST = "spark.driver.host"
 BIND_ADDRESS = "spark.driver.bindAddress"
 RM_PORT = 8032  # YARN's default for yarn.resourcemanager.address
 RM_WEB_PORT = 8088
+RM_HTTPS_PORT = 8090  # yarn.resourcemanager.webapp.https.address
 # Spark's own ways to choose the address, which the kernel must not overrule.
 CHOSEN_BY_ENVIRONMENT = ("SPARK_LOCAL_IP", "SPARK_LOCAL_HOSTNAME")
 _REFERENCE = re.compile(r"\$\{([^}]+)\}")
@@ -57,9 +58,15 @@ def hadoop_properties(environ, file: str) -> dict:
             name, value = prop.findtext("name"), prop.findtext("value")
             if name and value is not None:
                 properties[name.strip()] = value.strip()
+    def value_of(found):
+        name = found.group(1)
+        if name.startswith("env."):  # Hadoop's ${env.NAME}: the environment's
+            return environ.get(name[len("env."):], found.group(0))
+        return properties.get(name, found.group(0))
+
     for name, value in properties.items():
         for _ in range(10):  # references to references, as Hadoop resolves them
-            value = _REFERENCE.sub(lambda found: properties.get(found.group(1), found.group(0)), value)
+            value = _REFERENCE.sub(value_of, value)
         properties[name] = value
     return properties
 
@@ -71,23 +78,45 @@ def split_address(address: str, default_port: int) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def resource_manager(environ, web: bool = False) -> tuple[str, int]:
-    """(host, port) of the ResourceManager (its web address with ``web``), from yarn-site.xml; the
-    first of an HA pair."""
+def web_scheme(environ) -> str:
+    """http, or https when yarn.http.policy makes the ResourceManager's web address HTTPS only."""
+    return "https" if hadoop_properties(environ, "yarn-site.xml").get("yarn.http.policy", "").upper() == "HTTPS_ONLY" else "http"
+
+
+def resource_managers(environ, web: bool = False) -> list[tuple[str, int]]:
+    """(host, port) of each ResourceManager (their web addresses with ``web``), from yarn-site.xml:
+    the one, or each of an HA set in yarn.resourcemanager.ha.rm-ids order."""
     if not hadoop_conf_dirs(environ):
         raise Unknown("neither HADOOP_CONF_DIR nor YARN_CONF_DIR is set, so the ResourceManager's address is unknown")
+    where = os.pathsep.join(hadoop_conf_dirs(environ))
+    if not any(os.path.isfile(os.path.join(directory, "yarn-site.xml")) for directory in hadoop_conf_dirs(environ)):
+        raise Unknown(f"there is no yarn-site.xml in {where}, so the ResourceManager's address is unknown")
     yarn = hadoop_properties(environ, "yarn-site.xml")
-    suffix = ""
-    if yarn.get("yarn.resourcemanager.ha.enabled", "false").lower() == "true" and yarn.get("yarn.resourcemanager.ha.rm-ids"):
-        suffix = "." + yarn["yarn.resourcemanager.ha.rm-ids"].split(",")[0].strip()
-    key, default_port = ("yarn.resourcemanager.webapp.address", RM_WEB_PORT) if web else ("yarn.resourcemanager.address", RM_PORT)
-    address = yarn.get(key + suffix) or yarn.get(key)
-    if address and not address.startswith("0.0.0.0"):
-        return split_address(address, default_port)
-    host = yarn.get("yarn.resourcemanager.hostname" + suffix) or yarn.get("yarn.resourcemanager.hostname")
-    if not host or host == "0.0.0.0":
-        raise Unknown(f"yarn-site.xml in {os.pathsep.join(hadoop_conf_dirs(environ))} names no ResourceManager (yarn.resourcemanager.hostname)")
-    return host, split_address(address, default_port)[1] if address else default_port
+    ids = [rm.strip() for rm in yarn.get("yarn.resourcemanager.ha.rm-ids", "").split(",") if rm.strip()]
+    suffixes = [f".{rm}" for rm in ids] if yarn.get("yarn.resourcemanager.ha.enabled", "false").lower() == "true" and ids else [""]
+    if not web:
+        key, default_port = "yarn.resourcemanager.address", RM_PORT
+    elif web_scheme(environ) == "https":
+        key, default_port = "yarn.resourcemanager.webapp.https.address", RM_HTTPS_PORT
+    else:
+        key, default_port = "yarn.resourcemanager.webapp.address", RM_WEB_PORT
+    found = []
+    for suffix in suffixes:
+        address = yarn.get(key + suffix) or yarn.get(key)
+        if address and "${" not in address and not address.startswith("0.0.0.0"):
+            found.append(split_address(address, default_port))
+            continue
+        host = yarn.get("yarn.resourcemanager.hostname" + suffix) or yarn.get("yarn.resourcemanager.hostname")
+        if not host or host == "0.0.0.0" or "${" in host:
+            raise Unknown(f"yarn-site.xml in {where} names no ResourceManager (yarn.resourcemanager.hostname{suffix})")
+        port = split_address(address, default_port)[1] if address and "${" not in address else default_port
+        found.append((host, port))
+    return found
+
+
+def resource_manager(environ, web: bool = False) -> tuple[str, int]:
+    """(host, port) of the ResourceManager (its web address with ``web``); the first of an HA set."""
+    return resource_managers(environ, web)[0]
 
 
 def entry_point(master: str, environ) -> tuple[str, int]:
@@ -144,4 +173,5 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-FIX = "give the address of this machine that the cluster reaches: --spark.driver.host=ADDRESS to pyspark-kernel create (or pyspark-kernel upgrade)"
+# upgrade takes no settings: create --force keeps the kernel's others and adds this one.
+FIX = "give the address of this machine that the cluster reaches: pyspark-kernel create --force -k KERNEL --spark.driver.host=ADDRESS (it keeps the kernel's other settings)"
