@@ -18,7 +18,7 @@ import urllib.parse
 import urllib.request
 from typing import Iterator
 
-from .doctor import Check, ok, problem
+from .checks import Check, ok, problem
 from .runtime import address
 
 TIMEOUT = 10  # seconds for each request or connection: a daemon that is up answers at once

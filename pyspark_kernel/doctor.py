@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import types
-from typing import Iterator, NamedTuple
+from typing import Iterator
 
 from .drift import create_command, runtime_version, spark_version_now, upgrade_command
 from .environment import probe
@@ -26,35 +26,11 @@ from .runtime.options import DEFAULT_OPTIONS, SPARK_VARIABLES
 from .manage import find_kernel
 from .pack import fingerprint
 from .validate import master_kind
+from .checks import PROBLEM, Check, ok, problem
 
 # The Java versions each Spark release line documents ("Spark runs on Java ..." in its docs).
 SPARK_JAVA = {(3, 3): (8, 11, 17), (3, 4): (8, 11, 17), (3, 5): (8, 11, 17, 21), (4, 0): (17, 21), (4, 1): (17, 21)}
 CHECKED_PACKAGE = "pyspark_kernel_checked_runtime"  # the checked kernel's copy of the runtime, as loaded here
-OK, PROBLEM = "OK", "PROBLEM"
-
-
-class Check(NamedTuple):
-    """One line of the report: OK with what was found, or PROBLEM with what is wrong and the fix."""
-
-    status: str
-    name: str
-    text: str  # what was found (OK), or what is wrong (PROBLEM)
-    fix: str = ""
-
-    @property
-    def problem(self) -> str | None:
-        return self.text if self.status == PROBLEM else None
-
-    def line(self) -> str:
-        return f"{self.status} {self.name}: {self.text}" + (f" ({self.fix})" if self.status == PROBLEM else "")
-
-
-def ok(name: str, found: str) -> Check:
-    return Check(OK, name, found)
-
-
-def problem(name: str, what: str, fix: str) -> Check:
-    return Check(PROBLEM, name, what, fix)
 
 
 def load_runtime(kernel_dir: str, upgrade: str = "pyspark-kernel upgrade NAME") -> types.ModuleType:
