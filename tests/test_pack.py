@@ -17,6 +17,11 @@ def small_venv(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = next((venv / "lib").glob("python3*/site-packages"))
     (site / "only_here.py").write_text("WHERE = 'shipped'\n")
+    # What no executor reads: Spark's jars and the completer's type stubs.
+    for path in ("pyspark/jars/spark-core.jar", "jedi/third_party/typeshed/stdlib/os.pyi"):
+        (site / path).parent.mkdir(parents=True)
+        (site / path).write_text("")
+    (site / "jedi" / "__init__.py").write_text("")
     return venv
 
 
@@ -35,7 +40,8 @@ def test_the_archive_holds_the_interpreter_and_no_link_out_of_it(tmp_path, small
     version = "%d.%d" % sys.version_info[:2]
     assert f"bin/python{version}-shipped" in members and f"lib/python{version}/os.py" in members
     assert f"lib/python{version}/site-packages/only_here.py" in members and "pyvenv.cfg" not in members
-    assert not [name for name in members if "/test/" in name or "__pycache__" in name]
+    assert not [name for name in members if "/test/" in name or "__pycache__" in name or "/pyspark/jars/" in name or "/typeshed/" in name]
+    assert f"lib/python{version}/site-packages/jedi/__init__.py" in members
     links = {name: member.linkname for name, member in members.items() if member.issym() or member.islnk()}
     assert all(not target.startswith("/") for target in links.values()), links
 

@@ -19,7 +19,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("yarn")]
 
 SHUTDOWN_WINDOW = 20  # seconds the watchdog gives a driver JVM to stop after its kernel is gone (watchdog.sh)
 # Big packages no executor of these tests imports: a leaner environment to pack.
-LEAN = ("jupyterlab", "jupyter_server", "notebook", "playwright", "pyarrow", "pandas", "numpy", "grpc", "babel", "hypothesis", "pytest")
+LEAN = ("jupyterlab", "jupyter_server", "notebook", "playwright", "pyarrow", "pandas", "numpy", "grpc", "babel", "hypothesis", "pytest",
+        "jupyterhub", "sqlalchemy", "alembic", "pip", "tzdata", "pytz", "oauthlib")
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +65,12 @@ def test_a_yarn_kernel_through_its_applications_life(yarn_cluster, kernel_env, k
     from .kernels import assert_interrupt_stops_a_minute_long_job
 
     cluster = yarn_cluster.cluster
-    kernel, tmp_dir = yarn_kernel(yarn_cluster, kernel_env, kernels_dir, tmp_path, "on-yarn", "--idle_timeout", "20",
+    kernel, tmp_dir = yarn_kernel(yarn_cluster, kernel_env, kernels_dir, tmp_path, "yarn-life", "--idle_timeout", "20",
                                   "--spark.dynamicAllocation.executorIdleTimeout=3s", "--spark.dynamicAllocation.maxExecutors=2")
     try:
         first = kernel.run("print(sc.master, sc.applicationId)").stream
         assert re.search(r"^yarn application_\d+_\d+$", first, re.M), first
-        app = the_app(cluster, "on-yarn")
+        app = the_app(cluster, "yarn-life")
         assert (app["state"], app["queue"]) == ("RUNNING", "root.default"), app
 
         # Neither the kernel's environment nor its base Python is on the cluster's host.
@@ -88,10 +89,10 @@ def test_a_yarn_kernel_through_its_applications_life(yarn_cluster, kernel_env, k
             assert (env_seen, base_seen) == ("False", "False"), line
 
         # HDFS is the default file system: paths with and without the scheme.
-        written = kernel.run("spark.range(1000).write.parquet('hdfs:///user/root/on-yarn/numbers')\n"
-                             "print(spark.read.parquet('/user/root/on-yarn/numbers').count())")
+        written = kernel.run("spark.range(1000).write.parquet('hdfs:///user/root/yarn-life/numbers')\n"
+                             "print(spark.read.parquet('/user/root/yarn-life/numbers').count())")
         assert written.stream.strip() == "1000", written.messages
-        assert any(name.startswith("part-") for name in cluster.hdfs_list("/user/root/on-yarn/numbers"))
+        assert any(name.startswith("part-") for name in cluster.hdfs_list("/user/root/yarn-life/numbers"))
 
         status = kernel.run("%spark status").text
         assert f"application: {app['id']}" in status, status
@@ -124,7 +125,7 @@ def test_a_yarn_kernel_through_its_applications_life(yarn_cluster, kernel_env, k
     wait_until(lambda: cluster.app(second)["state"] == "FINISHED", SHUTDOWN_WINDOW, f"{second} is not FINISHED after the kernel's shutdown: {cluster.app(second)}")
     assert cluster.app(second)["finalStatus"] == "SUCCEEDED"
     wait_until(lambda: second not in cluster.hdfs_list("/user/root/.sparkStaging"), SHUTDOWN_WINDOW, "the staging directory stayed in HDFS")
-    assert_no_jvm_left("on-yarn", timeout=CLEANUP_TIMEOUT)
+    assert_no_jvm_left("yarn-life", timeout=CLEANUP_TIMEOUT)
     wait_until(lambda: os.listdir(tmp_dir) == [], CLEANUP_TIMEOUT, f"the kernel left files in its TMPDIR: {os.listdir(tmp_dir)}")
 
 
