@@ -15,10 +15,11 @@ import sys
 
 import pytest
 
-from pyspark_kernel.runtime.uiauth import ROUTE_SUFFIX, TOKEN_PREFIX
+from pyspark_kernel.runtime import uiauth
+from pyspark_kernel.runtime.uiauth import ROUTE_SUFFIX, TOKEN_PREFIX, YARN_FILTER
 
 from .browser import chromium  # noqa: F401 - a fixture
-from .conftest import CLEANUP_TIMEOUT, ROOT, assert_no_jvm_left, run_cli, serving_jupyter, venv_with_project_packages
+from .conftest import CLEANUP_TIMEOUT, PYTHON, ROOT, assert_no_jvm_left, run_cli, serving_jupyter, venv_with_project_packages
 from .kernels import Kernel, kernel_environment, wait_until
 from .server_api import banner_link, http, request, run_over_websocket
 from .test_jupyterhub import add_user, remove_user
@@ -182,6 +183,10 @@ def test_a_yarn_kernels_ui_opens_on_every_tab_through_the_jupyter_server_and_the
                 assert not glob.glob(str(runtime_dir / f"{TOKEN_PREFIX}{port}-*.jws"))
                 status = "".join(c.get("text", "") for _, c in run_over_websocket(base, token, kernel_id, "%spark status"))
                 assert "UI access: YARN's" in status and f"| UI {link}\n" in status, status
+                # YARN's filter in front of the kernel's stand-in, and no token filter.
+                filters = "".join(c.get("text", "") for kind, c in run_over_websocket(base, token, kernel_id, "print(sc.getConf().get('spark.ui.filters'))")
+                                  if kind == "stream").strip()
+                assert filters == f"{YARN_FILTER},{YARN_FILTER}", filters
                 waited = re.search(r"^ +([0-9.]+) s  waiting for YARN's web proxy$", status, re.M)
                 print(f"\nwaited for YARN's filter after the SparkContext: {waited.group(1) if waited else '?'} s")
 
@@ -228,3 +233,39 @@ def test_a_yarn_kernels_ui_opens_on_every_tab_through_the_jupyter_server_and_the
         remove_user(other)
     assert subprocess.run(["id", other], capture_output=True).returncode != 0, f"the user {other} is still there"
     assert_no_jvm_left("yarn-ui", timeout=CLEANUP_TIMEOUT)
+
+
+# A driver whose UI has only the kernel's stand-in for YARN's filter, as before the application master registers.
+BEFORE_REGISTRATION = r"""
+import json, sys, urllib.error, urllib.request
+from pyspark.sql import SparkSession
+
+builder = SparkSession.builder.master("local[1]").config("spark.ui.port", "0")
+for key, value in json.loads(sys.argv[1]).items():
+    builder = builder.config(key, value)
+spark = builder.getOrCreate()
+
+class Stay(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+found = {}
+for path in ["jobs/", "environment/", "api/v1/applications"]:
+    try:
+        with urllib.request.build_opener(Stay()).open(spark.sparkContext.uiWebUrl + "/" + path, timeout=60) as answer:
+            found[path] = [answer.status, ""]
+    except urllib.error.HTTPError as error:
+        found[path] = [error.code, error.headers.get("Location") or ""]
+spark.stop()
+print(json.dumps(found))
+"""
+
+
+def test_before_yarns_filter_arrives_the_kernels_stand_in_sends_everyone_but_the_resourcemanager_away(tmp_path):
+    # A ResourceManager at an address no request here comes from (TEST-NET-1, never resolved).
+    (tmp_path / "yarn-site.xml").write_text("<configuration><property><name>yarn.resourcemanager.hostname</name><value>192.0.2.1</value></property></configuration>")
+    stand_in = uiauth.protect({}, "owner", "4.0.0", "yarn", {"HADOOP_CONF_DIR": str(tmp_path)}).settings
+    done = subprocess.run([PYTHON, "-c", BEFORE_REGISTRATION, json.dumps(stand_in)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found == {path: [302, f"http://192.0.2.1:8088/cluster/{path}"] for path in ["jobs/", "environment/", "api/v1/applications"]}, found

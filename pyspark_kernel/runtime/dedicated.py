@@ -23,12 +23,12 @@ from .state import State
 log = logging.getLogger(__name__)
 
 DEATH_WAIT = 2  # seconds a refused connection may take to show as the JVM's exit
+QUIET_WAIT = 0.5  # the same, before Py4J's own report of a failed call is dropped
+CANCEL_ATTEMPTS = 3
 # Seconds a start waits for YARN's filter after the SparkContext (the application master sends it
 # once it has reached the driver); the banner and %spark status look again later.
 ROUTE_WAIT = 30
 ROUTE_POLL = 0.2
-QUIET_WAIT = 0.5  # the same, before Py4J's own report of a failed call is dropped
-CANCEL_ATTEMPTS = 3
 
 
 class DedicatedDriver(Driver):
