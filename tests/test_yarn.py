@@ -4,15 +4,26 @@ own, whose containers see neither the kernel's environment nor the Python it was
 What each test reads back is the ResourceManager's own word (its REST API) and HDFS's (WebHDFS),
 not the kernel's."""
 
+import glob
+import json
 import os
 import re
+import secrets
 import signal
+import subprocess
 import sys
 
 import pytest
 
-from .conftest import CLEANUP_TIMEOUT, assert_no_jvm_left, run_cli, venv_with_project_packages
+from pyspark_kernel.runtime import uiauth
+from pyspark_kernel.runtime.uiauth import ROUTE_SUFFIX, TOKEN_PREFIX, YARN_FILTER
+
+from .browser import chromium  # noqa: F401 - a fixture
+from .conftest import CLEANUP_TIMEOUT, PYTHON, ROOT, assert_no_jvm_left, run_cli, serving_jupyter, venv_with_project_packages
 from .kernels import Kernel, kernel_environment, wait_until
+from .server_api import banner_link, http, request, run_over_websocket
+from .test_jupyterhub import add_user, remove_user
+from .test_ui_access import run_as
 
 # One worker runs them all, one after the other, on its one cluster (make test: --dist loadgroup).
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("yarn")]
@@ -144,3 +155,149 @@ def test_a_killed_yarn_kernel_leaves_no_running_application(yarn_cluster, kernel
     finally:
         kernel.stop(now=True)
     assert_no_jvm_left("killed-on-yarn", timeout=CLEANUP_TIMEOUT)
+
+
+PREFIX = "/user/x/"
+TABS = ["jobs/", "stages/", "storage/", "environment/", "executors/", "SQL/"]
+SCREENSHOTS = {where: os.path.join(ROOT, "test-output", f"spark-ui-yarn-executors-{where}.png") for where in ("server", "resourcemanager")}
+
+# Run by another Unix user with the system's python3: the UI's port straight, and the kernel's route file.
+PROBE = r"""
+import json, sys, urllib.error, urllib.request
+
+given = json.loads(sys.stdin.read())
+
+class Stay(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+found = {}
+for path in given["paths"]:
+    try:
+        with urllib.request.build_opener(Stay()).open(given["ui"] + path, timeout=60) as answer:
+            found[path] = [answer.status, "", answer.read().decode("utf-8", "replace")[:200]]
+    except urllib.error.HTTPError as error:
+        found[path] = [error.code, error.headers.get("Location") or "", error.read().decode("utf-8", "replace")[:200]]
+try:
+    open(given["route"]).read()
+    found["route file"] = "read"
+except OSError as error:
+    found["route file"] = type(error).__name__
+print(json.dumps(found))
+"""
+
+
+def test_a_yarn_kernels_ui_opens_on_every_tab_through_the_jupyter_server_and_the_resourcemanager_while_other_users_get_yarns_redirect(
+        yarn_cluster, kernel_env, tmp_path, chromium):
+    cluster = yarn_cluster.cluster
+    data = tmp_path / "jupyter"
+    env = {**os.environ, "HADOOP_CONF_DIR": cluster.conf_dir}
+    env.pop("YARN_CONF_DIR", None)
+    make_kernel_with_env(data / "kernels", "yarn-ui", env, "-e", str(kernel_env), "--profile", "yarn", *yarn_cluster.flags)
+    runtime_dir = tmp_path / "runtime"
+    other = f"yarnui{secrets.token_hex(3)}"
+    kernel_id = None
+    try:
+        add_user(other)
+        with serving_jupyter(tmp_path, data, base_url=PREFIX, env={"JUPYTERHUB_SERVICE_PREFIX": PREFIX}) as (base, token):
+            origin = base[:-len(PREFIX.rstrip("/"))]
+            kernel_id = json.loads(request(base, token, "POST", "/api/kernels", {"name": "yarn-ui"})[1])["id"]
+            try:
+                link = banner_link(run_over_websocket(base, token, kernel_id, "spark.range(10).count()", timeout=900))
+                port = int(re.fullmatch(rf"{PREFIX}sparkui/(\d+)/jobs/", link).group(1))
+                app = the_app(cluster, "yarn-ui")
+                tracking = app["trackingUrl"]
+                assert tracking == f"{cluster.rm}/proxy/{app['id']}/", app
+
+                # The kernel left YARN's tracking URL, as its owner's alone, and no token: the gate is YARN's.
+                [route] = glob.glob(str(runtime_dir / f"{TOKEN_PREFIX}{port}-*{ROUTE_SUFFIX}"))
+                assert (oct(os.stat(route).st_mode & 0o777), open(route).read()) == ("0o600", tracking)
+                assert not glob.glob(str(runtime_dir / f"{TOKEN_PREFIX}{port}-*.jws"))
+                status = "".join(c.get("text", "") for _, c in run_over_websocket(base, token, kernel_id, "%spark status"))
+                assert "UI access: YARN's" in status and f"| UI {link}\n" in status, status
+                # YARN's filter in front of the kernel's stand-in, and no token filter.
+                filters = "".join(c.get("text", "") for kind, c in run_over_websocket(base, token, kernel_id, "print(sc.getConf().get('spark.ui.filters'))")
+                                  if kind == "stream").strip()
+                assert filters == f"{YARN_FILTER},{YARN_FILTER}", filters
+                waited = re.search(r"^ +([0-9.]+) s  waiting for YARN's web proxy$", status, re.M)
+                print(f"\nwaited for YARN's filter after the SparkContext: {waited.group(1) if waited else '?'} s")
+
+                # Every tab through the server; the pages' links stay under it, the REST API answers.
+                ui = f"{origin}{PREFIX}sparkui/{port}/"
+                for tab in ["", *TABS]:
+                    status_code, _, page = http(ui + tab, token)
+                    assert status_code == 200, f"{tab}: {status_code}\n{page[:500]}"
+                    assert f'href="{PREFIX}sparkui/{port}/jobs/"' in page and f"setUIRoot('{PREFIX}sparkui/{port}')" in page, f"{tab}: links not under the server"
+                    assert f'"/proxy/{app["id"]}' not in page, f"{tab}: a link to YARN's proxy path is left"
+                status_code, _, listed = http(ui + "api/v1/applications", token)
+                assert status_code == 200 and [a["id"] for a in json.loads(listed)] == [app["id"]], listed
+                status_code, _, executors = http(f"{ui}api/v1/applications/{app['id']}/allexecutors", token)
+                ids = sorted(e["id"] for e in json.loads(executors))
+                assert status_code == 200 and "driver" in ids and len(ids) >= 2, executors
+
+                # The Executors tab, drawn by the UI's JavaScript from the REST API, through the server and the RM's link.
+                chromium.call("Page.enable")
+                chromium.call("Page.navigate", url=f"{base}/api/status?token={token}")  # the token's cookie for the server
+                chromium.wait_for("document.readyState === 'complete'", 60, "the server's page did not load")
+                chromium.check_executors_tab(f"{ui}executors/", SCREENSHOTS["server"], "the Executors tab of a YARN kernel shows no executor through the server")
+                chromium.check_executors_tab(f"{tracking}executors/", SCREENSHOTS["resourcemanager"], "the Executors tab shows no executor through YARN's tracking link")
+                for tab in TABS:
+                    status_code, _, page = http(tracking + tab)
+                    assert status_code == 200 and f'href="/proxy/{app["id"]}/jobs/"' in page, f"{tab} through the RM: {status_code}"
+
+                # Another user of this machine, straight at the port: YARN's redirect to the RM, never a page; the route file unreadable.
+                tried = run_as(other, PROBE, {"ui": f"http://127.0.0.1:{port}/", "paths": ["jobs/", "environment/", "api/v1/applications", "static/webui.js"], "route": route})
+                assert tried.returncode == 0, tried.stderr
+                found = json.loads(tried.stdout)
+                print(f"what {other} got: {json.dumps(found)}")
+                assert found.pop("route file") == "PermissionError"
+                for path, (code, location, _) in found.items():
+                    assert code == 302 and location == f"{cluster.rm}/proxy/redirect/{app['id']}/{path}", (path, code, location)
+
+                request(base, token, "DELETE", f"/api/kernels/{kernel_id}")
+                kernel_id = None
+                wait_until(lambda: not glob.glob(str(runtime_dir / f"{TOKEN_PREFIX}*")), 120, "the kernel left its UI route file")
+                wait_until(lambda: cluster.app(app["id"])["state"] == "FINISHED", SHUTDOWN_WINDOW, f"{app['id']} is not FINISHED after the kernel's shutdown")
+            finally:
+                if kernel_id is not None:
+                    request(base, token, "DELETE", f"/api/kernels/{kernel_id}")
+    finally:
+        remove_user(other)
+    assert subprocess.run(["id", other], capture_output=True).returncode != 0, f"the user {other} is still there"
+    assert_no_jvm_left("yarn-ui", timeout=CLEANUP_TIMEOUT)
+
+
+# A driver whose UI has only the kernel's stand-in for YARN's filter, as before the application master registers.
+BEFORE_REGISTRATION = r"""
+import json, sys, urllib.error, urllib.request
+from pyspark.sql import SparkSession
+
+builder = SparkSession.builder.master("local[1]").config("spark.ui.port", "0")
+for key, value in json.loads(sys.argv[1]).items():
+    builder = builder.config(key, value)
+spark = builder.getOrCreate()
+
+class Stay(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+found = {}
+for path in ["jobs/", "environment/", "api/v1/applications"]:
+    try:
+        with urllib.request.build_opener(Stay()).open(spark.sparkContext.uiWebUrl + "/" + path, timeout=60) as answer:
+            found[path] = [answer.status, ""]
+    except urllib.error.HTTPError as error:
+        found[path] = [error.code, error.headers.get("Location") or ""]
+spark.stop()
+print(json.dumps(found))
+"""
+
+
+def test_before_yarns_filter_arrives_the_kernels_stand_in_sends_everyone_but_the_resourcemanager_away(tmp_path):
+    # A ResourceManager at an address no request here comes from (TEST-NET-1, never resolved).
+    (tmp_path / "yarn-site.xml").write_text("<configuration><property><name>yarn.resourcemanager.hostname</name><value>192.0.2.1</value></property></configuration>")
+    stand_in = uiauth.protect({}, "owner", "4.0.0", "yarn", {"HADOOP_CONF_DIR": str(tmp_path)}).settings
+    done = subprocess.run([PYTHON, "-c", BEFORE_REGISTRATION, json.dumps(stand_in)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found == {path: [302, f"http://192.0.2.1:8088/cluster/{path}"] for path in ["jobs/", "environment/", "api/v1/applications"]}, found

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 from . import address, auth, jvm, limits, ui, uiauth, warmup
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 DEATH_WAIT = 2  # seconds a refused connection may take to show as the JVM's exit
 QUIET_WAIT = 0.5  # the same, before Py4J's own report of a failed call is dropped
 CANCEL_ATTEMPTS = 3
+# Seconds a start waits for YARN's filter after the SparkContext (the application master sends it
+# once it has reached the driver); the banner and %spark status look again later.
+ROUTE_WAIT = 30
+ROUTE_POLL = 0.2
 
 
 class DedicatedDriver(Driver):
@@ -77,11 +82,15 @@ class DedicatedDriver(Driver):
         context = SparkContext(conf=conf, gateway=self.gateway)
         context.setLogLevel(runtime.options["log_level"])
         port = ui.ui_port(context.uiWebUrl)
-        if self.ui_base and port and str(port) != settings.get("spark.ui.port"):
+        if self.ui_base and port and str(port) != settings.get("spark.ui.port") and context.master != "yarn":
             # Another process took the chosen port before the JVM bound it: Spark reads the proxy
-            # base on each request, so the path can follow the port it took instead.
+            # base on each request, so the path can follow the port it took instead. (On YARN the
+            # proxy base is YARN's, and the server extension rewrites it.)
             context._jvm.java.lang.System.setProperty("spark.ui.proxyBase", ui.proxy_base(self.ui_base, port))
         self.ui_credential.publish(uiauth.token_directory(runtime.scratch), port)
+        if context.master == "yarn" and port:
+            runtime.mark("waiting for YARN's web proxy")
+            self.publish_route(context, ROUTE_WAIT)
         runtime.mark("creating the SparkSession")
         return SparkSession.builder.getOrCreate()
 
@@ -93,7 +102,8 @@ class DedicatedDriver(Driver):
 
         runtime = self.runtime
         settings = jvm.launch_settings(conf, runtime.options, runtime.scratch, KERNEL_DIR, java_options)
-        protection = self.ui_credential.protect(settings, runtime.options["ui_access"], spark_version)  # the UI answers its owner only
+        protection = self.ui_credential.protect(settings, runtime.options["ui_access"], spark_version,  # the UI answers its owner only
+                                                runtime.conf.get("spark.master", runtime.master), runtime.environ)
         settings.update(protection.settings)
         settings.update(ui.ui_settings(settings, self.ui_base))
         settings.update(auth.auth_settings(settings))  # the driver's RPC and blocks need a secret (runtime.auth)
@@ -206,8 +216,24 @@ class DedicatedDriver(Driver):
 
     # -- what the notebook shows
 
+    def publish_route(self, context: Any, wait: float = 0.0) -> None:
+        """On YARN, once its filter is in front of the UI, tell the Jupyter server to open the UI
+        through the application's tracking URL (runtime.uiauth); waits up to ``wait`` seconds."""
+        deadline = time.monotonic() + wait
+        while not self.ui_credential.route and not self.ui_credential.token:
+            url = tracking_url(context)
+            if url:
+                self.ui_credential.publish_route(uiauth.token_directory(self.runtime.scratch), ui.ui_port(context.uiWebUrl), url)
+                return
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(ROUTE_POLL)  # the filter comes by an RPC of YARN's application master: nothing to wait on
+
     def ui_link(self) -> str | None:
-        return ui.ui_link(self.runtime.context.uiWebUrl, self.ui_base)
+        context = self.runtime.context
+        if context.master == "yarn" and context.uiWebUrl:
+            self.publish_route(context)  # YARN's filter came after the start's wait
+        return ui.ui_link(context.uiWebUrl, self.ui_base)
 
     def banner(self) -> str:
         sc = self.runtime.context
@@ -235,11 +261,13 @@ PROXY_BASES = "spark.org.apache.spark.deploy.yarn.AmIpFilter.param.PROXY_URI_BAS
 
 
 def tracking_url(sc: Any) -> str | None:
-    """The YARN application's tracking URL (None off YARN, or before its master registered)."""
+    """The YARN application's tracking URL (None off YARN, or before its master registered: the
+    kernel's stand-in for YARN's filter has no application in its URL)."""
     if sc.master != "yarn":
         return None
-    bases = sc._jsc.sc().conf().get(PROXY_BASES, "")
-    return bases.split(",")[0].rstrip("/") + "/" if bases else None
+    ending = f"/proxy/{sc.applicationId}"
+    bases = [base.rstrip("/") for base in sc._jsc.sc().conf().get(PROXY_BASES, "").split(",")]
+    return next((base + "/" for base in bases if base.endswith(ending)), None)
 
 
 def advertised_address(runtime, attempt) -> dict:

@@ -5,7 +5,7 @@
 # waits for the driver JVMs it started (scratch/jvm.pids, one per line), kills any that linger,
 # keeps a class-data-sharing archive only if its JVM finished writing it (and records its size,
 # which kernels check before they map it), and removes the scratch directory and the files
-# scratch/remove-at-exit names (the Spark UI's token).
+# scratch/remove-at-exit names (the Spark UI's token, or a YARN UI's route).
 trap '' INT HUP
 kernel=$1
 scratch=$2
@@ -41,7 +41,7 @@ if [ "${3:-}" = pipe ]; then
 else
     wait_exit "$kernel" 0 1
 fi
-if [ -f "$scratch/remove-at-exit" ]; then  # the Spark UI's token file (runtime.uiauth), outside the scratch directory
+if [ -f "$scratch/remove-at-exit" ]; then  # the Spark UI's token or route file (runtime.uiauth), outside the scratch directory
     while IFS= read -r file; do [ -n "$file" ] && rm -f -- "$file"; done < "$scratch/remove-at-exit"
 fi
 limit=100  # checks of 0.2 s; writing the class-data-sharing archive at exit takes longer
