@@ -50,13 +50,11 @@ lint: venv
 # kernels, real Spark), longest first, then the fast ones, which fill the gaps where the last
 # end-to-end tests leave a core idle (tests/conftest.py orders them). With --maxschedchunk 1 each
 # worker holds the test it runs and the next one: xdist would otherwise give each worker a fixed
-# eighth of the run at the start, in order, so one of them every end-to-end test. Tests of one
-# xdist_group (the live YARN cluster's) run on one worker, which starts the cluster once (--dist
-# loadgroup). The e2e marker still picks either part: `make test PYTEST_ARGS='-m "not e2e"'` runs
-# the fast tests alone.
+# eighth of the run at the start, in order, so one of them every end-to-end test. The e2e marker
+# still picks either part: `make test PYTEST_ARGS='-m "not e2e"'` runs the fast tests alone.
 TEST_WORKERS ?= 2
 test: venv lint browser hub-proxy
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --maxschedchunk 1 --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1 --durations=15 $(PYTEST_ARGS)
 
 # The whole suite beside two CPU-bound processes: run it whenever start-up or timing changes.
 test-busy: venv browser hub-proxy

@@ -494,7 +494,9 @@ class YarnCluster:
 
 @pytest.fixture(scope="session")
 def yarn_cluster(tmp_path_factory):
-    """A live one-node HDFS and YARN on a host of its own, for the session (needs root)."""
+    """A live one-node HDFS and YARN on a host of its own, for the session (needs root): one for
+    each test worker that runs a YARN test (xdist's loadgroup would keep them on one worker, but
+    pytest-xdist 3.8 cannot group under pytest 9, whose items ignore the node id it rewrites)."""
     if os.geteuid() != 0:
         pytest.skip("the live YARN cluster runs on a network namespace of its own: root (CI runs as root)")
     from .hadoop_cluster import hadoop_cluster

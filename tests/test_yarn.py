@@ -25,8 +25,7 @@ from .server_api import banner_link, http, request, run_over_websocket
 from .test_jupyterhub import add_user, remove_user
 from .test_ui_access import run_as
 
-# One worker runs them all, one after the other, on its one cluster (make test: --dist loadgroup).
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("yarn")]
+pytestmark = pytest.mark.e2e
 
 SHUTDOWN_WINDOW = 20  # seconds the watchdog gives a driver JVM to stop after its kernel is gone (watchdog.sh)
 # Big packages no executor of these tests imports: a leaner environment to pack.

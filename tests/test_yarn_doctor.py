@@ -13,8 +13,7 @@ import pytest
 from .conftest import run_cli, venv_with_project_packages
 from .test_yarn import LEAN
 
-# On the worker that runs the live YARN cluster (test_yarn.py), on the same cluster.
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("yarn")]
+pytestmark = pytest.mark.e2e
 
 
 def create(yarn_cluster, kernels_dir, name, *flags, conf_dir=None):
