@@ -73,8 +73,8 @@ public final class OneNodeCluster {
         System.out.flush();
         // Until the test closes our standard input (or it dies, and with it the pipe).
         while (System.in.read() != -1) { }
-        if (!nodeManager.getNMContext().getContainers().isEmpty()) {
-            nodeManager.stop();  // seconds more, which only its containers need
+        if (nodeManager.getNMContext().getContainers().values().stream().anyMatch(container -> !container.isContainerInFinalStates())) {
+            nodeManager.stop();  // seconds more, which only its running containers need
         }
         Runtime.getRuntime().halt(0);  // Hadoop's own shutdown hooks would take seconds more
     }
