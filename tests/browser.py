@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import urllib.request
 
 import pytest
@@ -78,9 +79,13 @@ def chromium(tmp_path):
     if not os.path.exists(CHROMIUM):
         pytest.fail("Chromium is not installed: `make test` installs Debian's chromium (apt-get install chromium)")
     port = free_port()
+    # Its own TMPDIR, removed after: Chromium leaves its singleton socket's directory there. Short:
+    # a socket's path must fit in 108 bytes, which a test's tmp_path may not leave room for.
+    tmp = tempfile.mkdtemp(prefix="chromium-")
     browser = subprocess.Popen([CHROMIUM, *QUIET, f"--user-data-dir={tmp_path / 'profile'}", f"--remote-debugging-port={port}",
                                 "--remote-debugging-address=127.0.0.1", "--remote-allow-origins=*", "about:blank"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                               env={**os.environ, "TMPDIR": tmp})
 
     def page():
         try:
@@ -96,3 +101,4 @@ def chromium(tmp_path):
         tools.socket.close()
     finally:
         stop_process_group(browser)
+        shutil.rmtree(tmp, ignore_errors=True)

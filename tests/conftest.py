@@ -62,7 +62,7 @@ def pytest_configure(config):
 # tests last: the two xdist workers then finish together, short tests filling in, instead of one
 # waiting on a long test that started last. xdist hands each worker two tests at the start (the
 # first two to one, the next two to the other), so the two longest start together.
-LONGEST = ("tests/test_yarn.py", "tests/test_cache.py::test_after_kernels_of_five", "tests/test_paths.py", "tests/test_jupyterhub.py", "tests/test_shared_driver.py", "tests/test_rpc_access.py",
+LONGEST = ("tests/test_yarn", "tests/test_cache.py::test_after_kernels_of_five", "tests/test_paths.py", "tests/test_jupyterhub.py", "tests/test_shared_driver.py", "tests/test_rpc_access.py",
            "tests/test_sessions.py::test_an_idle_session", "tests/test_runtime.py::test_shutdown_restart", "tests/test_runtime.py::test_class_data_sharing_archive",
            "tests/test_clusters.py::test_executors_on_a_host", "tests/test_e2e.py::test_smoke_for_ci", "tests/test_clusters.py::test_kernels_of_one_spec",
            "tests/test_e2e.py::test_spark_distribution_layout", "tests/test_spark_ui.py", "tests/test_sessions.py::test_a_master_that_is_down",
@@ -75,6 +75,17 @@ def pytest_collection_modifyitems(config, items):
         return found if item.get_closest_marker("e2e") else len(LONGEST) + 1
 
     items.sort(key=rank)  # stable: the others keep pytest's order (module fixtures stay grouped)
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After a worker's last test on the live YARN cluster, stop the cluster (its daemons keep a
+    few percent of a core busy): the YARN tests come first in the run (LONGEST), so a worker whose
+    next test needs no cluster will get no other that does."""
+    yield
+    if "yarn_cluster" in item.fixturenames and (nextitem is None or "yarn_cluster" not in nextitem.fixturenames):
+        for fixturedef in item._fixtureinfo.name2fixturedefs.get("yarn_cluster", ()):
+            fixturedef.finish(item._request)  # its dependents (module fixtures) first, as pytest does
 
 
 def pytest_unconfigure(config):

@@ -33,6 +33,8 @@ SOURCE = os.path.join(HERE, "OneNodeCluster.java")
 BUILD_TIMEOUT = 900  # seconds: Maven's first download of Hadoop (about 110 MB)
 START_TIMEOUT = 180  # seconds for the four daemons to come up and the node to register
 STOP_TIMEOUT = 60  # seconds for them to stop, the NodeManager's containers with them
+# A test's cluster lives minutes on a busy machine: the JIT's first tier only, one GC thread.
+JVM_OPTIONS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
 LOG_TIMES = ("-Dorg.slf4j.simpleLogger.showDateTime=true", "-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS")
 SUBNETS = ipaddress.ip_network("10.231.0.0/16")  # /30 links for the tests' hosts
 
@@ -184,7 +186,10 @@ def hadoop_cluster(work, hide=()):
     conf_dir = work / "conf"
     with network_host() as host:
         env = {**os.environ, "JAVA_HOME": java_home()}
-        argv = [os.path.join(env["JAVA_HOME"], "bin", "java"), "-Xmx1g", *LOG_TIMES, "-cp", classpath, "OneNodeCluster", host.address, str(work / "daemons"), str(conf_dir)]
+        tmp = work / "tmp"  # Jetty unpacks each daemon's web application there: not in /tmp, where it would stay
+        tmp.mkdir(exist_ok=True)
+        argv = [os.path.join(env["JAVA_HOME"], "bin", "java"), "-Xmx1g", *JVM_OPTIONS, f"-Djava.io.tmpdir={tmp}", *LOG_TIMES, "-cp", classpath,
+                "OneNodeCluster", host.address, str(work / "daemons"), str(conf_dir)]
         with open(work / "cluster.log", "wb") as log:
             process = subprocess.Popen(host.command(argv, hide), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env, start_new_session=True)
         try:

@@ -76,11 +76,29 @@ def add_user(name):
 
 
 def remove_user(name):
+    """The user, its processes, its home and what they left in /tmp (userdel leaves that: the
+    JVMs' hsperfdata_<name>, a kernel's scratch directory whose watchdog was killed with it)."""
+    uid = pwd.getpwnam(name).pw_uid
     subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True, timeout=30)
     deadline = time.monotonic() + 30
     while subprocess.run(["pgrep", "-u", name], capture_output=True).returncode == 0 and time.monotonic() < deadline:
         time.sleep(0.2)
     subprocess.run(["userdel", "--remove", name], capture_output=True, timeout=60)
+    for tmp in {tempfile.gettempdir(), "/tmp"}:  # the JVMs' hsperfdata is in /tmp whatever TMPDIR says
+        remove_files_of(uid, tmp)
+
+
+def remove_files_of(uid, directory):
+    for entry in os.scandir(directory):
+        try:
+            if entry.stat(follow_symlinks=False).st_uid != uid:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except FileNotFoundError:  # another test's file, gone meanwhile
+            continue
 
 
 def as_user(name, *command, timeout=300):

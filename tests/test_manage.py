@@ -14,7 +14,8 @@ def test_list_shows_our_kernels_and_what_is_missing(kernels_dir, tmp_path):
     shutil.copytree(VENV_DIR, venv, symlinks=True, ignore=shutil.ignore_patterns("lib"))  # a Python that will vanish
     os.symlink(os.path.join(VENV_DIR, "lib"), venv / "lib")
     assert run_cli("create", "-k", "beta", "-d", str(kernels_dir), "-e", str(venv)).returncode == 0
-    subprocess.run([sys.executable, "-m", "ipykernel", "install", "--prefix", str(tmp_path / "p"), "--name", "plain"], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "ipykernel", "install", "--prefix", str(tmp_path / "p"), "--name", "plain"], check=True, capture_output=True,
+                   env={**os.environ, "TMPDIR": str(tmp_path)})  # ipykernel leaves its staging directory behind
     shutil.move(str(tmp_path / "p" / "share" / "jupyter" / "kernels" / "plain"), kernels_dir / "plain")  # not ours
     shutil.rmtree(venv)
     done = run_cli("list", "-d", str(kernels_dir))
@@ -28,7 +29,8 @@ def test_list_shows_our_kernels_and_what_is_missing(kernels_dir, tmp_path):
 
 def test_remove_takes_only_our_kernels(kernels_dir, tmp_path):
     assert run_cli("create", "-k", "gamma", "-d", str(kernels_dir)).returncode == 0
-    subprocess.run([sys.executable, "-m", "ipykernel", "install", "--prefix", str(tmp_path / "p"), "--name", "plain"], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "ipykernel", "install", "--prefix", str(tmp_path / "p"), "--name", "plain"], check=True, capture_output=True,
+                   env={**os.environ, "TMPDIR": str(tmp_path)})  # ipykernel leaves its staging directory behind
     shutil.move(str(tmp_path / "p" / "share" / "jupyter" / "kernels" / "plain"), kernels_dir / "plain")
     done = run_cli("remove", "plain", "-d", str(kernels_dir))
     assert done.returncode == 1 and done.stderr.strip() == "ERROR: kernel: plain was not made by pyspark-kernel (remove it with jupyter kernelspec remove plain)"

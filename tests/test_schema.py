@@ -2,6 +2,7 @@
 
 import copy
 import json
+import os
 import subprocess
 import sys
 
@@ -73,7 +74,8 @@ def test_hand_written_good_spec_is_accepted():
 
 
 def test_what_ipykernel_install_writes_today_is_accepted(tmp_path):
-    subprocess.run([sys.executable, "-m", "ipykernel", "install", "--prefix", str(tmp_path), "--name", "plain"], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "ipykernel", "install", "--prefix", str(tmp_path), "--name", "plain"], check=True, capture_output=True,
+                   env={**os.environ, "TMPDIR": str(tmp_path)})  # ipykernel leaves its staging directory behind
     spec = read_spec(tmp_path / "share" / "jupyter" / "kernels" / "plain")
     assert schema_errors(spec) == []
 

@@ -231,7 +231,8 @@ OLD_SETTINGS = ["--spark_master", "local[2]", "--spark.sql.shuffle.partitions=8"
 
 
 def earlier_tree(commit, root):
-    """This repository's tree at ``commit``, as `git archive` gives it."""
+    """This repository's tree at ``commit``, as `git archive` gives it. (Its create runs with
+    TMPDIR in the test's directory: cookiecutter left its rendered hooks there then.)"""
     tree = root / commit
     tree.mkdir()
     archive = subprocess.run(["git", "-C", ROOT, "archive", commit], capture_output=True, check=True).stdout
@@ -244,7 +245,7 @@ def test_upgrade_all_brings_kernels_of_several_ages_current(kernels_dir, tmp_pat
     for commit in EARLIER:
         tree = earlier_tree(commit, tmp_path)
         made = subprocess.run([PYTHON, "-m", "pyspark_kernel", "create", "-k", f"made-{commit}", "-d", str(kernels_dir), "-e", VENV_DIR, *OLD_SETTINGS],
-                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tmp_path, timeout=600)
+                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree), "TMPDIR": str(tmp_path)}, cwd=tmp_path, timeout=600)
         assert made.returncode == 0, made.stderr
         assert runtime_version(str(kernels_dir / f"made-{commit}" / "pyspark_kernel_runtime")) != THIS_RUNTIME
     assert run_cli("create", "-k", "made-now", "-d", kernels_dir, "-e", VENV_DIR, *OLD_SETTINGS).returncode == 0
@@ -296,7 +297,7 @@ def test_the_runtimes_regenerate_advice_names_this_kernel_and_works_as_printed(k
 def test_a_kernel_made_by_an_earlier_commit_runs_the_smoke_notebook_once_upgraded(kernels_dir, tmp_path):
     tree = earlier_tree("e813dfa", tmp_path)
     made = subprocess.run([PYTHON, "-m", "pyspark_kernel", "create", "-k", "earlier", "-d", str(kernels_dir), "-e", VENV_DIR, *OLD_SETTINGS, "--warm_up", "jvm"],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tmp_path, timeout=600)
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree), "TMPDIR": str(tmp_path)}, cwd=tmp_path, timeout=600)
     assert made.returncode == 0, made.stderr
     done = cli("upgrade", "earlier", "-d", kernels_dir)
     assert done.returncode == 0, done.stderr
