@@ -33,6 +33,9 @@ ARCHIVE_WRITE_TIMEOUT = 180
 CLEANUP_TIMEOUT = 90  # the first JVM of a run writes the class-data-sharing archive as it exits
 KERNEL_FILES = ["kernel.json", "logo-32x32.png", "logo-64x64.png", "pyspark_kernel_runtime", "pyspark_startup.py"]
 SCRATCH = tempfile.mkdtemp(prefix="pyspark-kernel-tests-")
+# The JVMs of the tests' clusters (standalone daemons and executors; YARN's containers get the same
+# from tests/hadoop_cluster/OneNodeCluster.java): seconds of work each, on 2 cores.
+TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 
 def pytest_configure(config):
@@ -62,7 +65,7 @@ def pytest_configure(config):
 # tests last: the two xdist workers then finish together, short tests filling in, instead of one
 # waiting on a long test that started last. xdist hands each worker two tests at the start (the
 # first two to one, the next two to the other), so the two longest start together.
-LONGEST = ("tests/test_yarn", "tests/test_cache.py::test_after_kernels_of_five", "tests/test_paths.py", "tests/test_jupyterhub.py", "tests/test_shared_driver.py", "tests/test_rpc_access.py",
+LONGEST = ("tests/test_yarn", "tests/test_cache.py::test_after_kernels_of_deleted", "tests/test_paths.py", "tests/test_jupyterhub.py", "tests/test_shared_driver.py", "tests/test_rpc_access.py",
            "tests/test_sessions.py::test_an_idle_session", "tests/test_runtime.py::test_shutdown_restart", "tests/test_runtime.py::test_class_data_sharing_archive",
            "tests/test_clusters.py::test_executors_on_a_host", "tests/test_e2e.py::test_smoke_for_ci", "tests/test_clusters.py::test_kernels_of_one_spec",
            "tests/test_e2e.py::test_spark_distribution_layout", "tests/test_spark_ui.py", "tests/test_sessions.py::test_a_master_that_is_down",
@@ -331,7 +334,10 @@ def standalone(work, port=None, hide=(), properties=None, host=None):
     with contextlib.ExitStack() as stack:
         host = host or stack.enter_context(cluster_host())
         # SPARK_LOCAL_IP: the daemons, and the executors the worker starts, listen on the host's address only.
-        env = {**os.environ, "SPARK_HOME": home, "SPARK_LOCAL_IP": host.address, "SPARK_LOG_DIR": str(work), "SPARK_NO_DAEMONIZE": "1"}
+        # JAVA_TOOL_OPTIONS: the daemons and executors compile with C1 only, as the tests' drivers do
+        # (SPARK_SUBMIT_OPTS), and collect with one thread.
+        env = {**os.environ, "SPARK_HOME": home, "SPARK_LOCAL_IP": host.address, "SPARK_LOG_DIR": str(work), "SPARK_NO_DAEMONIZE": "1",
+               "JAVA_TOOL_OPTIONS": TEST_JVM_OPTIONS}
 
         def launch(name, *args):
             command = host.command([spark_class, *args, *(["--properties-file", str(properties)] if properties else [])], hide)

@@ -80,11 +80,15 @@ def built_cluster():
 
 
 def prune(keep):
-    """Builds of other poms and sources: superseded."""
+    """Builds of other poms and sources, and their locks: superseded."""
     for entry in os.listdir(cache_root()):
         path = os.path.join(cache_root(), entry)
-        if entry.startswith("hadoop-cluster-") and path != keep and os.path.isdir(path):
+        if not entry.startswith("hadoop-cluster-") or path in (keep, keep + ".lock"):
+            continue
+        if os.path.isdir(path):
             shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
 
 
 class Host:
@@ -188,8 +192,10 @@ def hadoop_cluster(work, hide=()):
         env = {**os.environ, "JAVA_HOME": java_home()}
         tmp = work / "tmp"  # Jetty unpacks each daemon's web application there: not in /tmp, where it would stay
         tmp.mkdir(exist_ok=True)
-        argv = [os.path.join(env["JAVA_HOME"], "bin", "java"), "-Xmx1g", *JVM_OPTIONS, f"-Djava.io.tmpdir={tmp}", *LOG_TIMES, "-cp", classpath,
-                "OneNodeCluster", host.address, str(work / "daemons"), str(conf_dir)]
+        site = work / "site"  # settings for every Configuration in its JVM (OneNodeCluster.writeSite)
+        site.mkdir(exist_ok=True)  # before the JVM starts: its class path keeps no directory that was missing then
+        argv = [os.path.join(env["JAVA_HOME"], "bin", "java"), "-Xmx1g", *JVM_OPTIONS, f"-Djava.io.tmpdir={tmp}", *LOG_TIMES, "-cp", f"{site}:{classpath}",
+                "OneNodeCluster", host.address, str(work / "daemons"), str(conf_dir), str(site)]
         with open(work / "cluster.log", "wb") as log:
             process = subprocess.Popen(host.command(argv, hide), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env, start_new_session=True)
         try:

@@ -225,13 +225,17 @@ def record_needs(environ, name):
         return json.load(handle)["needs"]
 
 
+DELETED = 2  # environments whose kernels ran, then were deleted
+
+
 @pytest.mark.e2e
-def test_after_kernels_of_five_deleted_environments_one_more_start_leaves_the_cache_within_its_limit(tmp_path, kernels_dir):
+def test_after_kernels_of_deleted_environments_one_more_start_leaves_the_cache_within_its_limit(tmp_path, kernels_dir):
     """An afternoon with a few environments: each kernel leaves its class-data-sharing archive and
     its record; the environments are deleted; the next kernel start removes what they left. The
     kernels only start Spark (no job, no warm-up): that is what leaves the archive, and it keeps
-    five archives cheap to write. A JVM that exits before its archive is written leaves its
-    record alone (the next start writes the archive): such a record must go too."""
+    the archives cheap to write. Two environments, run side by side, stand for any number (each
+    costs a JVM that writes its archive, 20 s of CPU). A JVM that exits before its archive is
+    written leaves its record alone (the next start writes the archive): such a record must go too."""
     import shutil
 
     from .conftest import assert_no_jvm_left, make_kernel
@@ -241,13 +245,13 @@ def test_after_kernels_of_five_deleted_environments_one_more_start_leaves_the_ca
     tmp_dir.mkdir()
     environ = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
     env = kernel_environment(tmp_dir, **environ)
-    made = [environment_with_its_own_pyspark(tmp_path / f"env{n}") for n in range(6)]
+    made = [environment_with_its_own_pyspark(tmp_path / f"env{n}") for n in range(DELETED + 1)]
     homes = [home for _, home in made]
     for n, (venv, _) in enumerate(made):
         make_kernel(kernels_dir, f"cache{n}", "-e", str(venv), "--warm_up", "off")
     kernels = []
     try:
-        kernels = [Kernel(kernels_dir, f"cache{n}", env, wait=False) for n in range(5)]
+        kernels = [Kernel(kernels_dir, f"cache{n}", env, wait=False) for n in range(DELETED)]
         for kernel in kernels:
             kernel.wait_for_ready()
         for kernel in kernels:
@@ -256,18 +260,18 @@ def test_after_kernels_of_five_deleted_environments_one_more_start_leaves_the_ca
     finally:
         for kernel in kernels:
             kernel.stop()
-    for n in range(5):
+    for n in range(DELETED):
         assert_no_jvm_left(f"cache{n}")
     # The watchdogs are done (each removes its kernel's scratch directory last): no lock is held.
     wait_until(lambda: os.listdir(tmp_dir) == [], 180, f"kernels left files in their TMPDIR: {os.listdir(tmp_dir)}")
     records = {name[:-len(".json")]: record_needs(environ, name) for name in cds_files(environ) if name.endswith(".jsa.json")}
-    assert sorted(home for needs in records.values() for home in needs if home in homes) == sorted(homes[:5]), records
+    assert sorted(home for needs in records.values() for home in needs if home in homes) == sorted(homes[:DELETED]), records
     archives = [entry for entry in cache.read_entries(environ) if entry.kind == "archive"]
     assert archives and all(os.path.basename(entry.path) in records for entry in archives), cds_files(environ)
-    for venv, _ in made[:5]:
+    for venv, _ in made[:DELETED]:
         shutil.rmtree(venv.parent)
 
-    kernel = Kernel(kernels_dir, "cache5", env)
+    kernel = Kernel(kernels_dir, f"cache{DELETED}", env)
     try:
         cell = kernel.run("print(spark.version)", timeout=600)
         assert cell.error is None, cell.text
@@ -276,12 +280,12 @@ def test_after_kernels_of_five_deleted_environments_one_more_start_leaves_the_ca
         left = cds_files(environ)
     finally:
         kernel.stop()
-    assert_no_jvm_left("cache5")
-    wait_until(lambda: os.listdir(tmp_dir) == [], 180, f"kernel cache5 left files in its TMPDIR: {os.listdir(tmp_dir)}")
+    assert_no_jvm_left(f"cache{DELETED}")
+    wait_until(lambda: os.listdir(tmp_dir) == [], 180, f"kernel cache{DELETED} left files in its TMPDIR: {os.listdir(tmp_dir)}")
     # Only the new kernel's archive (if its JVM wrote it), its record and, while it ran, its lock.
     kept = [name for name in left if name.endswith(".jsa.json")]
     assert len(kept) == 1 and all(name.startswith(kept[0][:-len(".json")]) for name in left), left
-    assert homes[5] in record_needs(environ, kept[0])
+    assert homes[DELETED] in record_needs(environ, kept[0])
     entries = cache.read_entries(environ)
-    assert all(entry.needs[1:] == [homes[5]] for entry in entries), [(entry.path, entry.needs) for entry in entries]
+    assert all(entry.needs[1:] == [homes[DELETED]] for entry in entries), [(entry.path, entry.needs) for entry in entries]
     assert cache.total(entries) <= cache.limit(environ)

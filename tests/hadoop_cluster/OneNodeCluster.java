@@ -2,14 +2,21 @@ import java.io.File;
 import java.io.FileOutputStream;
 import java.io.IOException;
 import java.io.OutputStream;
+import java.net.URI;
+import java.net.URISyntaxException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
+import java.nio.file.attribute.PosixFilePermission;
+import java.util.EnumSet;
+import java.util.Set;
 import java.util.Map;
 import java.util.TreeMap;
 
 import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.DelegateToFileSystem;
 import org.apache.hadoop.fs.FileSystem;
+import org.apache.hadoop.fs.RawLocalFileSystem;
 import org.apache.hadoop.fs.permission.FsPermission;
 import org.apache.hadoop.hdfs.HdfsConfiguration;
 import org.apache.hadoop.hdfs.server.datanode.DataNode;
@@ -24,12 +31,13 @@ import org.apache.hadoop.yarn.server.resourcemanager.ResourceManager;
  * the test runs it in), on Hadoop's default ports: the namespace is the cluster's own host, so no
  * port is shared with anything else.
  *
- *   OneNodeCluster HOST WORK_DIR CLIENT_CONF_DIR
+ *   OneNodeCluster HOST WORK_DIR CLIENT_CONF_DIR SITE_DIR
  *
  * It writes the cluster's client configuration (core-site.xml, hdfs-site.xml, yarn-site.xml), what
  * a cluster's admins hand their users as HADOOP_CONF_DIR, then prints "READY" and runs until its
  * standard input closes or it is signalled; it then stops the NodeManager, which stops the
- * containers it started.
+ * containers it started. SITE_DIR must be on its class path: the settings that every Configuration
+ * of this JVM reads go there (see NioLocalFs).
  *
  * Hadoop's MiniYARNCluster is not used: it binds its daemons to "localhost", so its nodes and the
  * executors on them would advertise an address only the cluster's own host can reach.
@@ -41,6 +49,7 @@ public final class OneNodeCluster {
         String host = args[0];
         File work = new File(args[1]);
         File clientConf = new File(args[2]);
+        writeSite(new File(args[3]));
         Configuration conf = configuration(host, work);
         // Four daemons in one JVM register the same metrics sources, as in Hadoop's own mini clusters.
         org.apache.hadoop.metrics2.lib.DefaultMetricsSystem.setMiniClusterMode(true);
@@ -73,8 +82,15 @@ public final class OneNodeCluster {
         System.out.flush();
         // Until the test closes our standard input (or it dies, and with it the pipe).
         while (System.in.read() != -1) { }
-        if (nodeManager.getNMContext().getContainers().values().stream().anyMatch(container -> !container.isContainerInFinalStates())) {
-            nodeManager.stop();  // seconds more, which only its running containers need
+        // A container still running is mostly an application master that has just unregistered:
+        // it exits by itself within a second or two. The NodeManager's stop, which kills what is
+        // left, takes 15 s more (it waits for the applications, then for its monitor).
+        long deadline = System.nanoTime() + 10_000_000_000L;
+        while (containersRunning(nodeManager) && System.nanoTime() < deadline) {
+            Thread.sleep(100);
+        }
+        if (containersRunning(nodeManager)) {
+            nodeManager.stop();
         }
         Runtime.getRuntime().halt(0);  // Hadoop's own shutdown hooks would take seconds more
     }
@@ -105,6 +121,9 @@ public final class OneNodeCluster {
         conf.set("yarn.nodemanager.log-dirs", new File(work, "nm-logs").getAbsolutePath());
         conf.setInt("yarn.nodemanager.resource.memory-mb", 6144);
         conf.setInt("yarn.nodemanager.resource.cpu-vcores", 4);
+        // What an admin may give every container: here, JVMs that live seconds in the tests compile
+        // with C1 only and collect with one thread (the tests' 2 cores are the budget).
+        conf.set("yarn.nodemanager.admin-env", "MALLOC_ARENA_MAX=$MALLOC_ARENA_MAX,JAVA_TOOL_OPTIONS=-XX:TieredStopAtLevel=1 -XX:+UseSerialGC");
         conf.setBoolean("yarn.nodemanager.pmem-check-enabled", false);
         conf.setBoolean("yarn.nodemanager.vmem-check-enabled", false);
         conf.setFloat("yarn.nodemanager.disk-health-checker.max-disk-utilization-per-disk-percentage", 100.0f);
@@ -157,6 +176,63 @@ public final class OneNodeCluster {
                 throw new IllegalStateException("gave up after 120 s waiting for " + what);
             }
             Thread.sleep(100);
+        }
+    }
+
+    static boolean containersRunning(NodeManager nodeManager) {
+        return nodeManager.getNMContext().getContainers().values().stream().anyMatch(container -> !container.isContainerInFinalStates());
+    }
+
+    static final String SITE = "one-node-cluster-site.xml";
+
+    /** Settings for every Configuration of this JVM, the ones Hadoop makes of its own too: the
+     * NodeManager's localizer reads its local file system from a new Configuration. */
+    static void writeSite(File dir) throws IOException {
+        Map<String, String> site = new TreeMap<>();
+        site.put("fs.AbstractFileSystem.file.impl", NioLocalFs.class.getName());
+        dir.mkdirs();
+        write(new File(dir, SITE), site);
+        Configuration.addDefaultResource(SITE);
+    }
+
+    /**
+     * The local file system, with permissions set by a system call, as a node with Hadoop's native
+     * library sets them. Without that library Hadoop runs one chmod process per file: localizing
+     * a Python environment of thousands of files took the NodeManager half a minute for each
+     * application (the tests' clusters have no native library; real ones do).
+     */
+    public static final class NioLocalFs extends DelegateToFileSystem {
+        public NioLocalFs(URI uri, Configuration conf) throws IOException, URISyntaxException {
+            super(uri, new NioRawLocalFileSystem(), conf, "file", false);
+        }
+
+        @Override
+        public int getUriDefaultPort() {
+            return -1;
+        }
+
+        @Override
+        public boolean isValidName(String src) {
+            return true;  // as Hadoop's own local file system: each OS has its own rules
+        }
+    }
+
+    static final class NioRawLocalFileSystem extends RawLocalFileSystem {
+        private static final PosixFilePermission[] BITS = {  // from 0400 down to 0001
+            PosixFilePermission.OWNER_READ, PosixFilePermission.OWNER_WRITE, PosixFilePermission.OWNER_EXECUTE,
+            PosixFilePermission.GROUP_READ, PosixFilePermission.GROUP_WRITE, PosixFilePermission.GROUP_EXECUTE,
+            PosixFilePermission.OTHERS_READ, PosixFilePermission.OTHERS_WRITE, PosixFilePermission.OTHERS_EXECUTE};
+
+        @Override
+        public void setPermission(org.apache.hadoop.fs.Path path, FsPermission permission) throws IOException {
+            int mode = permission.toShort();
+            Set<PosixFilePermission> set = EnumSet.noneOf(PosixFilePermission.class);
+            for (int bit = 0; bit < BITS.length; bit++) {
+                if ((mode & (0400 >> bit)) != 0) {
+                    set.add(BITS[bit]);
+                }
+            }
+            Files.setPosixFilePermissions(pathToFile(path).toPath(), set);
         }
     }
 }
