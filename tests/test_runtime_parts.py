@@ -495,6 +495,55 @@ def test_other_threads_calls_do_not_hold_the_main_threads_interrupt():
     assert seen == [0] and held.hold() is False
 
 
+def test_an_interrupt_while_a_spark_connect_stream_is_awaited_is_raised_as_its_response_arrives():
+    """gRPC's channel lock, taken in Python: a KeyboardInterrupt raised inside a call can leave it
+    held, and every later query of the kernel hangs (connectguard). A real gRPC server here: the
+    interrupt comes while the main thread waits for the stream's next response, and is raised once
+    that response is in; the channel still serves another thread's call."""
+    from concurrent import futures
+
+    import grpc
+
+    from pyspark_kernel.runtime.connectguard import HoldInterrupts
+
+    held = guard.HeldInterrupt()
+    held.interrupt = Interrupted
+    interrupted = []
+
+    class InterruptOnSecond(grpc.UnaryStreamClientInterceptor):
+        """The SIGINT handler's part (Notebook.on_interrupt), run as the main thread waits for the
+        stream's second response."""
+
+        def intercept_unary_stream(self, continuation, details, request):
+            stream = continuation(details, request)
+            yield next(stream)
+            interrupted.append(held.hold())
+            yield next(stream)
+
+    handler = grpc.method_handlers_generic_handler("test.Service", {
+        "Stream": grpc.unary_stream_rpc_method_handler(lambda request, context: iter([b"first", b"second"])),
+        "Ping": grpc.unary_unary_rpc_method_handler(lambda request, context: b"pong"),
+    })
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.intercept_channel(grpc.insecure_channel(f"127.0.0.1:{port}"), HoldInterrupts(held), InterruptOnSecond()) as channel:
+            responses = channel.unary_stream("/test.Service/Stream")(b"")
+            assert next(responses) == b"first" and held.depth == 0
+            with pytest.raises(Interrupted):
+                next(responses)
+            assert interrupted == [True] and not held.pending and held.depth == 0
+            pinged = []
+            worker = threading.Thread(target=lambda: pinged.append(channel.unary_unary("/test.Service/Ping")(b"", timeout=30)))
+            worker.start()
+            worker.join()
+            assert pinged == [b"pong"]
+            assert channel.unary_unary("/test.Service/Ping")(b"", timeout=30) == b"pong"  # nothing left pending
+    finally:
+        server.stop(None)
+
+
 def test_a_call_that_fails_because_the_jvm_has_exited_raises_the_runtimes_error():
     died = diagnostics.SparkDiedError("The Spark driver JVM has exited: killed by signal 9")
 

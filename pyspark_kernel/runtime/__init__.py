@@ -10,6 +10,7 @@ pyspark: these modules import only the standard library until Spark starts. One 
   archive's health (mapped only whole, set aside when the JVM crashes on it or refuses it);
 - limits: the hub's CPU_LIMIT and MEM_LIMIT, which a local master and the driver's heap fit;
 - guard: every Py4J call: interrupts held to the call's end, a dead JVM explained; converters: numpy's;
+- connectguard: every Spark Connect gRPC call: interrupts held to the call's end (one inside gRPC can hang the channel);
 - session: the session's life: start, stop, death, restart; state: its states; attempt: one start;
 - drivers: how the driver runs (choice picks one), one kind a module: dedicated (a JVM of the kernel's own), connect
   (an sc:// server), shared (the user's shared local server; driver_server runs it);

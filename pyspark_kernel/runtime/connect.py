@@ -5,6 +5,7 @@ an interrupt cancels (Spark Connect has no job groups)."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
@@ -17,6 +18,8 @@ log = logging.getLogger(__name__)
 
 
 class ConnectDriver(Driver):
+    calls = None  # the session's gRPC calls, which hold the main thread's interrupt (connectguard)
+
     def start(self, attempt) -> Any:
         runtime = self.runtime
         SparkSession = self.import_pyspark()
@@ -26,11 +29,26 @@ class ConnectDriver(Driver):
         runtime.mark("connecting to the Spark Connect server")
         # The token lives in the Jupyter server's environment, never in kernel.json; it goes to the
         # client as a builder option, not into an environment variable that code prints.
-        builder = SparkSession.builder.remote(with_token(runtime.master, runtime.environ.get(CONNECT_TOKEN_VARIABLE)))
+        builder = self.remote_builder(SparkSession, with_token(runtime.master, runtime.environ.get(CONNECT_TOKEN_VARIABLE)))
         for key, value in runtime.conf.items():
-            if key != "spark.master":
+            if key not in ("spark.master", "spark.remote"):
                 builder = builder.config(key, value)
         return builder.getOrCreate()
+
+    def remote_builder(self, SparkSession: Any, url: str) -> Any:
+        """A builder of a session on the Spark Connect server at ``url`` whose gRPC calls hold a
+        first interrupt to their end: one raised inside gRPC can hang every later query (connectguard)."""
+        from .connectguard import HoldInterrupts, channel_builder
+
+        calls = HoldInterrupts(self.runtime.held)
+        channel = channel_builder(url, calls)
+        if channel is None:
+            return SparkSession.builder.remote(url)
+        from pyspark.sql.connect.session import SparkSession as RemoteSparkSession
+
+        self.calls = calls
+        os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"  # as SparkSession.builder.remote(url) sets it
+        return RemoteSparkSession.builder.channelBuilder(channel)
 
     def after_death(self, session: Any, context: Any) -> None:
         try:
@@ -54,7 +72,7 @@ class ConnectDriver(Driver):
 
     def interrupt(self, group: str) -> None:
         # A 3.5 client leaves the server's operation running when interrupted: the tag stops it.
-        threading.Thread(target=interrupt_tag, args=(self.runtime.session, group), name=CANCEL_THREAD, daemon=True).start()
+        threading.Thread(target=interrupt_tag, args=(self.runtime.session, group, self.calls), name=CANCEL_THREAD, daemon=True).start()
 
     def progress(self, group: str) -> Any:
         from .progress import ConnectProgress
@@ -70,9 +88,12 @@ class ConnectDriver(Driver):
         return [f"Spark Connect server: {self.runtime.master}"]
 
 
-def interrupt_tag(session: Any, tag: str) -> None:
-    """Interrupt the operations tagged ``tag``, from interrupt's thread."""
+def interrupt_tag(session: Any, tag: str, calls: Any = None) -> None:
+    """Interrupt the operations tagged ``tag``, from interrupt's thread; first end the main
+    thread's wait for a response, where its interrupt is held (connectguard)."""
     try:
+        if calls is not None:
+            calls.cancel_awaited()
         session.interruptTag(tag)
     except Exception:  # the server may have gone: the cell's own call says so
         log.debug("interrupting the operations tagged %s", tag, exc_info=True)

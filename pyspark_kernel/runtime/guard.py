@@ -32,6 +32,21 @@ class HeldInterrupt:
         self.pending = False
         return False
 
+    def call(self, function, *args, **kwargs):
+        """``function(*args, **kwargs)``, a call the main thread is inside: a first interrupt
+        meanwhile is held and raised as it returns."""
+        main = threading.current_thread() is threading.main_thread()
+        if main:
+            self.depth += 1
+        try:
+            return function(*args, **kwargs)
+        finally:
+            if main:
+                self.depth -= 1
+                if self.pending and self.depth == 0:
+                    self.pending = False
+                    raise self.interrupt  # noqa: B012 - the interrupt the user asked for wins
+
 
 def guard(client, held: HeldInterrupt, died) -> None:
     """Route ``client``'s calls through ``held`` and ``died`` (a function giving the error to
@@ -41,14 +56,7 @@ def guard(client, held: HeldInterrupt, died) -> None:
     if getattr(send, "pyspark_kernel_guard", False):
         return
 
-    def send_command(*args, **kwargs):
-        if not getattr(client, "is_connected", True):
-            dead = died()
-            if dead is not None:
-                raise dead
-        main = threading.current_thread() is threading.main_thread()
-        if main:
-            held.depth += 1
+    def explained_send(*args, **kwargs):
         try:
             return send(*args, **kwargs)
         except Exception as error:
@@ -57,12 +65,13 @@ def guard(client, held: HeldInterrupt, died) -> None:
                 if dead is not None:
                     raise dead from None
             raise
-        finally:
-            if main:
-                held.depth -= 1
-                if held.pending and held.depth == 0:
-                    held.pending = False
-                    raise held.interrupt  # noqa: B012 - the interrupt the user asked for wins
+
+    def send_command(*args, **kwargs):
+        if not getattr(client, "is_connected", True):
+            dead = died()
+            if dead is not None:
+                raise dead
+        return held.call(explained_send, *args, **kwargs)
 
     send_command.pyspark_kernel_guard = True
     client.send_command = send_command

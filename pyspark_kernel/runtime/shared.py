@@ -388,7 +388,7 @@ class SharedDriver(ConnectDriver):
         self.ui_base = ui.server_base(runtime.environ)
         self.ui_credential.publish(uiauth.token_directory(runtime.scratch), ui.ui_port(lease.record.get("ui")), lease.record.get("ui_token"), lease.record.get("ui_note", ""))
         runtime.mark("connecting to the shared driver")
-        builder = SparkSession.builder.remote(lease.url)
+        builder = self.remote_builder(SparkSession, lease.url)
         for name, value in session_conf.items():
             builder = builder.config(name, value)
         session = builder.create()  # a session of this notebook's own on the server, never a gone one
