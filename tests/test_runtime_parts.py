@@ -544,6 +544,65 @@ def test_an_interrupt_while_a_spark_connect_stream_is_awaited_is_raised_as_its_r
         server.stop(None)
 
 
+def test_when_a_spark_connect_server_dies_its_calls_close_and_its_channel_stays_open():
+    """Closing a gRPC channel as another thread starts a call on it can crash the kernel (SIGSEGV,
+    grpc/grpc#43455; seen as a shared kernel's death after kill -9 of its server). So the kernel
+    closes its interceptor's calls instead: a stream awaited ends at once, every later call fails
+    at once with gRPC's own closed-channel error, and the channel itself is never closed from the
+    thread that saw the death."""
+    from concurrent import futures
+
+    import grpc
+
+    from pyspark_kernel.runtime.connect import ConnectDriver
+    from pyspark_kernel.runtime.connectguard import CLOSED, HoldInterrupts
+
+    release = threading.Event()
+
+    def stream(request, context):
+        yield b"first"
+        release.wait(20)  # a query still running on the server
+        yield b"second"
+
+    handler = grpc.method_handlers_generic_handler("test.Service", {
+        "Stream": grpc.unary_stream_rpc_method_handler(stream),
+        "Ping": grpc.unary_unary_rpc_method_handler(lambda request, context: b"pong"),
+    })
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+
+    closed = []
+
+    class Client:
+        def close(self):
+            closed.append("the client's channel, from the lease's thread")
+
+    class Session:
+        client = Client()
+
+    try:
+        plain = grpc.insecure_channel(f"127.0.0.1:{port}")
+        driver = ConnectDriver.__new__(ConnectDriver)
+        driver.calls = HoldInterrupts(guard.HeldInterrupt())
+        channel = grpc.intercept_channel(plain, driver.calls)
+        responses = channel.unary_stream("/test.Service/Stream")(b"")
+        assert next(responses) == b"first"
+        threading.Timer(0.5, driver.after_death, args=(Session(), None)).start()  # the lease's thread
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as ended:
+            next(responses)
+        assert ended.value.code() == grpc.StatusCode.CANCELLED and time.monotonic() - started < 10
+        assert closed == []
+        with pytest.raises(ValueError, match=re.escape(CLOSED)):
+            channel.unary_unary("/test.Service/Ping")(b"", timeout=30)
+        assert plain.unary_unary("/test.Service/Ping")(b"", timeout=30) == b"pong"  # still open
+        plain.close()  # the main thread's, once no call starts on it
+    finally:
+        release.set()
+        server.stop(None)
+
+
 def test_a_call_that_fails_because_the_jvm_has_exited_raises_the_runtimes_error():
     died = diagnostics.SparkDiedError("The Spark driver JVM has exited: killed by signal 9")
 

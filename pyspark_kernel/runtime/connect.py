@@ -51,8 +51,13 @@ class ConnectDriver(Driver):
         return RemoteSparkSession.builder.channelBuilder(channel)
 
     def after_death(self, session: Any, context: Any) -> None:
+        # A call under way fails now, instead of retrying for minutes. Its calls are closed, not
+        # its channel, where they are the kernel's (connectguard: closing could crash the kernel).
+        if self.calls is not None:
+            self.calls.close()
+            return
         try:
-            session.client.close()  # a call under way fails now, instead of retrying for minutes
+            session.client.close()
         except Exception:
             log.debug("closing the Spark Connect client of a session whose server died", exc_info=True)
 

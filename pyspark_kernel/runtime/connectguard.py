@@ -12,6 +12,11 @@ So the main thread's first interrupt inside a gRPC call, or inside the wait for 
 response, is held and raised as it returns. The interrupt's thread (ConnectDriver.interrupt) ends
 such a wait at once by cancelling the stream on the client, then cancels the cell's operations on
 the server by their tag. A second interrupt is raised at once, as with Py4J.
+
+When the server dies, the calls are closed here, not the channel: gRPC can crash the process
+(SIGSEGV in Channel._get_registered_call_handle) when another thread closes a channel as a call
+starts on it (grpc/grpc#43455), and an intercepted channel starts every call anew. The client's
+retries come through here, so they fail at once, as they would on a closed channel.
 """
 
 from __future__ import annotations  # the kernel's Python may be older than the generator's
@@ -23,6 +28,8 @@ import grpc
 
 from .guard import HeldInterrupt
 
+CLOSED = "Cannot invoke RPC on closed channel!"  # gRPC's own words for it, which the kernel knows
+
 
 class HoldInterrupts(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor, grpc.StreamUnaryClientInterceptor):
     """The interceptor on the kernel's Spark Connect channel: every kind of call PySpark makes."""
@@ -30,6 +37,7 @@ class HoldInterrupts(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInt
     def __init__(self, held: HeldInterrupt) -> None:
         self.held = held
         self.awaited = None  # the stream whose next response the main thread waits for
+        self.closed = False
 
     def cancel_awaited(self) -> None:
         """From another thread: end the main thread's wait for a response, and so its held interrupt."""
@@ -37,14 +45,25 @@ class HoldInterrupts(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInt
         if cancel is not None:
             cancel()
 
-    def intercept_unary_unary(self, continuation, details, request):
+    def close(self) -> None:
+        """From another thread, as the server died: a call under way ends, and every later one
+        (the client's retries too) fails at once. The channel stays open (see above)."""
+        self.closed = True
+        self.cancel_awaited()
+
+    def start(self, continuation, details, request):
+        if self.closed:
+            raise ValueError(CLOSED)
         return self.held.call(continuation, details, request)
 
+    def intercept_unary_unary(self, continuation, details, request):
+        return self.start(continuation, details, request)
+
     def intercept_stream_unary(self, continuation, details, requests):  # artifacts
-        return self.held.call(continuation, details, requests)
+        return self.start(continuation, details, requests)
 
     def intercept_unary_stream(self, continuation, details, request):  # ExecutePlan, ReattachExecute
-        return Responses(self.held.call(continuation, details, request), self)
+        return Responses(self.start(continuation, details, request), self)
 
 
 class Responses:
