@@ -237,7 +237,9 @@ def test_a_token_in_the_connect_url_is_refused(kernels_dir):
     assert os.listdir(kernels_dir) == []
 
 
-TOGETHER = int(os.environ.get("PYSPARK_KERNEL_TEST_TOGETHER", "4"))  # make bench starts 8
+# Three: more kernels than the machine has cores, one to write the archive and others to start
+# without it (each a JVM, about 12 s of CPU, so no more than that). make bench starts 8.
+TOGETHER = int(os.environ.get("PYSPARK_KERNEL_TEST_TOGETHER", "3"))
 
 
 @pytest.mark.e2e

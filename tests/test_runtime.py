@@ -156,7 +156,9 @@ def check_sql_magic(kernel):
     assert typo.error[0] == "SparkSQLError" and "PARSE_SYNTAX_ERROR" in typo.error[1] and "org.apache" not in typo.error[1], typo.error
 
 
-def test_progress_follows_each_job_in_place_and_ends_as_a_summary_with_a_link_per_job(start):
+def test_progress_follows_each_job_in_place_and_ends_as_a_summary_with_a_link_per_job_and_interrupt_cancels_a_cells_jobs(start, tmp_path):
+    """Progress, then an interrupt, on one local[2] kernel: a kernel and its JVM cost seconds of CPU
+    each. The interrupt comes last, so the progress checks see only their own jobs."""
     kernel = start("rt-progress", "--spark_master", "local[2]")
     kernel.run("spark.range(1).count()")
     # Two jobs, the second of two stages (a shuffle), each task a second or more.
@@ -176,11 +178,7 @@ def test_progress_follows_each_job_in_place_and_ends_as_a_summary_with_a_link_pe
         assert link.startswith("http://127.0.0.1:") and link.endswith(f"/jobs/job/?id={job}")
         with kernel.open_ui(link) as page:  # the job's own page in the Spark UI, as its owner opens it
             assert page.status == 200 and f"Details for Job {job}" in page.read().decode()
-
-
-def test_interrupt_cancels_the_cells_jobs_and_spark_stays_usable(start, tmp_path):
-    kernel = start("rt-interrupt", "--spark_master", "local[2]")
-    kernel.run("spark.range(1).count()")
+    # An interrupt cancels the cell's jobs, and Spark stays usable.
     assert_interrupt_stops_a_minute_long_job(kernel, tmp_path / "running")
 
 
@@ -369,6 +367,12 @@ JDKS = [pytest.param(17, id="jdk17"), pytest.param(25, id="jdk25")]
 
 @pytest.mark.parametrize("feature", JDKS)
 def test_class_data_sharing_archive_is_built_once_and_a_broken_one_is_set_aside_and_rebuilt(kernels_dir, tmp_path, monkeypatch, feature):
+    """Per JDK, what the JDK decides: the archive its JVM writes, maps, and what it does with one cut
+    short at a size its writer recorded (JDK 17's JVM dies mapping it: the start is retried without
+    it; JDK 19+ find it out and write it again themselves). What the kernel decides before any JVM
+    starts (an archive at a size other than the one recorded is set aside and written again; the
+    start prunes the cache) is the same on every JDK: tested on JDK 17's kernel. Each start writes
+    or maps an archive, about 20 s of CPU: no start here is there for anything another one shows."""
     java_home = None
     if feature != 17:
         java_home = installed_jdk(feature)
@@ -385,13 +389,35 @@ def test_class_data_sharing_archive_is_built_once_and_a_broken_one_is_set_aside_
     run_once(kernels_dir, name, env, [writes])
     assert_left_nothing(name, tmp_dir)
     archive = written_whole(cds_dir)
+    whole = os.path.getsize(archive)
+
+    # Cut short at a size its writer recorded: the check cannot tell, and JDK 17's JVM dies mapping it
+    # (SIGBUS): the start is retried without it, and the next start writes it again; JDK 19+ find it
+    # out and write it again themselves.
+    os.truncate(archive, whole // 2)
+    (cds_dir / (os.path.basename(archive) + ".size")).write_text(f"{whole // 2}\n")
+    if feature < 19:
+        mapped = run_once(kernels_dir, name, env, notice=re.escape(f"The class-data-sharing archive {archive} was unusable (the JVM crashed "
+                                                                   "mapping it): set aside; this start ran without it and the next rebuilds it."))
+        assert mapped == {}  # the JVM that runs was started without it
+        assert_left_nothing(name, tmp_dir)
+        assert not os.path.exists(archive)
+    run_once(kernels_dir, name, env, [writes])
+    assert_left_nothing(name, tmp_dir)
+    assert written_whole(cds_dir) == archive
+    if feature >= 19:
+        # The next start maps the archive its JVM wrote again.
+        assert run_once(kernels_dir, name, env) == {archive: True}
+        assert_left_nothing(name, tmp_dir)
+        return
+
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))  # where pack_environment caches, as a kernel's create would
     leave_entries_of_deleted_environments(cache, archive, tmp_path, 5)
     left = sorted(os.listdir(cache / "pyspark-kernel" / "environments")) + sorted(os.listdir(cds_dir))
     assert len([name for name in left if name.endswith((".tar.gz", ".jsa"))]) == 11, left
 
     # Cut short (a full disk, a copy that stopped): set aside before any JVM maps it, and written again.
-    whole = os.path.getsize(archive)
+    whole = os.path.getsize(archive)  # the archive written again, not always at the first one's size
     os.chmod(archive, 0o644)
     os.truncate(archive, whole // 2)
     user = Kernel(kernels_dir, name, {**env, "PYSPARK_KERNEL_CACHE_LIMIT": "1G"})
@@ -410,24 +436,6 @@ def test_class_data_sharing_archive_is_built_once_and_a_broken_one_is_set_aside_
     assert written_whole(cds_dir) == archive
     assert sorted(os.listdir(cds_dir)) == sorted(os.path.basename(archive) + suffix for suffix in ("", ".json", ".size"))
     # The next start maps the rebuilt archive.
-    assert run_once(kernels_dir, name, env) == {archive: True}
-    assert_left_nothing(name, tmp_dir)
-
-    # Cut short at a size its writer recorded: the check cannot tell, and JDK 17's JVM dies mapping it
-    # (SIGBUS): the start is retried without it; JDK 19+ find it out and write it again themselves.
-    os.truncate(archive, whole // 2)
-    (cds_dir / (os.path.basename(archive) + ".size")).write_text(f"{whole // 2}\n")
-    if feature < 19:
-        mapped = run_once(kernels_dir, name, env, notice=re.escape(f"The class-data-sharing archive {archive} was unusable (the JVM crashed "
-                                                                   "mapping it): set aside; this start ran without it and the next rebuilds it."))
-        assert mapped == {}  # the JVM that runs was started without it
-        assert_left_nothing(name, tmp_dir)
-        assert not os.path.exists(archive)
-        run_once(kernels_dir, name, env, [writes])
-    else:
-        run_once(kernels_dir, name, env, [writes])
-    assert_left_nothing(name, tmp_dir)
-    assert written_whole(cds_dir) == archive
     assert run_once(kernels_dir, name, env) == {archive: True}
     assert_left_nothing(name, tmp_dir)
 
@@ -472,11 +480,8 @@ def test_new_spark_jars_get_an_archive_of_their_own_and_one_the_jvm_refuses_is_s
     assert mapped == {new: False}
     assert_left_nothing("rt-jars", tmp_dir)
     assert not os.path.exists(new)
-    run_once(kernels_dir, "rt-jars", env, ["-XX:ArchiveClassesAtExit="])
-    assert_left_nothing("rt-jars", tmp_dir)
-    assert written_whole(cds_dir) == new
-    assert run_once(kernels_dir, "rt-jars", env) == {new: True}
-    assert_left_nothing("rt-jars", tmp_dir)
+    # That the next start writes the archive set aside, and the one after maps it, is the same on
+    # every Spark installation: test_class_data_sharing_archive_is_built_once_...[jdk17] shows it.
 
 
 def test_a_client_that_requires_encryption_runs_spark_over_curvezmq(kernels_dir, tmp_path):

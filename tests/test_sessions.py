@@ -115,8 +115,7 @@ def executor_jvms(app_id):
     return found
 
 
-def test_after_spark_stop_the_next_use_starts_a_new_session_and_says_so(start):
-    kernel = start("stop-reuse")
+def after_spark_stop_the_next_use_starts_a_new_session_and_says_so(kernel):
     first = kernel.run("print('APP', spark.sparkContext.applicationId); spark.range(1).count()")
     old_app = printed(first, "APP")[0]
     stopped = kernel.run("spark.stop()")
@@ -127,7 +126,7 @@ def test_after_spark_stop_the_next_use_starts_a_new_session_and_says_so(start):
         "Spark was stopped (spark.stop()): starting a new session with the kernel's configuration."]
     new = kernel.run("print('APP', sc.applicationId, spark.conf.get('spark.sql.shuffle.partitions'))")
     assert printed(new, "APP")[0] != old_app and printed(new, "APP")[1] == "8"  # the kernel's configuration again
-    wait_until(lambda: len(spark_jvms("stop-reuse")) == 1, 60, "the stopped session's JVM did not exit")
+    wait_until(lambda: len(spark_jvms("new-session")) == 1, 60, "the stopped session's JVM did not exit")
 
 
 def master_apps(ui):
@@ -171,8 +170,7 @@ def test_an_idle_session_is_stopped_and_the_next_use_starts_a_new_one(start, sta
         assert len(spark_jvms(kernel.manager.kernel_name)) == 1
 
 
-def test_a_jvm_killed_from_outside_is_one_clear_error_and_restart_brings_spark_back(start):
-    kernel = start("dead-jvm")
+def a_jvm_killed_from_outside_is_one_clear_error_and_restart_brings_spark_back(kernel):
     assert kernel.run("kept = 'set before'\ndf = spark.range(5)\nspark.range(1).count()").result == "1"
     pid = jvm_pid(kernel)
     os.kill(pid, signal.SIGKILL)
@@ -210,8 +208,7 @@ def test_a_master_that_is_down_at_start_fails_clearly_and_restart_succeeds_once_
             kernel.stop()
 
 
-def test_restart_applies_conf_that_needs_a_new_driver_and_keeps_variables(start):
-    kernel = start("restart-conf")
+def restart_applies_conf_that_needs_a_new_driver_and_keeps_variables(kernel):
     assert kernel.run("kept = 42\nspark.range(1).count()").result == "1"
     first_pid = jvm_pid(kernel)
     restarted = kernel.run("%spark restart --conf spark.app.name=etl-2 --conf spark.sql.shuffle.partitions=3")
@@ -223,6 +220,15 @@ def test_restart_applies_conf_that_needs_a_new_driver_and_keeps_variables(start)
     assert status.startswith("state: ready") and "restarted with: --conf spark.app.name=etl-2 --conf spark.sql.shuffle.partitions=3" in status
     usage = kernel.run("%spark restart --conf nonsense")
     assert usage.stream.strip() == "UsageError: %spark restart: --conf 'nonsense' is not KEY=VALUE with a spark.* key (for example --conf spark.driver.memory=4g)"
+
+
+def test_a_new_session_comes_after_spark_stop_after_a_jvm_killed_from_outside_and_after_restart_with_conf(start):
+    """Three ways a kernel's session ends and the next one begins, one after the other on one kernel
+    (each check starts a new JVM anyway; a kernel of its own would cost another)."""
+    kernel = start("new-session")
+    after_spark_stop_the_next_use_starts_a_new_session_and_says_so(kernel)
+    a_jvm_killed_from_outside_is_one_clear_error_and_restart_brings_spark_back(kernel)
+    restart_applies_conf_that_needs_a_new_driver_and_keeps_variables(kernel)
 
 
 def test_papermill_runs_a_tutorial_notebook_with_no_stray_interrupt(kernels_dir, tmp_path):
