@@ -25,6 +25,7 @@ import zipfile
 
 from . import cache
 from .diagnostics import ShortError
+from .options import SPARK_VARIABLES
 
 PACKAGES = "spark.jars.packages"
 JARS = "spark.jars"
@@ -40,12 +41,17 @@ COORDINATE_FIX = "write GROUP:ARTIFACT:VERSION, for example org.apache.spark:spa
 # Ivy's report of a module it could not resolve: ":: org.nope#nothing_2.13;1.0: not found".
 UNRESOLVED = re.compile(r"^\s*::\s+([^\s#:]+)#([^\s;]+);([^\s:]+):\s*(.+?)\s*$")
 RESOLVE_TIMEOUT = 600  # seconds: a first resolution downloads every jar a package needs
+LOCAL_ONLY = ("PYSPARK_SUBMIT_ARGS", "SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_API_MODE", "MASTER")
 NOTHING = "# pyspark-kernel: resolving packages; nothing to run\n"
 CENTRAL = "Maven Central"
+UNRESOLVED_FIX = "check the coordinate's spelling and version, or name its repository in spark.jars.repositories"
 
 
 class DependencyError(ShortError):
-    """A package or jar the kernel cannot use: what is wrong, and how to fix it."""
+    """A package or jar the kernel cannot use: what is wrong, and how to fix it; ``unresolved``:
+    (coordinate, Ivy's reason) for each package Ivy could not resolve."""
+
+    unresolved: tuple = ()
 
 
 def coordinates(words) -> list[str]:
@@ -145,8 +151,9 @@ def resolution_error(output: str, conf: dict, returncode: int) -> DependencyErro
     missing = unresolved(output)
     if missing:
         named = ", ".join(f"{coordinate} ({why})" for coordinate, why in missing)
-        return DependencyError(f"{named}: not resolved from {where_from(conf)}",
-                               "check the coordinate's spelling and version, or name its repository in spark.jars.repositories")
+        error = DependencyError(f"{named}: not resolved from {where_from(conf)}", UNRESOLVED_FIX)
+        error.unresolved = tuple(missing)
+        return error
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     last = next((line for line in reversed(lines) if "Exception" in line or "Error" in line), lines[-1] if lines else f"exit code {returncode}")
     return DependencyError(f"the packages did not resolve: {last}", "see spark-submit's output above, or the kernel's %spark log")
@@ -160,7 +167,8 @@ def resolve(conf: dict, environ, spark_home: str, java: str | None = None, timeo
     if not settings.get(PACKAGES):
         return 0.0
     submit = os.path.join(spark_home, "bin", "spark-submit")
-    env = {key: value for key, value in environ.items() if key not in ("PYSPARK_SUBMIT_ARGS", "SPARK_CONF_DIR")}
+    # The resolution runs locally, whatever the kernel's master; kernel.json's "" means unset.
+    env = {key: value for key, value in environ.items() if key not in LOCAL_ONLY and not (key in SPARK_VARIABLES and value == "")}
     env.update({"SPARK_HOME": spark_home, "PYSPARK_DRIVER_PYTHON": env.get("PYSPARK_DRIVER_PYTHON") or sys.executable or "python3"})
     if java:
         env["JAVA_HOME"] = os.path.dirname(os.path.dirname(os.path.realpath(java)))
