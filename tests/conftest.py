@@ -68,7 +68,8 @@ def pytest_configure(config):
 LONGEST = ("tests/test_yarn", "tests/test_runtime.py::test_class_data_sharing_archive", "tests/test_runtime.py::test_new_spark_jars", "tests/test_jupyterhub.py",
            "tests/test_cache.py::test_after_kernels_of_deleted", "tests/test_paths.py", "tests/test_runtime.py::test_a_kernel_whose_pyspark_was_removed",
            "tests/test_shared_driver.py", "tests/test_sessions.py::test_an_idle_session", "tests/test_clusters.py::test_kernels_of_one_spec", "tests/test_rpc_access.py",
-           "tests/test_clusters.py::test_executors_on_a_host", "tests/test_packages.py::test_packages_reach", "tests/test_culling.py", "tests/test_ui_access.py", "tests/test_spark_ui.py", "tests/test_jupyterlab.py",
+           "tests/test_clusters.py::test_executors_on_a_host",
+           "tests/test_packages.py::test_packages_reach", "tests/test_culling.py", "tests/test_ui_access.py", "tests/test_spark_ui.py", "tests/test_jupyterlab.py",
            "tests/test_watchdog.py", "tests/test_matrix.py", "tests/test_sessions.py::test_a_master_that_is_down", "tests/test_e2e.py::test_spark_distribution_layout",
            "tests/test_limits.py", "tests/test_runtime.py::test_shutdown_restart", "tests/test_e2e.py::test_smoke_for_ci")
 
