@@ -9,7 +9,7 @@ from . import environment, kernelspec, layers, sparkhome
 from .errors import InputError
 from .pack import packer
 from .runtime.options import OPTIONS
-from .validate import check_answers, check_env, check_platform, check_spark_conf, check_value, master_kind
+from .validate import check_answers, check_env, check_platform, check_spark_conf, check_value, master_kind, merge_packages
 
 DEFAULTS_PATH = os.path.join(kernelspec.TEMPLATE_ROOT, "defaults.conf")
 PROFILES_DIR = os.path.join(kernelspec.TEMPLATE_ROOT, "profiles")
@@ -77,6 +77,7 @@ def build_spec(answers: dict, environ: dict | None = None) -> dict:
         if option.in_profile:  # empty in every layer: the option's fallback
             value = check_value(option.name, config[option.name])
             config[option.name] = option.runtime_default if value is None else value
+    config["conf"] = merge_packages(config["conf"], answers["packages"], master_kind(config["master"]), config["spark_driver"])
     if config["spark_driver"] == "shared":
         check_shared_driver(config["master"], spark)
         environment.check_connect_client(python_env)  # the notebooks are Spark Connect clients

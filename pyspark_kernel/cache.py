@@ -19,7 +19,8 @@ def checked_limit(environ) -> int:
 def describe(entry: cache.Entry) -> list[str]:
     needs = ", ".join(entry.needs) or "no record of what it was made from"
     gone = entry.missing()
-    state = f"gone: {gone[0]}" if gone else ("being written" if entry.busy() else "ok")
+    busy = "in use" if entry.kind == cache.IVY_KIND else "being written"
+    state = f"gone: {gone[0]}" if gone else (busy if entry.busy() else "ok")
     used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.used))
     return [entry.kind, cache.size_text(entry.size), used, state, os.path.basename(entry.path), needs]
 

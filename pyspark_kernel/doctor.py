@@ -20,7 +20,7 @@ from .environment import probe
 from .errors import InputError
 from .hooks import RUNTIME_PACKAGE
 from .kernelspec import CONF_VARIABLE, OPTIONS_VARIABLE, RUNTIME_SOURCE, kernel_environment
-from .runtime import auth, cache, ui
+from .runtime import auth, cache, dependencies, ui
 from .runtime.diagnostics import SparkStartError
 from .runtime.options import DEFAULT_OPTIONS, SPARK_VARIABLES
 from .manage import find_kernel
@@ -127,6 +127,8 @@ def checks(spec, kernel_dir: str, environ, upgrade: str | None = None, kernels_d
     yield ok("idle_timeout", f"the session is stopped after {idle} s without a job, and restarted on next use" if idle and kind != "connect"
              else "the session is kept however long it is idle")
     yield limits_check(conf, env, kind)
+    if kind != "connect" and conf.get(dependencies.PACKAGES):
+        yield from packages_checks(conf, env)
     yield cache_check(env)
     if options.get("ship_environment"):
         yield environment_check(os.path.join(kernel_dir, options["ship_environment"]), metadata, upgrade)
@@ -215,6 +217,29 @@ def cache_check(env) -> Check:
     stale = f"; {gone} for a Java, Spark or environment that is gone (the next kernel start removes them)" if gone else ""
     return ok("cache", f"{cache.cache_root(env)} holds {cache.size_text(cache.total(entries))} in {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
               f"limit {cache.size_text(cap)}{stale} (pyspark-kernel cache)")
+
+
+def packages_checks(conf: dict, env) -> Iterator[Check]:
+    """Whether the kernel's Maven packages resolve, by Spark's own resolver with the kernel's
+    repositories and Ivy settings (runtime.dependencies): one line for each that does not."""
+    try:
+        seconds = dependencies.resolve(conf, env, env.get("SPARK_HOME", ""), runtime_java(env))
+    except dependencies.DependencyError as error:
+        for coordinate, why in error.unresolved:
+            yield problem("packages", f"{coordinate}: {why} in {dependencies.where_from(conf)}", dependencies.UNRESOLVED_FIX)
+        if not error.unresolved:
+            yield problem("packages", error.problem, error.fix)
+        return
+    yield ok("packages", f"{conf[dependencies.PACKAGES]} resolve ({seconds:.1f} s)")
+
+
+def runtime_java(env) -> str | None:
+    from .runtime.diagnostics import find_java
+
+    try:
+        return find_java(env)
+    except SparkStartError:  # the java check says so
+        return None
 
 
 def auth_check(conf: dict) -> Check:

@@ -10,6 +10,7 @@ import re
 from typing import Any, Callable
 
 from .errors import InputError, quote
+from .runtime import dependencies
 from .runtime.masters import MASTER_FORMS, MASTERS, is_connect  # one reading of master URLs, the kernel's too
 from .runtime.options import DRIVER_MODES, ENV_REFERENCE, OPTIONS, RUNTIME_OPTIONS, Option, is_secret  # the runtime's own
 
@@ -149,6 +150,34 @@ def check_env_from(names):
     return list(names)
 
 
+def check_packages(value):
+    """Maven coordinates, as text (comma-separated) or a list; the canonical comma-separated text."""
+    if value is None:
+        return ""
+    if not isinstance(value, (str, list, tuple)) or not all(isinstance(item, str) for item in ([value] if isinstance(value, str) else value)):
+        raise InputError("packages", f"must be GROUP:ARTIFACT:VERSION coordinates, not {quote(value)}", dependencies.COORDINATE_FIX)
+    try:
+        return ",".join(dict.fromkeys(dependencies.coordinates(value)))
+    except dependencies.DependencyError as error:
+        raise InputError("packages", error.problem, error.fix) from None
+
+
+def merge_packages(conf: dict, packages: str, kind: str, driver: str) -> dict:
+    """The Spark settings with ``packages`` merged into the spark.jars.packages the layers set (each
+    group:artifact once, the answer's version winning), every coordinate checked."""
+    key = dependencies.PACKAGES
+    if not packages and key not in conf:
+        return conf
+    if kind == "connect" or driver == "shared":
+        raise InputError("packages", "a Spark Connect server loads its own packages, and this kernel's Spark runs in one",
+                         "set spark.jars.packages where the server starts, or use --spark_driver dedicated with a local or cluster master")
+    try:
+        merged = dependencies.merge_packages(conf.get(key, ""), dependencies.coordinates(packages))
+    except dependencies.DependencyError as error:
+        raise InputError("packages", f"{key}: {error.problem}", error.fix) from None
+    return {**conf, key: merged}
+
+
 # Jupyter replaces {connection_file}, {resource_dir}, {prefix}... in a kernel's argv, where the
 # environment's Python path goes, and has no escape for a literal brace pair.
 ARGV_PLACEHOLDER = re.compile(r"\{[A-Za-z0-9_]+\}")
@@ -261,6 +290,7 @@ SPECIAL_CHECKS = {
     "spark_conf": check_spark_conf,
     "env": check_env,
     "env_from": check_env_from,
+    "packages": check_packages,
     "start_timeout": check_start_timeout,
     "idle_timeout": check_idle_timeout,
     "spark_driver": check_spark_driver,

@@ -68,7 +68,8 @@ def pytest_configure(config):
 CDS = "tests/test_runtime.py::test_class_data_sharing_archive_is_built_once_and_a_broken_one_is_set_aside_and_rebuilt"
 LONGEST = ("tests/test_yarn", f"{CDS}[jdk17]", "tests/test_jupyterhub.py", f"{CDS}[jdk25]", "tests/test_runtime.py::test_a_kernel_whose_pyspark_was_removed",
            "tests/test_cache.py::test_after_kernels_of_deleted", "tests/test_paths.py", "tests/test_shared_driver.py", "tests/test_sessions.py::test_an_idle_session",
-           "tests/test_runtime.py::test_new_spark_jars", "tests/test_rpc_access.py", "tests/test_clusters.py::test_executors_on_a_host", "tests/test_culling.py",
+           "tests/test_runtime.py::test_new_spark_jars", "tests/test_rpc_access.py", "tests/test_clusters.py::test_executors_on_a_host",
+           "tests/test_packages.py::test_packages_reach", "tests/test_culling.py",
            "tests/test_clusters.py::test_kernels_of_one_spec", "tests/test_sessions.py::test_a_new_session_comes_after", "tests/test_ui_access.py",
            "tests/test_spark_ui.py", "tests/test_jupyterlab.py", "tests/test_watchdog.py", "tests/test_matrix.py", "tests/test_runtime.py::test_progress_follows",
            "tests/test_sessions.py::test_a_master_that_is_down", "tests/test_e2e.py::test_spark_distribution_layout", "tests/test_limits.py",

@@ -58,8 +58,9 @@ class CellRun:
 
 
 class Kernel:
-    def __init__(self, kernels_dir, name, env, wait=True):
-        self.manager = KernelManager(kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels_dir)]))
+    def __init__(self, kernels_dir, name, env, wait=True, transport="tcp"):
+        # transport "ipc": Unix sockets, which a kernel in a network namespace of its own still reaches.
+        self.manager = KernelManager(kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels_dir)]), transport=transport)
         self.manager.start_kernel(env=env)
         self.client = self.manager.client()
         self.client.start_channels()

@@ -1,6 +1,7 @@
 """The per-user cache, ~/.cache/pyspark-kernel (or $XDG_CACHE_HOME/pyspark-kernel): a
-class-data-sharing archive per Java and Spark installation (cds/, 120-160 MB each) and a packed
-environment per version of an environment shipped to executors (environments/).
+class-data-sharing archive per Java and Spark installation (cds/, 120-160 MB each), a packed
+environment per version of an environment shipped to executors (environments/), and the Ivy
+directory where Spark resolves Maven packages (ivy/, one entry: runtime.dependencies).
 
 Each entry has a record beside it (ENTRY.json) of the paths it was made from; its modification
 time is the entry's last use. Nothing else ever removes entries, so prune() does, at each kernel
@@ -11,7 +12,8 @@ written (its lock held) is never removed; a JVM that has mapped a removed archiv
 An archive's size record (ENTRY.size) goes with it, and an archive set aside (runtime.cds) goes at
 the next prune. Standard library only: the kernel's runtime and the CLI share it. An archive's
 lock (ENTRY.lock, taken by jvm.claim_archive) is read here: whether its holder is alive says
-whether the entry is busy.
+whether the entry is busy. The Ivy directory is busy while a kernel whose driver loaded jars from it
+is alive (its pid in ivy.users/, written by claim_ivy).
 """
 
 from __future__ import annotations  # the kernel's Python may be older than the generator's
@@ -20,6 +22,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import time
 
@@ -31,6 +34,9 @@ log = logging.getLogger(__name__)
 DEFAULT_LIMIT = 2 * 1024 ** 3
 LIMIT_VARIABLE = "PYSPARK_KERNEL_CACHE_LIMIT"
 PARTS = {"cds": (".jsa", "archive"), "environments": (".tar.gz", "environment")}
+IVY = "ivy"  # a directory, one entry: Ivy's cache/ and the resolved jars/ that drivers load
+IVY_USERS = "ivy.users"  # a file per kernel whose driver uses the Ivy directory: "host pid"
+IVY_KIND = "packages"
 LEFTOVER_AGE = 86400  # seconds after which a half-written file is a crash's leftover, not work in progress
 LOCK_UNWRITTEN_AGE = 60  # seconds a lock file may stay empty: its maker is between create and write
 LOCK_FOREIGN_AGE = 86400  # a lock from another host (a shared home) cannot be checked: trust it this long
@@ -49,7 +55,7 @@ class Entry:
         self.kind = kind
         self.record = record_path(path)
         stat = os.stat(path)
-        self.size = stat.st_size
+        self.size = tree_size(path) if kind == IVY_KIND else stat.st_size
         self.needs = []
         self.used = stat.st_mtime
         try:
@@ -64,8 +70,51 @@ class Entry:
         return [need for need in self.needs if not os.path.exists(need)]
 
     def busy(self) -> bool:
-        """Whether a JVM may be writing it right now: its lock's holder is alive."""
+        """Whether a JVM may be writing it right now (its lock's holder is alive), or, for the Ivy
+        directory, a live kernel's driver loads jars from it."""
+        if self.kind == IVY_KIND:
+            return ivy_in_use(os.path.dirname(self.path))
         return lock_is_held(self.path + ".lock")
+
+
+def tree_size(path: str) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:  # removed meanwhile
+                continue
+    return total
+
+
+def claim_ivy(environ) -> None:
+    """This kernel's driver loads jars from the Ivy directory: no prune removes it while the kernel lives."""
+    users = os.path.join(cache_root(environ), IVY_USERS)
+    os.makedirs(users, mode=0o700, exist_ok=True)
+    host = socket.gethostname()
+    with open(os.path.join(users, f"{host}-{os.getpid()}"), "w", encoding="utf-8") as handle:
+        handle.write(f"{host} {os.getpid()}\n")
+
+
+def ivy_in_use(root: str) -> bool:
+    """Whether a live kernel uses the Ivy directory; the records of kernels that have gone are removed."""
+    users = os.path.join(root, IVY_USERS)
+    try:
+        names = os.listdir(users)
+    except OSError:
+        return False
+    used = False
+    for name in names:
+        path = os.path.join(users, name)
+        if lock_is_held(path):
+            used = True
+        else:
+            try:
+                os.remove(path)
+            except OSError:
+                log.debug("removing the gone kernel's record %s", path, exc_info=True)
+    return used
 
 
 def lock_is_held(lock: str) -> bool:
@@ -149,6 +198,12 @@ def read_entries(environ) -> list[Entry]:
                     entries.append(Entry(os.path.join(directory, name), kind))
                 except FileNotFoundError:
                     continue  # removed meanwhile
+    ivy = os.path.join(cache_root(environ), IVY)
+    if os.path.isdir(ivy):
+        try:
+            entries.append(Entry(ivy, IVY_KIND))
+        except FileNotFoundError:
+            log.debug("the Ivy directory was removed meanwhile", exc_info=True)
     return sorted(entries, key=lambda entry: entry.used)
 
 
@@ -181,7 +236,12 @@ def leftovers(environ, now: float | None = None) -> list[str]:
 
 
 def remove(entry: Entry) -> None:
-    for path in (entry.path, entry.record, entry.path + SIZE):
+    paths = [entry.record]
+    if entry.kind == IVY_KIND:
+        shutil.rmtree(entry.path, ignore_errors=True)
+    else:
+        paths += [entry.path, entry.path + SIZE]
+    for path in paths:
         try:
             os.remove(path)
         except FileNotFoundError:  # removed meanwhile (another kernel's prune), or never made: what was wanted

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from . import address, auth, jvm, limits, ui, uiauth, warmup
+from . import address, auth, cache, dependencies, jvm, limits, ui, uiauth, warmup
 from .converters import defer_numpy_converters
 from .diagnostics import KERNEL_DIR, SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, find_java
 from .drivers import CANCEL_THREAD, Driver
@@ -63,6 +63,7 @@ class DedicatedDriver(Driver):
         java_options = []
         fitted, attempt.notices = limits.fit(runtime.conf, runtime.kernel_conf, runtime.environ)  # the hub's CPU_LIMIT and MEM_LIMIT
         fitted.update(advertised_address(runtime, attempt))
+        fitted.update(ivy_directory(runtime))
         if runtime.options["class_data_sharing"]:
             self.archive, java_options = jvm.archive_options(java, spark_home, runtime.scratch, runtime.environ, runtime.watchdog, attempt.notices)
         runtime.mark("launching the driver JVM")
@@ -212,7 +213,8 @@ class DedicatedDriver(Driver):
         return not warmup.dynamic_allocation(self.runtime.context)
 
     def cache_in_use(self) -> list[str]:
-        return [self.archive] if self.archive else []
+        ivy = [dependencies.ivy_dir(self.runtime.environ)] if self.runtime.conf.get(dependencies.PACKAGES) else []
+        return ([self.archive] if self.archive else []) + ivy
 
     # -- what the notebook shows
 
@@ -279,6 +281,16 @@ def advertised_address(runtime, attempt) -> dict:
         attempt.notices.append(f"{address.DRIVER_HOST}: {why}, so Spark picks an address the cluster may not reach ({address.FIX})")
         return {}
     return {address.DRIVER_HOST: host} if host else {}
+
+
+def ivy_directory(runtime) -> dict:
+    """spark.jars.ivy in the per-user cache when the session resolves packages (runtime.dependencies);
+    this kernel then counts as the directory's user, so that no prune removes the jars its driver loads."""
+    settings = dependencies.ivy_settings(runtime.conf, runtime.environ)
+    if settings:
+        cache.claim_ivy(runtime.environ)
+        cache.mark_used(settings[dependencies.IVY], ())
+    return settings
 
 
 def cancel_group(context: Any, group: str) -> None:

@@ -1,15 +1,17 @@
 """The %spark line magic (`%spark status`, `%spark restart [--conf KEY=VALUE ...]`, `%spark conf
-[KEY=VALUE ...]`, `%spark log [-n N]`), and the %%sql cell magic of the sql module."""
+[KEY=VALUE ...]`, `%spark packages G:A:V ...`, `%spark jars PATH ...`, `%spark log [-n N]`), and
+the %%sql cell magic of the sql module."""
 
 from __future__ import annotations
 
 import logging
 import re
 import shlex
+import os
 import time
 
-from . import sql
-from .diagnostics import log_lines
+from . import dependencies, sql
+from .diagnostics import SparkStartError, check_spark_home, find_java, log_lines
 from .notebook import split_options
 from .options import REDACTED, shown_value
 from .profile import duration
@@ -17,7 +19,10 @@ from .state import State
 
 log = logging.getLogger(__name__)
 
-USAGE = "%spark status | %spark restart [--conf KEY=VALUE ...] | %spark conf [KEY=VALUE ...] | %spark log [-n N]"
+USAGE = ("%spark status | %spark restart [--conf KEY=VALUE ...] | %spark conf [KEY=VALUE ...] | %spark packages GROUP:ARTIFACT:VERSION ... "
+         "| %spark jars PATH ... | %spark log [-n N]")
+PACKAGES_USAGE = "%spark packages GROUP:ARTIFACT:VERSION ..."
+JARS_USAGE = "%spark jars PATH.jar ..."
 # Spark's own default for spark.redaction.regex, for a session that does not say.
 SPARK_REDACTION = r"(?i)secret|password|token|access[.]?key"
 LOG_LINES = 40
@@ -71,7 +76,12 @@ def status_lines(runtime) -> list[str]:
         lines[0] += f" (started in {runtime.elapsed():.1f} s, up {duration(time.monotonic() - runtime.attempt.ready_at)})"
     lines += runtime.driver.status_lines()
     lines.append(f"executor Python: {runtime.environ.get('PYSPARK_PYTHON') or '(unset: python3 on the executors PATH)'}")
-    overrides = {key: value for key, value in runtime.conf.items() if runtime.kernel_conf.get(key) != value}
+    packages, jars = dependencies.in_force(runtime.conf)
+    if packages:
+        lines.append(f"packages: {', '.join(packages)} (resolved into {runtime.conf.get(dependencies.IVY) or dependencies.ivy_dir(runtime.environ)})")
+    if jars:
+        lines.append(f"jars: {', '.join(jars)}")
+    overrides = restarted_with(runtime)
     if overrides:
         lines.append("restarted with: " + " ".join(f"--conf {key}={shown_value(key, value)}" for key, value in overrides.items()))
     lines.append(f"JVM log: {runtime.log}")
@@ -108,11 +118,61 @@ def apply_conf(notebook, settings: dict) -> None:
     if later:
         print("restarting the session for " + " ".join(f"{key}={shown_value(key, value)}" for key, value in later.items())
               + " (they need a new driver; Python variables are kept)", flush=True)
-        runtime = notebook.runtime
-        kept = {key: value for key, value in runtime.conf.items() if runtime.kernel_conf.get(key) != value}
-        notebook.restart({**kept, **later})
+        notebook.restart({**restarted_with(notebook.runtime), **later})
     if not now and not later:
         print("unchanged: the session has these settings already", flush=True)
+
+
+def restarted_with(runtime) -> dict:
+    """The settings the session was restarted with beyond the kernel's own (a restart keeps them)."""
+    return {key: value for key, value in runtime.conf.items() if runtime.kernel_conf.get(key) != value}
+
+
+def add_packages(notebook, words: list[str]) -> None:
+    """%spark packages: the coordinates merged into spark.jars.packages, resolved first by Spark's own
+    resolver (runtime.dependencies), then the session restarted with them. A coordinate that does not
+    resolve stops here: the session stays."""
+    runtime = notebook.runtime
+    try:
+        added = dependencies.coordinates(words)
+        if not added:
+            raise dependencies.DependencyError("no package given", f"usage: {PACKAGES_USAGE}")
+        merged = dependencies.merge_packages(runtime.conf.get(dependencies.PACKAGES), added)
+        if merged == runtime.conf.get(dependencies.PACKAGES) and runtime.state == State.READY:
+            print(f"unchanged: the session has {', '.join(added)} already", flush=True)
+            return
+        refuse_without_own_driver(runtime, "packages")
+        print(f"resolving {', '.join(added)} (the first time downloads them; the cache keeps them)", flush=True)
+        seconds = dependencies.resolve({**runtime.conf, dependencies.PACKAGES: merged}, runtime.environ, check_spark_home(runtime.environ),
+                                       find_java(runtime.environ))
+    except (dependencies.DependencyError, SparkStartError) as error:
+        raise MagicError(f"%spark packages: {error}") from None
+    print(f"resolved in {seconds:.1f} s; restarting the session with {dependencies.PACKAGES}={merged} (Python variables are kept)", flush=True)
+    notebook.restart({**restarted_with(runtime), dependencies.PACKAGES: merged})
+
+
+def add_jars(notebook, words: list[str]) -> None:
+    """%spark jars: local jars merged into spark.jars, then the session restarted with them."""
+    runtime = notebook.runtime
+    try:
+        if not words:
+            raise dependencies.DependencyError("no jar given", f"usage: {JARS_USAGE}")
+        added = [dependencies.check_jar(word, os.getcwd()) for word in words]
+        refuse_without_own_driver(runtime, "jars")
+    except dependencies.DependencyError as error:
+        raise MagicError(f"%spark jars: {error}") from None
+    merged = dependencies.merge_jars(runtime.conf.get(dependencies.JARS), added)
+    if merged == runtime.conf.get(dependencies.JARS) and runtime.state == State.READY:
+        print(f"unchanged: the session has {', '.join(added)} already", flush=True)
+        return
+    print(f"restarting the session with {dependencies.JARS}={merged} (Python variables are kept)", flush=True)
+    notebook.restart({**restarted_with(runtime), dependencies.JARS: merged})
+
+
+def refuse_without_own_driver(runtime, what: str) -> None:
+    if not runtime.driver.has_context:
+        raise dependencies.DependencyError(f"this kernel's Spark runs in a Spark Connect server, which loads its own {what}",
+                                           "set spark.jars.packages or spark.jars where the server starts, or use a kernel created with --spark_driver dedicated")
 
 
 def run(notebook, line: str) -> None:
@@ -132,6 +192,10 @@ def run(notebook, line: str) -> None:
             apply_conf(notebook, parse_settings(rest, "%spark conf [KEY=VALUE ...]"))
         else:
             print("\n".join(conf_lines(notebook.session())))
+    elif command == "packages":
+        add_packages(notebook, rest)
+    elif command == "jars":
+        add_jars(notebook, rest)
     elif command == "log":
         count = parse_log(rest)
         found = log_lines(runtime.log)

@@ -101,6 +101,9 @@ OPTIONS = (
            prompt="Spark master (the profile's by default)"),
     Option("executor_python", "text", "executors' Python for cluster masters: pack (ship this environment) or a path",
            prompt="Executors' Python for cluster masters (empty: the profile's; pack: ship this environment; or a path)"),
+    Option("packages", "text", "Maven packages for the session, GROUP:ARTIFACT:VERSION, comma-separated: merged into spark.jars.packages, "
+                               "which Spark resolves as it starts (the first time downloads them; the per-user cache keeps them)",
+           metavar="G:A:V[,G:A:V...]", prompt="Maven packages, GROUP:ARTIFACT:VERSION, comma-separated (empty: none)"),
     Option("spark_defaults", "path", "import a spark-defaults.conf as a configuration layer", flags=("--from-spark-defaults",), metavar="FILE", cookiecutter=False),
     Option("spark_conf", "mapping", "any Spark setting (repeatable)", default={}, flags=(), usage="--spark.KEY VALUE, --spark.KEY=VALUE",
            prompt='Spark settings as JSON, e.g. {"spark.executor.memory": "4g"}'),
