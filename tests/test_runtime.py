@@ -19,6 +19,11 @@ from .kernels import Kernel, assert_interrupt_stops_a_minute_long_job, kernel_en
 pytestmark = pytest.mark.e2e
 
 STATE = 'print(__import__("sys").modules["pyspark_kernel_runtime"].RUNTIME.state)'
+# Reads PySpark's active context before any use of spark or sc (entrypoints.Awaited).
+DDL_FIRST = ("from pyspark.sql.functions import udf\nfrom pyspark.sql.types import StructType\n"
+             "@udf('integer')\ndef plus_one(x):\n    return x + 1\n"
+             "print(plus_one.returnType, StructType.fromDDL('a int, b string').simpleString())\n")
+DDL_PRINTED = "IntegerType() struct<a:int,b:string>"
 PRUNED = '__import__("sys").modules["pyspark_kernel_runtime"].RUNTIME.pruned.is_set()'  # set after the warm-up and the cache's pruning
 
 
@@ -98,8 +103,9 @@ def test_lazy_kernel_starts_no_jvm_until_spark_is_used(start):
     assert kernel.run("1 + 1").result == "2"
     assert kernel.run(STATE).text.strip() == "idle"
     assert spark_jvms("rt-lazy") == []
-    slow = kernel.run("sc.parallelize(range(4), 4).map(lambda x: __import__('time').sleep(1.5) or x).sum()")
-    assert slow.result == "6"
+    # The first use of Spark is a udf's DDL return type: it starts Spark, as spark or sc would.
+    slow = kernel.run(DDL_FIRST + "sc.parallelize(range(4), 4).map(lambda x: __import__('time').sleep(1.5) or x).sum()")
+    assert slow.result == "6" and DDL_PRINTED in slow.stream.splitlines(), slow.text
     assert spark_jvms("rt-lazy") != []
     assert slow.stream.splitlines()[0] == "Spark is starting…"  # a plain line: no live displays
     assert not [kind for kind, _ in slow.messages if kind in ("display_data", "update_display_data")]  # progress is off
@@ -160,7 +166,11 @@ def test_progress_follows_each_job_in_place_and_ends_as_a_summary_with_a_link_pe
     """Progress, then an interrupt, on one local[2] kernel: a kernel and its JVM cost seconds of CPU
     each. The interrupt comes last, so the progress checks see only their own jobs."""
     kernel = start("rt-progress", "--spark_master", "local[2]")
-    kernel.run("spark.range(1).count()")
+    # A first cell that reads PySpark's active context before any use of spark, on a kernel whose
+    # start is still running, waits for it as the builder does (entrypoints.Awaited): a udf's DDL
+    # return type and StructType.fromDDL, which the classic pyspark shell has at once.
+    first = kernel.run(DDL_FIRST + "spark.range(1).count()")
+    assert first.error is None and DDL_PRINTED in first.stream.splitlines(), first.text
     # Two jobs, the second of two stages (a shuffle), each task a second or more.
     run = kernel.run("import time\n"
                      "sc.parallelize(range(4), 4).map(lambda x: time.sleep(1) or x).count()\n"

@@ -97,8 +97,10 @@ def check_a_shared_kernel(kernels_dir, tmp_path, run_dir):
 
     try:
         first, second = open_notebook("a"), open_notebook("b")
-        started = first.run("print(spark.range(3).count())")
-        assert started.error is None, started.text
+        # A first cell that reads the active session before touching spark waits for it (entrypoints.Awaited).
+        started = first.run("from pyspark.sql.functions import udf\n@udf('integer')\ndef plus_one(x):\n    return x + 1\n"
+                            "print(plus_one.returnType)\nprint(spark.range(3).count())")
+        assert started.error is None and "IntegerType()" in started.stream.splitlines(), started.text
         assert "| shared driver (pid " in started.text and "3" in started.stream.splitlines(), started.text
         assert second.run("x = 41; print(spark.range(4).count())").stream.strip().splitlines()[-1] == "4"
 

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 
 class ConnectDriver(Driver):
+    remote = True
     calls = None  # the session's gRPC calls, which hold the main thread's interrupt (connectguard)
 
     def start(self, attempt) -> Any:

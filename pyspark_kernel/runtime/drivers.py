@@ -37,6 +37,8 @@ class Driver:
     has_context = False
     # Whether idle_timeout may stop its sessions: the kernel looks at the context's jobs for that.
     stops_when_idle = False
+    # Whether its sessions are Spark Connect clients: PySpark's remote mode from the first cell.
+    remote = False
 
     def __init__(self, runtime: SparkRuntime) -> None:
         self.runtime = runtime

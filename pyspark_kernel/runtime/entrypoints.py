@@ -12,7 +12,11 @@ kernel's background start does):
   calling thread (the JVM keeps the active session per thread, and the kernel's was made in its
   start thread);
 - `stop()` on the kernel's session or context tells the runtime, so that the next use of Spark
-  starts a new session.
+  starts a new session;
+- PySpark's class attributes that hold the active context, gateway and session (read directly in
+  over a hundred places: a udf's DDL return type, `StructType.fromDDL`, functions, ML, streaming)
+  are the kernel's, waited for, when a cell reads them while the kernel's start runs, or before a
+  lazy kernel's first start (Awaited). A Spark Connect kernel is remote from its first cell.
 
 The kernel's own start passes through untouched (SparkRuntime.creating), and so does a builder
 that asks for a Spark Connect server with `.remote(...)` on a kernel that is not one.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import importlib.abc
+import os
 import sys
 import threading
 from typing import Any
@@ -32,6 +37,10 @@ CONTEXT_MODULES = ("pyspark.core.context", "pyspark.context")  # Spark 4, Spark 
 SESSION_MODULE = "pyspark.sql.session"
 CONNECT_SESSION_MODULE = "pyspark.sql.connect.session"
 CONTEXT_ARGUMENTS = ("master", "appName", "sparkHome", "pyFiles", "environment", "batchSize", "serializer", "conf")
+# The class attributes PySpark reads for its active context and session: None until a start sets them.
+CONTEXT_ATTRIBUTES = ("_active_spark_context", "_gateway", "_jvm")
+SESSION_ATTRIBUTES = ("_instantiatedSession", "_activeSession")
+CONNECT_SESSION_ATTRIBUTES = ("_default_session",)
 
 
 def context_options(args: tuple, kwargs: dict) -> dict:
@@ -87,20 +96,68 @@ class PatchingLoader(importlib.abc.Loader):
         return getattr(self.loader, name)
 
 
+class Awaited:
+    """A class attribute of PySpark's that is None until a start sets it (the start's assignment
+    replaces this). Read by a cell on the notebook's thread, it is the kernel's: the cell waits for
+    the start, or starts Spark, as the builder does. Read by the start itself, another thread, or
+    outside a cell, it is None, as PySpark left it."""
+
+    def __init__(self, entry: EntryPoints, owner: type, name: str) -> None:
+        self.entry, self.owner, self.name = entry, owner, name
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        entry = self.entry
+        if (entry.runtime.creating() or threading.current_thread() is not threading.main_thread() or not entry.notebook.running
+                or getattr(entry.stopping, "active", False) or getattr(entry.passing, "active", False)):
+            return None
+        entry.notebook.session()
+        value = self.owner.__dict__.get(self.name)
+        return None if value is self else value
+
+    @classmethod
+    def install(cls, entry: EntryPoints, owner: type, names: tuple) -> None:
+        """For each of ``names`` that ``owner`` holds as None (no start yet, or the last ended)."""
+        for name in names:
+            if name in owner.__dict__ and owner.__dict__[name] is None:
+                setattr(owner, name, cls(entry, owner, name))
+
+
 class EntryPoints:
     def __init__(self, runtime, notebook) -> None:
         self.runtime = runtime
         self.notebook = notebook
         self.stopping = threading.local()  # inside SparkSession.stop(), which stops the context too
+        self.passing = threading.local()  # inside a builder the kernel does not serve (.remote())
 
     def install(self) -> None:
         patches = {name: self.patch_context_module for name in CONTEXT_MODULES}
         patches[SESSION_MODULE] = self.patch_session_module
         patches[CONNECT_SESSION_MODULE] = self.patch_connect_session_module
+        if self.runtime.driver.remote:
+            # As SparkSession.builder.remote() sets it, before a cell can ask: PySpark's functions
+            # and types then take the Spark Connect path from the first cell, not the classic one.
+            os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"
         for name, patch in patches.items():
             if name in sys.modules:
                 patch(sys.modules[name])
         sys.meta_path.insert(0, PatchOnImport(patches))
+        self.runtime.listeners.append(self.session_ended)
+
+    def session_ended(self, runtime: Any, ended: tuple) -> None:
+        """The next use of Spark starts a new session: through PySpark's class attributes too."""
+        for name, patch in self.awaiting.items():
+            module = sys.modules.get(name)
+            if module is not None:
+                patch(module)
+
+    @property
+    def awaiting(self) -> dict:
+        """The modules whose classes hold the kernel's active context or session, and their patch."""
+        if self.runtime.driver.remote:
+            return {CONNECT_SESSION_MODULE: lambda module: Awaited.install(self, module.SparkSession, CONNECT_SESSION_ATTRIBUTES)}
+        awaiting = {name: lambda module: Awaited.install(self, module.SparkContext, CONTEXT_ATTRIBUTES) for name in CONTEXT_MODULES}
+        awaiting[SESSION_MODULE] = lambda module: Awaited.install(self, module.SparkSession, SESSION_ATTRIBUTES)
+        return awaiting
 
     # -- SparkContext
 
@@ -140,6 +197,8 @@ class EntryPoints:
         context_class.getOrCreate = classmethod(functools.wraps(original_get_or_create.__func__)(getOrCreate))
         context_class.stop = stop
         context_class.pyspark_kernel_patched = True
+        if not self.runtime.driver.remote:
+            Awaited.install(self, context_class, CONTEXT_ATTRIBUTES)
 
     # -- SparkSession
 
@@ -156,8 +215,14 @@ class EntryPoints:
         @functools.wraps(original_get_or_create)
         def getOrCreate(builder):
             options = dict(getattr(builder, "_options", {}))
-            if entry.runtime.creating() or not entry.runtime.driver.serves(options):
+            if entry.runtime.creating():
                 return original_get_or_create(builder)
+            if not entry.runtime.driver.serves(options):
+                entry.passing.active = True  # PySpark's own builder decides, from what it finds
+                try:
+                    return original_get_or_create(builder)
+                finally:
+                    entry.passing.active = False
             return entry.notebook.user_session(options)
 
         def getActiveSession(cls):
@@ -181,6 +246,8 @@ class EntryPoints:
         session_class.getActiveSession = classmethod(functools.wraps(original_active.__func__)(getActiveSession))
         session_class.stop = stop
         session_class.pyspark_kernel_patched = True
+        if not self.runtime.driver.remote:
+            Awaited.install(self, session_class, SESSION_ATTRIBUTES)
 
     def patch_connect_session_module(self, module) -> None:
         session_class = module.__dict__.get("SparkSession")
@@ -201,3 +268,5 @@ class EntryPoints:
 
             session_class.sparkContext = property(sparkContext)
         session_class.pyspark_kernel_patched = True
+        if self.runtime.driver.remote:
+            Awaited.install(self, session_class, CONNECT_SESSION_ATTRIBUTES)
