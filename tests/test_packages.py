@@ -73,7 +73,8 @@ def test_ivys_report_names_each_unresolved_coordinate():
     assert "\n" not in str(error)
 
 
-OFFLINE_REPORT = """\tHost repo1.maven.org not found. url=https://repo1.maven.org/maven2/org/apache/spark/spark-protobuf_2.13/4.2.0/spark-protobuf_2.13-4.2.0.pom
+OFFLINE_REPORT = """\tHost repos.spark-packages.org not found. url=https://repos.spark-packages.org/x.pom
+\tHost repo1.maven.org not found. url=https://repo1.maven.org/maven2/org/apache/spark/spark-protobuf_2.13/4.2.0/spark-protobuf_2.13-4.2.0.pom
 \t==== central: tried
 \t  https://bob:hunter2@repo.example/maven/org/apache/spark/spark-protobuf_2.13/4.2.0/spark-protobuf_2.13-4.2.0.pom
 \t\t:: org.apache.spark#spark-protobuf_2.13;4.2.0: not found
@@ -84,6 +85,7 @@ def test_an_unreachable_repository_is_named_in_the_fix_and_a_repositorys_passwor
     conf = {"spark.jars.repositories": "https://bob:hunter2@repo.example/maven"}
     error = dependencies.resolution_error(OFFLINE_REPORT, conf, 1)
     assert "hunter2" not in str(error) and "Maven Central and https://***@repo.example/maven" in str(error)
+    assert dependencies.unreachable(OFFLINE_REPORT.splitlines()[0]) is None  # Spark's spark-packages.org alone: no network problem
     assert error.fix.startswith("check that Maven Central and https://***@repo.example/maven can be reached, where Ivy found no host repo1.maven.org; or check")
     # No module named: the fix says where the resolver's output is, when the kernel kept it.
     log = tmp_path / "driver.log"

@@ -51,7 +51,9 @@ UNRESOLVED_FIX = "check the coordinate's spelling and version, or name its repos
 # A repository URL's user and password (https://USER:PASSWORD@host/...), never printed.
 CREDENTIALS = re.compile(r"(://)[^/\s@]+@")
 # Ivy's words for a repository it could not reach: it then reports the module as "not found".
-UNREACHABLE = re.compile(r"Host (\S+) not found|UnknownHostException: (\S+)|(Connection refused|Network is unreachable|No route to host|connect timed out)")
+UNREACHABLE = re.compile(r"Host (\S+) not found|UnknownHostException: ([^\s:]+)")
+# Spark's own second repository, which Ivy tries after Maven Central: many networks do not reach it.
+SPARK_PACKAGES_HOST = "repos.spark-packages.org"
 
 
 class DependencyError(ShortError):
@@ -149,11 +151,13 @@ def where_from(conf: dict) -> str:
 
 
 def unreachable(output: str) -> str | None:
-    """What Ivy says of the first repository it could not reach, if any: 'Host repo1.maven.org not found'."""
-    match = UNREACHABLE.search(output)
-    if not match:
-        return None
-    return f"no host {match.group(1) or match.group(2)}" if not match.group(3) else match.group(3).lower()
+    """The first host Ivy could not find ('Host repo1.maven.org not found'), as 'no host
+    repo1.maven.org'; Spark's spark-packages repository, which many networks do not reach, aside."""
+    for match in UNREACHABLE.finditer(output):
+        host = (match.group(1) or match.group(2)).rstrip(".")
+        if host != SPARK_PACKAGES_HOST:
+            return f"no host {host}"
+    return None
 
 
 def unresolved(output: str) -> list[tuple[str, str]]:
