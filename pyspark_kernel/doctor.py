@@ -226,7 +226,7 @@ def packages_checks(conf: dict, env) -> Iterator[Check]:
         seconds = dependencies.resolve(conf, env, env.get("SPARK_HOME", ""), runtime_java(env))
     except dependencies.DependencyError as error:
         for coordinate, why in error.unresolved:
-            yield problem("packages", f"{coordinate}: {why} in {dependencies.where_from(conf)}", dependencies.UNRESOLVED_FIX)
+            yield problem("packages", dependencies.hide_credentials(f"{coordinate}: {why} in {dependencies.where_from(conf)}"), error.fix)
         if not error.unresolved:
             yield problem("packages", error.problem, error.fix)
         return

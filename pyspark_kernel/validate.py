@@ -168,7 +168,10 @@ def merge_packages(conf: dict, packages: str, kind: str, driver: str) -> dict:
     key = dependencies.PACKAGES
     if not packages and key not in conf:
         return conf
-    if kind == "connect" or driver == "shared":
+    if driver == "shared":  # the kernel starts the server, and gives it no packages
+        raise InputError("packages", "the notebooks of a shared-driver kernel share one Spark Connect server, which takes no packages",
+                         "use --spark_driver dedicated")
+    if kind == "connect":
         raise InputError("packages", "a Spark Connect server loads its own packages, and this kernel's Spark runs in one",
                          "set spark.jars.packages where the server starts, or use --spark_driver dedicated with a local or cluster master")
     try:

@@ -5,8 +5,10 @@ cluster (create --packages) and, offline, from the cache and a profile's file://
 
 import json
 import os
+import re
 import subprocess
 import time
+import types
 
 import pytest
 
@@ -69,6 +71,64 @@ def test_ivys_report_names_each_unresolved_coordinate():
     assert error.unresolved == (("org.nope:nothing_2.13:1.0", "not found"), ("org.other:thing:2.0", "not found"))
     assert str(error).startswith("org.nope:nothing_2.13:1.0 (not found), org.other:thing:2.0 (not found): not resolved from Maven Central and file:///repo (")
     assert "\n" not in str(error)
+
+
+OFFLINE_REPORT = """\tHost repos.spark-packages.org not found. url=https://repos.spark-packages.org/x.pom
+\tHost repo1.maven.org not found. url=https://repo1.maven.org/maven2/org/apache/spark/spark-protobuf_2.13/4.2.0/spark-protobuf_2.13-4.2.0.pom
+\t==== central: tried
+\t  https://bob:hunter2@repo.example/maven/org/apache/spark/spark-protobuf_2.13/4.2.0/spark-protobuf_2.13-4.2.0.pom
+\t\t:: org.apache.spark#spark-protobuf_2.13;4.2.0: not found
+"""
+
+
+def test_an_unreachable_repository_is_named_in_the_fix_and_a_repositorys_password_never_shown(tmp_path):
+    conf = {"spark.jars.repositories": "https://bob:hunter2@repo.example/maven"}
+    error = dependencies.resolution_error(OFFLINE_REPORT, conf, 1)
+    assert "hunter2" not in str(error) and "Maven Central and https://***@repo.example/maven" in str(error)
+    assert dependencies.unreachable(OFFLINE_REPORT.splitlines()[0]) is None  # Spark's spark-packages.org alone: no network problem
+    assert error.fix.startswith("check that Maven Central and https://***@repo.example/maven can be reached, where Ivy found no host repo1.maven.org; or check")
+    # No module named: the fix says where the resolver's output is, when the kernel kept it.
+    log = tmp_path / "driver.log"
+    dependencies.keep_output(str(log), OFFLINE_REPORT.replace(":: org.apache", "org.apache") + "Exception: boom\n")
+    error = dependencies.resolution_error("Exception: boom https://bob:hunter2@x/", conf, 1, str(log))
+    assert "hunter2" not in str(error) and "hunter2" not in log.read_text() and "above" not in error.fix
+    assert error.fix.endswith("%spark log shows the resolver's output") and "Exception: boom" in log.read_text()
+
+
+def test_a_restart_that_changes_the_packages_resolves_them_first_and_keeps_the_session_when_they_do_not(monkeypatch):
+    from pyspark_kernel.runtime import magics
+    from pyspark_kernel.runtime.state import State
+
+    resolved, restarted = [], []
+
+    def resolve(conf, environ, spark_home, java, log_path=None):
+        resolved.append(conf[dependencies.PACKAGES])
+        raise DependencyError("org.nope:nothing_2.13:1.0 (not found): not resolved from Maven Central", dependencies.UNRESOLVED_FIX)
+
+    monkeypatch.setattr(dependencies, "resolve", resolve)
+    monkeypatch.setattr(magics, "check_spark_home", lambda environ: "/spark")
+    monkeypatch.setattr(magics, "find_java", lambda environ: "/java")
+    runtime = types.SimpleNamespace(state=State.READY, driver=types.SimpleNamespace(has_context=True), kernel_conf={"spark.master": "local[2]"},
+                                    conf={"spark.master": "local[2]"}, environ={}, log="/nonexistent/driver.log", check_alive=lambda: None)
+    notebook = types.SimpleNamespace(runtime=runtime, restart=restarted.append)
+    with pytest.raises(magics.MagicError, match=r"^%spark restart: org.nope:nothing_2.13:1.0 \(not found\)"):
+        magics.run(notebook, f"restart --conf {dependencies.PACKAGES}={MISSING}")
+    assert resolved == [MISSING] and restarted == []
+    magics.run(notebook, "restart --conf spark.driver.memory=2g")  # nothing to resolve
+    runtime.state = State.FAILED  # no session to keep: the restart's own start says what is wrong
+    magics.run(notebook, f"restart --conf {dependencies.PACKAGES}={MISSING}")
+    assert resolved == [MISSING] and restarted == [{"spark.driver.memory": "2g"}, {dependencies.PACKAGES: MISSING}]
+
+
+def test_a_shared_driver_kernel_is_refused_packages_with_a_fix_that_works():
+    with pytest.raises(InputError, match=r"^ERROR: packages: the notebooks of a shared-driver kernel share one Spark Connect server.*\(use --spark_driver dedicated\)$"):
+        validate.merge_packages({}, "a:b:1", "local", "shared")
+    from pyspark_kernel.runtime import magics
+
+    for options, fix in [({"spark_driver": "shared"}, "(use a kernel created with --spark_driver dedicated)"), ({}, "where the server starts, or use")]:
+        runtime = types.SimpleNamespace(driver=types.SimpleNamespace(has_context=False), options=options)
+        with pytest.raises(DependencyError, match=re.escape(fix)):
+            magics.refuse_without_own_driver(runtime, "jars")
 
 
 def test_the_packages_answer_merges_into_the_layers_spark_jars_packages():

@@ -14,6 +14,7 @@ Standard library only: the kernel's runtime, create and doctor share it.
 
 from __future__ import annotations  # the kernel's Python may be older than the generator's
 
+import logging
 import os
 import re
 import shutil
@@ -26,6 +27,8 @@ import zipfile
 from . import cache
 from .diagnostics import ShortError
 from .options import SPARK_VARIABLES
+
+log = logging.getLogger(__name__)
 
 PACKAGES = "spark.jars.packages"
 JARS = "spark.jars"
@@ -45,6 +48,12 @@ LOCAL_ONLY = ("PYSPARK_SUBMIT_ARGS", "SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED
 NOTHING = "# pyspark-kernel: resolving packages; nothing to run\n"
 CENTRAL = "Maven Central"
 UNRESOLVED_FIX = "check the coordinate's spelling and version, or name its repository in spark.jars.repositories"
+# A repository URL's user and password (https://USER:PASSWORD@host/...), never printed.
+CREDENTIALS = re.compile(r"(://)[^/\s@]+@")
+# Ivy's words for a repository it could not reach: it then reports the module as "not found".
+UNREACHABLE = re.compile(r"Host (\S+) not found|UnknownHostException: ([^\s:]+)")
+# Spark's own second repository, which Ivy tries after Maven Central: many networks do not reach it.
+SPARK_PACKAGES_HOST = "repos.spark-packages.org"
 
 
 class DependencyError(ShortError):
@@ -130,11 +139,25 @@ def resolution_conf(conf: dict, environ) -> dict:
     return {key: merged[key] for key in RESOLUTION_KEYS if merged.get(key)}
 
 
+def hide_credentials(text: str) -> str:
+    return CREDENTIALS.sub(r"\1***@", text)
+
+
 def where_from(conf: dict) -> str:
     if conf.get("spark.jars.ivySettings"):
         return f"the Ivy settings {conf['spark.jars.ivySettings']}"
     repositories = conf.get("spark.jars.repositories")
-    return f"{CENTRAL} and {repositories}" if repositories else CENTRAL
+    return hide_credentials(f"{CENTRAL} and {repositories}" if repositories else CENTRAL)
+
+
+def unreachable(output: str) -> str | None:
+    """The first host Ivy could not find ('Host repo1.maven.org not found'), as 'no host
+    repo1.maven.org'; Spark's spark-packages repository, which many networks do not reach, aside."""
+    for match in UNREACHABLE.finditer(output):
+        host = (match.group(1) or match.group(2)).rstrip(".")
+        if host != SPARK_PACKAGES_HOST:
+            return f"no host {host}"
+    return None
 
 
 def unresolved(output: str) -> list[tuple[str, str]]:
@@ -147,22 +170,26 @@ def unresolved(output: str) -> list[tuple[str, str]]:
     return list(dict.fromkeys(found))
 
 
-def resolution_error(output: str, conf: dict, returncode: int) -> DependencyError:
+def resolution_error(output: str, conf: dict, returncode: int, log_path: str | None = None) -> DependencyError:
     missing = unresolved(output)
+    network = unreachable(output)
+    reach = f"check that {where_from(conf)} can be reached, where Ivy found {network}" if network else None
     if missing:
         named = ", ".join(f"{coordinate} ({why})" for coordinate, why in missing)
-        error = DependencyError(f"{named}: not resolved from {where_from(conf)}", UNRESOLVED_FIX)
+        error = DependencyError(hide_credentials(f"{named}: not resolved from {where_from(conf)}"), f"{reach}; or {UNRESOLVED_FIX}" if reach else UNRESOLVED_FIX)
         error.unresolved = tuple(missing)
         return error
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     last = next((line for line in reversed(lines) if "Exception" in line or "Error" in line), lines[-1] if lines else f"exit code {returncode}")
-    return DependencyError(f"the packages did not resolve: {last}", "see spark-submit's output above, or the kernel's %spark log")
+    fix = reach or "check the coordinates and spark.jars.repositories or spark.jars.ivySettings"
+    return DependencyError(hide_credentials(f"the packages did not resolve: {last}"), f"{fix}; %spark log shows the resolver's output" if log_path else fix)
 
 
-def resolve(conf: dict, environ, spark_home: str, java: str | None = None, timeout: float = RESOLVE_TIMEOUT) -> float:
+def resolve(conf: dict, environ, spark_home: str, java: str | None = None, timeout: float = RESOLVE_TIMEOUT, log_path: str | None = None) -> float:
     """Resolve ``conf``'s packages as the driver's launch would, with spark-submit on a script
     that does nothing (no Spark session, no cluster); the seconds it took. DependencyError naming
-    what did not resolve."""
+    what did not resolve. ``log_path``: a log (the kernel's JVM log) that keeps the resolver's output
+    when it fails."""
     settings = resolution_conf(conf, environ)
     if not settings.get(PACKAGES):
         return 0.0
@@ -190,10 +217,21 @@ def resolve(conf: dict, environ, spark_home: str, java: str | None = None, timeo
         except OSError as error:
             raise DependencyError(f"cannot run {submit}: {error.strerror}", "check SPARK_HOME in the kernel's kernel.json") from None
         if done.returncode != 0:
-            raise resolution_error(done.stdout + done.stderr, settings, done.returncode)
+            if log_path:
+                keep_output(log_path, done.stdout + done.stderr)
+            raise resolution_error(done.stdout + done.stderr, settings, done.returncode, log_path)
         if settings.get(IVY) == ivy_dir(environ):
             cache.mark_used(ivy_dir(environ), ())  # its last use, for the cache's pruning
         return time.monotonic() - started
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+
+
+def keep_output(log_path: str, output: str) -> None:
+    """The failed resolution's output at the end of the kernel's log (its owner's alone)."""
+    try:
+        with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a", encoding="utf-8") as handle:
+            handle.write(f"--- pyspark-kernel: spark-submit's resolution of the packages failed ---\n{hide_credentials(output.rstrip())}\n")
+    except OSError:  # the error line still says what failed
+        log.debug("keeping the resolver's output in %s", log_path, exc_info=True)

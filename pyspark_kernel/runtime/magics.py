@@ -116,6 +116,7 @@ def apply_conf(notebook, settings: dict) -> None:
     if now:
         print("set now: " + " ".join(f"{key}={shown_value(key, value)}" for key, value in now.items()), flush=True)
     if later:
+        check_resolution(notebook.runtime, {**notebook.runtime.kernel_conf, **restarted_with(notebook.runtime), **later}, "%spark conf")
         print("restarting the session for " + " ".join(f"{key}={shown_value(key, value)}" for key, value in later.items())
               + " (they need a new driver; Python variables are kept)", flush=True)
         notebook.restart({**restarted_with(notebook.runtime), **later})
@@ -144,11 +145,26 @@ def add_packages(notebook, words: list[str]) -> None:
         refuse_without_own_driver(runtime, "packages")
         print(f"resolving {', '.join(added)} (the first time downloads them; the cache keeps them)", flush=True)
         seconds = dependencies.resolve({**runtime.conf, dependencies.PACKAGES: merged}, runtime.environ, check_spark_home(runtime.environ),
-                                       find_java(runtime.environ))
+                                       find_java(runtime.environ), log_path=runtime.log)
     except (dependencies.DependencyError, SparkStartError) as error:
         raise MagicError(f"%spark packages: {error}") from None
     print(f"resolved in {seconds:.1f} s; restarting the session with {dependencies.PACKAGES}={merged} (Python variables are kept)", flush=True)
     notebook.restart({**restarted_with(runtime), dependencies.PACKAGES: merged})
+
+
+def check_resolution(runtime, conf: dict, command: str) -> None:
+    """A restart (`%spark restart --conf`, `%spark conf`) whose settings change what spark-submit
+    resolves, checked first by Spark's own resolver as `%spark packages` is: a package that does not
+    resolve leaves the running session as it is. Without a running session there is nothing to keep."""
+    if runtime.state != State.READY or not runtime.driver.has_context or not conf.get(dependencies.PACKAGES):
+        return
+    if all(conf.get(key) == runtime.conf.get(key) for key in dependencies.RESOLUTION_KEYS):
+        return
+    try:
+        print(f"resolving {conf[dependencies.PACKAGES]} before the restart (the first time downloads them; the cache keeps them)", flush=True)
+        dependencies.resolve(conf, runtime.environ, check_spark_home(runtime.environ), find_java(runtime.environ), log_path=runtime.log)
+    except (dependencies.DependencyError, SparkStartError) as error:
+        raise MagicError(f"{command}: {error}") from None
 
 
 def add_jars(notebook, words: list[str]) -> None:
@@ -170,9 +186,13 @@ def add_jars(notebook, words: list[str]) -> None:
 
 
 def refuse_without_own_driver(runtime, what: str) -> None:
-    if not runtime.driver.has_context:
-        raise dependencies.DependencyError(f"this kernel's Spark runs in a Spark Connect server, which loads its own {what}",
-                                           "set spark.jars.packages or spark.jars where the server starts, or use a kernel created with --spark_driver dedicated")
+    if runtime.driver.has_context:
+        return
+    if runtime.options.get("spark_driver") == "shared":  # the kernel starts the server, and gives it no packages or jars
+        raise dependencies.DependencyError(f"this kernel's notebooks share one Spark Connect server (spark_driver shared), which takes no {what}",
+                                           "use a kernel created with --spark_driver dedicated")
+    raise dependencies.DependencyError(f"this kernel's Spark runs in a Spark Connect server, which loads its own {what}",
+                                       "set spark.jars.packages or spark.jars where the server starts, or use a kernel created with --spark_driver dedicated")
 
 
 def run(notebook, line: str) -> None:
@@ -186,7 +206,9 @@ def run(notebook, line: str) -> None:
     if command == "status" and not rest:
         print("\n".join(status_lines(runtime)))
     elif command == "restart":
-        notebook.restart(parse_restart(rest))
+        overrides = parse_restart(rest)
+        check_resolution(runtime, {**runtime.kernel_conf, **overrides}, "%spark restart")
+        notebook.restart(overrides)
     elif command == "conf":
         if rest:
             apply_conf(notebook, parse_settings(rest, "%spark conf [KEY=VALUE ...]"))
