@@ -24,7 +24,7 @@ from .runtime import auth, cache, dependencies, ui
 from .runtime.diagnostics import SparkStartError
 from .runtime.options import DEFAULT_OPTIONS, SPARK_VARIABLES
 from .manage import find_kernel
-from .pack import fingerprint
+from .runtime.envpack import fingerprint
 from .validate import master_kind
 from .checks import PROBLEM, Check, ok, problem
 
