@@ -53,10 +53,10 @@ def distributions(prefix: str) -> dict[str, list]:
     return found
 
 
-def stamp(prefix: str) -> tuple:
-    """Changes whenever an entry of a site-packages directory is added or removed."""
+def stamp(directories) -> tuple:
+    """Changes whenever an entry of one of these site-packages directories is added or removed."""
     stamps = []
-    for directory in site_dirs(prefix):
+    for directory in directories:
         try:
             stamps.append((directory, os.stat(directory).st_mtime_ns))
         except OSError:
@@ -114,7 +114,8 @@ class Watch:
         self.prefix = prefix
         self.shipped = distributions(prefix) if shipped is None else shipped
         self.seen = self.shipped  # the distributions last told about
-        self.stamp = stamp(prefix)
+        self.directories = site_dirs(prefix)  # found once: a cell's look is a stat of each
+        self.stamp = stamp(self.directories)
 
     def ship(self, found: dict) -> None:
         """A session starts whose executors have ``found``."""
@@ -123,7 +124,7 @@ class Watch:
     def changes(self) -> Changes | None:
         """What changed since the executors got the environment, if it changed since the last look
         and differs from the last change told about; else None (a stat per site-packages directory)."""
-        now = stamp(self.prefix)
+        now = stamp(self.directories)
         if now == self.stamp:
             return None
         self.stamp = now
