@@ -181,3 +181,21 @@ def test_spark_connect_gets_pure_python_distributions_as_artifacts_and_is_told_o
                     "(fastthing/_speed.cpython-311-x86_64-linux-gnu.so), which zipped Python files cannot carry; install it where the Spark Connect server runs.")
     ((paths, pyfile),) = added
     assert pyfile and [os.path.basename(path).rsplit("-", 1)[0] for path in paths] == ["pip-tinyprobe-0.1"] and driver.sent == paths
+
+
+def test_doctor_says_the_next_start_packs_what_pip_changed_and_a_problem_for_other_changes(tmp_path):
+    from pyspark_kernel.doctor import environment_check
+
+    env, kernel = tmp_path / "env", tmp_path / "etl"
+    site = fake_env(env)
+    kernel.mkdir()
+    (kernel / "environment.tar.gz").write_bytes(b"packed")
+    pipwatch.write_manifest(str(kernel / pipwatch.MANIFEST), pipwatch.distributions(str(env)), "k")
+    metadata = {"packed_from": envpack.fingerprint(str(env)), "venv_dir": str(env)}
+    archive = str(kernel / "environment.tar.gz")
+    (site / "loose_module.py").write_text("X = 1\n")  # no distribution of its own: the kernel cannot tell
+    assert environment_check(archive, metadata, "pyspark-kernel upgrade etl").status == "PROBLEM"
+    install(site, "tinyprobe", "0.1")
+    assert environment_check(archive, metadata, "pyspark-kernel upgrade etl").line() == (
+        f"OK executor_environment: {env} changed since it was packed into {archive} (added tinyprobe 0.1): "
+        "the kernel's next session packs it again as it starts (pyspark-kernel upgrade etl packs it now)")
