@@ -371,7 +371,8 @@ def test_an_environment_is_packed_once_per_version(tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    from pyspark_kernel.pack import cache_dir, pack_environment
+    from pyspark_kernel.pack import pack_environment
+    from pyspark_kernel.runtime.envpack import cache_dir
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     venv = tmp_path / "small"
