@@ -20,11 +20,11 @@ from .environment import probe
 from .errors import InputError
 from .hooks import RUNTIME_PACKAGE
 from .kernelspec import CONF_VARIABLE, OPTIONS_VARIABLE, RUNTIME_SOURCE, kernel_environment
-from .runtime import auth, cache, dependencies, ui
+from .runtime import auth, cache, dependencies, pipwatch, ui
 from .runtime.diagnostics import SparkStartError
 from .runtime.options import DEFAULT_OPTIONS, SPARK_VARIABLES
 from .manage import find_kernel
-from .pack import fingerprint
+from .runtime.envpack import fingerprint
 from .validate import master_kind
 from .checks import PROBLEM, Check, ok, problem
 
@@ -143,6 +143,11 @@ def environment_check(archive: str, metadata: dict, upgrade: str) -> Check:
     if not packed_from:
         return ok("executor_environment", f"{archive} (the kernel was made before kernels recorded what they packed: {upgrade} packs the environment again and records it)")
     if fingerprint(venv) != packed_from:
+        packed = pipwatch.read_manifest(os.path.join(os.path.dirname(archive), pipwatch.MANIFEST))
+        now = pipwatch.distributions(venv)
+        if packed is not None and packed != now:  # what %pip does: the kernel's start packs it again (runtime.shipping)
+            return ok("executor_environment", f"{venv} changed since it was packed into {archive} ({pipwatch.Changes(packed, now).summary()}): "
+                      f"the kernel's next session packs it again as it starts ({upgrade} packs it now)")
         return problem("executor_environment", f"{venv} changed since it was packed into {archive}: the executors would run the environment as it was",
                        f"{upgrade}: it packs the environment again")
     return ok("executor_environment", f"{archive}, packed from {venv} as it is now")

@@ -3,8 +3,12 @@ live Spark standalone cluster whose executors run the kernel's shipped environme
 
 import json
 import os
+import pathlib
+import re
 
 import pytest
+
+from pyspark_kernel.smoke import cell_text
 
 from .conftest import ONE_EXECUTOR, assert_no_jvm_left, kernel_env, read_spec, run_cli, spark_conf_of, venv_with_project_packages
 from .kernels import Kernel, kernel_environment
@@ -103,10 +107,14 @@ def test_executors_on_a_host_without_the_drivers_files_run_the_shipped_environme
     """The master and worker run on a host of their own (a network namespace), where the kernel's
     environment and the interpreter it was made from are hidden (a mount namespace): the executors
     can only run what the kernel shipped, and reach the driver only at the address it advertises.
-    The archive's path has a space, '#', '%' and a quote in it."""
+    The archive's path has a space, '#', '%' and a quote in it. Then %pip installs a wheel into the
+    kernel's environment: the cell says the executors get it at the next restart, they lack it
+    until then, and after %spark restart they import it from a fresh pack in the per-user cache."""
     import sys
 
     import nbformat
+
+    from pyspark_kernel.runtime import envpack
 
     from .conftest import standalone
 
@@ -136,18 +144,79 @@ def test_executors_on_a_host_without_the_drivers_files_run_the_shipped_environme
         # Given no address, the kernel advertises this machine's end of the link to the cluster's host.
         advertised = (f"assert sc.getConf().get('spark.driver.host') == {master.host.gateway!r}, sc.getConf().get('spark.driver.host')\n"
                       "print('the driver advertises the address the cluster reaches')")
+        wheel = write_wheel(tmp_path / "wheels", "tinyprobe", "0.1", 'WHERE = "installed by %pip"\n')
         nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source, metadata={"tags": ["check:other_host"]}),
                                                        nbformat.v4.new_code_cell(no_archive, metadata={"tags": ["check:no_archive"]}),
-                                                       nbformat.v4.new_code_cell(advertised, metadata={"tags": ["check:driver_host"]})]), check)
-        create(kernels_dir, "on-standalone", "-e", str(venv), "--profile", "standalone", "--spark_master", master,
+                                                       nbformat.v4.new_code_cell(advertised, metadata={"tags": ["check:driver_host"]}),
+                                                       *pip_cells(wheel)]), check)
+        create(kernels_dir, "pip-on-standalone", "-e", str(venv), "--profile", "standalone", "--spark_master", master,
                "--spark.executor.memory=512m", ONE_EXECUTOR, "--no-class_data_sharing")
-        assert (kernels_dir / "on-standalone" / "environment.tar.gz").stat().st_size > 0
-        done = run_cli("smoke", "on-standalone", "-d", str(kernels_dir), "--notebook", str(check))
+        assert (kernels_dir / "pip-on-standalone" / "environment.tar.gz").stat().st_size > 0
+        executed = tmp_path / "executed.ipynb"
+        done = run_cli("smoke", "pip-on-standalone", "-d", str(kernels_dir), "--notebook", str(check), "--save-notebook", str(executed))
         assert done.returncode == 0, done.stdout + done.stderr  # the executor-Python check included
         assert "PASS other_host: executors run the shipped interpreter and see neither the environment nor its base" in done.stdout
         assert "PASS no_archive: no class-data-sharing archive" in done.stdout
         assert "PASS driver_host: the driver advertises the address the cluster reaches" in done.stdout
-        assert_no_jvm_left("on-standalone")
+        # %pip's cell ends with the one line that says what the executors get, and when.
+        assert re.search(r"PASS pip_install: NOTE: %pip changed this environment \(added tinyprobe 0\.1\); the executors run it as it was packed\. "
+                         r"They get it at the next restart, which packs it again \(about [\d.]+ MiB\): %spark restart$", done.stdout, re.MULTILINE), done.stdout
+        assert "PASS pip_before_restart: the executors lack it until the restart: No module named 'tinyprobe'" in done.stdout
+        assert "PASS pip_after_restart: after %spark restart the executors import tinyprobe from the fresh pack" in done.stdout
+        shown = "\n".join(cell_text(cell) for cell in nbformat.read(executed, as_version=4).cells)
+        assert re.search(r"The executors get the environment as it is now \(added tinyprobe 0\.1\): [\d.]+ MiB, packed in \d+ s\.", shown), shown
+        # The fresh pack is the cache's, keyed by the environment's contents, beside create's.
+        made_from = [name for name in os.listdir(envpack.cache_dir()) if name.endswith(".tar.gz")
+                     and json.loads((pathlib.Path(envpack.cache_dir()) / f"{name}.json").read_text())["needs"] == [os.path.realpath(venv)]]
+        assert len(made_from) == 2 and f"{envpack.fingerprint(str(venv))}-{envpack.PACK_FORMAT}.tar.gz" in made_from, made_from
+        assert_no_jvm_left("pip-on-standalone")
+
+
+def pip_cells(wheel):
+    """%pip install of ``wheel`` (module tinyprobe) in a cluster kernel, and what its executors import before and after %spark restart."""
+    import nbformat
+
+    def cell(name, source):
+        return nbformat.v4.new_code_cell(source, metadata={"tags": [f"check:{name}"]})
+
+    return [
+        cell("pip_install", f"%pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check -q {wheel}"),
+        cell("pip_before_restart", "import tinyprobe  # the driver has it at once\n"
+                                   "try:\n"
+                                   "    sc.parallelize([0], 1).map(lambda _: __import__('tinyprobe').WHERE).collect()\n"
+                                   "except Exception as error:\n"
+                                   "    assert \"No module named 'tinyprobe'\" in str(error), str(error)[-3000:]\n"
+                                   "    print(\"the executors lack it until the restart: No module named 'tinyprobe'\")\n"
+                                   "else:\n"
+                                   "    raise AssertionError('the executors imported tinyprobe before the restart')"),
+        cell("pip_restart", "%spark restart"),
+        cell("pip_after_restart", "_got = sorted(set(sc.parallelize(range(2), 2).map(lambda _: __import__('tinyprobe').WHERE).collect()))\n"
+                                  "assert _got == ['installed by %pip'], _got\n"
+                                  "print('after %spark restart the executors import tinyprobe from the fresh pack')"),
+    ]
+
+
+def write_wheel(directory, name, version, source):
+    """A pure-Python wheel of one module package, written by hand (no build tool, no network)."""
+    import base64
+    import hashlib
+    import zipfile
+
+    directory.mkdir(parents=True, exist_ok=True)
+    info = f"{name}-{version}.dist-info"
+    files = {f"{name}/__init__.py": source,
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: pyspark-kernel-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    files[f"{info}/RECORD"] = "\n".join([*record, f"{info}/RECORD,,"]) + "\n"
+    wheel = directory / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, text in files.items():
+            archive.writestr(path, text)
+    return wheel
 
 
 # Big packages no executor of this test imports: a leaner environment to pack.
@@ -302,7 +371,8 @@ def test_an_environment_is_packed_once_per_version(tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    from pyspark_kernel.pack import cache_dir, pack_environment
+    from pyspark_kernel.pack import pack_environment
+    from pyspark_kernel.runtime.envpack import cache_dir
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     venv = tmp_path / "small"

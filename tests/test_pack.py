@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from pyspark_kernel.pack import pack_with_interpreter
+from pyspark_kernel.runtime.envpack import pack_with_interpreter
 
 
 @pytest.fixture

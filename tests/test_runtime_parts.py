@@ -416,7 +416,7 @@ def test_the_connect_token_comes_from_the_environment(master, token, url):
 
 def test_a_yarn_kernel_that_ships_its_environment_launches_spark_with_exactly_this():
     conf = {"spark.master": "yarn", "spark.submit.deployMode": "client", "spark.yarn.queue": "analytics", "spark.archives": "hdfs:///libs/geo.zip#geo"}
-    settings = jvm.launch_settings(conf, {"ship_environment": "environment.tar.gz"}, "/tmp/scratch", "/k/etl", ["-XX:SharedArchiveFile=/c/a.jsa", "-Xshare:auto"])
+    settings = jvm.launch_settings(conf, "/tmp/scratch", ["-XX:SharedArchiveFile=/c/a.jsa", "-Xshare:auto"], "/k/etl/environment.tar.gz")
     assert settings == {
         "spark.master": "yarn",
         "spark.submit.deployMode": "client",
@@ -429,7 +429,7 @@ def test_a_yarn_kernel_that_ships_its_environment_launches_spark_with_exactly_th
 
 def test_the_users_java_options_and_local_dir_are_kept():
     conf = {"spark.master": "local[*]", "spark.driver.defaultJavaOptions": "-Dteam=a", "spark.local.dir": "/data/spark"}
-    settings = jvm.launch_settings(conf, {}, "/tmp/scratch", "/k", [])
+    settings = jvm.launch_settings(conf, "/tmp/scratch", [])
     assert settings["spark.driver.defaultJavaOptions"] == "-Dteam=a -Djava.io.tmpdir=/tmp/scratch"
     assert settings["spark.local.dir"] == "/data/spark" and "spark.archives" not in settings
 

@@ -19,7 +19,9 @@ pyspark: these modules import only the standard library until Spark starts. One 
 - progress: a cell's live job progress and its summary; idle: idle_timeout; magics: %spark; sql: %%sql;
 - ui: the Spark UI's link, through the Jupyter server where the kernel knows its base URL;
 - auth: which drivers' RPC and block transfers need a secret (spark.authenticate), and what status and doctor say;
-- cache: the per-user cache of archives and packed environments, pruned at each start.
+- cache: the per-user cache of archives and packed environments, pruned at each start;
+- envpack: packing an environment for cluster executors; pipwatch: what %pip changed since they got it;
+  shipping: what a cluster's executors get, and what a %pip cell says; artifacts: %pip's packages for Spark Connect.
 """
 
 RUNTIME = None  # this kernel's SparkRuntime, for inspection

@@ -9,10 +9,12 @@ import os
 import threading
 from typing import Any
 
+from . import artifacts, pipwatch
 from .diagnostics import check_master_reachable
 from .drivers import CANCEL_THREAD, Driver
 from .masters import with_token
 from .options import CONNECT_TOKEN_VARIABLE
+from .state import State
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +22,7 @@ log = logging.getLogger(__name__)
 class ConnectDriver(Driver):
     remote = True
     calls = None  # the session's gRPC calls, which hold the main thread's interrupt (connectguard)
+    sent = ()  # zipped distributions (%pip's) every session of this kernel gets as artifacts
 
     def start(self, attempt) -> Any:
         runtime = self.runtime
@@ -34,7 +37,11 @@ class ConnectDriver(Driver):
         for key, value in runtime.conf.items():
             if key not in ("spark.master", "spark.remote"):
                 builder = builder.config(key, value)
-        return builder.getOrCreate()
+        session = builder.getOrCreate()
+        if self.sent:
+            runtime.mark("adding %pip's packages to the session")
+            session.addArtifacts(*self.sent, pyfile=True)
+        return session
 
     def remote_builder(self, SparkSession: Any, url: str) -> Any:
         """A builder of a session on the Spark Connect server at ``url`` whose gRPC calls hold a
@@ -84,6 +91,31 @@ class ConnectDriver(Driver):
         from .progress import ConnectProgress
 
         return ConnectProgress(self.runtime.session)
+
+    def pip_notice(self, changes: pipwatch.Changes) -> str | None:
+        """Pure-Python distributions go to the session as artifacts (and to every later session of
+        the kernel); others, and removals, cannot reach the server's Python from here."""
+        zipped, names, refused = [], [], []
+        for name in changes.names:
+            try:
+                zipped.append(artifacts.zip_distribution(name, changes.after[name][0], self.runtime.scratch))
+                names.append(name)
+            except artifacts.NotShippable as why:
+                refused.append(why)
+            except OSError as error:
+                refused.append(artifacts.NotShippable(name, f"cannot be zipped: {error.strerror or error}"))
+        parts = []
+        if zipped:
+            self.sent = tuple(dict.fromkeys([*self.sent, *zipped]))
+            if self.runtime.state == State.READY:
+                self.runtime.session.addArtifacts(*zipped, pyfile=True)
+            parts.append(f"{', '.join(names)} sent to the Spark Connect session's Python workers (addArtifacts, pyfile): its UDFs import them from now on, "
+                         "and a new session gets them too")
+        for why in refused:
+            parts.append(f"{why.name} not sent: {why.reason}; install it where the Spark Connect server runs")
+        if changes.removed:
+            parts.append(f"removing ({', '.join(changes.removed)}) does not reach the server")
+        return f"NOTE: %pip changed this environment ({changes.summary()}): " + "; ".join(parts) + "."
 
     # -- what the notebook shows
 

@@ -12,9 +12,9 @@ import threading
 import time
 from typing import Any
 
-from . import address, auth, cache, dependencies, jvm, limits, ui, uiauth, warmup
+from . import address, auth, cache, dependencies, jvm, limits, shipping, ui, uiauth, warmup
 from .converters import defer_numpy_converters
-from .diagnostics import KERNEL_DIR, SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, find_java
+from .diagnostics import SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, find_java
 from .drivers import CANCEL_THREAD, Driver
 from .guard import guard, quiet_py4j
 from .options import resolve_secrets
@@ -64,11 +64,12 @@ class DedicatedDriver(Driver):
         fitted, attempt.notices = limits.fit(runtime.conf, runtime.kernel_conf, runtime.environ)  # the hub's CPU_LIMIT and MEM_LIMIT
         fitted.update(advertised_address(runtime, attempt))
         fitted.update(ivy_directory(runtime))
+        environment = shipping.environment_archive(runtime, attempt)  # packed again if %pip changed it
         if runtime.options["class_data_sharing"]:
             self.archive, java_options = jvm.archive_options(java, spark_home, runtime.scratch, runtime.environ, runtime.watchdog, attempt.notices)
         runtime.mark("launching the driver JVM")
         # An archive that kills the JVM (or that it refuses) is set aside, and the JVM started without it.
-        settings, secrets, conf = jvm.launch_healing(lambda options: self.launch(attempt, fitted, options), java_options, self.archive,
+        settings, secrets, conf = jvm.launch_healing(lambda options: self.launch(attempt, fitted, options, environment), java_options, self.archive,
                                                      runtime.scratch, self.log_file, lambda: attempt.timed_out, attempt.notices)
         gateway = self.gateway
         guard(gateway._gateway_client, runtime.held, lambda: self.death(gateway))
@@ -95,14 +96,15 @@ class DedicatedDriver(Driver):
         runtime.mark("creating the SparkSession")
         return SparkSession.builder.getOrCreate()
 
-    def launch(self, attempt, conf: dict, java_options: list[str]) -> tuple[dict, dict, Any]:
-        """Launch the driver JVM with ``java_options`` and the Spark settings ``conf``, as self.gateway;
-        the settings, the secret ones among them, and the SparkConf it was launched with."""
+    def launch(self, attempt, conf: dict, java_options: list[str], environment: str | None = None) -> tuple[dict, dict, Any]:
+        """Launch the driver JVM with ``java_options`` and the Spark settings ``conf`` (and the
+        executors' packed ``environment``), as self.gateway; the settings, the secret ones among
+        them, and the SparkConf it was launched with."""
         from pyspark import SparkConf, __version__ as spark_version
         from pyspark.java_gateway import launch_gateway
 
         runtime = self.runtime
-        settings = jvm.launch_settings(conf, runtime.options, runtime.scratch, KERNEL_DIR, java_options)
+        settings = jvm.launch_settings(conf, runtime.scratch, java_options, environment)
         protection = self.ui_credential.protect(settings, runtime.options["ui_access"], spark_version,  # the UI answers its owner only
                                                 runtime.conf.get("spark.master", runtime.master), runtime.environ)
         settings.update(protection.settings)
@@ -215,6 +217,9 @@ class DedicatedDriver(Driver):
     def cache_in_use(self) -> list[str]:
         ivy = [dependencies.ivy_dir(self.runtime.environ)] if self.runtime.conf.get(dependencies.PACKAGES) else []
         return ([self.archive] if self.archive else []) + ivy
+
+    def pip_notice(self, changes) -> str | None:
+        return shipping.pip_notice(self.runtime, changes)
 
     # -- what the notebook shows
 

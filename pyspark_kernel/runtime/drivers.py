@@ -147,6 +147,13 @@ class Driver:
         """Files of the per-user cache that this kernel's driver uses (kept by the pruning)."""
         return []
 
+    def pip_notice(self, changes: Any) -> str | None:
+        """A cell changed the kernel's environment (%pip) away from what the executors run
+        (runtime.pipwatch.Changes): do what this driver can for them, and return the line that
+        says what happens; None when there is nothing to say (executors that run the driver's
+        own environment)."""
+        return None
+
     # -- what the notebook shows
 
     def ui_link(self) -> str | None:

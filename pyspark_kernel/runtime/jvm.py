@@ -285,16 +285,17 @@ def archive_uri(path: str, fragment: str) -> str:
     return pathlib.Path(path).absolute().as_uri() + "#" + fragment
 
 
-def launch_settings(conf: dict, options: dict, scratch: str, kernel_dir: str, java_options) -> dict:
+def launch_settings(conf: dict, scratch: str, java_options, environment: str | None = None) -> dict:
     """The Spark settings the driver JVM is launched with: the kernel's own, plus its scratch
-    directory, extra JVM options and, when it ships its environment, the packed archive."""
+    directory, extra JVM options and, when it ships its environment, the packed archive
+    (``environment``, runtime.shipping)."""
     settings = dict(conf)
     ours = [java_option_text(option) for option in [f"-Djava.io.tmpdir={scratch}", *java_options]]
     settings["spark.driver.defaultJavaOptions"] = " ".join([settings.get("spark.driver.defaultJavaOptions", ""), *ours]).strip()
     settings.setdefault("spark.local.dir", scratch)
-    if options.get("ship_environment"):
+    if environment:
         # Unpacked as ./environment beside each executor, where PYSPARK_PYTHON points.
-        archive = archive_uri(os.path.join(kernel_dir, options["ship_environment"]), "environment")
+        archive = archive_uri(environment, "environment")
         settings["spark.archives"] = ",".join(filter(None, [settings.get("spark.archives"), archive]))
     return settings
 

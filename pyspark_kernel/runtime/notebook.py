@@ -327,12 +327,25 @@ class Notebook:
                         self.runtime.warm_up.cell_ended(self.used_at)
             self.progress = None
             self.group = None
+            self.tell_pip_changes()
             if self.saved_sigint and threading.current_thread() is threading.main_thread():
                 previous = self.saved_sigint.pop()
                 # The outermost cell's code is over. Until ipykernel puts its idle handler back, an
                 # interrupt (a client shutting the kernel down interrupts it first, as papermill
                 # does) must not raise into ipykernel's message loop ("KeyboardInterrupt caught").
                 signal.signal(signal.SIGINT, previous if self.saved_sigint else signal.SIG_IGN)
+
+    def tell_pip_changes(self) -> None:
+        """After a cell that changed the environment (%pip), the one line that says what the
+        executors get of it, from the driver (a stat per site-packages directory when nothing changed)."""
+        try:
+            changes = self.runtime.pip.changes()
+            line = self.runtime.driver.pip_notice(changes) if changes else None
+        except Exception:  # a notice must never cost the cell
+            log.debug("looking for the environment's changes", exc_info=True)
+            return
+        if line:
+            print(line, flush=True)
 
     def on_interrupt(self, signum, frame) -> None:
         """Cancel the running cell's Spark jobs, then interrupt the cell. The cancel goes from

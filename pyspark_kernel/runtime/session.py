@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from . import cache, jvm
+from . import cache, jvm, pipwatch
 from .attempt import StartAttempt
 from .diagnostics import SparkDiedError, SparkStartError, died_message, explain, with_jvm_output
 from .choice import choose
@@ -64,6 +64,7 @@ class SparkRuntime:
         self.listeners = []  # called with the runtime when a session ends (stop, death, restart)
         self.stopped_by = None  # "user" (spark.stop()) or "idle" (idle_timeout), while stopped
         self.pruned = threading.Event()  # set once this kernel's start has pruned the cache
+        self.pip = pipwatch.Watch(sys.prefix)  # what %pip changed since the executors got the environment
         self.driver = choose(self)
         self.warm_up = WarmUp(self)
 

@@ -357,6 +357,9 @@ class SharedDriver(ConnectDriver):
     def log_file(self) -> str:
         return self.server_log or super().log_file  # the server's: %spark log and failure messages show it
 
+    def pip_notice(self, changes) -> str | None:
+        return None  # the shared server's Python workers run this kernel's own environment (its key)
+
     def start(self, attempt) -> Any:
         runtime = self.runtime
         SparkSession = self.import_pyspark()

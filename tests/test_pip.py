@@ -1,0 +1,201 @@
+"""%pip in a kernel: what changed since the executors got the environment (runtime.pipwatch), the
+line each kind of kernel shows (runtime.shipping, the Connect driver), the fresh pack at a cluster
+kernel's start and the zipped distributions Spark Connect takes (runtime.artifacts). The live
+cluster test is tests/test_clusters.py's shipped-environment test."""
+
+import os
+import subprocess
+import sys
+import time
+import types
+import zipfile
+
+import pytest
+
+from pyspark_kernel.pack import pack_environment
+from pyspark_kernel.runtime import artifacts, envpack, pipwatch, shipping
+from pyspark_kernel.runtime.connect import ConnectDriver
+from pyspark_kernel.runtime.state import State
+
+
+def fake_env(root):
+    """An environment's layout as pip leaves it: site-packages with a distribution's metadata directory."""
+    site = root / "lib" / "python3.11" / "site-packages"
+    site.mkdir(parents=True)
+    install(site, "six", "1.16.0")
+    return site
+
+
+def install(site, name, version, files=("__init__.py",)):
+    """What pip writes for a pure-Python wheel: the package, its dist-info with a RECORD; the
+    directory's modification time moved on, as a later install's would be."""
+    (site / name).mkdir(exist_ok=True)
+    for file in files:
+        (site / name / file).write_text("WHERE = 'zipped'\n")
+    info = site / f"{name}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "RECORD").write_text("".join(f"{name}/{file},,\n" for file in files) + f"{info.name}/METADATA,,\n{info.name}/RECORD,,\n")
+    bump(site)
+
+
+def uninstall(site, name, version):
+    for path in sorted((site / f"{name}-{version}.dist-info").iterdir()):
+        path.unlink()
+    (site / f"{name}-{version}.dist-info").rmdir()
+    bump(site)
+
+
+def bump(path):
+    """A later modification time (a coarse file-system clock may not have moved yet)."""
+    later = os.stat(path).st_mtime_ns + 10_000_000
+    os.utime(path, ns=(later, later))
+
+
+def test_an_install_an_upgrade_and_an_uninstall_are_each_told_once(tmp_path):
+    site = fake_env(tmp_path)
+    watch = pipwatch.Watch(str(tmp_path))
+    assert watch.changes() is None
+    install(site, "tinyprobe", "0.1")
+    changes = watch.changes()
+    assert changes.summary() == "added tinyprobe 0.1" and changes.names == ["tinyprobe"]
+    assert watch.changes() is None  # told once
+    uninstall(site, "tinyprobe", "0.1")
+    install(site, "tinyprobe", "0.2")
+    assert watch.changes().summary() == "added tinyprobe 0.2"  # still against what the executors have
+    watch.ship(pipwatch.distributions(str(tmp_path)))  # a new session's executors get it
+    uninstall(site, "tinyprobe", "0.2")
+    install(site, "tinyprobe", "0.3")
+    uninstall(site, "six", "1.16.0")
+    assert watch.changes().summary() == "upgraded tinyprobe 0.2 -> 0.3; removed six 1.16.0"
+
+
+def test_a_cell_that_changed_nothing_costs_a_stat_per_site_packages_directory(tmp_path, monkeypatch):
+    fake_env(tmp_path)
+    watch = pipwatch.Watch(str(tmp_path))
+    monkeypatch.setattr(pipwatch, "distributions", lambda prefix: pytest.fail("read the distributions of an unchanged environment"))
+    began = time.perf_counter()
+    for _ in range(1000):
+        assert watch.changes() is None
+    assert (time.perf_counter() - began) / 1000 < 0.002  # seconds a cell, on a busy machine
+
+
+def test_a_summary_names_a_few_and_counts_the_rest():
+    before = {"a": ["1", 1]}
+    after = {**before, **{name: ["2", 2] for name in "bcdef"}}
+    assert pipwatch.Changes(before, after).summary() == "added b 2, c 2, d 2 and 2 more"
+    assert pipwatch.Changes({"a": ["1", 1]}, {"a": ["1", 2]}).summary() == "reinstalled a 1"
+    assert not pipwatch.Changes(before, dict(before))
+
+
+def runtime_of(master, state=State.READY, **options):
+    return types.SimpleNamespace(conf={"spark.master": master}, master=master, options=options, state=state,
+                                 environ={"PYSPARK_PYTHON": "/opt/team/bin/python"})
+
+
+ADDED = pipwatch.Changes({}, {"tinyprobe": ["0.1", 1]})
+
+
+def test_a_cluster_kernel_that_ships_its_environment_says_the_restart_packs_it_again(tmp_path):
+    (tmp_path / "environment.tar.gz").write_bytes(b"x" * 3 * 1024 * 1024)
+    runtime = runtime_of("spark://h:7077", ship_environment="environment.tar.gz")
+    assert shipping.pip_notice(runtime, ADDED, str(tmp_path)) == (
+        "NOTE: %pip changed this environment (added tinyprobe 0.1); the executors run it as it was packed. "
+        "They get it at the next restart, which packs it again (about 3.0 MiB): %spark restart")
+    runtime.state = State.IDLE  # no session yet: its start packs it
+    assert shipping.pip_notice(runtime, ADDED, str(tmp_path)) == (
+        "NOTE: %pip changed this environment (added tinyprobe 0.1); the session's start packs it again for the executors (about 3.0 MiB).")
+
+
+def test_a_kernel_whose_executors_run_a_python_of_the_hosts_says_pip_does_not_reach_it(tmp_path):
+    assert shipping.pip_notice(runtime_of("yarn"), ADDED, str(tmp_path / "etl"), prefix=str(tmp_path)) == (
+        "NOTE: %pip changed this environment only (added tinyprobe 0.1): the executors run /opt/team/bin/python on the cluster's hosts, "
+        "which %pip does not change. Install it there, or ship this environment: pyspark-kernel create --force -k etl --executor_python pack")
+
+
+@pytest.mark.parametrize("master", ["local[*]", "local[2]", "local-cluster[2,1,1024]"])
+def test_a_local_kernel_says_nothing(master):
+    assert shipping.pip_notice(runtime_of(master), ADDED) is None
+
+
+def small_venv(root):
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+    return next((root / "lib").glob("python3*/site-packages"))
+
+
+def test_a_changed_environment_is_packed_again_at_the_start_once_for_every_kernel_of_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    site = small_venv(tmp_path / "env")
+    kernels = [tmp_path / "k1", tmp_path / "k2"]
+    for kernel in kernels:
+        kernel.mkdir()
+        pack_environment(str(tmp_path / "env"), str(kernel))  # create's pack and its manifest
+
+    def start(kernel):
+        runtime = types.SimpleNamespace(options={"ship_environment": "environment.tar.gz"}, environ=dict(os.environ), scratch=str(tmp_path / f"scratch-{kernel.name}"),
+                                        pip=pipwatch.Watch(str(tmp_path / "env")), mark=lambda step: None)
+        os.makedirs(runtime.scratch, exist_ok=True)
+        attempt = types.SimpleNamespace(notices=[])
+        return runtime, attempt, shipping.environment_archive(runtime, attempt, str(kernel), str(tmp_path / "env"))
+
+    runtime, attempt, shipped = start(kernels[0])
+    assert shipped == str(kernels[0] / "environment.tar.gz") and attempt.notices == []  # unchanged: create's
+    install(site, "tinyprobe", "0.1")
+    runtime, attempt, shipped = start(kernels[0])
+    key = envpack.fingerprint(str(tmp_path / "env"))
+    assert shipped == os.path.join(runtime.scratch, f"environment-{key}.tar.gz")
+    assert os.path.samefile(shipped, os.path.join(envpack.cache_dir(), f"{key}-{envpack.PACK_FORMAT}.tar.gz"))
+    (notice,) = attempt.notices
+    assert notice.startswith("The executors get the environment as it is now (added tinyprobe 0.1): ") and " MiB, packed in " in notice
+    assert runtime.pip.shipped == pipwatch.distributions(str(tmp_path / "env"))  # the cells' notices measure from here
+    runtime, attempt, shipped = start(kernels[1])  # another kernel of the same environment: the same archive
+    assert attempt.notices[0].endswith("from the per-user cache.") and os.path.basename(shipped) == f"environment-{key}.tar.gz"
+    assert len([name for name in os.listdir(envpack.cache_dir()) if name.endswith(".tar.gz")]) == 2
+
+
+def test_a_pure_python_distribution_zips_for_spark_connect_and_imports_from_the_zip(tmp_path, monkeypatch):
+    site = fake_env(tmp_path)
+    install(site, "tinyprobe", "0.1", files=("__init__.py", "more.py"))
+    monkeypatch.syspath_prepend(str(site))
+    zipped = artifacts.zip_distribution("tinyprobe", "0.1", str(tmp_path))
+    with zipfile.ZipFile(zipped) as archive:
+        assert sorted(archive.namelist()) == ["tinyprobe-0.1.dist-info/METADATA", "tinyprobe-0.1.dist-info/RECORD", "tinyprobe/__init__.py", "tinyprobe/more.py"]
+    done = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {zipped!r}); import tinyprobe.more; print(tinyprobe.WHERE)"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "zipped", done.stderr
+    assert artifacts.zip_distribution("tinyprobe", "0.1", str(tmp_path)) == zipped  # named by its contents
+
+
+def test_spark_connect_gets_pure_python_distributions_as_artifacts_and_is_told_of_the_rest(tmp_path, monkeypatch):
+    site = fake_env(tmp_path)
+    install(site, "tinyprobe", "0.1")
+    install(site, "fastthing", "2.0", files=("__init__.py", "_speed.cpython-311-x86_64-linux-gnu.so"))
+    monkeypatch.syspath_prepend(str(site))
+    added = []
+    session = types.SimpleNamespace(addArtifacts=lambda *paths, pyfile: added.append((paths, pyfile)))
+    driver = ConnectDriver(types.SimpleNamespace(scratch=str(tmp_path), state=State.READY, session=session))
+    found = pipwatch.distributions(str(tmp_path))
+    line = driver.pip_notice(pipwatch.Changes({"six": found["six"]}, found))
+    assert line == ("NOTE: %pip changed this environment (added fastthing 2.0, tinyprobe 0.1): tinyprobe sent to the Spark Connect session's Python workers "
+                    "(addArtifacts, pyfile): its UDFs import them from now on, and a new session gets them too; fastthing not sent: it has compiled code "
+                    "(fastthing/_speed.cpython-311-x86_64-linux-gnu.so), which zipped Python files cannot carry; install it where the Spark Connect server runs.")
+    ((paths, pyfile),) = added
+    assert pyfile and [os.path.basename(path).rsplit("-", 1)[0] for path in paths] == ["pip-tinyprobe-0.1"] and driver.sent == paths
+
+
+def test_doctor_says_the_next_start_packs_what_pip_changed_and_a_problem_for_other_changes(tmp_path):
+    from pyspark_kernel.doctor import environment_check
+
+    env, kernel = tmp_path / "env", tmp_path / "etl"
+    site = fake_env(env)
+    kernel.mkdir()
+    (kernel / "environment.tar.gz").write_bytes(b"packed")
+    pipwatch.write_manifest(str(kernel / pipwatch.MANIFEST), pipwatch.distributions(str(env)), "k")
+    metadata = {"packed_from": envpack.fingerprint(str(env)), "venv_dir": str(env)}
+    archive = str(kernel / "environment.tar.gz")
+    (site / "loose_module.py").write_text("X = 1\n")  # no distribution of its own: the kernel cannot tell
+    assert environment_check(archive, metadata, "pyspark-kernel upgrade etl").status == "PROBLEM"
+    install(site, "tinyprobe", "0.1")
+    assert environment_check(archive, metadata, "pyspark-kernel upgrade etl").line() == (
+        f"OK executor_environment: {env} changed since it was packed into {archive} (added tinyprobe 0.1): "
+        "the kernel's next session packs it again as it starts (pyspark-kernel upgrade etl packs it now)")
