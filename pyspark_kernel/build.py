@@ -8,6 +8,7 @@ import sys
 from . import environment, kernelspec, layers, sparkhome
 from .errors import InputError
 from .pack import packer
+from .runtime.frames import EAGER_EVAL
 from .runtime.options import OPTIONS
 from .validate import check_answers, check_env, check_platform, check_spark_conf, check_value, master_kind, merge_packages
 
@@ -77,6 +78,8 @@ def build_spec(answers: dict, environ: dict | None = None) -> dict:
         if option.in_profile:  # empty in every layer: the option's fallback
             value = check_value(option.name, config[option.name])
             config[option.name] = option.runtime_default if value is None else value
+    # The display is Spark's own setting (runtime.frames reads it), unless the layers set it.
+    config["conf"].setdefault(EAGER_EVAL, "true" if answers["dataframe_display"] == "table" else "false")
     config["conf"] = merge_packages(config["conf"], answers["packages"], master_kind(config["master"]), config["spark_driver"])
     if config["spark_driver"] == "shared":
         check_shared_driver(config["master"], spark)

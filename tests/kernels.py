@@ -60,7 +60,10 @@ class CellRun:
 class Kernel:
     def __init__(self, kernels_dir, name, env, wait=True, transport="tcp"):
         # transport "ipc": Unix sockets, which a kernel in a network namespace of its own still reaches.
-        self.manager = KernelManager(kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels_dir)]), transport=transport)
+        # Its sockets' paths begin with ip: in the kernel's TMPDIR, not the directory the tests run
+        # from (the checkout, which other tests copy).
+        where = {"ip": os.path.join(env["TMPDIR"], "kernel-ipc")} if transport == "ipc" else {}
+        self.manager = KernelManager(kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels_dir)]), transport=transport, **where)
         self.manager.start_kernel(env=env)
         self.client = self.manager.client()
         self.client.start_channels()
@@ -148,3 +151,28 @@ def wait_for_message(client, msg_id, wanted, timeout, failure):
         if message["parent_header"].get("msg_id") == msg_id and wanted(message["msg_type"], message["content"]):
             return message["content"]
     raise AssertionError(failure)
+
+
+def assert_dataframe_values(kernel):
+    """A DataFrame as a cell's value (runtime.frames): PySpark's schema line, then its first rows as
+    a table (HTML) and as text, within the session's eager-evaluation settings; a result without
+    columns, its line alone; with eager evaluation off, the line alone."""
+
+    def value(code):
+        cell = kernel.run(code)
+        assert cell.error is None, cell.text
+        [data] = [content["data"] for kind, content in cell.messages if kind == "execute_result"]
+        return data
+
+    rows = value("spark.range(3).selectExpr('id', 'id / 2 AS half')")
+    assert rows["text/plain"].splitlines()[:2] == ["DataFrame[id: bigint, half: double]", "+---+----+"], rows["text/plain"]
+    assert "|  2| 1.0|" in rows["text/plain"].splitlines(), rows["text/plain"]
+    assert rows["text/html"].startswith("<pre>DataFrame[id: bigint, half: double]</pre>") and "<table" in rows["text/html"], rows
+    ddl = value("spark.sql('CREATE OR REPLACE TEMPORARY VIEW shown AS SELECT 1 AS a')")
+    assert ddl == {"text/plain": "DataFrame[]"}, ddl
+    assert value("spark.sql('SELECT * FROM shown').select()") == {"text/plain": "DataFrame[]"}
+    few = value("spark.conf.set('spark.sql.repl.eagerEval.maxNumRows', '2')\nspark.range(5)")
+    assert few["text/plain"].splitlines()[-1] == "only showing top 2 rows", few["text/plain"]
+    line = value("spark.conf.set('spark.sql.repl.eagerEval.enabled', 'false')\nspark.table('shown')")
+    assert line == {"text/plain": "DataFrame[a: int]"}, line
+    kernel.run("spark.conf.unset('spark.sql.repl.eagerEval.maxNumRows'); spark.conf.set('spark.sql.repl.eagerEval.enabled', 'true')")

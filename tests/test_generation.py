@@ -34,6 +34,10 @@ SUPPORTED = [
     ("shared-driver-linger", {"spark_driver": "shared", "driver_linger": "120"}, {"options": {"spark_driver": "shared", "driver_linger": 120}}),
     ("dedicated-driver", {"spark_driver": "dedicated"}, {}),
     ("sql-rows", {"sql_rows": "7"}, {"options": {"sql_rows": 7}}),
+    ("dataframe-display-default", {}, {"conf": {"spark.sql.repl.eagerEval.enabled": "true"}}),
+    ("dataframe-display-schema", {"dataframe_display": "schema"}, {"conf": {"spark.sql.repl.eagerEval.enabled": "false"}}),
+    ("dataframe-display-own-setting", {"dataframe_display": "schema", "spark_conf": {"spark.sql.repl.eagerEval.enabled": "true"}},
+     {"conf": {"spark.sql.repl.eagerEval.enabled": "true"}}),  # Spark's own setting, given, wins
 ]
 
 UNSUPPORTED = [

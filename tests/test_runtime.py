@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from .conftest import assert_left_nothing, make_kernel, spark_jvms
-from .kernels import Kernel, assert_interrupt_stops_a_minute_long_job, kernel_environment, wait_until
+from .kernels import Kernel, assert_dataframe_values, assert_interrupt_stops_a_minute_long_job, kernel_environment, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -117,6 +117,7 @@ def test_eager_kernel_has_spark_before_the_first_cell(start):
     assert first.text.splitlines()[-1] == "ready"
     assert "Spark is starting" not in first.text
     check_sql_magic(kernel)
+    assert_dataframe_values(kernel)
     check_conf_magic(kernel)
 
 

@@ -19,7 +19,7 @@ from pyspark_kernel.runtime.diagnostics import java_release
 from pyspark_kernel.runtime.driver_server import idle_java_options
 
 from .conftest import PYTHON, make_kernel, spark_jvms
-from .kernels import Kernel, kernel_environment, wait_for_message, wait_until
+from .kernels import Kernel, assert_dataframe_values, kernel_environment, wait_for_message, wait_until
 from .test_jupyterhub import add_user, as_user, remove_user
 
 pytestmark = pytest.mark.e2e
@@ -128,6 +128,7 @@ def check_a_shared_kernel(kernels_dir, tmp_path, run_dir):
         assert workers.stream.strip().splitlines()[-1] == PYTHON, workers.text
         table = second.run("%%sql\nSELECT 3 + 4 AS seven").text
         assert "seven" in table and re.search(r"\b7\b", table) and "1 row" in table, table
+        assert_dataframe_values(second)
 
         # A client without the token, or with another, is refused.
         for url in (f"sc://localhost:{record['port']}", f"sc://localhost:{record['port']}/;token=not-{record['token'][:8]}"):

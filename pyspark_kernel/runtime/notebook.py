@@ -22,6 +22,7 @@ import threading
 import time
 from typing import Any
 
+from . import frames
 from .diagnostics import SparkStartError
 from .idle import IdleWatch
 from .options import shown_value
@@ -110,6 +111,7 @@ class Notebook:
     def begin(self) -> None:
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
         self.shell.events.register("post_run_cell", self.post_run_cell)
+        frames.register(self.shell)  # a DataFrame value: PySpark's line, then its rows
         self.namespace["spark"] = SparkStandIn(self, "spark")
         self.namespace["sc"] = SparkStandIn(self, "sc")
         self.stand_ins_out = True

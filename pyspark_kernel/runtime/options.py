@@ -80,6 +80,7 @@ WARM_UP_MODES = ("python", "jvm", "off")  # what the warm-up runs before the fir
 DRIVER_MODES = ("dedicated", "shared")  # a driver JVM of the kernel's own, or one shared over Spark Connect (runtime.dedicated, runtime.shared)
 DRIVER_LINGER = 30  # seconds a shared driver stays after its last notebook has gone
 UI_ACCESS = ("owner", "anyone")  # who may open the Spark UI (runtime.uiauth)
+DATAFRAME_DISPLAYS = ("table", "schema")  # a DataFrame as a cell's value: its schema line, with its first rows or alone (runtime.frames)
 LOG_LEVELS = ("WARN", "ERROR", "INFO", "DEBUG", "TRACE", "FATAL", "OFF", "ALL")
 PROFILES = ("local", "standalone", "yarn", "kubernetes", "connect")  # the template's profiles/*.conf, as cookiecutter offers them
 
@@ -121,6 +122,10 @@ OPTIONS = (
                            "jvm: the JVM job only (no Python workers until a cell needs them: less memory)", "off: nothing")),
     Option("progress", "flag", "progress line for running Spark jobs (default: on)", default=True, runtime="progress",
            prompt="Show a progress line for running Spark jobs in cell output?"),
+    Option("dataframe_display", "choice", "a DataFrame as a cell's value: table (default: PySpark's schema line, then its first rows; a job) "
+                                          "or schema (the line alone); sets spark.sql.repl.eagerEval.enabled",
+           default=DATAFRAME_DISPLAYS[0], choices=DATAFRAME_DISPLAYS, prompt="A DataFrame as a cell's value",
+           choice_prompts=("table: its schema line, then its first rows (runs a job)", "schema: its schema line alone, as PySpark prints it")),
     Option("log_level", "choice", "Spark log level (default: WARN)", default=LOG_LEVELS[0], choices=LOG_LEVELS, runtime="log_level", prompt="Spark log level"),
     # A fork whose defaults.conf and profile set no start limit still gets one a busy machine can meet.
     Option("start_timeout", "seconds", "the longest Spark may take to start, in seconds (default: the profile's; 600 for local)", in_profile=True,
