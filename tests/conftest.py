@@ -68,9 +68,10 @@ def pytest_configure(config):
 CDS = "tests/test_runtime.py::test_class_data_sharing_archive_is_built_once_and_a_broken_one_is_set_aside_and_rebuilt"
 LONGEST = ("tests/test_yarn", f"{CDS}[jdk17]", "tests/test_jupyterhub.py", f"{CDS}[jdk25]", "tests/test_runtime.py::test_a_kernel_whose_pyspark_was_removed",
            "tests/test_cache.py::test_after_kernels_of_deleted", "tests/test_paths.py", "tests/test_shared_driver.py", "tests/test_sessions.py::test_an_idle_session",
-           "tests/test_runtime.py::test_new_spark_jars", "tests/test_rpc_access.py", "tests/test_clusters.py::test_executors_on_a_host",
+           "tests/test_runtime.py::test_new_spark_jars", "tests/test_ui_access.py", "tests/test_rpc_access.py",
+           "tests/test_clusters.py::test_executors_on_a_host",
            "tests/test_packages.py::test_packages_reach", "tests/test_culling.py",
-           "tests/test_clusters.py::test_kernels_of_one_spec", "tests/test_sessions.py::test_a_new_session_comes_after", "tests/test_ui_access.py",
+           "tests/test_clusters.py::test_kernels_of_one_spec", "tests/test_sessions.py::test_a_new_session_comes_after",
            "tests/test_spark_ui.py", "tests/test_jupyterlab.py", "tests/test_watchdog.py", "tests/test_matrix.py", "tests/test_runtime.py::test_progress_follows",
            "tests/test_sessions.py::test_a_master_that_is_down", "tests/test_e2e.py::test_spark_distribution_layout", "tests/test_limits.py",
            "tests/test_runtime.py::test_shutdown_restart", "tests/test_e2e.py::test_smoke_for_ci")
@@ -495,6 +496,52 @@ def start(kernels_dir, tmp_path):
         kernel.stop()
     for _kernel, name, tmp_dir in started:
         assert_left_nothing(name, tmp_dir)
+
+
+RPC_PROBE_SOURCE = os.path.join(ROOT, "tests", "rpc_probe", "RpcProbe.java")
+RPC_PROBE_TIMEOUT = 300  # a JVM of the other user's, two connections with a minute's bound each, on a busy machine
+
+
+@pytest.fixture(scope="session")
+def probe():
+    """Another Unix user's Spark client (tests/rpc_probe/RpcProbe.java, compiled once per worker for
+    test_rpc_access and test_ui_access): probe(user, driver, block_manager, app_id, block_id, secret=None) -> the lines RpcProbe printed,
+    run as ``user`` (driver and block manager: HOST:PORT, or a port on 127.0.0.1) with Spark's jars (hard links) and the class in a directory anyone can read."""
+    import glob
+    import pathlib
+
+    import pyspark
+
+    from .test_jupyterhub import as_user
+
+    where = pathlib.Path(tempfile.mkdtemp(prefix="pyspark-kernel-rpc-probe-"))
+    try:
+        os.chmod(where, 0o755)
+        jars = where / "jars"
+        jars.mkdir(mode=0o755)
+        for jar in glob.glob(os.path.join(os.path.dirname(pyspark.__file__), "jars", "*.jar")):
+            link_or_copy(jar, jars / os.path.basename(jar))
+            os.chmod(jars / os.path.basename(jar), 0o644)
+        classes = where / "classes"
+        if shutil.which("javac") is None:
+            pytest.fail("no javac on PATH: the test compiles the other user's Spark client; install a JDK (apt-get install openjdk-17-jdk-headless)")
+        built = subprocess.run(["javac", "-d", str(classes), "-cp", f"{jars}/*", RPC_PROBE_SOURCE], capture_output=True, text=True, timeout=RPC_PROBE_TIMEOUT)
+        assert built.returncode == 0, built.stderr
+        for path in [classes, *classes.iterdir()]:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        java = shutil.which("java")
+
+        def run(user, driver, block_manager, app_id, block_id, secret=None):
+            command = [java, "-cp", f"{classes}:{jars}/*", "RpcProbe", str(driver), str(block_manager), app_id, block_id]
+            done = as_user(user, *([f"PROBE_SECRET={secret}"] if secret else []), *command, timeout=RPC_PROBE_TIMEOUT)
+            lines = [line for line in done.stdout.splitlines() if line.startswith(("rpc ", "fetch "))]
+            assert done.returncode == 0 and len(lines) == 2, done.stdout + done.stderr[-3000:]
+            print(f"RpcProbe as {user}:", *lines, sep="\n  ")  # in the report of a failing test, or with -s
+            return lines
+
+        yield run
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
 
 
 class YarnCluster:

@@ -2,12 +2,10 @@
 
 import os
 import re
-import subprocess
 
 import pytest
-from jupyter_client.kernelspec import KernelSpecManager
 
-from .conftest import ROOT, VENV_DIR, assert_no_jvm_left, read_spec, run_cli, spark_conf_of
+from .conftest import SCRATCH, assert_no_jvm_left, read_spec, run_cli, spark_conf_of, tree_snapshot
 from .test_cli import nasty_values
 
 pytestmark = pytest.mark.e2e
@@ -15,38 +13,53 @@ pytestmark = pytest.mark.e2e
 SMOKE_CHECKS = ["setup", "spark_count", "master", "conf_round_trip", "environment", "driver_python", "executor_python"]
 
 
-def assert_smoke_passes(name, kernels_dir):
-    done = run_cli("smoke", name, "-d", str(kernels_dir))
+def assert_smoke_passes(name, kernels_dir, *args, env=None):
+    done = run_cli("smoke", name, "-d", str(kernels_dir), *args, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert re.fullmatch(r"Spark \S+ \| master \S+ \| app \S+ \| UI http://127\.0\.0\.1:\d+", lines[0]), done.stdout
     assert [line.split(":")[0] for line in lines[1:-1]] == [f"PASS {check}" for check in SMOKE_CHECKS], done.stdout
     assert lines[-1] == f"{name}: {len(SMOKE_CHECKS)} passed, 0 failed"
     assert_no_jvm_left(name)
-    return done.stdout
+    return done
 
 
-def test_default_bake_runs_the_smoke_notebook_on_local_spark(kernels_dir):
-    done = subprocess.run([os.path.join(VENV_DIR, "bin", "cookiecutter"), ROOT, "--no-input", "-o", str(kernels_dir), "kernel_name=e2e-default"],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert KernelSpecManager(kernel_dirs=[str(kernels_dir)]).get_kernel_spec("e2e-default").display_name == "PySpark (e2e-default)"
-    report = assert_smoke_passes("e2e-default", kernels_dir)
-    assert report.splitlines()[0].startswith("Spark 4") and "| master local[*] | app local-" in report
-
-
-def test_nasty_values_arrive_in_spark_unchanged(kernels_dir, tmp_path):
+def test_nasty_values_arrive_in_spark_unchanged_and_smokes_artifacts_hold_no_secret(kernels_dir, tmp_path):
+    """One kernel and one smoke for two things: values full of quotes and markers reach Spark's
+    conf and the kernel's environment unchanged; the secrets it takes from the server's environment
+    (a variable and a ${env:...} setting) reach it and are in none of smoke's artifacts."""
     marker = tmp_path / "marker"
     values = nasty_values(marker)
-    args = ["create", "-k", "e2e-nasty", "-d", str(kernels_dir), "--spark_master", "local[2]", "--spark.sql.shuffle.partitions=8"]
+    tmp_dir, reports = tmp_path / "tmp", tmp_path / "reports"
+    for path in (tmp_dir, reports):
+        path.mkdir()
+    token, s3 = "tok-9f3a1c-never-print", "s3-7b2e4d-never-print"
+    env = {**os.environ, "TEAM_TOKEN": token, "S3_SECRET": s3, "TMPDIR": str(tmp_dir)}
+    args = ["create", "-k", "e2e-nasty", "-d", str(kernels_dir), "--spark_master", "local[2]", "--spark.sql.shuffle.partitions=8",
+            "--env-from", "TEAM_TOKEN", "--spark.hadoop.fs.s3a.secret.key", "${env:S3_SECRET}"]
     for index, value in enumerate(values):
         args += [f"--spark.test.value{index}", value, "--env", f"NASTY_{index}={value}"]
-    assert run_cli(*args).returncode == 0
+    created = run_cli(*args, env=env)
+    assert created.returncode == 0, created.stderr
     conf = spark_conf_of(read_spec(kernels_dir / "e2e-nasty"))
     assert [conf[f"spark.test.value{i}"] for i in range(len(values))] == values
+    junit, notebook = reports / "smoke.xml", reports / "smoke.ipynb"
     # conf_round_trip: spark.conf.get returns each value exactly; environment: os.environ has each
-    assert_smoke_passes("e2e-nasty", kernels_dir)
-    assert not marker.exists()
+    done = assert_smoke_passes("e2e-nasty", kernels_dir, "--junit", str(junit), "--save-notebook", str(notebook), env=env)
+    assert not marker.exists(), "a nasty value ran as a command"
+    assert_no_secret_in_smokes_artifacts(created, done, [token, s3], [reports, kernels_dir, tmp_dir, os.path.join(SCRATCH, "replay")], junit, notebook)
+
+
+def assert_no_secret_in_smokes_artifacts(created, done, secrets, places, junit, notebook):
+    """Neither create's nor smoke's output, nor any file under ``places`` (the reports, the kernel,
+    its TMPDIR, cookiecutter's replay) holds a secret's value."""
+    artifacts = {"stdout": done.stdout.encode(), "stderr": done.stderr.encode(), **{f"created {k}": v.encode() for k, v in (("stdout", created.stdout), ("stderr", created.stderr))}}
+    for where in places:
+        if os.path.isdir(where):
+            artifacts.update({f"{where}/{name}": content for name, content in tree_snapshot(where).items()})
+    assert str(junit) in artifacts and str(notebook) in artifacts and any("kernel.json" in name for name in artifacts), sorted(artifacts)
+    leaked = [name for name, content in artifacts.items() if any(secret.encode() in content for secret in secrets)]
+    assert leaked == [], f"a secret's value is in {leaked}"  # a variable the server lacks fails the check: test_smoke_for_ci
 
 
 def test_spark_distribution_layout_with_a_venv_without_pyspark(kernels_dir, spark_distribution, venv_without_pyspark):

@@ -5,10 +5,11 @@ standalone cluster, the other user can neither call the driver's RPC endpoints n
 blocks (spark.authenticate), and the first user's session keeps working: jobs, cached blocks,
 shuffles, Python UDFs. The same probe against a kernel with spark.authenticate=false reads the
 driver's block managers and a cached block: what every kernel allowed before. Nothing of the
-secret shows in ps, kernel.json or the logs."""
+secret shows in ps, kernel.json or the logs. The refusals on a local and on the shared driver run on
+test_ui_access's kernels, which another user already tries (check_a_local_driver_refuses_another_user,
+check_the_shared_driver_refuses_another_user): a kernel start each fewer."""
 
 import glob
-import json
 import os
 import pathlib
 import shutil
@@ -19,15 +20,13 @@ import tempfile
 import psutil
 import pytest
 
-from .conftest import PYTHON, ROOT, link_or_copy, make_kernel, standalone
+from .conftest import PYTHON, make_kernel, standalone
 from .kernels import Kernel, kernel_environment, wait_until
-from .test_jupyterhub import add_user, as_user, remove_user
-from .test_shared_driver import server_jvms, servers_of
+from .test_jupyterhub import add_user, remove_user
+from .test_shared_driver import record_of, server_jvms, servers_of
 
 pytestmark = pytest.mark.e2e
 
-PROBE_SOURCE = os.path.join(ROOT, "tests", "rpc_probe", "RpcProbe.java")
-PROBE_TIMEOUT = 300  # a JVM of the other user's, two connections with a minute's bound each, on a busy machine
 REFUSED = "Expected SaslMessage"  # what Spark's server answers a client that does not authenticate
 SECRET_VARIABLE = "PK_TEST_SPARK_AUTH_SECRET"
 LINGER = 5
@@ -51,42 +50,6 @@ def other_user():
         yield name
     finally:
         remove_user(name)
-
-
-@pytest.fixture(scope="module")
-def probe():
-    """probe(user, driver, block_manager, app_id, block_id, secret=None) -> the lines RpcProbe printed,
-    run as ``user`` (driver and block manager: HOST:PORT, or a port on 127.0.0.1) with Spark's jars (hard links) and the class in a directory anyone can read."""
-    import pyspark
-
-    where = pathlib.Path(tempfile.mkdtemp(prefix="pyspark-kernel-rpc-probe-"))
-    try:
-        os.chmod(where, 0o755)
-        jars = where / "jars"
-        jars.mkdir(mode=0o755)
-        for jar in glob.glob(os.path.join(os.path.dirname(pyspark.__file__), "jars", "*.jar")):
-            link_or_copy(jar, jars / os.path.basename(jar))
-            os.chmod(jars / os.path.basename(jar), 0o644)
-        classes = where / "classes"
-        if shutil.which("javac") is None:
-            pytest.fail("no javac on PATH: the test compiles the other user's Spark client; install a JDK (apt-get install openjdk-17-jdk-headless)")
-        built = subprocess.run(["javac", "-d", str(classes), "-cp", f"{jars}/*", PROBE_SOURCE], capture_output=True, text=True, timeout=PROBE_TIMEOUT)
-        assert built.returncode == 0, built.stderr
-        for path in [classes, *classes.iterdir()]:
-            os.chmod(path, 0o755 if path.is_dir() else 0o644)
-        java = shutil.which("java")
-
-        def run(user, driver, block_manager, app_id, block_id, secret=None):
-            command = [java, "-cp", f"{classes}:{jars}/*", "RpcProbe", str(driver), str(block_manager), app_id, block_id]
-            done = as_user(user, *([f"PROBE_SECRET={secret}"] if secret else []), *command, timeout=PROBE_TIMEOUT)
-            lines = [line for line in done.stdout.splitlines() if line.startswith(("rpc ", "fetch "))]
-            assert done.returncode == 0 and len(lines) == 2, done.stdout + done.stderr[-3000:]
-            print(f"RpcProbe as {user}:", *lines, sep="\n  ")  # in the report of a failing test, or with -s
-            return lines
-
-        yield run
-    finally:
-        shutil.rmtree(where, ignore_errors=True)
 
 
 def printed(cell):
@@ -123,66 +86,94 @@ def scratch_logs(tmp_dir):
     return logs
 
 
-@pytest.mark.parametrize("authenticate", [None, "false"], ids=["default-refused", "forced-off-reached"])
-def test_another_user_cannot_call_a_local_driver_or_fetch_its_blocks(start, other_user, probe, kernels_dir, tmp_path, authenticate):
-    flags = ["--spark_master", "local[2]", "--spark.ui.enabled=false"] + ([f"--spark.authenticate={authenticate}"] if authenticate else [])
-    kernel = start("rpc-local", *flags, PYSPARK_KERNEL_LOG_LEVEL="DEBUG")
+FOUND_LOCAL = ("print(spark.conf.get('spark.driver.port'), sc._jsc.sc().getExecutorMemoryStatus().keys().head().split(':')[-1],"
+               " sc.applicationId, 'rdd_%d_0' % rdd.id())")
+SECRET_OF_A_LOCAL_SESSION = ("_jvm = sc._jvm\n"
+                             "print(bytes(_jvm.org.apache.hadoop.security.UserGroupInformation.getCurrentUser().getCredentials()"
+                             ".getSecretKey(_jvm.org.apache.hadoop.io.Text('sparkCookie'))).decode())")
+
+
+def check_a_local_driver_refuses_another_user(printed, status, user, probe, files):
+    """On a kernel's own local driver with the default settings (spark.authenticate on): ``user``
+    can neither call the driver's RPC nor fetch its cached blocks, without the secret or with a
+    guess; the first user's session keeps working, its cached blocks too; the session's secret is in
+    none of ``files()`` (kernel.json, the kernel's logs) nor on a command line. ``printed(code)``: the
+    lines a cell printed; ``status()``: the text of %spark status. test_ui_access runs it on its
+    dedicated kernel (one start for both)."""
+    assert printed(WORK)[-3:] == WORK_DONE, "the first user's work (cached blocks, a shuffle, a Python UDF) did not run"
+    assert printed(RDD_WORK)[-1] == "rdd 1000 3", "the first user's cached RDD did not run"
+    driver_port, block_port, app_id, block = printed(FOUND_LOCAL)[-1].split()
+    lines = probe(user, driver_port, block_port, app_id, block)
+    assert_refused(lines)
+    assert probe(user, driver_port, block_port, app_id, block, secret="a-guess-at-the-secret")[0].startswith("rpc refused:"), "a guessed secret got in"
+    said = status()
+    assert "RPC authentication: on: the driver's RPC and block transfers need a secret Spark makes for each session" in said, said
+    # The first user's session still works, its cached blocks too.
+    assert printed(RDD_WORK)[-1] == "rdd 1000 3", "the first user's RDD failed after the other user's tries"
+    assert printed("print(cached.count(), cached.storageLevel.useMemory)")[-1] == "100000 True", "the first user's cached blocks are gone"
+    # Spark's secret for the session: in the JVM's memory only (the current user's credentials, for local masters).
+    assert_secret_nowhere(printed(SECRET_OF_A_LOCAL_SESSION)[-1], files())
+
+
+def test_another_user_reaches_a_local_driver_whose_kernel_turned_authentication_off(start, other_user, probe):
+    # With the default (spark.authenticate on), refused: test_ui_access's dedicated kernel runs
+    # check_a_local_driver_refuses_another_user. This is the control: the same probe gets in.
+    kernel = start("rpc-local", "--spark_master", "local[2]", "--spark.ui.enabled=false", "--spark.authenticate=false", PYSPARK_KERNEL_LOG_LEVEL="DEBUG")
     assert printed(kernel.run(WORK))[-3:] == WORK_DONE
     assert printed(kernel.run(RDD_WORK))[-1] == "rdd 1000 3"
-    found = printed(kernel.run("print(spark.conf.get('spark.driver.port'), sc._jsc.sc().getExecutorMemoryStatus().keys().head().split(':')[-1],"
-                               " sc.applicationId, 'rdd_%d_0' % rdd.id())"))[-1]
-    driver_port, block_port, app_id, block = found.split()
-    lines = probe(other_user, driver_port, block_port, app_id, block)
+    driver_port, block_port, app_id, block = printed(kernel.run(FOUND_LOCAL))[-1].split()
+    assert_reached(probe(other_user, driver_port, block_port, app_id, block), block_port)
     status = kernel.run("%spark status").text
-    if authenticate == "false":
-        assert_reached(lines, block_port)
-        assert "RPC authentication: off: any local process can call the driver's RPC and fetch its blocks" in status, status
-        return
-    assert_refused(lines)
-    assert probe(other_user, driver_port, block_port, app_id, block, secret="a-guess-at-the-secret")[0].startswith("rpc refused:")
-    assert "RPC authentication: on: the driver's RPC and block transfers need a secret Spark makes for each session" in status, status
-    # The first user's session still works, its cached blocks too.
-    assert printed(kernel.run(RDD_WORK))[-1] == "rdd 1000 3"
-    assert printed(kernel.run("print(cached.count(), cached.storageLevel.useMemory)"))[-1] == "100000 True"
-    # Spark's secret for the session: in the JVM's memory only (the current user's credentials, for local masters).
-    secret = printed(kernel.run("_jvm = sc._jvm\n"
-                                "print(bytes(_jvm.org.apache.hadoop.security.UserGroupInformation.getCurrentUser().getCredentials()"
-                                ".getSecretKey(_jvm.org.apache.hadoop.io.Text('sparkCookie'))).decode())"))[-1]
-    assert_secret_nowhere(secret, [kernels_dir / "rpc-local" / "kernel.json", *scratch_logs(tmp_path / "tmp-rpc-local")])
+    assert "RPC authentication: off: any local process can call the driver's RPC and fetch its blocks" in status, status
 
 
 def listening_ports(pid):
     return {c.laddr.port for c in psutil.Process(pid).net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
 
 
-@pytest.mark.parametrize("authenticate", [None, "false"], ids=["default-refused", "forced-off-reached"])
-def test_another_user_cannot_call_the_shared_driver_or_fetch_its_blocks(kernels_dir, tmp_path, other_user, probe, authenticate):
+def shared_driver_ports(printed, run_dir):
+    """(driver port, block manager port, application id) of the shared driver under ``run_dir``."""
+    driver_port, app_id = printed("print(spark.conf.get('spark.driver.port'), spark.conf.get('spark.app.id'))")[-1].split()
+    record = record_of(run_dir)
+    # The block manager's port: the one the server's JVM listens on that is neither Connect's, the UI's nor the driver's.
+    others = listening_ports(record["jvm"]) - {record["port"], int(driver_port), int(record["ui"].rsplit(":", 1)[1])}
+    assert len(others) == 1, f"not one block manager's port among the shared driver's: {others}"
+    [block_port] = others
+    return driver_port, block_port, app_id
+
+
+def check_the_shared_driver_refuses_another_user(printed, status, run_dir, user, probe):
+    """On the shared driver (its server JVM under ``run_dir``) with the default settings: ``user``
+    can neither call its RPC nor fetch its blocks, the first user's work keeps running, and Spark
+    made the secret in the server's JVM (its settings hold none). test_ui_access runs it on its
+    shared kernel (one start for both)."""
+    assert printed(WORK)[-3:] == WORK_DONE, "the first user's work (cached blocks, a shuffle, a Python UDF) did not run"
+    driver_port, block_port, app_id = shared_driver_ports(printed, run_dir)
+    assert_refused(probe(user, driver_port, block_port, app_id, "-"))
+    said = status()
+    assert "RPC authentication: on: the driver's RPC and block transfers need a secret Spark makes for each session" in said, said
+    assert printed(WORK)[-3:] == WORK_DONE, "the first user's work failed after the other user's tries"
+    assert printed("print(spark.conf.get('spark.authenticate'), spark.conf.get('spark.authenticate.secret', 'none'))")[-1] == "true none", \
+        "the shared driver's settings hold a secret, or do not authenticate"
+
+
+def test_another_user_reaches_the_shared_driver_whose_kernel_turned_authentication_off(kernels_dir, tmp_path, other_user, probe):
+    # With the default, refused: test_ui_access's shared kernel runs check_the_shared_driver_refuses_another_user.
     run_dir = pathlib.Path(tempfile.mkdtemp(prefix="pyspark-kernel-rpc-"))
-    flags = ["--spark_driver", "shared", "--driver_linger", str(LINGER), "--spark_master", "local[2]"] + ([f"--spark.authenticate={authenticate}"] if authenticate else [])
-    make_kernel(kernels_dir, "rpc-shared", *flags)
+    make_kernel(kernels_dir, "rpc-shared", "--spark_driver", "shared", "--driver_linger", str(LINGER), "--spark_master", "local[2]", "--spark.authenticate=false")
     (tmp_path / "tmp").mkdir()
     kernel = None
     try:
         kernel = Kernel(kernels_dir, "rpc-shared", kernel_environment(tmp_path / "tmp", XDG_RUNTIME_DIR=str(run_dir), PYSPARK_KERNEL_LOG_LEVEL="DEBUG"))
-        assert printed(kernel.run(WORK))[-3:] == WORK_DONE
-        driver_port, app_id = printed(kernel.run("print(spark.conf.get('spark.driver.port'), spark.conf.get('spark.app.id'))"))[-1].split()
-        [record_file] = (run_dir / "pyspark-kernel").glob("*.json")
-        record = json.loads(record_file.read_text())
-        # The block manager's port: the one the server's JVM listens on that is neither Connect's, the UI's nor the driver's.
-        others = listening_ports(record["jvm"]) - {record["port"], int(driver_port), int(record["ui"].rsplit(":", 1)[1])}
-        assert len(others) == 1, others
-        [block_port] = others
-        lines = probe(other_user, driver_port, block_port, app_id, "-")
+
+        def run(code):
+            return printed(kernel.run(code))
+
+        assert run(WORK)[-3:] == WORK_DONE
+        driver_port, block_port, app_id = shared_driver_ports(run, run_dir)
+        assert_reached(probe(other_user, driver_port, block_port, app_id, "-"), block_port)
         status = kernel.run("%spark status").text
-        if authenticate == "false":
-            assert_reached(lines, block_port)
-            assert "RPC authentication: off" in status, status
-            return
-        assert_refused(lines)
-        assert "RPC authentication: on: the driver's RPC and block transfers need a secret Spark makes for each session" in status, status
-        assert printed(kernel.run(WORK))[-3:] == WORK_DONE
-        # Spark made the secret in the server's JVM: its settings hold none.
-        assert printed(kernel.run("print(spark.conf.get('spark.authenticate'), spark.conf.get('spark.authenticate.secret', 'none'))"))[-1] == "true none"
+        assert "RPC authentication: off" in status, status
     finally:
         if kernel is not None:
             kernel.stop()

@@ -6,7 +6,8 @@ owner's UI straight on 127.0.0.1 and through a `jupyter server` of their own wit
 extension, then tries to kill the job with the jobs page's CSRF token: every answer is refused and
 the job completes. The owner, through their server, gets every page; the UI's key and token are
 on no command line, in no log, kernel.json or the environment page. A dedicated and a shared
-driver alike."""
+driver alike. The same kernels serve test_rpc_access's checks of the driver's RPC and blocks
+(spark.authenticate, on by default): the other user is refused there too."""
 
 import glob
 import json
@@ -29,6 +30,7 @@ from .conftest import assert_no_jvm_left, free_port, run_cli, serving_jupyter, s
 from .kernels import wait_until
 from .server_api import banner_link, http, request, run_over_websocket
 from .test_jupyterhub import add_user, remove_user, users_environment
+from .test_rpc_access import check_a_local_driver_refuses_another_user, check_the_shared_driver_refuses_another_user
 from .test_shared_driver import server_jvms, servers_of
 
 pytestmark = pytest.mark.e2e
@@ -132,8 +134,33 @@ def answers(url, token):
         return False
 
 
+def kernel_logs(scratch):
+    """The kernel's kernel.log and driver.log, in its scratch directory."""
+    logs = [os.path.join(scratch, name) for name in ("kernel.log", "driver.log")]
+    assert all(os.path.isfile(path) for path in logs), f"no kernel.log and driver.log in {scratch}: {os.listdir(scratch)}"
+    return logs
+
+
+def check_rpc_refused(base, token, kernel_id, driver, user, probe, xdg, secret_files):
+    """``user`` can neither call the kernel's driver (its own, or the shared one under ``xdg``) nor
+    fetch its blocks, and the owner's session keeps working: test_rpc_access's checks, run on this
+    test's kernel rather than on a kernel started for them. ``secret_files()``: where a dedicated
+    driver's session secret must not be (kernel.json, the kernel's logs)."""
+    def printed(code):
+        outputs = run_over_websocket(base, token, kernel_id, code, timeout=600)  # a cell that fails raises
+        return "".join(c.get("text", "") for kind, c in outputs if kind == "stream").strip().splitlines()
+
+    def status():
+        return "".join(c.get("text", "") for _, c in run_over_websocket(base, token, kernel_id, "%spark status"))
+
+    if driver == "dedicated":
+        check_a_local_driver_refuses_another_user(printed, status, user, probe, secret_files)
+    else:
+        check_the_shared_driver_refuses_another_user(printed, status, xdg, user, probe)
+
+
 @pytest.mark.parametrize("driver", ["dedicated", "shared"])
-def test_another_user_gets_nothing_from_the_spark_ui_and_cannot_kill_a_job_while_its_owner_gets_every_page(tmp_path, driver):
+def test_another_user_gets_nothing_from_the_spark_ui_and_cannot_kill_a_job_while_its_owner_gets_every_page(tmp_path, driver, probe):
     if os.geteuid() != 0:
         pytest.skip("the test makes a Unix user: run it as root, as CI does")
     name = f"uiacc-{driver}"
@@ -152,7 +179,9 @@ def test_another_user_gets_nothing_from_the_spark_ui_and_cannot_kill_a_job_while
     other_server, kernel_id, job_thread = None, None, None
     try:
         home = add_user(other)
-        with serving_jupyter(tmp_path, data, base_url=PREFIX, env={"JUPYTERHUB_SERVICE_PREFIX": PREFIX, "XDG_RUNTIME_DIR": str(xdg)}) as (base, token):
+        # The kernel's log at DEBUG, as test_rpc_access's kernels: the more it logs, the more a secret could leak.
+        env = {"JUPYTERHUB_SERVICE_PREFIX": PREFIX, "XDG_RUNTIME_DIR": str(xdg), "PYSPARK_KERNEL_LOG_LEVEL": "DEBUG"}
+        with serving_jupyter(tmp_path, data, base_url=PREFIX, env=env) as (base, token):
             origin = base[:-len(PREFIX.rstrip("/"))]
             kernel_id = json.loads(request(base, token, "POST", "/api/kernels", {"name": name})[1])["id"]
             link = banner_link(run_over_websocket(base, token, kernel_id, "spark.range(10).count()", timeout=600))
@@ -236,6 +265,9 @@ def test_another_user_gets_nothing_from_the_spark_ui_and_cannot_kill_a_job_while
             if driver == "shared":  # its 0600 properties file held the key until the JVM had read it
                 kept = [path for path in xdg.rglob("*") if path.is_file() and key.encode() in path.read_bytes()]
                 assert not kept, f"the UI's key is in {kept}"
+
+            # The same other user against the driver's RPC and blocks: test_rpc_access's checks, on this kernel.
+            check_rpc_refused(base, token, kernel_id, driver, other, probe, xdg, lambda: [data / "kernels" / name / "kernel.json", *kernel_logs(scratch)])
 
             request(base, token, "DELETE", f"/api/kernels/{kernel_id}")
             kernel_id = None
