@@ -108,9 +108,19 @@ def test_a_cluster_kernel_that_ships_its_environment_says_the_restart_packs_it_a
 
 
 def test_a_kernel_whose_executors_run_a_python_of_the_hosts_says_pip_does_not_reach_it(tmp_path):
-    assert shipping.pip_notice(runtime_of("yarn"), ADDED, str(tmp_path / "etl"), prefix=str(tmp_path)) == (
+    kernels = tmp_path / "team kernels"  # the fix names the kernel's own directory: without -d, create makes a new kernel elsewhere
+    assert shipping.pip_notice(runtime_of("yarn"), ADDED, str(kernels / "etl"), prefix=str(tmp_path)) == (
         "NOTE: %pip changed this environment only (added tinyprobe 0.1): the executors run /opt/team/bin/python on the cluster's hosts, "
-        "which %pip does not change. Install it there, or ship this environment: pyspark-kernel create --force -k etl --executor_python pack")
+        f"which %pip does not change. Install it there, or ship this environment: pyspark-kernel create --force -k etl -d '{kernels}' --executor_python pack")
+
+
+def test_executors_that_run_the_kernels_own_virtualenv_by_its_path_see_the_change_on_a_shared_file_system(tmp_path):
+    small_venv(tmp_path / "env")  # its bin/python links to the interpreter it was made from, outside it
+    runtime = runtime_of("yarn")
+    runtime.environ["PYSPARK_PYTHON"] = str(tmp_path / "env" / "bin" / "python")
+    line = shipping.pip_notice(runtime, ADDED, str(tmp_path / "kernels" / "etl"), prefix=str(tmp_path / "env"))
+    assert line.startswith(f"NOTE: %pip changed this environment (added tinyprobe 0.1); the executors run {tmp_path}/env/bin/python on the cluster's hosts, "
+                           "and see the change only where that path is this environment (a shared file system)"), line
 
 
 @pytest.mark.parametrize("master", ["local[*]", "local[2]", "local-cluster[2,1,1024]"])
