@@ -108,9 +108,19 @@ def test_a_cluster_kernel_that_ships_its_environment_says_the_restart_packs_it_a
 
 
 def test_a_kernel_whose_executors_run_a_python_of_the_hosts_says_pip_does_not_reach_it(tmp_path):
-    assert shipping.pip_notice(runtime_of("yarn"), ADDED, str(tmp_path / "etl"), prefix=str(tmp_path)) == (
+    kernels = tmp_path / "team kernels"  # the fix names the kernel's own directory: without -d, create makes a new kernel elsewhere
+    assert shipping.pip_notice(runtime_of("yarn"), ADDED, str(kernels / "etl"), prefix=str(tmp_path)) == (
         "NOTE: %pip changed this environment only (added tinyprobe 0.1): the executors run /opt/team/bin/python on the cluster's hosts, "
-        "which %pip does not change. Install it there, or ship this environment: pyspark-kernel create --force -k etl --executor_python pack")
+        f"which %pip does not change. Install it there, or ship this environment: pyspark-kernel create --force -k etl -d '{kernels}' --executor_python pack")
+
+
+def test_executors_that_run_the_kernels_own_virtualenv_by_its_path_see_the_change_on_a_shared_file_system(tmp_path):
+    small_venv(tmp_path / "env")  # its bin/python links to the interpreter it was made from, outside it
+    runtime = runtime_of("yarn")
+    runtime.environ["PYSPARK_PYTHON"] = str(tmp_path / "env" / "bin" / "python")
+    line = shipping.pip_notice(runtime, ADDED, str(tmp_path / "kernels" / "etl"), prefix=str(tmp_path / "env"))
+    assert line.startswith(f"NOTE: %pip changed this environment (added tinyprobe 0.1); the executors run {tmp_path}/env/bin/python on the cluster's hosts, "
+                           "and see the change only where that path is this environment (a shared file system)"), line
 
 
 @pytest.mark.parametrize("master", ["local[*]", "local[2]", "local-cluster[2,1,1024]"])
@@ -156,24 +166,38 @@ def test_a_changed_environment_is_packed_again_at_the_start_once_for_every_kerne
 def test_a_pure_python_distribution_zips_for_spark_connect_and_imports_from_the_zip(tmp_path, monkeypatch):
     site = fake_env(tmp_path)
     install(site, "tinyprobe", "0.1", files=("__init__.py", "more.py"))
-    monkeypatch.syspath_prepend(str(site))
-    zipped = artifacts.zip_distribution("tinyprobe", "0.1", str(tmp_path))
+    zipped = artifacts.zip_distribution("tinyprobe", "0.1", str(tmp_path), prefix=str(tmp_path))
     with zipfile.ZipFile(zipped) as archive:
         assert sorted(archive.namelist()) == ["tinyprobe-0.1.dist-info/METADATA", "tinyprobe-0.1.dist-info/RECORD", "tinyprobe/__init__.py", "tinyprobe/more.py"]
     done = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {zipped!r}); import tinyprobe.more; print(tinyprobe.WHERE)"],
                           capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "zipped", done.stderr
-    assert artifacts.zip_distribution("tinyprobe", "0.1", str(tmp_path)) == zipped  # named by its contents
+    assert artifacts.zip_distribution("tinyprobe", "0.1", str(tmp_path), prefix=str(tmp_path)) == zipped  # named by its contents
+
+
+def test_an_upgrade_after_a_sent_zip_zips_the_environments_new_version(tmp_path, monkeypatch):
+    """PySpark's addArtifacts(pyfile=True) puts each zip on the kernel's own sys.path, ahead of
+    site-packages: the upgraded distribution is still the environment's, not the zip's."""
+    site = fake_env(tmp_path / "env")
+    install(site, "tinyprobe", "0.1")
+    sent = artifacts.zip_distribution("tinyprobe", "0.1", str(tmp_path), prefix=str(tmp_path / "env"))
+    monkeypatch.setattr(sys, "path", [sys.path[0], sent, *sys.path[1:]])  # as pyspark.sql.connect.client.artifact does
+    for old in site.glob("tinyprobe-0.1.dist-info/*"):
+        old.unlink()
+    (site / "tinyprobe-0.1.dist-info").rmdir()
+    install(site, "tinyprobe", "0.2")
+    zipped = artifacts.zip_distribution("tinyprobe", "0.2", str(tmp_path), prefix=str(tmp_path / "env"))
+    with zipfile.ZipFile(zipped) as archive:
+        assert "tinyprobe-0.2.dist-info/METADATA" in archive.namelist() and zipped != sent
 
 
 def test_spark_connect_gets_pure_python_distributions_as_artifacts_and_is_told_of_the_rest(tmp_path, monkeypatch):
     site = fake_env(tmp_path)
     install(site, "tinyprobe", "0.1")
     install(site, "fastthing", "2.0", files=("__init__.py", "_speed.cpython-311-x86_64-linux-gnu.so"))
-    monkeypatch.syspath_prepend(str(site))
     added = []
     session = types.SimpleNamespace(addArtifacts=lambda *paths, pyfile: added.append((paths, pyfile)))
-    driver = ConnectDriver(types.SimpleNamespace(scratch=str(tmp_path), state=State.READY, session=session))
+    driver = ConnectDriver(types.SimpleNamespace(scratch=str(tmp_path), state=State.READY, session=session, pip=pipwatch.Watch(str(tmp_path))))
     found = pipwatch.distributions(str(tmp_path))
     line = driver.pip_notice(pipwatch.Changes({"six": found["six"]}, found))
     assert line == ("NOTE: %pip changed this environment (added fastthing 2.0, tinyprobe 0.1): tinyprobe sent to the Spark Connect session's Python workers "

@@ -15,7 +15,10 @@ import hashlib
 import importlib
 import importlib.metadata
 import os
+import sys
 import zipfile
+
+from . import pipwatch
 
 COMPILED = (".so", ".pyd", ".dylib")
 
@@ -28,13 +31,14 @@ class NotShippable(Exception):
         self.name, self.reason = name, reason
 
 
-def distribution_files(name: str) -> list[tuple[str, str]]:
+def distribution_files(name: str, prefix: str = sys.prefix) -> list[tuple[str, str]]:
     """(file on disk, path in the zip) for each of the distribution's files under site-packages."""
     importlib.invalidate_caches()  # installed after the kernel started: the finders must look again
-    try:
-        found = importlib.metadata.distribution(name)
-    except importlib.metadata.PackageNotFoundError:
-        raise NotShippable(name, "not found by importlib.metadata") from None
+    # Looked up in the environment's site-packages, not on sys.path: PySpark puts each zip it sent
+    # there (ahead of site-packages), where an upgraded distribution's earlier version would be found.
+    found = next(iter(importlib.metadata.distributions(name=name, path=pipwatch.site_dirs(prefix))), None)
+    if found is None:
+        raise NotShippable(name, f"not found in {prefix}'s site-packages")
     files = found.files
     if files is None:
         raise NotShippable(name, "its metadata lists no files (no RECORD)")
@@ -49,10 +53,10 @@ def distribution_files(name: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def zip_distribution(name: str, version: str, directory: str) -> str:
+def zip_distribution(name: str, version: str, directory: str, prefix: str = sys.prefix) -> str:
     """A zip of the distribution's files in ``directory``, named by its contents (Spark Connect
     refuses an artifact of a known name with other contents)."""
-    pairs = distribution_files(name)
+    pairs = distribution_files(name, prefix)
     digest = hashlib.sha256()
     for path, inside in sorted(pairs, key=lambda pair: pair[1]):
         digest.update(inside.encode())

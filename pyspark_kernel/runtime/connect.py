@@ -98,7 +98,7 @@ class ConnectDriver(Driver):
         zipped, names, refused = [], [], []
         for name in changes.names:
             try:
-                zipped.append(artifacts.zip_distribution(name, changes.after[name][0], self.runtime.scratch))
+                zipped.append(artifacts.zip_distribution(name, changes.after[name][0], self.runtime.scratch, self.runtime.pip.prefix))
                 names.append(name)
             except artifacts.NotShippable as why:
                 refused.append(why)

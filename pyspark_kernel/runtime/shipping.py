@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import shutil
 import sys
 
@@ -23,7 +24,14 @@ from .state import State
 log = logging.getLogger(__name__)
 
 RESTART = "%spark restart"
-PACK_FIX = "pyspark-kernel create --force -k {kernel} --executor_python pack"  # keeps the kernel's other settings
+PACK_FIX = "pyspark-kernel create --force -k {kernel} -d {kernels_dir} --executor_python pack"  # keeps the kernel's other settings
+
+
+def pack_fix(kernel_dir: str) -> str:
+    """The command that makes this kernel ship its environment, placed where it is (without -d,
+    create would make a new kernel in the user's kernels directory, from its defaults)."""
+    kernel_dir = os.path.normpath(kernel_dir)
+    return PACK_FIX.format(kernel=shlex.quote(os.path.basename(kernel_dir)), kernels_dir=shlex.quote(os.path.dirname(kernel_dir)))
 
 
 def environment_archive(runtime, attempt, kernel_dir: str = KERNEL_DIR, prefix: str = sys.prefix) -> str | None:
@@ -79,9 +87,10 @@ def pip_notice(runtime, changes: pipwatch.Changes, kernel_dir: str = KERNEL_DIR,
                     f"They get it at the next restart, which packs it again ({size}): {RESTART}")
         return f"NOTE: %pip changed this environment ({what}); the session's start packs it again for the executors ({size})."
     python = runtime.environ.get("PYSPARK_PYTHON") or "python3"
-    if os.path.isabs(python) and os.path.realpath(python).startswith(os.path.realpath(prefix) + os.sep):
+    # The directory resolved, not the file: a virtualenv's bin/python links to the interpreter it was made from.
+    if os.path.isabs(python) and os.path.realpath(os.path.dirname(python)).startswith(os.path.realpath(prefix) + os.sep):
         return (f"NOTE: %pip changed this environment ({what}); the executors run {python} on the cluster's hosts, "
                 f"and see the change only where that path is this environment (a shared file system): else install it there, "
-                f"or ship this environment: {PACK_FIX.format(kernel=os.path.basename(kernel_dir))}")
+                f"or ship this environment: {pack_fix(kernel_dir)}")
     return (f"NOTE: %pip changed this environment only ({what}): the executors run {python} on the cluster's hosts, which %pip does not change. "
-            f"Install it there, or ship this environment: {PACK_FIX.format(kernel=os.path.basename(kernel_dir))}")
+            f"Install it there, or ship this environment: {pack_fix(kernel_dir)}")
