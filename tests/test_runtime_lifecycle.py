@@ -74,7 +74,10 @@ class Events:
 
 class Shell:
     def __init__(self):
+        from IPython.core.formatters import DisplayFormatter
+
         self.events = Events()
+        self.display_formatter = DisplayFormatter()  # runtime.frames registers its DataFrame printers
 
 
 class FakeSession:
