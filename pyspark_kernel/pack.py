@@ -3,6 +3,8 @@ itself is the runtime's (runtime.envpack), which a kernel also runs when %pip ch
 environment since (runtime.pipwatch). Here: the generator's checks, with its one error type, and
 the archive put into the kernel directory beside a record of what it holds."""
 
+from __future__ import annotations
+
 import os
 import shutil
 import sys
@@ -42,5 +44,12 @@ def pack_environment(prefix: str, kernel_dir: str) -> str:
         os.link(packed.path, target)
     except OSError:
         shutil.copyfile(packed.path, target)
-    pipwatch.write_manifest(os.path.join(kernel_dir, pipwatch.MANIFEST), pipwatch.distributions(prefix), packed.key)
+    record_environment(prefix, kernel_dir, packed.key)
     return packed.key
+
+
+def record_environment(prefix: str, kernel_dir: str, key: str | None = None) -> None:
+    """The environment's distributions now, beside the kernel (a listing of its site-packages): what
+    the archive packed (``key``, its fingerprint), or for a Spark Connect kernel what each session
+    gets the difference from as artifacts."""
+    pipwatch.write_manifest(os.path.join(kernel_dir, pipwatch.MANIFEST), pipwatch.distributions(prefix), key)

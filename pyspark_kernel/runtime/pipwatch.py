@@ -7,8 +7,10 @@ notices, so a cell first compares a stamp: the modification times of the site-pa
 directories, which change whenever pip adds or removes an entry in them (one stat each). Only a
 changed stamp reads the distributions again.
 
-The kernel directory's MANIFEST records what `create` packed; a cluster kernel's start compares it
-with the environment now and packs again if they differ (runtime.dedicated). Standard library only.
+The kernel directory's MANIFEST records the environment's distributions at `create`: what it packed,
+for a kernel that ships its environment, whose start packs it again if they differ now
+(runtime.shipping); for a Spark Connect kernel, the baseline each new session gets the difference
+from as artifacts (runtime.connect). Standard library only.
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ class Watch:
         self.prefix = prefix
         self.shipped = distributions(prefix) if shipped is None else shipped
         self.seen = self.shipped  # the distributions last told about
+        self.initial = self.shipped  # at the kernel's start: the baseline of a kernel made before manifests
         self.directories = site_dirs(prefix)  # found once: a cell's look is a stat of each
         self.stamp = stamp(self.directories)
 
