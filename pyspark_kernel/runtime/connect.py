@@ -20,6 +20,7 @@ from .diagnostics import KERNEL_DIR, check_master_reachable
 from .drivers import CANCEL_THREAD, Driver
 from .masters import with_token
 from .options import CONNECT_TOKEN_VARIABLE
+from .shipping import RESTART
 from .state import State
 
 log = logging.getLogger(__name__)
@@ -142,11 +143,15 @@ class ConnectDriver(Driver):
         parts = []
         if zipped and self.runtime.state == State.READY:
             new = {name: path for name, path in zipped.items() if self.sent.get(name) != path}
-            if new:
-                self.runtime.session.addArtifacts(*new.values(), pyfile=True)
-                self.sent = {**self.sent, **new}
-            parts.append(f"{', '.join(zipped)} sent to the Spark Connect session's Python workers (addArtifacts, pyfile): its UDFs import them from now on, "
-                         "and each new session gets them as it starts")
+            try:
+                if new:
+                    self.runtime.session.addArtifacts(*new.values(), pyfile=True)
+                    self.sent = {**self.sent, **new}
+                parts.append(f"{', '.join(zipped)} sent to the Spark Connect session's Python workers (addArtifacts, pyfile): its UDFs import them from now on, "
+                             "and each new session gets them as it starts")
+            except Exception as error:  # said, not raised: the cell's own work is done
+                log.warning("adding %s to the Spark Connect session", ", ".join(new), exc_info=True)
+                parts.append(f"sending {', '.join(new)} to the Spark Connect session failed ({first_line(error)}): a new session gets them as it starts ({RESTART})")
         elif zipped:
             parts.append(f"{', '.join(zipped)} go to the Spark Connect session's Python workers as it starts (addArtifacts, pyfile)")
         parts.extend(refusal(why) for why in refused)
