@@ -285,3 +285,17 @@ def test_doctor_says_the_next_start_packs_what_pip_changed_and_a_problem_for_oth
     assert environment_check(archive, metadata, "pyspark-kernel upgrade etl").line() == (
         f"OK executor_environment: {env} changed since it was packed into {archive} (added tinyprobe 0.1): "
         "the kernel's next session packs it again as it starts (pyspark-kernel upgrade etl packs it now)")
+
+
+def test_a_cells_send_that_fails_is_said_and_the_next_session_gets_it(tmp_path):
+    site = fake_env(tmp_path)
+
+    def refuse(*paths, pyfile):
+        raise RuntimeError("the server went away\nits traceback")
+
+    runtime = types.SimpleNamespace(scratch=str(tmp_path), state=State.READY, session=types.SimpleNamespace(addArtifacts=refuse), pip=pipwatch.Watch(str(tmp_path)))
+    driver = ConnectDriver(runtime)
+    install(site, "tinyprobe", "0.1")
+    line = driver.pip_notice(runtime.pip.changes())
+    assert line == ("NOTE: %pip changed this environment (added tinyprobe 0.1): sending tinyprobe to the Spark Connect session failed (the server went away): "
+                    "a new session gets them as it starts (%spark restart).") and driver.sent == {}
