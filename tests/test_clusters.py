@@ -102,9 +102,17 @@ def test_connect_profile_points_at_a_connect_server(kernels_dir):
     # The environment's distributions as they are now: what %pip adds later, each session gets as artifacts.
     from pyspark_kernel.runtime import pipwatch
 
-    recorded = pipwatch.read_manifest(str(kernels_dir / "on-connect" / pipwatch.MANIFEST))
-    assert recorded == pipwatch.distributions(spec["metadata"]["pyspark_kernel"]["venv_dir"]) and "pyspark" in recorded
+    manifest = kernels_dir / "on-connect" / pipwatch.MANIFEST
+    venv_dir = spec["metadata"]["pyspark_kernel"]["venv_dir"]
+    recorded = pipwatch.read_manifest(str(manifest), venv_dir)
+    assert recorded == pipwatch.distributions(venv_dir) and "pyspark" in recorded
     assert not (kernels_dir / "on-connect" / "environment.tar.gz").exists()
+    # Made again (create --force, upgrade) of the same environment: the first record stays, so what
+    # %pip added since (here, as if: one the record lacks) still reaches each session.
+    del recorded["pyspark"]
+    pipwatch.write_manifest(str(manifest), recorded, None, venv_dir)
+    create(kernels_dir, "on-connect", "--force", "--profile", "connect")
+    assert pipwatch.read_manifest(str(manifest), venv_dir) == recorded
 
 
 @pytest.mark.e2e

@@ -299,3 +299,22 @@ def test_a_cells_send_that_fails_is_said_and_the_next_session_gets_it(tmp_path):
     line = driver.pip_notice(runtime.pip.changes())
     assert line == ("NOTE: %pip changed this environment (added tinyprobe 0.1): sending tinyprobe to the Spark Connect session failed (the server went away): "
                     "a new session gets them as it starts (%spark restart).") and driver.sent == {}
+
+
+def test_a_connect_kernels_record_is_kept_when_made_again_of_the_same_environment(tmp_path):
+    from pyspark_kernel.pack import keep_record, record_environment
+
+    site, old, new = fake_env(tmp_path / "env"), tmp_path / "old", tmp_path / "new"
+    old.mkdir(), new.mkdir()
+    record_environment(str(tmp_path / "env"), str(old))
+    install(site, "tinyprobe", "0.1")  # %pip, before the kernel is made again
+    record_environment(str(tmp_path / "env"), str(new))
+    keep_record(str(new), str(old))
+    assert list(pipwatch.read_manifest(str(new / pipwatch.MANIFEST))) == ["six"]
+    fake_env(tmp_path / "other")  # another environment: its own record
+    record_environment(str(tmp_path / "other"), str(new))
+    keep_record(str(new), str(old))
+    assert pipwatch.read_manifest(str(new / pipwatch.MANIFEST), str(tmp_path / "other")) == pipwatch.distributions(str(tmp_path / "other"))
+    record_environment(str(tmp_path / "env"), str(new), key="packed")  # a packed environment's record is what it packed
+    keep_record(str(new), str(old))
+    assert sorted(pipwatch.read_manifest(str(new / pipwatch.MANIFEST))) == ["six", "tinyprobe"]

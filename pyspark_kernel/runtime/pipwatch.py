@@ -66,20 +66,24 @@ def stamp(directories) -> tuple:
     return tuple(stamps)
 
 
-def write_manifest(path: str, found: dict, key: str) -> None:
+def write_manifest(path: str, found: dict, key: str | None, prefix: str | None = None) -> None:
     partial = f"{path}.{os.getpid()}.partial"
     with open(partial, "w", encoding="utf-8") as handle:
-        json.dump({"fingerprint": key, "distributions": found}, handle, sort_keys=True)
+        json.dump({"fingerprint": key, "distributions": found, "prefix": prefix}, handle, sort_keys=True)
     os.replace(partial, path)
 
 
-def read_manifest(path: str) -> dict | None:
-    """The distributions a packed archive holds; None for a kernel made before manifests."""
+def read_manifest(path: str, prefix: str | None = None) -> dict | None:
+    """The distributions a packed archive holds (with ``prefix``: recorded of that environment);
+    None for a kernel made before manifests."""
     try:
         with open(path, encoding="utf-8") as handle:
-            found = json.load(handle)["distributions"]
+            record = json.load(handle)
+        found = record["distributions"]
+        if prefix is not None and record.get("prefix") != prefix:
+            return None
         return found if isinstance(found, dict) else None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
