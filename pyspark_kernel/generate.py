@@ -22,6 +22,7 @@ def generate_kernel(template: str, name: str, answers: dict, target: str, sharea
     from cookiecutter.main import cookiecutter
 
     from .install import make_private, make_shareable, move_into_place, staging_dir
+    from .pack import keep_record
 
     with staging_dir(os.path.dirname(target)) as staging:
         try:
@@ -30,6 +31,8 @@ def generate_kernel(template: str, name: str, answers: dict, target: str, sharea
             raise SystemExit(1) from None  # the hook has said what is wrong
         except CookiecutterException as error:
             raise InputError("kernels_template_path", f"cookiecutter failed: {' '.join(str(error).split())}", "fix the template, or pass -t with a working one") from None
+        if force:
+            keep_record(built, target)
         (make_shareable if shareable else make_private)(built)
         move_into_place(built, target, force)
         log.info("moved into place: %s", target)

@@ -155,13 +155,16 @@ def post_gen(context: dict, launch_dir: str, kernel_dir: str = ".") -> int:
     show_steps_if_asked()
     try:
         from .kernelspec import dump_spec, ships_environment
-        from .pack import pack_environment
+        from .pack import pack_environment, record_environment
+        from .runtime.masters import is_connect
 
         spec = built_spec(context, launch_dir, kernel_dir)
+        made = spec["metadata"]["pyspark_kernel"]
         if ships_environment(spec):
-            made = spec["metadata"]["pyspark_kernel"]
             made["packed_from"] = pack_environment(made["venv_dir"], kernel_dir)
             log.info("packed the environment for the executors")
+        elif is_connect(made["master"]):  # what %pip adds after this, each session gets as artifacts
+            record_environment(made["venv_dir"], kernel_dir)
         copy_runtime(kernel_dir)
         write_text(os.path.join(kernel_dir, "kernel.json"), dump_spec(spec))
         log.info("kernel.json and the runtime written")

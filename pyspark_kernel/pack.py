@@ -3,6 +3,9 @@ itself is the runtime's (runtime.envpack), which a kernel also runs when %pip ch
 environment since (runtime.pipwatch). Here: the generator's checks, with its one error type, and
 the archive put into the kernel directory beside a record of what it holds."""
 
+from __future__ import annotations
+
+import json
 import os
 import shutil
 import sys
@@ -42,5 +45,29 @@ def pack_environment(prefix: str, kernel_dir: str) -> str:
         os.link(packed.path, target)
     except OSError:
         shutil.copyfile(packed.path, target)
-    pipwatch.write_manifest(os.path.join(kernel_dir, pipwatch.MANIFEST), pipwatch.distributions(prefix), packed.key)
+    record_environment(prefix, kernel_dir, packed.key)
     return packed.key
+
+
+def record_environment(prefix: str, kernel_dir: str, key: str | None = None) -> None:
+    """The environment's distributions now, beside the kernel (a listing of its site-packages): what
+    the archive packed (``key``, its fingerprint), or for a Spark Connect kernel what each session
+    gets the difference from as artifacts."""
+    pipwatch.write_manifest(os.path.join(kernel_dir, pipwatch.MANIFEST), pipwatch.distributions(prefix), key, prefix)
+
+
+def keep_record(built: str, replaced: str) -> None:
+    """A Spark Connect kernel ``built`` to replace the one at ``replaced`` (create --force, upgrade)
+    of the same environment keeps the old record: what %pip added since that first create still
+    reaches each session. A kernel that packs its environment records what it packed now."""
+    path = os.path.join(built, pipwatch.MANIFEST)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return
+    if not isinstance(record, dict) or record.get("fingerprint") is not None or not record.get("prefix"):
+        return
+    earlier = pipwatch.read_manifest(os.path.join(replaced, pipwatch.MANIFEST), record["prefix"])
+    if earlier is not None:
+        pipwatch.write_manifest(path, earlier, None, record["prefix"])

@@ -99,6 +99,20 @@ def test_a_team_profile_with_a_bad_start_limit_is_refused(kernels_dir, tmp_path)
 def test_connect_profile_points_at_a_connect_server(kernels_dir):
     spec = create(kernels_dir, "on-connect", "--profile", "connect")
     assert spark_conf_of(spec)["spark.master"] == "sc://127.0.0.1:15002"
+    # The environment's distributions as they are now: what %pip adds later, each session gets as artifacts.
+    from pyspark_kernel.runtime import pipwatch
+
+    manifest = kernels_dir / "on-connect" / pipwatch.MANIFEST
+    venv_dir = spec["metadata"]["pyspark_kernel"]["venv_dir"]
+    recorded = pipwatch.read_manifest(str(manifest), venv_dir)
+    assert recorded == pipwatch.distributions(venv_dir) and "pyspark" in recorded
+    assert not (kernels_dir / "on-connect" / "environment.tar.gz").exists()
+    # Made again (create --force, upgrade) of the same environment: the first record stays, so what
+    # %pip added since (here, as if: one the record lacks) still reaches each session.
+    del recorded["pyspark"]
+    pipwatch.write_manifest(str(manifest), recorded, None, venv_dir)
+    create(kernels_dir, "on-connect", "--force", "--profile", "connect")
+    assert pipwatch.read_manifest(str(manifest), venv_dir) == recorded
 
 
 @pytest.mark.e2e
@@ -261,12 +275,19 @@ def server_jobs(ui):
 
 
 @pytest.mark.e2e
-def test_a_connect_kernel_shows_progress_and_an_interrupt_stops_the_servers_operation(start, connect_server, tmp_path):
+def test_a_connect_kernel_shows_progress_and_an_interrupt_stops_the_servers_operation_and_pip_reaches_its_sessions(start, connect_server, tmp_path):
+    """One kernel (a start costs): progress and an interrupt, then %pip on Spark Connect. The kernel's
+    environment is a throwaway virtualenv that sees the project's packages (and pip) through a .pth
+    file, so %pip installs into it alone: the server's Python workers run the project's .venv
+    (the connect_server fixture's PYSPARK_PYTHON) and can import the package only from the session's
+    artifacts, in the first session and, sent again, in the one %spark restart makes."""
+    import ast
     import time
 
     from .kernels import wait_for_message, wait_until
 
-    kernel = start("connect-cells", "--profile", "connect", "--spark_master", connect_server, SPARK_CONNECT_TOKEN="")
+    venv = venv_with_project_packages(tmp_path / "env", ())
+    kernel = start("connect-cells", "-e", str(venv), "--profile", "connect", "--spark_master", connect_server, SPARK_CONNECT_TOKEN="")
     assert kernel.run("spark.range(3).count()").result == "3"
     before = set(server_jobs(connect_server.ui))
     markers = tmp_path / "running"
@@ -298,6 +319,42 @@ def test_a_connect_kernel_shows_progress_and_an_interrupt_stops_the_servers_oper
     assert any("_Tag_pyspark-kernel-cell-" in tag for job in ran for tag in job.get("jobTags", [])), [job.get("jobTags") for job in ran]
     after = kernel.run("spark.range(5).count()", timeout=60)
     assert after.result == "5", after.text
+
+    wheel = write_wheel(tmp_path / "wheels", "tinyprobe", "0.1", 'WHERE = "installed by %pip"\n')
+    installed = kernel.run(f"%pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check -q {wheel}", timeout=120)
+    assert installed.stream.strip().splitlines()[-1] == (
+        "NOTE: %pip changed this environment (added tinyprobe 0.1): tinyprobe sent to the Spark Connect session's Python workers (addArtifacts, pyfile): "
+        "its UDFs import them from now on, and each new session gets them as it starts."), installed.text
+    assert list(next((venv / "lib").glob("python3*/site-packages")).glob("tinyprobe-0.1.dist-info"))  # the kernel's environment, not the project's
+    probe = ("from pyspark.sql.functions import udf\n"
+             "@udf('string')\n"
+             "def _where(_):\n"
+             "    import sys, tinyprobe\n"
+             "    return '|'.join((tinyprobe.WHERE, tinyprobe.__file__, sys.prefix))\n"
+             "(spark.session_id, spark.range(1).select(_where('id')).first()[0])")
+
+    def where():
+        done = kernel.run(probe, timeout=120)
+        assert done.reply["status"] == "ok", done.text
+        session, found = ast.literal_eval(done.result)
+        imported, path, prefix = found.split("|")
+        assert imported == "installed by %pip" and "/pip-tinyprobe-0.1-" in path and ".zip/tinyprobe/" in path, found  # from the sent zip
+        assert os.path.realpath(prefix) != os.path.realpath(venv), found  # a worker that cannot see the kernel's environment
+        return session, done.text
+
+    sent_again = ("The Spark Connect session gets what %pip changed since create (added tinyprobe 0.1): "
+                  "tinyprobe sent to its Python workers (addArtifacts, pyfile).")
+    first, _ = where()
+    restarted = kernel.run("%spark restart", timeout=120)
+    second, _ = where()
+    assert second != first and sent_again in restarted.text, restarted.text  # a new server session, whose start sent the artifacts
+    # A new kernel process remembers nothing of what it sent: it measures from create's record.
+    kernel.manager.restart_kernel(now=True)
+    kernel.wait_for_ready()
+    third, shown = where()
+    assert third not in (first, second) and sent_again in shown, shown
+    again = kernel.run(f"%pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check -q {wheel}", timeout=120)
+    assert again.reply["status"] == "ok" and "NOTE: %pip" not in again.stream, again.text  # already there, and sent: nothing to say
 
 
 def test_a_token_in_the_connect_url_is_refused(kernels_dir):

@@ -201,10 +201,72 @@ def test_spark_connect_gets_pure_python_distributions_as_artifacts_and_is_told_o
     found = pipwatch.distributions(str(tmp_path))
     line = driver.pip_notice(pipwatch.Changes({"six": found["six"]}, found))
     assert line == ("NOTE: %pip changed this environment (added fastthing 2.0, tinyprobe 0.1): tinyprobe sent to the Spark Connect session's Python workers "
-                    "(addArtifacts, pyfile): its UDFs import them from now on, and a new session gets them too; fastthing not sent: it has compiled code "
+                    "(addArtifacts, pyfile): its UDFs import them from now on, and each new session gets them as it starts; fastthing not sent: it has compiled code "
                     "(fastthing/_speed.cpython-311-x86_64-linux-gnu.so), which zipped Python files cannot carry; install it where the Spark Connect server runs.")
     ((paths, pyfile),) = added
-    assert pyfile and [os.path.basename(path).rsplit("-", 1)[0] for path in paths] == ["pip-tinyprobe-0.1"] and driver.sent == paths
+    assert pyfile and [os.path.basename(path).rsplit("-", 1)[0] for path in paths] == ["pip-tinyprobe-0.1"] and driver.sent == {"tinyprobe": paths[0]}
+
+
+class StandInSession:
+    """A Spark Connect session's artifacts, as addArtifacts leaves them: the zips' names, in order."""
+
+    def __init__(self):
+        self.artifacts = []
+
+    def addArtifacts(self, *paths, pyfile):
+        assert pyfile
+        self.artifacts.extend(os.path.basename(path).rsplit("-", 1)[0] for path in paths)
+
+
+def test_each_new_connect_session_gets_what_differs_from_the_environment_at_create(tmp_path):
+    """A session's artifacts die with it: a new one (a kernel restart, %spark restart, an idle stop)
+    gets every pure-Python distribution added or upgraded since `create` recorded the environment,
+    once, said in one line after the banner; a cell's %pip sends the ready session only what it lacks."""
+    from pyspark_kernel.pack import record_environment
+    from pyspark_kernel.runtime.attempt import StartAttempt
+
+    env, kernel = tmp_path / "env", tmp_path / "kernel"
+    site = fake_env(env)
+    install(site, "oldpkg", "1.0")
+    kernel.mkdir()
+    record_environment(str(env), str(kernel))  # create's record of the environment
+    install(site, "tinyprobe", "0.1")
+    install(site, "fastthing", "2.0", files=("__init__.py", "_speed.cpython-311-x86_64-linux-gnu.so"))
+    uninstall(site, "oldpkg", "1.0")
+    marks = []
+    runtime = types.SimpleNamespace(scratch=str(tmp_path), state=State.STARTING, pip=pipwatch.Watch(str(env)), mark=marks.append)  # a kernel started after the %pip
+    driver = ConnectDriver(runtime)
+    for _ in range(2):  # two sessions of the same kernel: each gets it
+        session, attempt = StandInSession(), StartAttempt()
+        driver.send_environment(session, attempt, str(kernel))
+        assert session.artifacts == ["pip-tinyprobe-0.1"] and list(driver.sent) == ["tinyprobe"]
+        assert attempt.notices == ["The Spark Connect session gets what %pip changed since create (added fastthing 2.0, tinyprobe 0.1; removed oldpkg 1.0): "
+                                   "tinyprobe sent to its Python workers (addArtifacts, pyfile); fastthing not sent: it has compiled code "
+                                   "(fastthing/_speed.cpython-311-x86_64-linux-gnu.so), which zipped Python files cannot carry; "
+                                   "install it where the Spark Connect server runs."]
+    assert marks == ["adding %pip's packages to the session"] * 2
+    runtime.state, runtime.session = State.READY, session
+    assert runtime.pip.changes() is None  # what the session got is not told again at the next cell
+    install(site, "another", "0.3")
+    line = driver.pip_notice(runtime.pip.changes())
+    assert session.artifacts == ["pip-tinyprobe-0.1", "pip-another-0.3"], session.artifacts  # tinyprobe not again
+    assert line.startswith("NOTE: %pip changed this environment (added another 0.3): another sent to the Spark Connect session's Python workers"), line
+    # An environment as create recorded it: nothing to send, nothing said.
+    record_environment(str(env), str(kernel))
+    session, attempt = StandInSession(), StartAttempt()
+    driver.send_environment(session, attempt, str(kernel))
+    assert (session.artifacts, attempt.notices, driver.sent) == ([], [], {})
+
+
+def test_a_connect_kernel_made_before_the_record_measures_from_the_kernels_start(tmp_path):
+    from pyspark_kernel.runtime.attempt import StartAttempt
+
+    site = fake_env(tmp_path / "env")
+    runtime = types.SimpleNamespace(scratch=str(tmp_path), state=State.STARTING, pip=pipwatch.Watch(str(tmp_path / "env")), mark=lambda step: None)
+    install(site, "tinyprobe", "0.1")
+    session, attempt = StandInSession(), StartAttempt()
+    ConnectDriver(runtime).send_environment(session, attempt, str(tmp_path / "no-record"))
+    assert session.artifacts == ["pip-tinyprobe-0.1"] and attempt.notices[0].startswith("The Spark Connect session gets what %pip changed since create (added tinyprobe 0.1)")
 
 
 def test_doctor_says_the_next_start_packs_what_pip_changed_and_a_problem_for_other_changes(tmp_path):
@@ -223,3 +285,36 @@ def test_doctor_says_the_next_start_packs_what_pip_changed_and_a_problem_for_oth
     assert environment_check(archive, metadata, "pyspark-kernel upgrade etl").line() == (
         f"OK executor_environment: {env} changed since it was packed into {archive} (added tinyprobe 0.1): "
         "the kernel's next session packs it again as it starts (pyspark-kernel upgrade etl packs it now)")
+
+
+def test_a_cells_send_that_fails_is_said_and_the_next_session_gets_it(tmp_path):
+    site = fake_env(tmp_path)
+
+    def refuse(*paths, pyfile):
+        raise RuntimeError("the server went away\nits traceback")
+
+    runtime = types.SimpleNamespace(scratch=str(tmp_path), state=State.READY, session=types.SimpleNamespace(addArtifacts=refuse), pip=pipwatch.Watch(str(tmp_path)))
+    driver = ConnectDriver(runtime)
+    install(site, "tinyprobe", "0.1")
+    line = driver.pip_notice(runtime.pip.changes())
+    assert line == ("NOTE: %pip changed this environment (added tinyprobe 0.1): sending tinyprobe to the Spark Connect session failed (the server went away): "
+                    "a new session gets them as it starts (%spark restart).") and driver.sent == {}
+
+
+def test_a_connect_kernels_record_is_kept_when_made_again_of_the_same_environment(tmp_path):
+    from pyspark_kernel.pack import keep_record, record_environment
+
+    site, old, new = fake_env(tmp_path / "env"), tmp_path / "old", tmp_path / "new"
+    old.mkdir(), new.mkdir()
+    record_environment(str(tmp_path / "env"), str(old))
+    install(site, "tinyprobe", "0.1")  # %pip, before the kernel is made again
+    record_environment(str(tmp_path / "env"), str(new))
+    keep_record(str(new), str(old))
+    assert list(pipwatch.read_manifest(str(new / pipwatch.MANIFEST))) == ["six"]
+    fake_env(tmp_path / "other")  # another environment: its own record
+    record_environment(str(tmp_path / "other"), str(new))
+    keep_record(str(new), str(old))
+    assert pipwatch.read_manifest(str(new / pipwatch.MANIFEST), str(tmp_path / "other")) == pipwatch.distributions(str(tmp_path / "other"))
+    record_environment(str(tmp_path / "env"), str(new), key="packed")  # a packed environment's record is what it packed
+    keep_record(str(new), str(old))
+    assert sorted(pipwatch.read_manifest(str(new / pipwatch.MANIFEST))) == ["six", "tinyprobe"]

@@ -1,6 +1,12 @@
 """A Spark Connect driver (an sc:// master): the kernel is a client of a server that someone else
 runs. Its sessions have no SparkContext; a cell's operations carry a tag of the cell's own, which
-an interrupt cancels (Spark Connect has no job groups)."""
+an interrupt cancels (Spark Connect has no job groups).
+
+What %pip adds to the kernel's environment reaches the server's Python workers as the session's
+artifacts (runtime.artifacts): at once, when a cell installs it, and at each new session's start
+(a kernel restart, %spark restart, an idle stop), which gets every distribution that differs from
+the environment `create` recorded (runtime.pipwatch.MANIFEST), since the server forgets a session's
+artifacts with it."""
 
 from __future__ import annotations
 
@@ -10,10 +16,11 @@ import threading
 from typing import Any
 
 from . import artifacts, pipwatch
-from .diagnostics import check_master_reachable
+from .diagnostics import KERNEL_DIR, check_master_reachable
 from .drivers import CANCEL_THREAD, Driver
 from .masters import with_token
 from .options import CONNECT_TOKEN_VARIABLE
+from .shipping import RESTART
 from .state import State
 
 log = logging.getLogger(__name__)
@@ -22,7 +29,7 @@ log = logging.getLogger(__name__)
 class ConnectDriver(Driver):
     remote = True
     calls = None  # the session's gRPC calls, which hold the main thread's interrupt (connectguard)
-    sent = ()  # zipped distributions (%pip's) every session of this kernel gets as artifacts
+    sent: dict[str, str] = {}  # the session's artifacts from %pip: {distribution: its zip}, new for each session
 
     def start(self, attempt) -> Any:
         runtime = self.runtime
@@ -38,10 +45,46 @@ class ConnectDriver(Driver):
             if key not in ("spark.master", "spark.remote"):
                 builder = builder.config(key, value)
         session = builder.getOrCreate()
-        if self.sent:
-            runtime.mark("adding %pip's packages to the session")
-            session.addArtifacts(*self.sent, pyfile=True)
+        self.send_environment(session, attempt)
         return session
+
+    def send_environment(self, session: Any, attempt, kernel_dir: str = KERNEL_DIR) -> None:
+        """Send a new session every pure-Python distribution that differs from the environment as
+        `create` recorded it (as it was at the kernel's start, for a kernel made before that); the
+        start's banner says what went and what cannot, once."""
+        runtime = self.runtime
+        self.sent = {}  # a new session has none of the last one's artifacts
+        baseline = pipwatch.read_manifest(os.path.join(kernel_dir, pipwatch.MANIFEST))
+        now = pipwatch.distributions(runtime.pip.prefix)
+        changes = pipwatch.Changes(runtime.pip.initial if baseline is None else baseline, now)
+        runtime.pip.ship(now)  # the cells' notices measure from here
+        if not changes.names:
+            return
+        runtime.mark("adding %pip's packages to the session")
+        zipped, refused = self.zip_distributions(changes)
+        parts = []
+        if zipped:
+            try:
+                session.addArtifacts(*zipped.values(), pyfile=True)
+                self.sent = zipped
+                parts.append(f"{', '.join(zipped)} sent to its Python workers (addArtifacts, pyfile)")
+            except Exception as error:  # the session works without them: its UDFs' imports say what is missing
+                log.warning("adding %s to the Spark Connect session", ", ".join(zipped), exc_info=True)
+                parts.append(f"sending {', '.join(zipped)} failed: {first_line(error)}")
+        parts.extend(refusal(why) for why in refused)
+        attempt.notices.append(f"The Spark Connect session gets what %pip changed since create ({changes.summary()}): " + "; ".join(parts) + ".")
+
+    def zip_distributions(self, changes: pipwatch.Changes) -> tuple[dict[str, str], list[artifacts.NotShippable]]:
+        """The changed distributions zipped ({name: zip}), and those that cannot be."""
+        zipped, refused = {}, []
+        for name in changes.names:
+            try:
+                zipped[name] = artifacts.zip_distribution(name, changes.after[name][0], self.runtime.scratch, self.runtime.pip.prefix)
+            except artifacts.NotShippable as why:
+                refused.append(why)
+            except OSError as error:
+                refused.append(artifacts.NotShippable(name, f"cannot be zipped: {error.strerror or error}"))
+        return zipped, refused
 
     def remote_builder(self, SparkSession: Any, url: str) -> Any:
         """A builder of a session on the Spark Connect server at ``url`` whose gRPC calls hold a
@@ -93,26 +136,25 @@ class ConnectDriver(Driver):
         return ConnectProgress(self.runtime.session)
 
     def pip_notice(self, changes: pipwatch.Changes) -> str | None:
-        """Pure-Python distributions go to the session as artifacts (and to every later session of
-        the kernel); others, and removals, cannot reach the server's Python from here."""
-        zipped, names, refused = [], [], []
-        for name in changes.names:
-            try:
-                zipped.append(artifacts.zip_distribution(name, changes.after[name][0], self.runtime.scratch, self.runtime.pip.prefix))
-                names.append(name)
-            except artifacts.NotShippable as why:
-                refused.append(why)
-            except OSError as error:
-                refused.append(artifacts.NotShippable(name, f"cannot be zipped: {error.strerror or error}"))
+        """Pure-Python distributions go to the ready session as artifacts, those it lacks (each new
+        session gets them at its start: send_environment); others, and removals, cannot reach the
+        server's Python from here."""
+        zipped, refused = self.zip_distributions(changes)
         parts = []
-        if zipped:
-            self.sent = tuple(dict.fromkeys([*self.sent, *zipped]))
-            if self.runtime.state == State.READY:
-                self.runtime.session.addArtifacts(*zipped, pyfile=True)
-            parts.append(f"{', '.join(names)} sent to the Spark Connect session's Python workers (addArtifacts, pyfile): its UDFs import them from now on, "
-                         "and a new session gets them too")
-        for why in refused:
-            parts.append(f"{why.name} not sent: {why.reason}; install it where the Spark Connect server runs")
+        if zipped and self.runtime.state == State.READY:
+            new = {name: path for name, path in zipped.items() if self.sent.get(name) != path}
+            try:
+                if new:
+                    self.runtime.session.addArtifacts(*new.values(), pyfile=True)
+                    self.sent = {**self.sent, **new}
+                parts.append(f"{', '.join(zipped)} sent to the Spark Connect session's Python workers (addArtifacts, pyfile): its UDFs import them from now on, "
+                             "and each new session gets them as it starts")
+            except Exception as error:  # said, not raised: the cell's own work is done
+                log.warning("adding %s to the Spark Connect session", ", ".join(new), exc_info=True)
+                parts.append(f"sending {', '.join(new)} to the Spark Connect session failed ({first_line(error)}): a new session gets them as it starts ({RESTART})")
+        elif zipped:
+            parts.append(f"{', '.join(zipped)} go to the Spark Connect session's Python workers as it starts (addArtifacts, pyfile)")
+        parts.extend(refusal(why) for why in refused)
         if changes.removed:
             parts.append(f"removing ({', '.join(changes.removed)}) does not reach the server")
         return f"NOTE: %pip changed this environment ({changes.summary()}): " + "; ".join(parts) + "."
@@ -124,6 +166,15 @@ class ConnectDriver(Driver):
 
     def status_lines(self) -> list[str]:
         return [f"Spark Connect server: {self.runtime.master}"]
+
+
+def refusal(why: artifacts.NotShippable) -> str:
+    return f"{why.name} not sent: {why.reason}; install it where the Spark Connect server runs"
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def interrupt_tag(session: Any, tag: str, calls: Any = None) -> None:

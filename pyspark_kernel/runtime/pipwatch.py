@@ -7,8 +7,10 @@ notices, so a cell first compares a stamp: the modification times of the site-pa
 directories, which change whenever pip adds or removes an entry in them (one stat each). Only a
 changed stamp reads the distributions again.
 
-The kernel directory's MANIFEST records what `create` packed; a cluster kernel's start compares it
-with the environment now and packs again if they differ (runtime.dedicated). Standard library only.
+The kernel directory's MANIFEST records the environment's distributions at `create`: what it packed,
+for a kernel that ships its environment, whose start packs it again if they differ now
+(runtime.shipping); for a Spark Connect kernel, the baseline each new session gets the difference
+from as artifacts (runtime.connect). Standard library only.
 """
 
 from __future__ import annotations
@@ -64,20 +66,24 @@ def stamp(directories) -> tuple:
     return tuple(stamps)
 
 
-def write_manifest(path: str, found: dict, key: str) -> None:
+def write_manifest(path: str, found: dict, key: str | None, prefix: str | None = None) -> None:
     partial = f"{path}.{os.getpid()}.partial"
     with open(partial, "w", encoding="utf-8") as handle:
-        json.dump({"fingerprint": key, "distributions": found}, handle, sort_keys=True)
+        json.dump({"fingerprint": key, "distributions": found, "prefix": prefix}, handle, sort_keys=True)
     os.replace(partial, path)
 
 
-def read_manifest(path: str) -> dict | None:
-    """The distributions a packed archive holds; None for a kernel made before manifests."""
+def read_manifest(path: str, prefix: str | None = None) -> dict | None:
+    """The distributions a packed archive holds (with ``prefix``: recorded of that environment);
+    None for a kernel made before manifests."""
     try:
         with open(path, encoding="utf-8") as handle:
-            found = json.load(handle)["distributions"]
+            record = json.load(handle)
+        found = record["distributions"]
+        if prefix is not None and record.get("prefix") != prefix:
+            return None
         return found if isinstance(found, dict) else None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -114,6 +120,7 @@ class Watch:
         self.prefix = prefix
         self.shipped = distributions(prefix) if shipped is None else shipped
         self.seen = self.shipped  # the distributions last told about
+        self.initial = self.shipped  # at the kernel's start: the baseline of a kernel made before manifests
         self.directories = site_dirs(prefix)  # found once: a cell's look is a stat of each
         self.stamp = stamp(self.directories)
 
