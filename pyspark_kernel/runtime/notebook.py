@@ -343,8 +343,8 @@ class Notebook:
         try:
             changes = self.runtime.pip.changes()
             line = self.runtime.driver.pip_notice(changes) if changes else None
-        except Exception:  # a notice must never cost the cell
-            log.debug("looking for the environment's changes", exc_info=True)
+        except Exception:  # a notice must never cost the cell; kernel.log keeps why there is none
+            log.warning("looking for the environment's changes", exc_info=True)
             return
         if line:
             print(line, flush=True)
