@@ -475,19 +475,19 @@ def assert_left_nothing(name, tmp_dir):
 
 @pytest.fixture
 def start(kernels_dir, tmp_path):
-    """start(name, *create_flags, edit=None, **env_changes) -> a running kernel with its own TMPDIR; stopped,
+    """start(name, *create_flags, edit=None, cwd=None, **env_changes) -> a running kernel with its own TMPDIR; stopped,
     and checked to have left no JVM and no file, after the test."""
     from .kernels import Kernel, kernel_environment
 
     started = []
 
-    def run(name, *flags, edit=None, **env):
+    def run(name, *flags, edit=None, cwd=None, **env):
         make_kernel(kernels_dir, name, *flags)
         if edit:
             edit(kernels_dir / name / "kernel.json")
         tmp_dir = tmp_path / f"tmp-{name}"
         tmp_dir.mkdir()
-        kernel = Kernel(kernels_dir, name, kernel_environment(tmp_dir, **env))
+        kernel = Kernel(kernels_dir, name, kernel_environment(tmp_dir, **env), cwd=cwd)
         started.append((kernel, name, tmp_dir))
         return kernel
 

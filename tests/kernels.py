@@ -58,13 +58,17 @@ class CellRun:
 
 
 class Kernel:
-    def __init__(self, kernels_dir, name, env, wait=True, transport="tcp"):
+    def __init__(self, kernels_dir, name, env, wait=True, transport="tcp", cwd=None):
         # transport "ipc": Unix sockets, which a kernel in a network namespace of its own still reaches.
         # Its sockets' paths begin with ip: in the kernel's TMPDIR, not the directory the tests run
         # from (the checkout, which other tests copy).
         where = {"ip": os.path.join(env["TMPDIR"], "kernel-ipc")} if transport == "ipc" else {}
         self.manager = KernelManager(kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels_dir)]), transport=transport, **where)
-        self.manager.start_kernel(env=env)
+        # cwd: the notebook's directory, by default one beside the kernel's TMPDIR: not the checkout,
+        # where a driver makes its spark-warehouse.
+        cwd = cwd or f"{env['TMPDIR']}.notebook"
+        os.makedirs(cwd, exist_ok=True)
+        self.manager.start_kernel(env=env, cwd=str(cwd))
         self.client = self.manager.client()
         self.client.start_channels()
         if wait:

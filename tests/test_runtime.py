@@ -111,14 +111,18 @@ def test_lazy_kernel_starts_no_jvm_until_spark_is_used(start):
     assert not [kind for kind, _ in slow.messages if kind in ("display_data", "update_display_data")]  # progress is off
 
 
-def test_eager_kernel_has_spark_before_the_first_cell(start):
-    kernel = start("rt-eager", "--spark_init", "eager")
+def test_eager_kernel_has_spark_before_the_first_cell(start, tmp_path):
+    notebooks = tmp_path / "My Notebooks"  # Spark's own default warehouse would be My%20Notebooks/spark-warehouse
+    kernel = start("rt-eager", "--spark_init", "eager", cwd=notebooks)
     first = kernel.run(STATE)
     assert first.text.splitlines()[-1] == "ready"
     assert "Spark is starting" not in first.text
     check_sql_magic(kernel)
     assert_dataframe_values(kernel)
     check_conf_magic(kernel)
+    saved = kernel.run("spark.range(2).write.saveAsTable('kept')\nprint(spark.table('kept').count())")
+    assert saved.stream.strip().splitlines()[-1] == "2", saved.text
+    assert (notebooks / "spark-warehouse" / "kept").is_dir() and not list(tmp_path.glob("*%20*")), sorted(tmp_path.iterdir())
 
 
 def check_conf_magic(kernel):
@@ -503,7 +507,7 @@ def test_a_client_that_requires_encryption_runs_spark_over_curvezmq(kernels_dir,
     tmp_dir = tmp_path / "tmp"
     tmp_dir.mkdir()
     manager = KernelManager(kernel_name="rt-curve", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels_dir)]), transport_encryption="required")
-    manager.start_kernel(env=kernel_environment(tmp_dir))
+    manager.start_kernel(env=kernel_environment(tmp_dir), cwd=str(tmp_path))
     client = manager.client()
     client.start_channels()
     try:

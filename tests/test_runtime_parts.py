@@ -8,10 +8,11 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 
 import pytest
 
-from pyspark_kernel.runtime import diagnostics, entrypoints, guard, idle, jvm, magics, masters, notebook, options, progress, sql, ui
+from pyspark_kernel.runtime import diagnostics, entrypoints, guard, idle, jvm, magics, masters, notebook, options, progress, sql, ui, workdir
 from pyspark_kernel.runtime.dedicated import DedicatedDriver
 from pyspark_kernel.runtime.profile import BEFORE_RUNTIME, StartProfile, process_age
 
@@ -1009,3 +1010,27 @@ def test_pyspark_gone_with_its_spark_home_is_named_as_the_cause_with_the_install
         "install it: py -m pip install pyspark, then restart the kernel"
     with pytest.raises(diagnostics.SparkStartError, match="has no bin/spark-submit"):
         diagnostics.pyspark_missing({"SPARK_HOME": str(tmp_path / "spark-4.3.0")}, str(tmp_path), ImportError("x"))
+
+
+def test_the_working_directory_class_is_one_java_5_class_in_a_jar_of_the_same_bytes_each_time(tmp_path):
+    data = workdir.class_file()
+    assert data[:4] == b"\xca\xfe\xba\xbe" and int.from_bytes(data[6:8], "big") == 49  # no stack map tables to write
+    assert workdir.jar_bytes() == workdir.jar_bytes()
+    jar = workdir.write_jar(str(tmp_path))
+    with zipfile.ZipFile(jar) as opened:
+        assert opened.namelist() == ["pyspark_kernel/NotebookFileSystem.class"] and opened.read(opened.namelist()[0]) == data
+    assert os.listdir(tmp_path) == [workdir.JAR_NAME]  # written whole, by a rename
+    assert workdir.server_settings({"spark.driver.extraClassPath": "/opt/mine.jar"}, jar) == {"spark.driver.extraClassPath": f"/opt/mine.jar:{jar}"}
+    assert workdir.session_settings("/home/me/nb") == {"fs.file.impl": "pyspark_kernel.NotebookFileSystem", "fs.file.impl.disable.cache": "true",
+                                                        "pyspark_kernel.working_dir": "/home/me/nb"}
+
+
+@pytest.mark.parametrize(("conf", "directory", "expected"), [
+    ({}, "/home/me/notebooks", {}),  # Spark's default reads right
+    ({}, "/home/me/My Notebooks", {"spark.sql.warehouse.dir": "file:/home/me/My Notebooks/spark-warehouse"}),
+    ({}, "/home/me/100%", {"spark.sql.warehouse.dir": "file:/home/me/100%/spark-warehouse"}),
+    ({"spark.sql.warehouse.dir": "hdfs:///warehouse"}, "/home/me/My Notebooks", {}),  # the kernel's own
+    ({"spark.sql.catalogImplementation": "hive"}, "/home/me/My Notebooks", {}),  # hive-site.xml's may stand
+], ids=["plain", "space", "percent", "set", "hive"])
+def test_a_warehouse_is_given_where_sparks_default_would_be_misread(conf, directory, expected):
+    assert workdir.warehouse(conf, directory) == expected

@@ -3,6 +3,7 @@ one local Spark Connect server, each in a session of its own, which outlives the
 started it, reports its death at once and leaves after the last notebook."""
 
 import json
+import glob
 import os
 import pathlib
 import re
@@ -92,17 +93,36 @@ def check_a_shared_kernel(kernels_dir, tmp_path, run_dir):
     def open_notebook(tag):
         tmp_dir = tmp_path / f"tmp-{tag}"
         tmp_dir.mkdir()
-        kernels.append(Kernel(kernels_dir, "shared", kernel_environment(tmp_dir, XDG_RUNTIME_DIR=str(run_dir))))
-        return kernels[-1]
+        # Each notebook in a directory of its own, with its data beside it (../data): a space in one.
+        notebooks = tmp_path / f"project {tag}" / "notebooks"
+        (notebooks.parent / "data").mkdir(parents=True)
+        (notebooks.parent / "data" / "people.csv").write_text("name\n" + "".join(f"{tag}{n}\n" for n in range(len(kernels) + 2)))
+        notebooks.mkdir()
+        kernels.append(Kernel(kernels_dir, "shared", kernel_environment(tmp_dir, XDG_RUNTIME_DIR=str(run_dir)), cwd=notebooks))
+        return kernels[-1], notebooks
 
     try:
-        first, second = open_notebook("a"), open_notebook("b")
+        (first, first_dir) = open_notebook("a")
         # A first cell that reads the active session before touching spark waits for it (entrypoints.Awaited).
         started = first.run("from pyspark.sql.functions import udf\n@udf('integer')\ndef plus_one(x):\n    return x + 1\n"
                             "print(plus_one.returnType)\nprint(spark.range(3).count())")
         assert started.error is None and "IntegerType()" in started.stream.splitlines(), started.text
         assert "| shared driver (pid " in started.text and "3" in started.stream.splitlines(), started.text
+        (second, second_dir) = open_notebook("b")
         assert second.run("x = 41; print(spark.range(4).count())").stream.strip().splitlines()[-1] == "4"
+
+        # Relative paths are each notebook's, reading and writing. Managed tables go to the warehouse
+        # of the catalog the notebooks share: in the first notebook's directory, whose name has a space.
+        for kernel, tag, rows in ((first, "a", 2), (second, "b", 3)):
+            paths = kernel.run(f"people = spark.read.csv('../data/people.csv', header=True)\nprint(sorted(r.name for r in people.collect()))\n"
+                               f"people.write.parquet('out/people')\nprint(spark.read.parquet('out/people').count())\n"
+                               f"people.write.saveAsTable('managed_{tag}')\nprint(spark.table('managed_{tag}').count())")
+            assert paths.error is None, paths.text
+            assert paths.stream.strip().splitlines()[-3:] == [str([f"{tag}{n}" for n in range(rows)]), str(rows), str(rows)], paths.text
+        for directory in (first_dir, second_dir):
+            assert list((directory / "out" / "people").glob("*.parquet")), sorted(directory.parent.rglob("*"))
+        assert {p.name for p in (first_dir / "spark-warehouse").iterdir()} == {"managed_a", "managed_b"}
+        assert not (second_dir / "spark-warehouse").exists() and not list(tmp_path.glob("*%20*")), sorted(tmp_path.iterdir())
 
         # One server JVM, no JVM of the notebooks' own; every port it listens on is loopback's.
         record = record_of(run_dir)
@@ -208,6 +228,9 @@ def check_a_shared_kernel(kernels_dir, tmp_path, run_dir):
                 process.kill()
     left = sorted(os.listdir(run_dir / "pyspark-kernel"))
     assert not [name for name in left if name.endswith((".json", ".sock", ".log", ".lock", ".d"))], left
+    # Nothing a notebook wrote went to the driver's own directory.
+    assert not [path for path in run_dir.rglob("*") if path.name in ("out", "tables", "spark-warehouse")]
+    assert not glob.glob(str(run_dir).replace(" ", "%20") + "*")  # nor to its path's URI spelling
 
 
 def server_jvms(run_dir):

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from . import address, auth, cache, dependencies, jvm, limits, shipping, ui, uiauth, warmup
+from . import address, auth, cache, dependencies, jvm, limits, shipping, ui, uiauth, warmup, workdir
 from .converters import defer_numpy_converters
 from .diagnostics import SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, find_java
 from .drivers import CANCEL_THREAD, Driver
@@ -64,6 +64,7 @@ class DedicatedDriver(Driver):
         fitted, attempt.notices = limits.fit(runtime.conf, runtime.kernel_conf, runtime.environ)  # the hub's CPU_LIMIT and MEM_LIMIT
         fitted.update(advertised_address(runtime, attempt))
         fitted.update(ivy_directory(runtime))
+        fitted.update(workdir.warehouse(fitted, os.getcwd()))  # in a directory whose name has a space too
         environment = shipping.environment_archive(runtime, attempt)  # packed again if %pip changed it
         if runtime.options["class_data_sharing"]:
             self.archive, java_options = jvm.archive_options(java, spark_home, runtime.scratch, runtime.environ, runtime.watchdog, attempt.notices)

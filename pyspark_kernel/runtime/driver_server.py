@@ -28,6 +28,7 @@ import threading
 import time
 
 from . import log as runtime_log
+from . import workdir
 from .auth import auth_settings
 from .diagnostics import java_release, release_version
 from .shared import SERVER_NAME, Locked, Paths, remove_files, write_record
@@ -138,6 +139,8 @@ class Server:
                                    idle_java_options(java_release(self.config.get("java"))))
         self.ui_protection = protect(settings, self.config.get("ui_access", "owner"), self.config["spark_version"])
         settings.update({**self.ui_protection.settings, **self.ui_protection.secrets})  # the key: in the 0600 file below only
+        settings.update(workdir.server_settings(settings, workdir.write_jar(self.paths.scratch)))
+        settings.update(workdir.warehouse(settings, self.config.get("cwd") or os.getcwd()))
         settings.update(self.config.get("secrets", {}))
         # A 0600 file in the 0700 directory, gone once the JVM has read it: no setting, secret or
         # not, on a command line that every user can list.
@@ -148,8 +151,11 @@ class Server:
         env["SPARK_CONNECT_AUTHENTICATE_TOKEN"] = self.config["token"]  # the server reads it from its environment
         env["SPARK_LOCAL_IP"] = "127.0.0.1"
         submit = os.path.join(self.config["spark_home"], "bin", "spark-submit")
+        # In the first notebook's directory, as a dedicated driver would be: where the sessions' catalog
+        # keeps its managed tables (spark-warehouse). Each session's own paths: see workdir.
         self.proc = subprocess.Popen([submit, "--class", SERVER_CLASS, "--name", SERVER_NAME, "--properties-file", properties],
-                                     stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=sys.stderr, env=env, preexec_fn=die_with_parent)
+                                     stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=sys.stderr, env=env, preexec_fn=die_with_parent,
+                                     cwd=self.config.get("cwd") or None)
         deadline = time.monotonic() + float(self.config.get("timeout", 600))
         try:
             while not answers(port):

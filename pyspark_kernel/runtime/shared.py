@@ -34,7 +34,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
-from . import auth, limits, ui, uiauth
+from . import auth, limits, ui, uiauth, workdir
 from .connect import ConnectDriver
 from .diagnostics import RESTART_HINT, SHARED_SC_FIX, SHARED_SC_PROBLEM, SharedDriverError, SparkDiedError, SparkStartError, check_spark_home, find_java, log_tail
 from .options import resolve_secrets
@@ -382,7 +382,7 @@ class SharedDriver(ConnectDriver):
             launch = {"conf": {k: v for k, v in launch_conf.items() if k not in secrets}, "secrets": secrets, "token": new_token(),
                       "linger": runtime.options["driver_linger"], "log_level": runtime.options["log_level"], "spark_home": spark_home,
                       "java": java, "spark_version": pyspark.__version__, "timeout": runtime.options["start_timeout"],
-                      "ui_access": runtime.options["ui_access"]}
+                      "ui_access": runtime.options["ui_access"], "cwd": os.getcwd()}
             paths = Paths(runtime_dir(runtime.environ), key)
             self.server_log = paths.log
             lease = attach(paths, runtime.environ, pyspark.__version__, launch, runtime.options["start_timeout"], mark=runtime.mark)
@@ -392,7 +392,8 @@ class SharedDriver(ConnectDriver):
         self.ui_credential.publish(uiauth.token_directory(runtime.scratch), ui.ui_port(lease.record.get("ui")), lease.record.get("ui_token"), lease.record.get("ui_note", ""))
         runtime.mark("connecting to the shared driver")
         builder = self.remote_builder(SparkSession, lease.url)
-        for name, value in session_conf.items():
+        # Relative paths resolve against this notebook's directory, not the server's (workdir).
+        for name, value in {**session_conf, **workdir.session_settings(os.getcwd())}.items():
             builder = builder.config(name, value)
         session = builder.create()  # a session of this notebook's own on the server, never a gone one
         fail_fast(session)

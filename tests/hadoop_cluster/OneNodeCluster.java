@@ -98,6 +98,8 @@ public final class OneNodeCluster {
     static Configuration configuration(String host, File work) {
         Configuration conf = new YarnConfiguration(new HdfsConfiguration());
         conf.set("hadoop.tmp.dir", new File(work, "tmp").getAbsolutePath());
+        // Its default is /tmp/hadoop-yarn-<user>, not under hadoop.tmp.dir: it would outlive the cluster.
+        conf.set("yarn.node-attribute.fs-store.root-dir", new File(work, "node-attribute").toURI().toString());
         conf.set("fs.defaultFS", "hdfs://" + host + ":" + NAMENODE);
         conf.set("dfs.namenode.rpc-address", host + ":" + NAMENODE);
         conf.set("dfs.namenode.http-address", host + ":9870");
