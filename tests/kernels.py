@@ -1,6 +1,8 @@
 """Start a real kernel from a generated kernel.json and talk to it, as Jupyter does."""
 
+import html
 import os
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -176,3 +178,47 @@ def assert_dataframe_values(kernel):
     line = value("spark.conf.set('spark.sql.repl.eagerEval.enabled', 'false')\nspark.table('shown')")
     assert line == {"text/plain": "DataFrame[a: int]"}, line
     kernel.run("spark.conf.unset('spark.sql.repl.eagerEval.maxNumRows'); spark.conf.set('spark.sql.repl.eagerEval.enabled', 'true')")
+
+
+# A Python UDF that sleeps a second a row, and a query of it over two rows: long enough for a cell's
+# progress table (runtime.progress shows one after half a second of Spark work).
+NAP = ("import time\nspark.udf.register('nap', lambda x: time.sleep(1) or x, 'long')\n"
+       "print(spark.range(2).repartition(2).where('nap(id) >= 0').count())")
+NAP_SQL = "%%sql\n   SELECT nap(id) AS n\nFROM range(2)\n"
+NAP_SQL_NAME = "SELECT nap(id) AS n"
+
+
+def progress_descriptions(cell):
+    """The job descriptions of the cell's progress table, as its last update showed them."""
+    tables = [content["data"]["text/html"] for kind, content in cell.messages
+              if kind in ("display_data", "update_display_data") and "pyspark-kernel-progress" in content["data"].get("text/html", "")]
+    assert tables, f"the cell showed no progress table: {cell.text}"
+    return [html.unescape(found) for found in re.findall(r' title="([^"]*)"', tables[-1])]
+
+
+def assert_jobs_named_after_the_code(kernel):
+    """A code cell's jobs read `count at cell [N], line L` (N its execution count), a %%sql cell's
+    the query's first line, in the cell's progress table (runtime.callsite). Returns the two cells'
+    execution counts."""
+    counted = kernel.run(NAP)
+    assert counted.error is None and counted.stream.strip().splitlines()[-1] == "2", counted.text
+    number = counted.reply["execution_count"]
+    assert set(progress_descriptions(counted)) == {f"count at cell [{number}], line 3"}, progress_descriptions(counted)
+    queried = kernel.run(NAP_SQL)
+    assert queried.error is None and "2 rows" in queried.text, queried.text
+    assert set(progress_descriptions(queried)) == {NAP_SQL_NAME}, progress_descriptions(queried)
+    return number, queried.reply["execution_count"]
+
+
+WORKER_LOGS = ("import logging\nfrom pyspark.sql.functions import udf\n"
+               "@udf('string')\ndef shout(value):\n    logging.getLogger('jobs-worker').warning('saw %s', value)\n    return value.upper()\n"
+               "spark.conf.set('spark.sql.pyspark.worker.logging.enabled', 'true')\n"
+               "print([row[0] for row in spark.createDataFrame([('a',), ('b',)], ['v']).select(shout('v')).collect()])\n"
+               "print(sorted(row.msg for row in spark.tvf.python_worker_logs().where(\"logger = 'jobs-worker'\").collect()))")
+
+
+def assert_python_worker_logs(kernel):
+    """The debugging guide's Python worker logging (Spark 4.1+): what a UDF logs is the session's
+    table-valued function python_worker_logs(), as on plain PySpark."""
+    cell = kernel.run(WORKER_LOGS)
+    assert cell.error is None and cell.stream.strip().splitlines()[-2:] == ["['A', 'B']", "['saw a', 'saw b']"], cell.text

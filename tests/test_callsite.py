@@ -22,7 +22,7 @@ def define(filename, source):
     return namespace
 
 
-# PySpark's side: an action that calls Py4J, a transformation that calls back into the user's function.
+# PySpark's side: an action that calls Py4J, a transformation that calls back into the notebook's function.
 spark = define(SPARK[0] + "sql/dataframe.py", "def count(inner):\n    return inner()\n\ndef transform(function, inner):\n    return function(inner)\n")
 py4j = define(SPARK[1] + "java_gateway.py", "def send():\n    return sys._getframe()\n")
 runtime = define(RUNTIME + "frames.py", "def rich(call, inner):\n    return call(inner)\n")
@@ -59,8 +59,26 @@ def test_the_call_site_is_the_code_outside_pyspark_with_its_outermost_spark_func
     assert callsite.site(cell["run_count"](), SPARK, MACHINERY, RUNTIME) == ("count", CELL, 2)
     assert callsite.name_of(cell["run_count"]()) == "count at cell [2], line 2"
     assert callsite.name_of(helpers["total"]()) == "count at /home/ann/helpers.py:5"  # a module keeps its own file and line
-    # A cell's function that PySpark calls back: the innermost code outside PySpark.
-    assert callsite.name_of(cell["run_transform"]()) == "count at cell [2], line 5"
+    # Code that PySpark calls back (a function given to transform, a cached property through
+    # functools): the outermost PySpark function and its caller, as PySpark's first_spark_call has it.
+    assert callsite.name_of(cell["run_transform"]()) == "transform at cell [2], line 5"
+    cached = define("/usr/lib/python3.11/functools.py", "def __get__(inner):\n    return inner()\n")
+    schema = define(SPARK[0] + "sql/classic/dataframe.py", "def collect(get, inner):\n    return get(inner)\n")
+    caller = define(CELL, "\n\n\ndef run(collect, get, send):\n    return collect(get, send)\n")
+    assert callsite.name_of(caller["run"](schema["collect"], cached["__get__"], py4j["send"])) == "collect at cell [2], line 5"
+
+
+def test_a_column_or_a_function_leaves_the_name_as_it_is(kernel_like):
+    """They build expressions and run no job: no call to tell the JVM of them."""
+    column = define(SPARK[0] + "sql/classic/column.py", "def __add__(inner):\n    return inner()\n")
+    function = define(SPARK[0] + "sql/functions/builtin.py", "def col(inner):\n    return inner()\n")
+    wrapper = define(SPARK[0] + "sql/utils.py", "def wrapped(call, inner):\n    return call(inner)\n")  # try_remote_functions
+    frame = define(SPARK[0] + "sql/classic/dataframe.py", "def __getattr__(inner):\n    return inner()\n")
+    uses = define(CELL, "def run(call, *args):\n    return call(*args)\n")
+    for building in ((column["__add__"],), (function["col"],), (wrapper["wrapped"], function["col"]), (frame["__getattr__"],)):
+        assert callsite.name_of(uses["run"](*building, py4j["send"])) is None, building
+    # A decorator's wrapper is named after what it wraps.
+    assert callsite.name_of(uses["run"](wrapper["wrapped"], spark["count"], py4j["send"])) == "count at cell [2], line 2"
 
 
 def test_the_runtimes_own_calls_are_not_named_unless_it_acts_for_the_code_further_out(kernel_like):

@@ -38,10 +38,23 @@ log = logging.getLogger(__name__)
 LABEL_WIDTH = 100  # characters of a query's first line kept in its jobs' name
 CALL_COMMAND = "c\n"  # Py4J's call of a JVM method: the only command that can run a job
 RUNTIME = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# PySpark's modules that only build expressions (columns, functions, types, windows, and the
+# wrapper that records where each was made, for error messages), by their path below
+# site-packages (or python/). A call from them runs no job, and leaves the name the JVM holds: that
+# spares a call to the JVM for each (a loop of withColumn would otherwise tell it three times an
+# iteration).
+EXPRESSIONS = tuple(os.sep.join(("pyspark", *parts)) for parts in (
+    ("sql", "column.py"), ("sql", "classic", "column.py"), ("sql", "functions", ""), ("sql", "types.py"), ("sql", "window.py"),
+    ("errors", "utils.py")))
+DATAFRAMES = tuple(os.sep.join(("pyspark", *parts)) for parts in (("sql", "dataframe.py"), ("sql", "classic", "dataframe.py")))
+COLUMN_ACCESS = ("__getattr__", "__getitem__")  # df.name, df["name"]: a column, or a DataFrame to come
+WRAPPERS = ("wrapped", "wrapper")  # PySpark's decorators' inner functions (sql/utils.py, errors/utils.py)
+RUNTIME_CALL = object()  # site(): the outermost frame is the runtime's
 
 cells: Mapping[str, int] = {}  # IPython's compiled cell file names -> their execution counts (register)
 explicit = threading.local()  # .label: a whole name (named); .action: an action's name (acting)
 found_roots = None  # see roots()
+expression_files: dict[str, tuple[bool, bool]] = {}  # builds_expressions(), by file name
 
 
 def register(shell: Any) -> None:
@@ -110,23 +123,41 @@ def roots() -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 def site(frame: Any, spark: tuple[str, ...], machinery: tuple[str, ...], runtime: str | tuple[str, ...]) -> tuple[str | None, str, int] | None:
-    """(action, file, line) of the code that called Spark, seen from ``frame`` inside a call to it:
-    the innermost frame outside Spark, the runtime and IPython, and the outermost Spark function
-    inside that one. The action is None when the runtime called Spark (for that code, or for
-    itself: a cell's job group); the whole is None when no frame is outside them."""
-    action, outermost = None, None
+    """(action, file, line) of the code that called Spark, seen from ``frame`` inside a call to it,
+    as PySpark's first_spark_call sees it: the outermost frame of Spark's (or the runtime's) on the
+    stack, and the frame outside it that is neither IPython's nor theirs. The action is that
+    Spark function's name (a decorator's wrapper gives the name of what it wraps), or None when
+    the runtime called Spark (for that code, or for itself: a cell's job group). The whole is None
+    when no such frame is outside them, or the call builds an expression (a column, a function),
+    which runs no job.
+    The outermost, not the innermost: PySpark calls back into other code too (a cached property
+    through functools, a function given to DataFrame.transform)."""
+    action, user, building = None, None, False
     while frame is not None:
-        filename = frame.f_code.co_filename
+        code = frame.f_code
+        filename = code.co_filename
         if filename.startswith(spark):
-            action, outermost = frame.f_code.co_name, "spark"
+            building = building or builds_expressions(filename, code.co_name)
+            if action is None or code.co_name not in WRAPPERS:
+                action = code.co_name
+            user = None
         elif filename.startswith(runtime):
-            outermost = "runtime"
-        elif not filename.startswith(machinery):
-            if outermost is None:
-                return None
-            return action if outermost == "spark" else None, filename, frame.f_lineno
+            action, user = RUNTIME_CALL, None
+        elif user is None and action is not None and not filename.startswith(machinery):
+            user = frame
         frame = frame.f_back
-    return None
+    if user is None or building:
+        return None
+    return None if action is RUNTIME_CALL else action, user.f_code.co_filename, user.f_lineno
+
+
+def builds_expressions(filename: str, function: str) -> bool:
+    """Whether PySpark's ``function`` in ``filename`` only builds expressions."""
+    found = expression_files.get(filename)
+    if found is None:
+        found = expression_files[filename] = (any(part in filename for part in EXPRESSIONS),
+                                              any(filename.endswith(part) for part in DATAFRAMES))
+    return found[0] or found[1] and function in COLUMN_ACCESS
 
 
 def name_of(frame: Any) -> str | None:
