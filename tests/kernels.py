@@ -180,12 +180,12 @@ def assert_dataframe_values(kernel):
     kernel.run("spark.conf.unset('spark.sql.repl.eagerEval.maxNumRows'); spark.conf.set('spark.sql.repl.eagerEval.enabled', 'true')")
 
 
-# A Python UDF that sleeps a second a row, and a query of it over two rows: long enough for a cell's
-# progress table (runtime.progress shows one after half a second of Spark work).
-NAP = ("import time\nspark.udf.register('nap', lambda x: time.sleep(1) or x, 'long')\n"
-       "print(spark.range(2).repartition(2).where('nap(id) >= 0').count())")
-NAP_SQL = "%%sql\n   SELECT nap(id) AS n\nFROM range(2)\n"
-NAP_SQL_NAME = "SELECT nap(id) AS n"
+# A query whose one task sleeps a second in the JVM (no Python worker to start), and a DataFrame
+# count of the same: long enough for a cell's progress table (runtime.progress shows one after half
+# a second of Spark work).
+SLEEP_SQL = "%%sql\n   SELECT reflect('java.lang.Thread', 'sleep', 1000L) AS slept\n"
+SLEEP_SQL_NAME = "SELECT reflect('java.lang.Thread', 'sleep', 1000L) AS slept"
+SLEEP_COUNT = "spark.range(1).where(\"reflect('java.lang.Thread', 'sleep', 1000L) IS NOT NULL\").count()"
 
 
 def progress_descriptions(cell):
@@ -196,18 +196,14 @@ def progress_descriptions(cell):
     return [html.unescape(found) for found in re.findall(r' title="([^"]*)"', tables[-1])]
 
 
-def assert_jobs_named_after_the_code(kernel):
-    """A code cell's jobs read `count at cell [N], line L` (N its execution count), a %%sql cell's
-    the query's first line, in the cell's progress table (runtime.callsite). Returns the two cells'
-    execution counts."""
-    counted = kernel.run(NAP)
-    assert counted.error is None and counted.stream.strip().splitlines()[-1] == "2", counted.text
-    number = counted.reply["execution_count"]
-    assert set(progress_descriptions(counted)) == {f"count at cell [{number}], line 3"}, progress_descriptions(counted)
-    queried = kernel.run(NAP_SQL)
-    assert queried.error is None and "2 rows" in queried.text, queried.text
-    assert set(progress_descriptions(queried)) == {NAP_SQL_NAME}, progress_descriptions(queried)
-    return number, queried.reply["execution_count"]
+def assert_progress_names(kernel, code, name):
+    """Run ``code``: its progress table names each of its jobs ``name(N)``, N the cell's execution
+    count (IPython's In [N]): the code's cell and line, or a %%sql query's first line (runtime.callsite)."""
+    cell = kernel.run(code)
+    assert cell.error is None, cell.text
+    expected = name(cell.reply["execution_count"])
+    assert set(progress_descriptions(cell)) == {expected}, (expected, progress_descriptions(cell))
+    return cell
 
 
 WORKER_LOGS = ("import logging\nfrom pyspark.sql.functions import udf\n"
