@@ -59,6 +59,9 @@ def test_the_call_site_is_the_code_outside_pyspark_with_its_outermost_spark_func
     assert callsite.site(cell["run_count"](), SPARK, MACHINERY, RUNTIME) == ("count", CELL, 2)
     assert callsite.name_of(cell["run_count"]()) == "count at cell [2], line 2"
     assert callsite.name_of(helpers["total"]()) == "count at /home/ann/helpers.py:5"  # a module keeps its own file and line
+    top = {"count": spark["count"], "send": py4j["send"]}
+    exec(compile("\nframe = count(send)\n", CELL, "exec"), top)  # the cell's own code, outside any function: the walk ends there
+    assert callsite.name_of(top["frame"]) == "count at cell [2], line 2"
     # Code that PySpark calls back (a function given to transform, a cached property through
     # functools): the outermost PySpark function and its caller, as PySpark's first_spark_call has it.
     assert callsite.name_of(cell["run_transform"]()) == "transform at cell [2], line 5"
@@ -75,10 +78,17 @@ def test_a_column_or_a_function_leaves_the_name_as_it_is(kernel_like):
     wrapper = define(SPARK[0] + "sql/utils.py", "def wrapped(call, inner):\n    return call(inner)\n")  # try_remote_functions
     frame = define(SPARK[0] + "sql/classic/dataframe.py", "def __getattr__(inner):\n    return inner()\n")
     uses = define(CELL, "def run(call, *args):\n    return call(*args)\n")
-    for building in ((column["__add__"],), (function["col"],), (wrapper["wrapped"], function["col"]), (frame["__getattr__"],)):
+    # _with_origin around a function: its own calls to the JVM (the session's setting, the origin).
+    origin = define(SPARK[0] + "errors/utils.py", "def wrapper(inner):\n    return inner()\n")
+    setting = define(SPARK[0] + "sql/conf.py", "def get(inner):\n    return inner()\n")
+    for building in ((column["__add__"],), (function["col"],), (wrapper["wrapped"], function["col"]), (frame["__getattr__"],), (origin["wrapper"],),
+                     (wrapper["wrapped"], lambda inner: origin["wrapper"](lambda: setting["get"](inner)))):
         assert callsite.name_of(uses["run"](*building, py4j["send"])) is None, building
-    # A decorator's wrapper is named after what it wraps.
+    # A decorator's wrapper is named after what it wraps; an action that parses a type on its way
+    # is still the action's.
     assert callsite.name_of(uses["run"](wrapper["wrapped"], spark["count"], py4j["send"])) == "count at cell [2], line 2"
+    parse = define(SPARK[0] + "sql/types.py", "def _parse_datatype_string(inner):\n    return inner()\n")
+    assert callsite.name_of(uses["run"](spark["count"], lambda: parse["_parse_datatype_string"](py4j["send"]))) == "count at cell [2], line 2"
 
 
 def test_the_runtimes_own_calls_are_not_named_unless_it_acts_for_the_code_further_out(kernel_like):

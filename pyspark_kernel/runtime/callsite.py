@@ -44,7 +44,7 @@ RUNTIME = os.path.dirname(os.path.abspath(__file__)) + os.sep
 # spares a call to the JVM for each (a loop of withColumn would otherwise tell it three times an
 # iteration).
 EXPRESSIONS = tuple(os.sep.join(("pyspark", *parts)) for parts in (
-    ("sql", "column.py"), ("sql", "classic", "column.py"), ("sql", "functions", ""), ("sql", "types.py"), ("sql", "window.py"),
+    ("sql", "column.py"), ("sql", "classic", "column.py"), ("sql", "functions", ""), ("sql", "functions.py"), ("sql", "types.py"), ("sql", "window.py"),
     ("errors", "utils.py")))
 DATAFRAMES = tuple(os.sep.join(("pyspark", *parts)) for parts in (("sql", "dataframe.py"), ("sql", "classic", "dataframe.py")))
 COLUMN_ACCESS = ("__getattr__", "__getitem__")  # df.name, df["name"]: a column, or a DataFrame to come
@@ -122,42 +122,46 @@ def roots() -> tuple[tuple[str, ...], tuple[str, ...]]:
     return found_roots
 
 
-def site(frame: Any, spark: tuple[str, ...], machinery: tuple[str, ...], runtime: str | tuple[str, ...]) -> tuple[str | None, str, int] | None:
+def site(frame: Any, spark: tuple[str, ...], machinery: tuple[str, ...], runtime: str | tuple[str, ...],
+         numbers: Mapping[str, int] | None = None) -> tuple[str | None, str, int] | None:
     """(action, file, line) of the code that called Spark, seen from ``frame`` inside a call to it,
     as PySpark's first_spark_call sees it: the outermost frame of Spark's (or the runtime's) on the
     stack, and the frame outside it that is neither IPython's nor theirs. The action is that
     Spark function's name (a decorator's wrapper gives the name of what it wraps), or None when
     the runtime called Spark (for that code, or for itself: a cell's job group). The whole is None
-    when no such frame is outside them, or the call builds an expression (a column, a function),
-    which runs no job.
+    when no such frame is outside them, or the call builds an expression (that Spark function,
+    or the decorator around it, is a column's or a function's), which runs no job.
     The outermost, not the innermost: PySpark calls back into other code too (a cached property
-    through functools, a function given to DataFrame.transform)."""
-    action, user, building = None, None, False
+    through functools, a function given to DataFrame.transform). A cell's own code (its file in
+    ``numbers``, outside any function) ends the walk: only IPython and ipykernel are further out."""
+    action, building, user = None, False, None  # building: the action, or a decorator around it, builds expressions
     while frame is not None:
         code = frame.f_code
-        filename = code.co_filename
-        if filename.startswith(spark):
-            building = building or builds_expressions(filename, code.co_name)
-            if action is None or code.co_name not in WRAPPERS:
-                action = code.co_name
+        if code.co_filename.startswith(spark):
+            if action is None or action is RUNTIME_CALL or code.co_name not in WRAPPERS:
+                action, building = code, builds_expressions(code)
+            else:
+                building = building or builds_expressions(code)
             user = None
-        elif filename.startswith(runtime):
-            action, user = RUNTIME_CALL, None
-        elif user is None and action is not None and not filename.startswith(machinery):
+        elif code.co_filename.startswith(runtime):
+            action, building, user = RUNTIME_CALL, False, None
+        elif user is None and action is not None and not code.co_filename.startswith(machinery):
             user = frame
+            if numbers and code.co_name == "<module>" and code.co_filename in numbers:
+                break
         frame = frame.f_back
     if user is None or building:
         return None
-    return None if action is RUNTIME_CALL else action, user.f_code.co_filename, user.f_lineno
+    return None if action is RUNTIME_CALL else action.co_name, user.f_code.co_filename, user.f_lineno
 
 
-def builds_expressions(filename: str, function: str) -> bool:
-    """Whether PySpark's ``function`` in ``filename`` only builds expressions."""
-    found = expression_files.get(filename)
+def builds_expressions(code: Any) -> bool:
+    """Whether ``code``, PySpark's, only builds expressions."""
+    found = expression_files.get(code.co_filename)
     if found is None:
-        found = expression_files[filename] = (any(part in filename for part in EXPRESSIONS),
-                                              any(filename.endswith(part) for part in DATAFRAMES))
-    return found[0] or found[1] and function in COLUMN_ACCESS
+        found = expression_files[code.co_filename] = (any(part in code.co_filename for part in EXPRESSIONS),
+                                                      any(code.co_filename.endswith(part) for part in DATAFRAMES))
+    return found[0] or found[1] and code.co_name in COLUMN_ACCESS
 
 
 def name_of(frame: Any) -> str | None:
@@ -166,7 +170,7 @@ def name_of(frame: Any) -> str | None:
     if text is not None:
         return text
     spark, machinery = roots()
-    found = site(frame, spark, machinery, RUNTIME)
+    found = site(frame, spark, machinery, RUNTIME, cells)
     if found is None:
         return None
     action, filename, line = found
