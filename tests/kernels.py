@@ -1,6 +1,8 @@
 """Start a real kernel from a generated kernel.json and talk to it, as Jupyter does."""
 
+import html
 import os
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -180,3 +182,43 @@ def assert_dataframe_values(kernel):
     line = value("spark.conf.set('spark.sql.repl.eagerEval.enabled', 'false')\nspark.table('shown')")
     assert line == {"text/plain": "DataFrame[a: int]"}, line
     kernel.run("spark.conf.unset('spark.sql.repl.eagerEval.maxNumRows'); spark.conf.set('spark.sql.repl.eagerEval.enabled', 'true')")
+
+
+# A query whose one task sleeps a second in the JVM (no Python worker to start), and a DataFrame
+# count of the same: long enough for a cell's progress table (runtime.progress shows one after half
+# a second of Spark work).
+SLEEP_SQL = "%%sql\n   SELECT reflect('java.lang.Thread', 'sleep', 1000L) AS slept\n"
+SLEEP_SQL_NAME = "SELECT reflect('java.lang.Thread', 'sleep', 1000L) AS slept"
+SLEEP_COUNT = "spark.range(1).where(\"reflect('java.lang.Thread', 'sleep', 1000L) IS NOT NULL\").count()"
+
+
+def progress_descriptions(cell):
+    """The job descriptions of the cell's progress table, as its last update showed them."""
+    tables = [content["data"]["text/html"] for kind, content in cell.messages
+              if kind in ("display_data", "update_display_data") and "pyspark-kernel-progress" in content["data"].get("text/html", "")]
+    assert tables, f"the cell showed no progress table: {cell.text}"
+    return [html.unescape(found) for found in re.findall(r' title="([^"]*)"', tables[-1])]
+
+
+def assert_progress_names(kernel, code, name):
+    """Run ``code``: its progress table names each of its jobs ``name(N)``, N the cell's execution
+    count (IPython's In [N]): the code's cell and line, or a %%sql query's first line (runtime.callsite)."""
+    cell = kernel.run(code)
+    assert cell.error is None, cell.text
+    expected = name(cell.reply["execution_count"])
+    assert set(progress_descriptions(cell)) == {expected}, (expected, progress_descriptions(cell))
+    return cell
+
+
+WORKER_LOGS = ("import logging\nfrom pyspark.sql.functions import udf\n"
+               "@udf('string')\ndef shout(value):\n    logging.getLogger('jobs-worker').warning('saw %s', value)\n    return value.upper()\n"
+               "spark.conf.set('spark.sql.pyspark.worker.logging.enabled', 'true')\n"
+               "print([row[0] for row in spark.createDataFrame([('a',), ('b',)], ['v']).select(shout('v')).collect()])\n"
+               "print(sorted(row.msg for row in spark.tvf.python_worker_logs().where(\"logger = 'jobs-worker'\").collect()))")
+
+
+def assert_python_worker_logs(kernel):
+    """The debugging guide's Python worker logging (Spark 4.1+): what a UDF logs is the session's
+    table-valued function python_worker_logs(), as on plain PySpark."""
+    cell = kernel.run(WORKER_LOGS)
+    assert cell.error is None and cell.stream.strip().splitlines()[-2:] == ["['A', 'B']", "['saw a', 'saw b']"], cell.text

@@ -1,6 +1,7 @@
 """The kernel at run time, with real kernels and real Spark: start modes, failures shown in the
 notebook, interrupt, progress, banner, class-data sharing, and nothing left behind."""
 
+import ast
 import glob
 import json
 import os
@@ -15,7 +16,8 @@ import urllib.request
 import pytest
 
 from .conftest import assert_left_nothing, make_kernel, spark_jvms
-from .kernels import Kernel, assert_dataframe_values, assert_interrupt_stops_a_minute_long_job, kernel_environment, wait_until
+from .kernels import (SLEEP_SQL, SLEEP_SQL_NAME, Kernel, assert_dataframe_values, assert_interrupt_stops_a_minute_long_job, assert_progress_names,
+                      assert_python_worker_logs, kernel_environment, progress_descriptions, wait_until)
 
 pytestmark = pytest.mark.e2e
 
@@ -194,8 +196,50 @@ def test_progress_follows_each_job_in_place_and_ends_as_a_summary_with_a_link_pe
         assert link.startswith("http://127.0.0.1:") and link.endswith(f"/jobs/job/?id={job}")
         with kernel.open_ui(link) as page:  # the job's own page in the Spark UI, as its owner opens it
             assert page.status == 200 and f"Details for Job {job}" in page.read().decode()
+    # Each job is named after the cell (its In [N]) and line that ran it (runtime.callsite).
+    number = run.reply["execution_count"]
+    assert progress_descriptions(run) == [f"count at cell [{number}], line 2", f"collect at cell [{number}], line 3"], progress_descriptions(run)
+    check_jobs_named_after_the_code(kernel, links[0][0].split("/jobs/")[0], tmp_path, first.reply["execution_count"])
+    assert_python_worker_logs(kernel)
     # An interrupt cancels the cell's jobs, and Spark stays usable.
     assert_interrupt_stops_a_minute_long_job(kernel, tmp_path / "running")
+
+
+def check_jobs_named_after_the_code(kernel, ui, tmp_path, first):
+    """The progress table and the Spark UI name each job after the code that ran it: a %%sql
+    query, a DataFrame action (the ``first`` cell's, at its last line), a function of a module the
+    notebook imported, another thread of a cell, a DataFrame shown as a cell's value. The jobs have
+    no description of their own, so the UI's jobs page shows the name once; its SQL page too."""
+    assert_progress_names(kernel, SLEEP_SQL, lambda number: SLEEP_SQL_NAME)
+    counted = f"count at cell [{first}], line {DDL_FIRST.count(chr(10)) + 1}"
+    (tmp_path / "jobs_helper.py").write_text("def total(spark):\n    return spark.range(5).count()\n")
+    elsewhere = kernel.run(f"import sys, threading\nsys.path.insert(0, {str(tmp_path)!r})\nimport jobs_helper\nprint(jobs_helper.total(spark))\n"
+                           "worker = threading.Thread(target=lambda: spark.range(2).collect())\nworker.start()\nworker.join()")
+    assert elsewhere.error is None and elsewhere.stream.strip().splitlines()[-1] == "5", elsewhere.text
+    shown = kernel.run("spark.range(3)")
+    assert shown.error is None and shown.result.startswith("DataFrame[id: bigint]"), shown.text
+    expected = {counted, SLEEP_SQL_NAME, f"count at {tmp_path / 'jobs_helper.py'}:2",
+                f"collect at cell [{elsewhere.reply['execution_count']}], line 5", f"show at cell [{shown.reply['execution_count']}], line 1"}
+    app = ast.literal_eval(kernel.evaluate("sc.applicationId"))
+
+    def read(what):
+        with kernel.open_ui(f"{ui}/api/v1/applications/{app}/{what}") as page:
+            return json.load(page)
+
+    jobs = []
+
+    def all_named():
+        jobs[:] = read("jobs")
+        return expected <= {job["name"] for job in jobs}
+
+    try:  # the UI hears of jobs from Spark's listener bus, which can lag on a busy machine
+        wait_until(all_named, 30, "the Spark UI does not name the jobs after the code")
+    except AssertionError:
+        raise AssertionError((expected, [job["name"] for job in jobs])) from None
+    named = [job for job in jobs if job["name"] in expected]
+    assert not [job for job in named if job.get("description")], named
+    queries = {query["description"] for query in read("sql")}
+    assert {counted, SLEEP_SQL_NAME} <= queries, queries
 
 
 def path_without_java():

@@ -20,7 +20,8 @@ from pyspark_kernel.runtime.diagnostics import java_release
 from pyspark_kernel.runtime.driver_server import idle_java_options
 
 from .conftest import PYTHON, make_kernel, spark_jvms
-from .kernels import Kernel, assert_dataframe_values, kernel_environment, wait_for_message, wait_until
+from .kernels import (SLEEP_COUNT, SLEEP_SQL, SLEEP_SQL_NAME, Kernel, assert_dataframe_values, assert_progress_names, assert_python_worker_logs,
+                      kernel_environment, wait_for_message, wait_until)
 from .test_jupyterhub import add_user, as_user, remove_user
 
 pytestmark = pytest.mark.e2e
@@ -149,6 +150,15 @@ def check_a_shared_kernel(kernels_dir, tmp_path, run_dir):
         table = second.run("%%sql\nSELECT 3 + 4 AS seven").text
         assert "seven" in table and re.search(r"\b7\b", table) and "1 row" in table, table
         assert_dataframe_values(second)
+        # The progress table names each operation after the code that ran it (the server names
+        # the jobs of its Spark UI itself, from the request: runtime.callsite).
+        assert_progress_names(second, SLEEP_COUNT, lambda number: f"count at cell [{number}], line 1")
+        assert_progress_names(second, SLEEP_SQL, lambda number: SLEEP_SQL_NAME)
+        # What a UDF logs is its session's: one notebook does not see the other's.
+        assert_python_worker_logs(first)
+        theirs = second.run("spark.conf.set('spark.sql.pyspark.worker.logging.enabled', 'true')\n"
+                            "print(spark.tvf.python_worker_logs().where(\"logger = 'jobs-worker'\").count())")
+        assert theirs.error is None and theirs.stream.strip().splitlines()[-1] == "0", theirs.text
 
         # A client without the token, or with another, is refused.
         for url in (f"sc://localhost:{record['port']}", f"sc://localhost:{record['port']}/;token=not-{record['token'][:8]}"):

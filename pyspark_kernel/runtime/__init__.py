@@ -18,7 +18,8 @@ pyspark: these modules import only the standard library until Spark starts. One 
 - warming: when the warm-up runs, around the cells; warmup: its jobs;
 - notebook: `spark` and `sc`, cells, waiting, interrupt; entrypoints: the notebook's own builders;
   frames: a DataFrame as a cell's value;
-- progress: a cell's live job progress and its summary; idle: idle_timeout; magics: %spark; sql: %%sql;
+- progress: a cell's live job progress and its summary; callsite: jobs named after the cell and line (or the
+  %%sql query) that ran them; idle: idle_timeout; magics: %spark; sql: %%sql;
 - ui: the Spark UI's link, through the Jupyter server where the kernel knows its base URL;
 - auth: which drivers' RPC and block transfers need a secret (spark.authenticate), and what status and doctor say;
 - cache: the per-user cache of archives and packed environments, pruned at each start;

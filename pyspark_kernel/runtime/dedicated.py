@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from . import address, auth, cache, dependencies, jvm, limits, shipping, ui, uiauth, warmup, workdir
+from . import address, auth, cache, callsite, dependencies, jvm, limits, shipping, ui, uiauth, warmup, workdir
 from .converters import defer_numpy_converters
 from .diagnostics import SparkDiedError, SparkStartError, check_master_reachable, check_spark_home, died_message, find_java
 from .drivers import CANCEL_THREAD, Driver
@@ -44,6 +44,7 @@ class DedicatedDriver(Driver):
         self.ui_base = None  # the Jupyter server's base URL, when the UI is served through it
         self.ui_root = (None, None)  # (session generation, the root of its UI's links)
         self.ui_credential = uiauth.Credential(runtime.scratch)  # the UI answers only this kernel's user
+        self.call_sites = None  # the notebook's call site, told to the current session's JVM (runtime.callsite)
 
     # -- a session's life
 
@@ -84,6 +85,8 @@ class DedicatedDriver(Driver):
         runtime.mark("creating the SparkContext")
         context = SparkContext(conf=conf, gateway=self.gateway)
         context.setLogLevel(runtime.options["log_level"])
+        self.call_sites = callsite.JvmCallSites(context._jsc)  # jobs named after the notebook's code
+        self.call_sites.install(gateway._gateway_client)
         port = ui.ui_port(context.uiWebUrl)
         if self.ui_base and port and str(port) != settings.get("spark.ui.port") and context.master != "yarn":
             # Another process took the chosen port before the JVM bound it: Spark reads the proxy
@@ -188,7 +191,11 @@ class DedicatedDriver(Driver):
 
     def begin_cell(self, group: str, cell: int) -> None:
         session = self.runtime.session
-        self.runtime.context.setJobGroup(group, f"cell {cell}", True)
+        if self.call_sites is not None:
+            self.call_sites.forget()
+        # No description: the Spark UI shows a job's description before its name, and the name
+        # says which cell and line ran it (runtime.callsite); the same words twice say nothing more.
+        self.runtime.context.setJobGroup(group, None, True)
         # The JVM keeps the active session per thread, and the kernel's was made in its start
         # thread: make it this thread's too, so getActiveSession() finds it at once.
         session._jvm.SparkSession.setActiveSession(session._jsparkSession)

@@ -13,6 +13,8 @@ from __future__ import annotations  # the kernel's Python may be older than the 
 import html
 from typing import Any
 
+from . import callsite
+
 EAGER_EVAL = "spark.sql.repl.eagerEval.enabled"
 MAX_ROWS = "spark.sql.repl.eagerEval.maxNumRows"
 TRUNCATE = "spark.sql.repl.eagerEval.truncate"
@@ -43,14 +45,16 @@ def rows_text(frame: Any) -> str:
 def plain(frame: Any, printer: Any, cycle: bool) -> None:
     text = schema_line(frame)
     if shows_rows(frame):
-        text += "\n" + rows_text(frame).rstrip("\n")
+        with callsite.acting("show"):  # the job reads `show at cell [N], line L`
+            text += "\n" + rows_text(frame).rstrip("\n")
     printer.text(text)
 
 
 def rich(frame: Any) -> str | None:
     if not shows_rows(frame):
         return None  # the plain line alone
-    table = frame._repr_html_()  # PySpark's table, by the same settings
+    with callsite.acting("show"):
+        table = frame._repr_html_()  # PySpark's table, by the same settings
     if table is None:
         return None
     return f"<pre>{html.escape(schema_line(frame))}</pre>\n{table}"

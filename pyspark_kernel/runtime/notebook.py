@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any
 
-from . import frames
+from . import callsite, frames
 from .diagnostics import SparkStartError
 from .idle import IdleWatch
 from .options import shown_value
@@ -112,6 +112,7 @@ class Notebook:
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
         self.shell.events.register("post_run_cell", self.post_run_cell)
         frames.register(self.shell)  # a DataFrame value: PySpark's line, then its rows
+        callsite.register(self.shell)  # jobs named after the cell and line that ran them
         self.namespace["spark"] = SparkStandIn(self, "spark")
         self.namespace["sc"] = SparkStandIn(self, "sc")
         self.stand_ins_out = True

@@ -12,9 +12,12 @@ import contextvars
 import html
 import logging
 import re
+import sys
 import threading
 import time
 from typing import Any
+
+from . import callsite
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +222,9 @@ def stopped_the_query(error: BaseException | None) -> bool:
 class ConnectProgress:
     """A cell's progress on Spark Connect (4.x), from the client's progress handler: the client
     calls it in the cell's own thread as the server reports an operation's stages. An operation
-    is one row; Connect gives the client no job ids, so no UI links."""
+    is one row, named after the code that ran it, read from that thread's stack as the first
+    report comes (runtime.callsite: the server names its jobs itself); Connect gives the client
+    no job ids, so no UI links."""
 
     def __init__(self, session):
         self.session = session
@@ -261,7 +266,10 @@ class ConnectProgress:
 
     def report(self, stages: Any, inflight_tasks: int, operation_id: str, done: bool) -> None:
         now = time.monotonic()
-        operation = self.operations.setdefault(operation_id or "", {"first": now, "ended": None, "stages": [], "running": 0})
+        operation = self.operations.get(operation_id or "")
+        if operation is None:
+            operation = self.operations[operation_id or ""] = {"first": now, "ended": None, "stages": [], "running": 0,
+                                                                "name": callsite.name_of(sys._getframe(1))}
         if stages:
             operation["stages"] = list(stages)
         operation["running"] = 0 if done else inflight_tasks
@@ -279,8 +287,9 @@ class ConnectProgress:
                 status = "FAILED"
             else:
                 status = "SUCCEEDED" if operation["ended"] is not None else "RUNNING"
+            name = DIRECTORIES.sub("", operation["name"]) if operation.get("name") else f"operation {operation_id[:8]}" if operation_id else "operation"
             jobs.append(Job(
-                number, f"operation {operation_id[:8]}" if operation_id else "operation", status,
+                number, name, status,
                 sum(bool(stage.done) for stage in stages), len(stages), sum(stage.num_tasks for stage in stages),
                 sum(stage.num_completed_tasks for stage in stages), operation["running"], 0, (operation["ended"] or now) - operation["first"],
             ))

@@ -17,6 +17,7 @@ import html
 import shlex
 from typing import Any, Callable
 
+from . import callsite
 from .diagnostics import ShortTraceback
 
 USAGE = "%%sql [-n ROWS] [-o NAME [--pandas --limit ROWS]] [--param NAME ...]"
@@ -103,7 +104,13 @@ def count_line(shown_rows: int, more: bool) -> str:
 
 
 def run(session: Any, query: str, options: dict, namespace: dict, display: Callable) -> None:
-    """Run ``query``; show its first rows; bind -o. Spark's refusal becomes SparkSQLError."""
+    """Run ``query``; show its first rows; bind -o. Spark's refusal becomes SparkSQLError. Its jobs
+    are named after the query's first line (runtime.callsite)."""
+    with callsite.named(callsite.first_line(query)):
+        return run_named(session, query, options, namespace, display)
+
+
+def run_named(session: Any, query: str, options: dict, namespace: dict, display: Callable) -> None:
     args = {}
     for name in options["params"]:
         if name not in namespace:
