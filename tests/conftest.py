@@ -396,9 +396,12 @@ def connect_server(tmp_path_factory):
     port, ui_port = free_port(), free_port()
     env = {**os.environ, "SPARK_HOME": home, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(work), "SPARK_PID_DIR": str(work),
            "SPARK_NO_DAEMONIZE": "1", "PYSPARK_PYTHON": PYTHON}
+    # Its JVM's temporary files in its directory: the server keeps a directory per session for its
+    # ML models (spark_connect_model_cache) there, and leaves it.
+    (work / "tmp").mkdir()
     with open(work / "server.log", "wb") as log:
         server = subprocess.Popen(
-            [os.path.join(home, "sbin", "start-connect-server.sh"), "--master", "local[2]",
+            [os.path.join(home, "sbin", "start-connect-server.sh"), "--master", "local[2]", "--driver-java-options", f"-Djava.io.tmpdir={work / 'tmp'}",
              "--conf", "spark.connect.grpc.binding.address=127.0.0.1", "--conf", f"spark.connect.grpc.binding.port={port}",
              "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1", "--conf", f"spark.ui.port={ui_port}"],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,

@@ -28,7 +28,8 @@ KERNEL_IDLE = "(() => { const s = window.opened && window.opened.sessionContext.
 SHOWN = """(() => {
   const cells = document.querySelectorAll('.jp-Notebook .jp-CodeCell');
   if (cells.length < 2) return {rows: 0, progress: '', links: []};
-  const table = [...cells[0].querySelectorAll('.jp-OutputArea-output table')].find(t => t.textContent.includes('twice'));
+  // The %%sql cell's own table, not its progress table (whose job is named after the query).
+  const table = [...cells[0].querySelectorAll('.jp-OutputArea-output table')].find(t => !t.closest('.pyspark-kernel-progress') && t.textContent.includes('twice'));
   const progress = cells[1].querySelector('.jp-OutputArea-output .pyspark-kernel-progress');
   return {rows: table ? table.querySelectorAll('tbody tr').length : 0, progress: progress ? progress.textContent : '',
           links: progress ? [...progress.querySelectorAll('a')].map(a => a.href) : []};
