@@ -46,12 +46,16 @@ def pytest_configure(config):
     os.environ["JUPYTER_CONFIG_DIR"] = os.path.join(scratch, "jupyter-config")
     # The suite's driver JVMs compile with C1 only: it starts about a hundred of them on 2 cores,
     # each for seconds of work, and C2's compiler threads are a third of such a driver's CPU
-    # (measured: 18 s of CPU to start Spark and run two jobs, 12 s with C1 only). Only the tests
-    # set this: kernels themselves keep the JVM's defaults. spark-submit passes SPARK_SUBMIT_OPTS
-    # to the driver JVM, as it would a user's.
-    os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1")
+    # (measured: 18 s of CPU to start Spark and run two jobs, 12 s with C1 only), and the serial
+    # collector: G1's concurrent threads cost such a driver another 0.3-0.8 s of CPU (8.1-8.2 s
+    # instead of 8.4-9.0 to start and run two jobs). Only the tests set this: kernels themselves
+    # keep the JVM's defaults. spark-submit passes SPARK_SUBMIT_OPTS to the driver JVM, as it
+    # would a user's.
+    os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
     # The class-data-sharing archive (150 MB) is built once per test run, not in the user's cache:
     # the pytest-xdist workers share the one of the process that started them (it outlives them).
+    # The user's own cache, as it was (pip's wheels: see user_pip_cache).
+    os.environ.setdefault("PYSPARK_KERNEL_TEST_USER_CACHE", os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"))
     os.environ["XDG_CACHE_HOME"] = os.environ.get("PYSPARK_KERNEL_TEST_CACHE_HOME") or os.path.join(scratch, "cache")
     os.environ["PYSPARK_KERNEL_TEST_CACHE_HOME"] = os.environ["XDG_CACHE_HOME"]
     rc = os.path.join(scratch, "cookiecutterrc")
@@ -201,10 +205,11 @@ def spark_distribution(tmp_path_factory):
     return home
 
 
-def venv_with_project_packages(root, leave_out, copy=False):
+def venv_with_project_packages(root, leave_out, copy=False, bytecode=False):
     """A virtual environment with this project's installed packages, except those whose names start
     with ``leave_out``: seen through a .pth file and symlinks, or (``copy``) hard-linked into its
-    own site-packages, as a packer needs them. No download."""
+    own site-packages, as a packer needs them (without their byte-code, which a packer leaves out,
+    unless ``bytecode``: a kernel then starts without compiling its imports). No download."""
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     target_site = next((venv / "lib").glob("python3*/site-packages"))
@@ -217,12 +222,18 @@ def venv_with_project_packages(root, leave_out, copy=False):
         if not copy:
             os.symlink(os.path.join(site, entry), shared / entry)
         elif os.path.isdir(os.path.join(site, entry)):
-            shutil.copytree(os.path.join(site, entry), shared / entry, copy_function=link_or_copy, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(os.path.join(site, entry), shared / entry, copy_function=link_or_copy, ignore=None if bytecode else shutil.ignore_patterns("__pycache__"))
         else:
             link_or_copy(os.path.join(site, entry), shared / entry)
     if not copy:
         (target_site / "project-packages.pth").write_text(str(shared) + "\n")
     return venv
+
+
+def user_pip_cache():
+    """The environment of a pip command a test runs as a user would: with the user's pip cache (where
+    make venv left pyspark's wheel), not the test run's empty one, from which pip would download it."""
+    return {**os.environ, "PIP_CACHE_DIR": os.path.join(os.environ["PYSPARK_KERNEL_TEST_USER_CACHE"], "pip")}
 
 
 def link_or_copy(source, target):

@@ -579,9 +579,9 @@ def test_a_kernel_whose_pyspark_was_removed_names_the_cause_and_the_fix_that_wor
     import shlex
     import subprocess
 
-    from .conftest import venv_with_project_packages
+    from .conftest import user_pip_cache, venv_with_project_packages
 
-    venv = venv_with_project_packages(tmp_path, (), copy=True)  # its own site-packages: pip may remove and install there
+    venv = venv_with_project_packages(tmp_path, (), copy=True, bytecode=True)  # its own site-packages: pip may remove and install there
     python = str(venv / "bin" / "python")
     # No class-data-sharing archive: this pyspark's installation would have one of its own to write (seconds of CPU).
     make_kernel(kernels_dir, "rt-nopyspark", "-e", str(venv), "--no-class_data_sharing")
@@ -598,7 +598,7 @@ def test_a_kernel_whose_pyspark_was_removed_names_the_cause_and_the_fix_that_wor
         import pyspark
 
         assert said.group(2) == f"{python} -m pip install pyspark=={pyspark.__version__}"  # the version the kernel was made for
-        installed = subprocess.run(shlex.split(said.group(2)), capture_output=True, text=True, timeout=900)  # the fix, as printed
+        installed = subprocess.run(shlex.split(said.group(2)), capture_output=True, text=True, timeout=900, env=user_pip_cache())  # the fix, as printed
         assert installed.returncode == 0, installed.stderr[-2000:]
         kernel.manager.restart_kernel(now=True)
         kernel.wait_for_ready()
