@@ -82,26 +82,25 @@ def first_line(query: str, width: int = LABEL_WIDTH) -> str | None:
 
 
 @contextlib.contextmanager
-def named(text: str | None) -> Iterator[None]:
-    """The jobs this thread runs meanwhile are named ``text`` (None: as their call site says)."""
-    previous = getattr(explicit, "label", None)
-    explicit.label = text
+def holding(attribute: str, value: str | None) -> Iterator[None]:
+    """This thread's ``explicit.<attribute>`` is ``value`` meanwhile."""
+    previous = getattr(explicit, attribute, None)
+    setattr(explicit, attribute, value)
     try:
         yield
     finally:
-        explicit.label = previous
+        setattr(explicit, attribute, previous)
 
 
-@contextlib.contextmanager
-def acting(action: str) -> Iterator[None]:
+def named(text: str | None) -> contextlib.AbstractContextManager:
+    """The jobs this thread runs meanwhile are named ``text`` (None: as their call site says)."""
+    return holding("label", text)
+
+
+def acting(action: str) -> contextlib.AbstractContextManager:
     """The runtime calls Spark meanwhile on behalf of the code further out (a cell's value shown):
     its jobs are named ``action`` at that code's line."""
-    previous = getattr(explicit, "action", None)
-    explicit.action = action
-    try:
-        yield
-    finally:
-        explicit.action = previous
+    return holding("action", action)
 
 
 def roots() -> tuple[tuple[str, ...], tuple[str, ...]]:
