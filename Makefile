@@ -46,13 +46,16 @@ node_modules/.installed: package.json package-lock.json
 lint: venv
 	$(BIN)/ruff check .
 
-# One run on two workers (pytest-xdist; no test depends on another): the end-to-end tests (real
-# kernels, real Spark), longest first, then the fast ones, which fill the gaps where the last
-# end-to-end tests leave a core idle (tests/conftest.py orders them). With --maxschedchunk 1 each
-# worker holds the test it runs and the next one: xdist would otherwise give each worker a fixed
-# eighth of the run at the start, in order, so one of them every end-to-end test. The e2e marker
-# still picks either part: `make test PYTEST_ARGS='-m "not e2e"'` runs the fast tests alone.
-TEST_WORKERS ?= 2
+# One run on three workers (pytest-xdist; no test depends on another), on a 2-core machine: the
+# end-to-end tests (real kernels, real Spark) wait as much as they compute (a cluster's timeouts,
+# a kernel's linger, a hub), and a third worker fills those waits (measured on one commit: 909 s
+# with three, 937 s with two; the tests' bounds are made for the load run, the suite beside two
+# CPU-bound loops). They run longest first, then the fast tests, which fill the gaps the last
+# end-to-end tests leave (tests/conftest.py orders them). With --maxschedchunk 1 each worker holds
+# the test it runs and the next one: xdist would otherwise give each worker a fixed share of the
+# run at the start, in order, so one of them every end-to-end test. The e2e marker still picks
+# either part: `make test PYTEST_ARGS='-m "not e2e"'` runs the fast tests alone.
+TEST_WORKERS ?= 3
 test: venv lint browser hub-proxy
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1 --durations=15 $(PYTEST_ARGS)
 

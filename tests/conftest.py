@@ -68,7 +68,7 @@ def pytest_configure(config):
 # The longest end-to-end tests, longest first, run before the other end-to-end tests, and the fast
 # tests last: the two xdist workers then finish together, short tests filling in, instead of one
 # waiting on a long test that started last. xdist hands each worker two tests at the start (the
-# first two to one, the next two to the other), so the two longest start together.
+# first two to the first worker, and so on), so the longest start together.
 CDS = "tests/test_runtime.py::test_class_data_sharing_archive_is_built_once_and_a_broken_one_is_set_aside_and_rebuilt"
 LONGEST = ("tests/test_yarn", f"{CDS}[jdk17]", "tests/test_jupyterhub.py", f"{CDS}[jdk25]", "tests/test_runtime.py::test_a_kernel_whose_pyspark_was_removed",
            "tests/test_cache.py::test_after_kernels_of_deleted", "tests/test_paths.py", "tests/test_shared_driver.py", "tests/test_sessions.py::test_an_idle_session",
