@@ -24,15 +24,15 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
+from . import jvm, workdir
 from . import log as runtime_log
-from . import workdir
 from .auth import auth_settings
 from .diagnostics import java_release, release_version
 from .shared import SERVER_NAME, Locked, Paths, remove_files, write_record
-from .jvm import java_option_text
 from .ui import free_port
 from .uiauth import protect
 
@@ -42,7 +42,8 @@ log = logging.getLogger(__spec__.name if __spec__ else __name__)
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 LINGER_RETRY = 0.5  # seconds before another try at leaving, when a notebook holds the lock
 STOP_GRACE = 20  # seconds Spark may take to stop before its JVM is killed
-PROBE_EVERY = 0.2  # seconds between checks that the gRPC port answers, while the JVM starts
+ARCHIVE_GRACE = 180  # the same for a JVM that writes its class-data-sharing archive as it exits (as watchdog.sh allows)
+PROBE_EVERY = 0.05  # seconds between checks that the gRPC port answers, while the JVM starts
 PR_SET_PDEATHSIG = 1
 # A shared driver mostly waits for its notebooks. Once it has been idle this long, G1 collects and
 # gives unused heap back to the system (JEP 346), and the JVM trims glibc's free native memory; a
@@ -88,7 +89,7 @@ def server_settings(conf: dict, scratch: str, port: int, ui_port: int, log_level
     settings.update(auth_settings(settings))  # a local driver: Spark makes the session's secret
     options = settings.get("spark.driver.defaultJavaOptions", "")
     # Spark's launcher splits these on whitespace: a scratch path with a space is quoted.
-    settings["spark.driver.defaultJavaOptions"] = " ".join([options, *java_options, java_option_text(f"-Djava.io.tmpdir={scratch}")]).strip()
+    settings["spark.driver.defaultJavaOptions"] = " ".join([options, *map(jvm.java_option_text, [*java_options, f"-Djava.io.tmpdir={scratch}"])]).strip()
     return settings
 
 
@@ -129,17 +130,43 @@ class Server:
         self.left = False  # it left by itself, after its linger: nothing of it stays
         self.ui = None
         self.ui_protection = None  # its UI's token filter, whose token goes into the record (0600)
+        self.archive_options = []  # the JVM options of its class-data-sharing archive
+        self.watched = None  # the directory of the watchdog that keeps the archive its JVM writes
+
+    def class_data_sharing(self) -> tuple[list[str], str]:
+        """The JVM options that map the Connect server's own class-data-sharing archive (or write
+        it as the JVM exits, as a dedicated driver's JVM does: runtime.jvm), and the directory for
+        the working-directory jar. Its class path must be the same at each start, jar for jar, so
+        the jar lives beside the archive in the user's cache, written once. A watchdog of its own
+        (in a directory of its own: the next server of this key may start before it is done) keeps
+        the archive once its JVM has written it whole, and frees the lock."""
+        if not self.config.get("class_data_sharing", True):
+            return [], self.paths.scratch
+        java, spark_home = self.config["java"], self.config["spark_home"]
+        try:
+            directory = tempfile.mkdtemp(prefix=f"{self.paths.key}.cds-", dir=self.paths.directory)
+            holder = jvm.start_watchdog(directory)
+            self.watched = directory
+            notices = []
+            archive, options = jvm.archive_options(java, spark_home, directory, os.environ, holder, notices, kind="connect")
+            for notice in notices:
+                self.log(notice)
+            return options, os.path.dirname(archive) if archive and options else self.paths.scratch
+        except Exception:  # noqa: BLE001 - the server starts as fast as it did before archives
+            log.warning("no class-data-sharing archive for the shared driver", exc_info=True)
+            return [], self.paths.scratch
 
     def start_spark(self) -> int:
         os.makedirs(self.paths.scratch, mode=0o700, exist_ok=True)
         conf = self.config["conf"]
         port = free_port()
         ui_port = int(conf.get("spark.ui.port") or free_port())
+        self.archive_options, jar_directory = self.class_data_sharing()
         settings = server_settings(conf, self.paths.scratch, port, ui_port, self.config.get("log_level", "WARN"),
-                                   idle_java_options(java_release(self.config.get("java"))))
+                                   [*idle_java_options(java_release(self.config.get("java"))), *self.archive_options])
         self.ui_protection = protect(settings, self.config.get("ui_access", "owner"), self.config["spark_version"])
         settings.update({**self.ui_protection.settings, **self.ui_protection.secrets})  # the key: in the 0600 file below only
-        settings.update(workdir.server_settings(settings, workdir.write_jar(self.paths.scratch)))
+        settings.update(workdir.server_settings(settings, workdir.write_jar(jar_directory)))
         settings.update(workdir.warehouse(settings, self.config.get("cwd") or os.getcwd()))
         settings.update(self.config.get("secrets", {}))
         # A 0600 file in the 0700 directory, gone once the JVM has read it: no setting, secret or
@@ -156,6 +183,8 @@ class Server:
         self.proc = subprocess.Popen([submit, "--class", SERVER_CLASS, "--name", SERVER_NAME, "--properties-file", properties],
                                      stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=sys.stderr, env=env, preexec_fn=die_with_parent,
                                      cwd=self.config.get("cwd") or None)
+        if self.watched is not None:  # its watchdog waits for it
+            jvm.record_jvms(self.watched, [self.proc])
         deadline = time.monotonic() + float(self.config.get("timeout", 600))
         try:
             while not answers(port):
@@ -291,7 +320,8 @@ class Server:
             return
         self.proc.terminate()
         try:
-            self.proc.wait(timeout=STOP_GRACE)
+            # Its exit takes longer while it writes the archive; it dies with this process.
+            self.proc.wait(timeout=ARCHIVE_GRACE if jvm.writes_archive(self.archive_options) else STOP_GRACE)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()

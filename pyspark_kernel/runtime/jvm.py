@@ -125,8 +125,10 @@ def cds_key(java: str, spark_home: str) -> str:
     return digest.hexdigest()[:24]
 
 
-def archive_name(java: str, spark_home: str) -> str:
-    return f"spark-{cds_key(java, spark_home)}"
+def archive_name(java: str, spark_home: str, kind: str = "spark") -> str:
+    """A dedicated driver's archive is ``spark-``; the shared driver's Connect server, whose JVM
+    loads other classes from another class path, has its own (``connect-``)."""
+    return f"{kind}-{cds_key(java, spark_home)}"
 
 
 def has_base_archive(java: str) -> bool:
@@ -229,15 +231,22 @@ def release_archive(scratch: str) -> None:
         log.debug("releasing the archive's lock", exc_info=True)
 
 
-def archive_options(java: str, spark_home: str, scratch: str, environ, holder: int, notices: list) -> tuple[str | None, list[str]]:
-    """The class-data-sharing archive for this Java and Spark, and the JVM options that map or
-    write it (none when the JDK cannot: see cds_java_options); lines for the notebook in ``notices``."""
+def archive_options(java: str, spark_home: str, scratch: str, environ, holder: int, notices: list, kind: str = "spark") -> tuple[str | None, list[str]]:
+    """The class-data-sharing archive for this Java and Spark (and ``kind`` of driver), and the JVM
+    options that map or write it (none when the JDK cannot: see cds_java_options); lines for the
+    notebook in ``notices``."""
     if not has_base_archive(java):
         return None, []
-    name = archive_name(java, spark_home)
+    name = archive_name(java, spark_home, kind)
     options = cds_java_options(java_version(java), name, scratch, environ, holder, needs=[os.path.realpath(java), os.path.realpath(spark_home)],
                                notices=notices)
     return os.path.join(cds_dir(environ), name + ".jsa"), options
+
+
+def writes_archive(java_options) -> bool:
+    """Whether a JVM launched with ``java_options`` writes an archive as it exits (which takes a
+    while: it must not be killed meanwhile)."""
+    return any(option.startswith("-XX:ArchiveClassesAtExit=") or option == "-XX:+AutoCreateSharedArchive" for option in java_options)
 
 
 def launch_healing(launch: Callable[[list], T], java_options: list[str], archive: str | None, scratch: str, output: str,

@@ -35,7 +35,7 @@ import time
 from typing import Any, Callable, Iterable
 
 from . import auth, limits, ui, uiauth, workdir
-from .connect import ConnectDriver
+from .connect import ConnectDriver, load_client
 from .diagnostics import RESTART_HINT, SHARED_SC_FIX, SHARED_SC_PROBLEM, SharedDriverError, SparkDiedError, SparkStartError, check_spark_home, find_java, log_tail
 from .options import resolve_secrets
 from .profile import duration
@@ -270,9 +270,11 @@ def check_socket_path(path: str) -> None:
                               "set XDG_RUNTIME_DIR (or TMPDIR, when XDG_RUNTIME_DIR is unset) to a shorter directory of yours, then restart the kernel")
 
 
-def attach(paths: Paths, environ: dict, spark_version: str, launch: dict, timeout: float, mark: Callable[[str], None] = lambda step: None) -> Lease:
+def attach(paths: Paths, environ: dict, spark_version: str, launch: dict, timeout: float, mark: Callable[[str], None] = lambda step: None,
+           meanwhile: Callable[[], None] = lambda: None) -> Lease:
     """Find the server of ``paths``, or start one with ``launch`` (its settings for
-    driver_server): a Lease. A start that fails raises SparkStartError with the server's log."""
+    driver_server), running ``meanwhile()`` while its JVM starts: a Lease. A start that fails
+    raises SparkStartError with the server's log."""
     check_socket_path(paths.socket)
     with Locked(paths, timeout):
         lease = attach_to(paths, spark_version)
@@ -280,15 +282,16 @@ def attach(paths: Paths, environ: dict, spark_version: str, launch: dict, timeou
             return lease
         remove_files(paths)  # a stale record, or another version's
         mark("starting the shared driver")
-        start_server(paths, launch, environ, timeout)
+        start_server(paths, launch, environ, timeout, meanwhile)
         lease = attach_to(paths, spark_version)
     if lease is None:
         raise SparkStartError(f"the shared driver started but does not answer on {paths.socket}", f"see {paths.log}; run %spark restart")
     return lease
 
 
-def start_server(paths: Paths, launch: dict, environ: dict, timeout: float) -> None:
-    """Start driver_server for ``paths`` and wait until it says it serves, or fails."""
+def start_server(paths: Paths, launch: dict, environ: dict, timeout: float, meanwhile: Callable[[], None] = lambda: None) -> None:
+    """Start driver_server for ``paths``, run ``meanwhile()``, and wait until the server says it
+    serves, or fails."""
     package = __name__.rsplit(".", 1)[0]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(environ)
@@ -301,8 +304,12 @@ def start_server(paths: Paths, launch: dict, environ: dict, timeout: float) -> N
     proc.stdin.write(json.dumps({"directory": paths.directory, "key": paths.key, **launch}).encode())
     proc.stdin.close()
     deadline = time.monotonic() + timeout
-    said = b""
+    said, failed = b"", None
     try:
+        try:
+            meanwhile()
+        except ImportError as error:  # raised once the server has started: attached by nobody, it leaves after its linger
+            failed = error
         while not said.endswith(b"ready\n") and not said.endswith(b"failed\n"):
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
@@ -318,6 +325,8 @@ def start_server(paths: Paths, launch: dict, environ: dict, timeout: float) -> N
         proc.wait()  # the first process: it forks the server and leaves at once
     if not said.endswith(b"ready\n"):
         raise SparkStartError(f"the shared driver did not start; its log ({paths.log}) ends:\n{log_tail(paths.log)}")
+    if failed is not None:
+        raise failed
 
 
 def kill_server(said: bytes) -> None:
@@ -382,10 +391,11 @@ class SharedDriver(ConnectDriver):
             launch = {"conf": {k: v for k, v in launch_conf.items() if k not in secrets}, "secrets": secrets, "token": new_token(),
                       "linger": runtime.options["driver_linger"], "log_level": runtime.options["log_level"], "spark_home": spark_home,
                       "java": java, "spark_version": pyspark.__version__, "timeout": runtime.options["start_timeout"],
-                      "ui_access": runtime.options["ui_access"], "cwd": os.getcwd()}
+                      "ui_access": runtime.options["ui_access"], "cwd": os.getcwd(), "class_data_sharing": runtime.options["class_data_sharing"]}
             paths = Paths(runtime_dir(runtime.environ), key)
             self.server_log = paths.log
-            lease = attach(paths, runtime.environ, pyspark.__version__, launch, runtime.options["start_timeout"], mark=runtime.mark)
+            # The client's modules load while the server's JVM starts.
+            lease = attach(paths, runtime.environ, pyspark.__version__, launch, runtime.options["start_timeout"], mark=runtime.mark, meanwhile=load_client)
             self.lease = lease
             lease.watch(lambda: self.lost(lease))
         self.ui_base = ui.server_base(runtime.environ)

@@ -26,10 +26,13 @@ which Hadoop reads right (and still the local file system, as Spark's default is
 from __future__ import annotations  # the kernel's Python may be older than the generator's
 
 import io
+import logging
 import os
 import pathlib
 import struct
 import zipfile
+
+log = logging.getLogger(__name__)
 
 CLASS_NAME = "pyspark_kernel.NotebookFileSystem"
 WORKING_DIR_SETTING = "pyspark_kernel.working_dir"
@@ -131,8 +134,16 @@ def jar_bytes() -> bytes:
 
 
 def write_jar(directory: str) -> str:
-    """The jar in ``directory`` (the shared driver's own, 0700): its path."""
+    """The jar in ``directory``: its path. One already there with these bytes is kept as it is: a
+    class-data-sharing archive maps only with the class path it was written with, down to each
+    jar's modification time."""
     path = os.path.join(directory, JAR_NAME)
+    try:
+        with open(path, "rb") as handle:
+            if handle.read() == jar_bytes():
+                return path
+    except OSError:
+        log.debug("no working-directory jar in %s yet", directory, exc_info=True)
     partial = f"{path}.{os.getpid()}.tmp"
     with open(partial, "wb") as handle:
         handle.write(jar_bytes())
