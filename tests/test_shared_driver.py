@@ -236,6 +236,8 @@ def check_a_shared_kernel(kernels_dir, tmp_path, run_dir):
         finally:
             for process in server_jvms(run_dir) + servers_of(run_dir):
                 process.kill()
+    # The watchdog of its class-data-sharing archive goes too, once the archive is written (if it writes one).
+    wait_until(lambda: not list((run_dir / "pyspark-kernel").glob("*.cds-*")), 240, "the shared driver's archive watchdog stayed")
     left = sorted(os.listdir(run_dir / "pyspark-kernel"))
     assert not [name for name in left if name.endswith((".json", ".sock", ".log", ".lock", ".d"))], left
     # Nothing a notebook wrote went to the driver's own directory.
@@ -263,3 +265,47 @@ def servers_of(run_dir):
         except psutil.Error:
             pass
     return found
+
+
+def test_the_shared_drivers_jvm_writes_a_class_data_sharing_archive_of_its_own_as_it_leaves_and_the_next_one_maps_it(kernels_dir, tmp_path):
+    """As a dedicated driver's JVM does (test_runtime's archive test), but for the Connect server,
+    whose class path has the working-directory jar: kept in the cache, so it is the same at each start."""
+    make_kernel(kernels_dir, "shared-cds", "--spark_driver", "shared", "--driver_linger", "0")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    cache = tmp_path / "cache"  # its own: the first server here is the one that writes it
+    cds = cache / "pyspark-kernel" / "cds"
+    jvms = []
+
+    def one_notebook():
+        tmp_dir = tmp_path / f"tmp-{len(jvms)}"
+        tmp_dir.mkdir()
+        kernel = Kernel(kernels_dir, "shared-cds", kernel_environment(tmp_dir, XDG_RUNTIME_DIR=str(run_dir), XDG_CACHE_HOME=str(cache)))
+        try:
+            assert kernel.run("print(spark.range(7).count())").stream.strip().splitlines()[-1] == "7"
+            record = record_of(run_dir)
+            jvms.append(psutil.Process(record["jvm"]))
+            with open(f"/proc/{record['jvm']}/maps", encoding="utf-8") as handle:
+                maps = handle.read()
+            return jvms[-1].cmdline(), maps
+        finally:
+            kernel.stop()
+            # With a linger of 0 it leaves at once; writing the archive takes its JVM a while.
+            wait_until(lambda: not servers_of(run_dir) and not list((run_dir / "pyspark-kernel").glob("*.cds-*")), 240,
+                       "the shared driver (and its watchdog) did not leave")
+
+    first, _ = one_notebook()
+    assert any(option.startswith("-XX:ArchiveClassesAtExit=" + str(cds / "connect-")) for option in first), first
+    archives = list(cds.glob("connect-*.jsa"))
+    assert len(archives) == 1, sorted(os.listdir(cds))
+    archive = archives[0]
+    assert (cds / f"{archive.name}.size").read_text().strip() == str(archive.stat().st_size)
+    assert not [name for name in os.listdir(cds) if name.endswith((".partial", ".lock"))], sorted(os.listdir(cds))
+    # The jar beside it, written once: an archive maps only with the class path it was written with.
+    jar = cds / "pyspark-kernel-workdir.jar"
+    written = jar.stat().st_mtime_ns
+    again, maps = one_notebook()
+    assert f"-XX:SharedArchiveFile={archive}" in again and not any("ArchiveClassesAtExit" in option for option in again), again
+    assert str(archive) in maps, "the second server's JVM did not map the archive"
+    assert jar.stat().st_mtime_ns == written
+    assert not psutil.wait_procs(jvms, timeout=30)[1]
