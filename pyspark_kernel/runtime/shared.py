@@ -458,7 +458,8 @@ class SharedDriver(ConnectDriver):
 
     def banner(self) -> str:
         record = self.lease.record
-        return (f"Spark {self.runtime.session.version} | shared driver (pid {record.get('jvm')}, master {record.get('master')}) | "
+        # The server's version is the kernel's (its key): no round trip to ask it.
+        return (f"Spark {record.get('spark_version') or self.runtime.session.version} | shared driver (pid {record.get('jvm')}, master {record.get('master')}) | "
                 f"UI {self.ui_link() or 'off'}")
 
     def status_lines(self) -> list[str]:
