@@ -15,11 +15,14 @@ A YARN kernel's UI lets in only YARN's ResourceManager web proxy (YARN's AmIpFil
 whose kernel left a tracking URL (runtime.uiauth), the extension goes through that proxy instead,
 and puts its own path where Spark's pages name YARN's (/proxy/<application>), so that the pages'
 links, and the Executors tab's JavaScript, stay under the server.
+
+It also starts the shared drivers of kernels made with driver_prestart, as the server starts (prestart).
 """
 
 import re
 import urllib.parse
 
+from . import prestart
 from .runtime import uiauth
 from .runtime.ui import PATH
 
@@ -92,6 +95,8 @@ def rewriter(base_url: str, route: str | None):
 
 
 def _load_jupyter_server_extension(serverapp):
+    # Kernels made with driver_prestart: their shared drivers start now, ahead of their notebooks.
+    prestart.start_drivers(serverapp.kernel_spec_manager, serverapp.root_dir, serverapp.log)
     try:
         from jupyter_server_proxy.handlers import LocalProxyHandler
     except ImportError:

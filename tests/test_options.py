@@ -107,7 +107,7 @@ def test_runtime_options_come_from_answers_or_from_the_merged_layers():
     config = {"start_timeout": 120, "idle_timeout": 5, "spark_driver": "dedicated", "driver_linger": 30}
     written = runtime_options(answers, config, ships_environment=False)
     assert (written["init"], written["start_timeout"], written["idle_timeout"]) == ("background", 120, 5)
-    assert set(written) == {option.runtime for option in RUNTIME_OPTIONS} - {"spark_driver", "driver_linger"}  # a dedicated driver's names neither
+    assert set(written) == {option.runtime for option in RUNTIME_OPTIONS} - {"spark_driver", "driver_linger", "driver_prestart"}  # a dedicated driver's names none
     shared = runtime_options(answers, {**config, "spark_driver": "shared", "driver_linger": 45}, ships_environment=False)
     assert (shared["spark_driver"], shared["driver_linger"]) == ("shared", 45)
 

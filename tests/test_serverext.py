@@ -1,6 +1,7 @@
 """The server extension's rewrite of the Spark UI's redirects and, on YARN, of its requests and
 pages, without a server; and the kernel's files that tell the server the way (runtime.uiauth)."""
 
+import json
 import os
 import types
 
@@ -107,3 +108,24 @@ def test_a_route_file_is_its_owners_alone_and_goes_with_the_session(tmp_path):
     assert uiauth.read_route(str(tmp_path), 4041) is None  # readable by others: not the kernel's
     credential.withdraw()
     assert not os.path.exists(path) and not (scratch / uiauth.REMOVE_AT_EXIT).exists()
+
+
+def test_only_a_shared_driver_kernel_made_with_driver_prestart_is_started_ahead():
+    from pyspark_kernel.prestart import asks_for_it
+
+    def spec(options):
+        return {"env": {"PYSPARK_KERNEL_OPTIONS": options if isinstance(options, str) else json.dumps(options)}}
+
+    assert asks_for_it(spec({"spark_driver": "shared", "driver_prestart": True}))
+    for options in ({"spark_driver": "shared"}, {"spark_driver": "shared", "driver_prestart": False}, {"driver_prestart": True},
+                    {"spark_driver": "shared", "driver_prestart": "yes"}, "not json", "[1]"):
+        assert not asks_for_it(spec(options)), options
+    assert not asks_for_it({}) and not asks_for_it({"env": None})
+
+
+def test_the_prestarted_drivers_environment_is_the_kernels_as_jupyter_client_expands_it():
+    from pyspark_kernel.prestart import kernel_environment
+
+    env = kernel_environment({"env": {"A": "1", "SECRET": "${SECRET}", "MISSING": "${NOT_SET}", "PATHS": "$HOME/x"}},
+                             {"SECRET": "s3cr3t", "HOME": "/home/me", "A": "0", "KEPT": "k"})
+    assert env == {"A": "1", "SECRET": "s3cr3t", "MISSING": "${NOT_SET}", "PATHS": "/home/me/x", "HOME": "/home/me", "KEPT": "k"}

@@ -271,8 +271,14 @@ def test_the_shared_drivers_jvm_writes_a_class_data_sharing_archive_of_its_own_a
     """As a dedicated driver's JVM does (test_runtime's archive test), but for the Connect server,
     whose class path has the working-directory jar: kept in the cache, so it is the same at each start."""
     make_kernel(kernels_dir, "shared-cds", "--spark_driver", "shared", "--driver_linger", "0")
-    run_dir = tmp_path / "run"
-    run_dir.mkdir(mode=0o700)
+    run_dir = pathlib.Path(tempfile.mkdtemp(prefix="pk-cds-"))  # short: the socket's path must fit a Unix socket's
+    try:
+        check_the_archive(kernels_dir, tmp_path, run_dir)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def check_the_archive(kernels_dir, tmp_path, run_dir):
     cache = tmp_path / "cache"  # its own: the first server here is the one that writes it
     cds = cache / "pyspark-kernel" / "cds"
     jvms = []
@@ -282,7 +288,8 @@ def test_the_shared_drivers_jvm_writes_a_class_data_sharing_archive_of_its_own_a
         tmp_dir.mkdir()
         kernel = Kernel(kernels_dir, "shared-cds", kernel_environment(tmp_dir, XDG_RUNTIME_DIR=str(run_dir), XDG_CACHE_HOME=str(cache)))
         try:
-            assert kernel.run("print(spark.range(7).count())").stream.strip().splitlines()[-1] == "7"
+            cell = kernel.run("print(spark.range(7).count())")
+            assert cell.error is None and cell.stream.strip().splitlines()[-1:] == ["7"], cell.text
             record = record_of(run_dir)
             jvms.append(psutil.Process(record["jvm"]))
             with open(f"/proc/{record['jvm']}/maps", encoding="utf-8") as handle:
@@ -309,3 +316,40 @@ def test_the_shared_drivers_jvm_writes_a_class_data_sharing_archive_of_its_own_a
     assert str(archive) in maps, "the second server's JVM did not map the archive"
     assert jar.stat().st_mtime_ns == written
     assert not psutil.wait_procs(jvms, timeout=30)[1]
+
+
+def test_a_jupyter_server_starts_a_driver_prestart_kernels_shared_driver_ahead_of_its_notebooks_and_holds_it_while_it_runs(tmp_path):
+    from pyspark_kernel.runtime.shared import ask
+
+    from .conftest import serving_jupyter
+    from .server_api import request, run_over_websocket
+
+    data = tmp_path / "jupyter"
+    make_kernel(data / "kernels", "held", "--spark_driver", "shared", "--driver_prestart", "--driver_linger", "1")
+    make_kernel(data / "kernels", "not-held", "--spark_driver", "shared")  # without the option: nothing starts for it
+    run_dir = pathlib.Path(tempfile.mkdtemp(prefix="pk-held-"))  # short: the socket's path must fit a Unix socket's
+    try:
+        with serving_jupyter(tmp_path, data, env={"XDG_RUNTIME_DIR": str(run_dir)}) as (base, token):
+            # Before any notebook: the server's extension started it and holds it.
+            wait_until(lambda: list((run_dir / "pyspark-kernel").glob("*.json")), 180, f"no shared driver started ahead; see {tmp_path}/server.log")
+            record = record_of(run_dir)
+            connection, status = ask(str(run_dir / "pyspark-kernel" / f"{record['key']}.sock"), {"status": True})
+            connection.close()
+            assert status["notebooks"] == [] and len(status["held_by"]) == 1, status
+            assert f"--ServerApp.root_dir={tmp_path}" in psutil.Process(status["held_by"][0]).cmdline()  # the Jupyter server itself
+            # The first notebook attaches to it: no server of its own.
+            _, body = request(base, token, "POST", "/api/kernels", {"name": "held"})
+            kernel_id = json.loads(body)["id"]
+            outputs = run_over_websocket(base, token, kernel_id, "print(spark.range(3).count())\n%spark status")
+            text = "".join(content.get("text", "") for kind, content in outputs if kind == "stream")
+            assert "3\n" in text and f"shared driver: pid {record['jvm']}" in text and "notebooks attached: 1" in text, text
+            assert "held by the Jupyter server" in text and "(driver_prestart)" in text, text
+            assert record_of(run_dir)["jvm"] == record["jvm"] and len(servers_of(run_dir)) == 1
+            request(base, token, "DELETE", f"/api/kernels/{kernel_id}")
+        # The Jupyter server has gone, and its lease with it: the driver leaves after its linger.
+        wait_until(lambda: not server_jvms(run_dir) and not servers_of(run_dir), 120, "the prestarted shared driver did not leave with the Jupyter server")
+        assert not psutil.pid_exists(record["jvm"])
+    finally:
+        for process in server_jvms(run_dir) + servers_of(run_dir):
+            process.kill()
+        shutil.rmtree(run_dir, ignore_errors=True)

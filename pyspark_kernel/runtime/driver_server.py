@@ -122,6 +122,7 @@ class Server:
         self.paths = Paths(config["directory"], config["key"])
         self.selector = selectors.DefaultSelector()
         self.leases = {}  # connection -> the notebook's pid
+        self.holders = set()  # the leases of Jupyter servers that started it ahead of their notebooks
         self.empty_since = None
         self.jvm_gone = threading.Event()
         self.wake_read, self.wake_write = os.pipe()
@@ -271,6 +272,8 @@ class Server:
             return
         if isinstance(request, dict) and isinstance(request.get("attach"), int):
             self.leases[connection] = request["attach"]
+            if request.get("holder") is True:  # a Jupyter server that started it ahead of its notebooks (driver_prestart)
+                self.holders.add(connection)
             self.reply(connection, {"attached": True, "notebooks": len(self.leases)})
         elif isinstance(request, dict) and request.get("status"):
             self.reply(connection, self.status())
@@ -289,12 +292,15 @@ class Server:
             self.selector.unregister(connection)
         except (KeyError, ValueError):  # never registered, or already closed
             log.debug("unregistering a notebook's connection", exc_info=True)
+        self.holders.discard(connection)
         if self.leases.pop(connection, None) is not None and not self.leases:
             self.empty_since = time.monotonic()
         connection.close()
 
     def status(self) -> dict:
-        return {"pid": os.getpid(), "jvm": self.proc.pid, "started": self.started, "notebooks": sorted(self.leases.values()),
+        return {"pid": os.getpid(), "jvm": self.proc.pid, "started": self.started,
+                "notebooks": sorted(pid for connection, pid in self.leases.items() if connection not in self.holders),
+                "held_by": sorted(self.leases[connection] for connection in self.holders),
                 "ui": self.ui, "master": self.config["conf"].get("spark.master", "local[*]"), "version": self.config["spark_version"]}
 
     def leave(self) -> None:

@@ -144,6 +144,10 @@ OPTIONS = (
     Option("driver_linger", "seconds", "seconds a shared driver stays after its last notebook has gone (default: the profile's; 30)",
            in_profile=True, runtime="driver_linger", runtime_if=shared_driver, fallback=DRIVER_LINGER, if_bad="refuse", zero_ok=True,
            prompt="Seconds a shared driver stays after its last notebook has gone (empty: the profile's)"),
+    Option("driver_prestart", "flag", "the Jupyter server starts this kernel's shared driver as it starts and holds it while it runs, "
+                                      "so that the first notebook attaches at once (costs an idle JVM, about 400 MiB; default: off)",
+           default=False, runtime="driver_prestart", runtime_if=shared_driver,
+           prompt="Start the shared driver with the Jupyter server, ahead of the first notebook (an idle JVM while the server runs)?"),
     Option("ui_access", "choice", "who may open the Spark UI and its REST API: owner (default: you, through your Jupyter server; "
                               "Spark 4, and the UI stays off on Spark 3.5) or anyone (every user of this machine, as Spark does by default)",
            default=UI_ACCESS[0], choices=UI_ACCESS, runtime="ui_access", if_bad="default", prompt="Who may open the Spark UI",

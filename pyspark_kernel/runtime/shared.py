@@ -372,12 +372,30 @@ class SharedDriver(ConnectDriver):
     def start(self, attempt) -> Any:
         runtime = self.runtime
         SparkSession = self.import_pyspark()
-        import pyspark  # imported with pyspark.sql
+        # The client's modules load while the server's JVM starts, if it has to.
+        lease, session_conf, attempt.notices = self.find_server(meanwhile=load_client)
+        self.ui_base = ui.server_base(runtime.environ)
+        self.ui_credential.publish(uiauth.token_directory(runtime.scratch), ui.ui_port(lease.record.get("ui")), lease.record.get("ui_token"), lease.record.get("ui_note", ""))
+        runtime.mark("connecting to the shared driver")
+        builder = self.remote_builder(SparkSession, lease.url)
+        # Relative paths resolve against this notebook's directory, not the server's (workdir).
+        for name, value in {**session_conf, **workdir.session_settings(os.getcwd())}.items():
+            builder = builder.config(name, value)
+        session = builder.create()  # a session of this notebook's own on the server, never a gone one
+        fail_fast(session)
+        return session
+
+    def find_server(self, meanwhile: Callable[[], None] = lambda: None) -> tuple[Lease, dict, list[str]]:
+        """A lease on the shared driver of this kernel's settings, which is started if need be
+        (``meanwhile()`` runs while its JVM starts); the settings each session applies itself,
+        and lines for the notebook about the hub's limits."""
+        runtime = self.runtime
+        import pyspark
 
         runtime.mark("finding the shared driver")
         spark_home = check_spark_home(runtime.environ)
         java = find_java(runtime.environ)
-        fitted, attempt.notices = limits.fit(runtime.conf, runtime.kernel_conf, runtime.environ)  # the server's JVM counts against the user's limits
+        fitted, notices = limits.fit(runtime.conf, runtime.kernel_conf, runtime.environ)  # the server's JVM counts against the user's limits
         server_conf, session_conf = split_settings(fitted)
         key = server_key(pyspark.__version__, spark_home, java, sys.executable, server_conf,
                          [(name, runtime.environ.get(name, "")) for name in ("PYSPARK_PYTHON", "JAVA_HOME")] + [("ui_access", runtime.options["ui_access"])])
@@ -394,20 +412,10 @@ class SharedDriver(ConnectDriver):
                       "ui_access": runtime.options["ui_access"], "cwd": os.getcwd(), "class_data_sharing": runtime.options["class_data_sharing"]}
             paths = Paths(runtime_dir(runtime.environ), key)
             self.server_log = paths.log
-            # The client's modules load while the server's JVM starts.
-            lease = attach(paths, runtime.environ, pyspark.__version__, launch, runtime.options["start_timeout"], mark=runtime.mark, meanwhile=load_client)
+            lease = attach(paths, runtime.environ, pyspark.__version__, launch, runtime.options["start_timeout"], mark=runtime.mark, meanwhile=meanwhile)
             self.lease = lease
             lease.watch(lambda: self.lost(lease))
-        self.ui_base = ui.server_base(runtime.environ)
-        self.ui_credential.publish(uiauth.token_directory(runtime.scratch), ui.ui_port(lease.record.get("ui")), lease.record.get("ui_token"), lease.record.get("ui_note", ""))
-        runtime.mark("connecting to the shared driver")
-        builder = self.remote_builder(SparkSession, lease.url)
-        # Relative paths resolve against this notebook's directory, not the server's (workdir).
-        for name, value in {**session_conf, **workdir.session_settings(os.getcwd())}.items():
-            builder = builder.config(name, value)
-        session = builder.create()  # a session of this notebook's own on the server, never a gone one
-        fail_fast(session)
-        return session
+        return lease, session_conf, notices
 
     def lost(self, lease: Lease) -> None:
         """The shared driver closed this kernel's lease: its JVM died, or it was stopped."""
@@ -475,4 +483,5 @@ class SharedDriver(ConnectDriver):
         return [f"shared driver: pid {found.get('jvm')}, master {found.get('master')}, up {duration(time.time() - found.get('started', time.time()))}",
                 limits.status_line(runtime.conf, runtime.kernel_conf, runtime.environ),
                 f"notebooks attached: {len(notebooks)} (kernel pids {', '.join(str(pid) for pid in notebooks)})",
+                *[f"held by the Jupyter server (pid {pid}) while it runs (driver_prestart)" for pid in found.get("held_by", [])],
                 f"UI {self.ui_link() or 'off'}", *self.ui_credential.status_lines(lease.record.get("ui")), auth.status_line(self.runtime.conf)]

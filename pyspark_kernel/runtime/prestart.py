@@ -1,0 +1,37 @@
+"""A shared driver started ahead of its first notebook (driver_prestart): the Jupyter server's
+extension (pyspark_kernel.serverext) runs this module as it starts, in the kernel's own Python and
+environment, from the kernel's directory. It finds or starts the kernel's shared driver, as a
+notebook of that kernel would, and says where it is on one line of JSON: {"socket": ...}, or
+{"error": ...}. The extension then takes a lease of its own on it, held for as long as the Jupyter
+server runs, and says so on this process's standard input; this process leaves.
+"""
+
+from __future__ import annotations  # the kernel's Python may be older than the generator's
+
+import json
+import shutil
+import sys
+
+from .diagnostics import FixableError
+from .session import SparkRuntime
+from .shared import SharedDriver
+
+
+def main() -> int:
+    runtime = SparkRuntime()  # kernel.json's options and settings: this process has the kernel's environment
+    try:
+        try:
+            lease, _, _ = SharedDriver(runtime).find_server()
+        except FixableError as error:
+            print(json.dumps({"error": str(error)}), flush=True)
+            return 1
+        print(json.dumps({"socket": lease.paths.socket, "jvm": lease.record.get("jvm"), "log": lease.paths.log}), flush=True)
+        sys.stdin.readline()  # the Jupyter server holds a lease now (or gave up): this one may go
+        lease.close()
+        return 0
+    finally:
+        shutil.rmtree(runtime.scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
