@@ -87,10 +87,8 @@ def hold(name: str, directory: str, spec: dict, root_dir: str, server_log=log) -
                 server_log.warning("pyspark-kernel: kernel %s's shared driver started but did not answer: %s (its log: %s)", name, error, answer.get("log"))
         else:
             server_log.warning("pyspark-kernel: kernel %s's shared driver was not started ahead of its notebooks: %s", name, answer.get("error"))
-        if not proc.stdin.closed:
-            try:
-                proc.stdin.write("held\n")
-                proc.stdin.close()
-            except OSError:
-                log.debug("the prestart of %s has gone", name, exc_info=True)
-        proc.wait()
+        try:
+            proc.communicate(None if proc.stdin.closed else "held\n")  # it may still warm the driver up: its output is read to its end
+        except (OSError, ValueError):
+            log.debug("the prestart of %s has gone", name, exc_info=True)
+            proc.wait()
