@@ -333,8 +333,15 @@ def test_a_jupyter_server_starts_a_driver_prestart_kernels_shared_driver_ahead_o
             # Before any notebook: the server's extension started it and holds it.
             wait_until(lambda: list((run_dir / "pyspark-kernel").glob("*.json")), 180, f"no shared driver started ahead; see {tmp_path}/server.log")
             record = record_of(run_dir)
-            connection, status = ask(str(run_dir / "pyspark-kernel" / f"{record['key']}.sock"), {"status": True})
-            connection.close()
+
+            def status():
+                connection, answer = ask(str(run_dir / "pyspark-kernel" / f"{record['key']}.sock"), {"status": True})
+                connection.close()
+                return answer
+
+            # The start ahead runs one job (a session of its own), then leaves the Jupyter server's lease alone.
+            wait_until(lambda: status()["notebooks"] == [], 120, "the driver's start ahead did not leave")
+            status = status()
             assert status["notebooks"] == [] and len(status["held_by"]) == 1, status
             assert f"--ServerApp.root_dir={tmp_path}" in psutil.Process(status["held_by"][0]).cmdline()  # the Jupyter server itself
             # The first notebook attaches to it: no server of its own.
