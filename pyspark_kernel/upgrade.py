@@ -92,7 +92,7 @@ def read_back(name: str, spec: dict, made: dict, create: str) -> Recovered:
     for option in RUNTIME_OPTIONS:
         if option.runtime in options:
             answers[option.name] = options[option.runtime]
-        elif option.runtime_if is not None:
+        elif option.runtime_if is not None and option.in_profile:
             answers[option.name] = None  # written only when it applies: the profile's
         else:
             answers[option.name] = option.default
