@@ -52,6 +52,8 @@ def pytest_configure(config):
     # keep the JVM's defaults. spark-submit passes SPARK_SUBMIT_OPTS to the driver JVM, as it
     # would a user's.
     os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+    # Shared-driver tests other than the archive's own make their kernels --no-class_data_sharing: the
+    # first shared driver of the run would otherwise write the Connect server's archive, 20-40 s of CPU.
     # The class-data-sharing archive (150 MB) is built once per test run, not in the user's cache:
     # the pytest-xdist workers share the one of the process that started them (it outlives them).
     # The user's own cache, as it was (pip's wheels: see user_pip_cache).

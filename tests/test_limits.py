@@ -162,7 +162,7 @@ def test_the_shared_driver_is_one_per_user_and_fits_its_users_limits(kernels_dir
     # A short runtime directory (0700): the shared driver's Unix socket lives there, and pytest's own are too deep for one.
     run_dir, tmp_dir = pathlib.Path(tempfile.mkdtemp(prefix="psk-run-")), tmp_path / "tmp"
     tmp_dir.mkdir()
-    make_kernel(kernels_dir, "sharedlim", "--spark_driver", "shared", "--driver_linger", "5")
+    make_kernel(kernels_dir, "sharedlim", "--spark_driver", "shared", "--driver_linger", "5", "--no-class_data_sharing")
     kernel = Kernel(kernels_dir, "sharedlim", kernel_environment(tmp_dir, XDG_RUNTIME_DIR=str(run_dir), **HUB))
     try:
         first = kernel.run("print(spark.conf.get('spark.master'), spark.range(5).count())")

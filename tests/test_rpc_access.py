@@ -160,7 +160,7 @@ def check_the_shared_driver_refuses_another_user(printed, status, run_dir, user,
 def test_another_user_reaches_the_shared_driver_whose_kernel_turned_authentication_off(kernels_dir, tmp_path, other_user, probe):
     # With the default, refused: test_ui_access's shared kernel runs check_the_shared_driver_refuses_another_user.
     run_dir = pathlib.Path(tempfile.mkdtemp(prefix="pyspark-kernel-rpc-"))
-    make_kernel(kernels_dir, "rpc-shared", "--spark_driver", "shared", "--driver_linger", str(LINGER), "--spark_master", "local[2]", "--spark.authenticate=false")
+    make_kernel(kernels_dir, "rpc-shared", "--spark_driver", "shared", "--driver_linger", str(LINGER), "--spark_master", "local[2]", "--spark.authenticate=false", "--no-class_data_sharing")
     (tmp_path / "tmp").mkdir()
     kernel = None
     try:

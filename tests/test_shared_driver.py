@@ -324,7 +324,7 @@ def test_a_jupyter_server_starts_a_driver_prestart_kernels_shared_driver_ahead_o
     from .server_api import request, run_over_websocket
 
     data = tmp_path / "jupyter"
-    make_kernel(data / "kernels", "held", "--spark_driver", "shared", "--driver_prestart", "--driver_linger", "1")
+    make_kernel(data / "kernels", "held", "--spark_driver", "shared", "--driver_prestart", "--driver_linger", "1", "--no-class_data_sharing")
     make_kernel(data / "kernels", "not-held", "--spark_driver", "shared")  # without the option: nothing starts for it
     run_dir = pathlib.Path(tempfile.mkdtemp(prefix="pk-held-"))  # short: the socket's path must fit a Unix socket's
     try:

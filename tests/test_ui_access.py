@@ -165,7 +165,7 @@ def test_another_user_gets_nothing_from_the_spark_ui_and_cannot_kill_a_job_while
         pytest.skip("the test makes a Unix user: run it as root, as CI does")
     name = f"uiacc-{driver}"
     data = tmp_path / "jupyter"
-    flags = ["--spark_driver", "shared", "--driver_linger", "5"] if driver == "shared" else []
+    flags = ["--spark_driver", "shared", "--driver_linger", "5", "--no-class_data_sharing"] if driver == "shared" else []
     done = run_cli("create", "-k", name, "-d", str(data / "kernels"), "--spark_master", "local[2]", *flags)
     assert done.returncode == 0, done.stderr
     # The shared driver's directory: this test's own (0700), short, as its Unix socket needs.
