@@ -52,7 +52,7 @@ def write_spec(kernels_dir, name, spec):
         json.dump(spec, handle)
 
 
-def make_kernels(kernels_dir):
+def make_kernels(kernels_dir, scratch):
     import pyspark
 
     cli = os.path.join(os.path.dirname(PYTHON), "pyspark-kernel")
@@ -62,7 +62,9 @@ def make_kernels(kernels_dir):
     # The classic way, and PySpark's reuse: a plain ipykernel whose first cell builds the session.
     for name in ("classic", "reuse"):
         write_spec(kernels_dir, name, {"argv": [PYTHON, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "display_name": name, "language": "python",
-                                       "env": {"SPARK_HOME": os.path.dirname(pyspark.__file__), "PYSPARK_PYTHON": PYTHON}})
+                                       # Their JVMs (and PySpark's reuse server) keep their files in the bench's directory, not /tmp.
+                                       "env": {"SPARK_HOME": os.path.dirname(pyspark.__file__), "PYSPARK_PYTHON": PYTHON,
+                                               "SPARK_SUBMIT_OPTS": f"-Djava.io.tmpdir={scratch}"}})
 
 
 class Notebook:
@@ -272,7 +274,7 @@ def main():
     env = {**os.environ, "XDG_CACHE_HOME": os.path.join(scratch, "cache"), "XDG_RUNTIME_DIR": run_dir, "TMPDIR": scratch}
     kernels_dir = os.path.join(scratch, "kernels")
     try:
-        make_kernels(kernels_dir)
+        make_kernels(kernels_dir, scratch)
         print("building the class-data-sharing archives...", file=sys.stderr)
         build_archives(kernels_dir, env, run_dir)
         print("first notebooks...", file=sys.stderr)
