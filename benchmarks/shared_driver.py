@@ -7,7 +7,8 @@ server (spark.local.connect.reuse, a classic kernel whose first cell builds the 
 
 - First notebook: launch -> reply of its first Spark cell, sent as soon as the kernel is ready,
   with no server running (each kernel's class-data-sharing archive built beforehand), medians of --runs.
-- Later notebooks, with the server up (one notebook attached): the first Spark cell of a new
+- Later notebooks, with the server up (one notebook attached; for the shared driver, its kernel
+  starter listening too): the first Spark cell of a new
   notebook, sent as soon as its kernel is ready (send -> reply, and launch -> reply), medians of 2x--runs.
 - Memory: notebooks are opened one after another up to each count; each runs one Spark job. The
   memory of everything they run (kernels, their JVMs and Python workers, and a shared server) is
@@ -127,15 +128,28 @@ def tree(pids):
 
 
 def shared_servers(run_dir):
-    """The keepers of our shared drivers (their JVMs are their children)."""
+    """The keepers of our shared drivers (their JVMs are their children), and the kernel starters
+    beside them (the kernels they forked are their children)."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
         try:
-            if any(arg.endswith(".driver_server") for arg in proc.info["cmdline"] or []) and proc.cwd().startswith(run_dir):
+            if any(arg.endswith(".driver_server") for arg in cmdline) and proc.cwd().startswith(run_dir):
+                found.append(proc.pid)
+            elif "--serve-kernels" in cmdline and any(arg.startswith(run_dir) for arg in cmdline):
                 found.append(proc.pid)
         except psutil.Error:
             pass
     return found
+
+
+def wait_for_starter(run_dir, timeout=120):
+    """A shared kernel's first notebook starts the kernel starter, which listens once it has imported."""
+    deadline = time.monotonic() + timeout
+    while not any(name.startswith("k-") and name.endswith(".sock") for name in os.listdir(os.path.join(run_dir, "pyspark-kernel"))):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no kernel starter listening in {run_dir} after {timeout} s")
+        time.sleep(0.1)
 
 
 def reuse_server(scratch):
@@ -208,6 +222,8 @@ def later_notebooks(kernels_dir, name, env, runs):
     found = []
     try:
         holder.run(first_cell(name))
+        if name == "shared":
+            wait_for_starter(env["XDG_RUNTIME_DIR"])
         for _ in range(runs):
             notebook = Notebook(kernels_dir, name, env)
             try:

@@ -9,7 +9,7 @@ from . import __version__
 from .drift import runtime_version
 from .errors import InputError
 from .pack import ARCHIVE
-from .runtime.options import CONF_VARIABLE, OPTIONS_VARIABLE, RUNTIME_OPTIONS, SPARK_VARIABLES  # noqa: F401 - one definition, read by the runtime too
+from .runtime.options import CONF_VARIABLE, OPTIONS_VARIABLE, RUNTIME_OPTIONS, SPARK_VARIABLES, shared_driver  # noqa: F401 - one definition, read by the runtime too
 from .validate import master_kind
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -18,6 +18,7 @@ BUNDLED_TEMPLATE = os.path.join(PACKAGE_DIR, "_template")
 TEMPLATE_ROOT = BUNDLED_TEMPLATE if os.path.isfile(os.path.join(BUNDLED_TEMPLATE, "cookiecutter.json")) else os.path.dirname(PACKAGE_DIR)
 SCHEMA_PATH = os.path.join(TEMPLATE_ROOT, "schema", "kernel.schema.json")
 SHIM = "pyspark_startup.py"
+LAUNCHER = "pyspark_launch.py"
 RUNTIME_SOURCE = os.path.join(PACKAGE_DIR, "runtime")
 # The kernel's runtime reads the Spark settings and its own options from CONF_VARIABLE and
 # OPTIONS_VARIABLE: env values, so kernel.json stays the one description of the kernel and
@@ -27,13 +28,16 @@ RUNTIME_SOURCE = os.path.join(PACKAGE_DIR, "runtime")
 LOCAL_DRIVER_CONF = {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
 
 
-def make_argv(python, python_version):
+def make_argv(python, python_version, forked=False):
+    """``forked``: through the kernel's launcher, whose kernel starter forks later notebooks' kernels
+    (runtime/starter.py; a shared driver's kernels)."""
     argv = [python]
     if tuple(int(part) for part in python_version.split(".")[:2]) >= (3, 11):
         # As `ipykernel install` does: the debugger cannot step into frozen modules.
         argv.append("-Xfrozen_modules=off")
     # {resource_dir} is the kernel's own directory, filled in by Jupyter: the kernel can be moved.
-    return argv + ["-m", "ipykernel_launcher", "-f", "{connection_file}", f"--IPKernelApp.exec_files={{resource_dir}}/{SHIM}"]
+    start = [f"{{resource_dir}}/{LAUNCHER}"] if forked else ["-m", "ipykernel_launcher"]
+    return argv + start + ["-f", "{connection_file}", f"--IPKernelApp.exec_files={{resource_dir}}/{SHIM}"]
 
 
 def spark_conf(kernel_name, config):
@@ -104,7 +108,7 @@ def make_spec(answers, python_env, spark, config):
         env.update({"SPARK_CONNECT_MODE_ENABLED": "1", "SPARK_REMOTE": config["master"]})
     env.update(config["env"])
     spec = {
-        "argv": make_argv(python_env.python, python_env.python_version),
+        "argv": make_argv(python_env.python, python_env.python_version, forked=shared_driver(config)),
         "display_name": answers["display_name"],
         "language": "python",
         "interrupt_mode": "signal",

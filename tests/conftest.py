@@ -31,7 +31,7 @@ JVM_GONE_TIMEOUT = 60
 # allows it (watchdog.sh: 900 checks of 0.2 s): on a loaded 2-core machine that is over a minute.
 ARCHIVE_WRITE_TIMEOUT = 180
 CLEANUP_TIMEOUT = 90  # the first JVM of a run writes the class-data-sharing archive as it exits
-KERNEL_FILES = ["kernel.json", "logo-32x32.png", "logo-64x64.png", "pyspark_kernel_runtime", "pyspark_startup.py"]
+KERNEL_FILES = ["kernel.json", "logo-32x32.png", "logo-64x64.png", "pyspark_kernel_runtime", "pyspark_launch.py", "pyspark_startup.py"]
 SCRATCH = tempfile.mkdtemp(prefix="pyspark-kernel-tests-")
 # The JVMs of the tests' clusters (standalone daemons and executors; YARN's containers get the same
 # from tests/hadoop_cluster/OneNodeCluster.java): seconds of work each, on 2 cores.

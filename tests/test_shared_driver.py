@@ -93,8 +93,8 @@ def check_a_shared_kernel(kernels_dir, tmp_path, run_dir):
     kernels = []
 
     def open_notebook(tag):
-        tmp_dir = tmp_path / f"tmp-{tag}"
-        tmp_dir.mkdir()
+        tmp_dir = tmp_path / "tmp"  # one Jupyter server's environment for all its notebooks
+        tmp_dir.mkdir(exist_ok=True)
         # Each notebook in a directory of its own, with its data beside it (../data): a space in one.
         notebooks = tmp_path / f"project {tag}" / "notebooks"
         (notebooks.parent / "data").mkdir(parents=True)
@@ -110,8 +110,23 @@ def check_a_shared_kernel(kernels_dir, tmp_path, run_dir):
                             "print(plus_one.returnType)\nprint(spark.range(3).count())")
         assert started.error is None and "IntegerType()" in started.stream.splitlines(), started.text
         assert "| shared driver (pid " in started.text and "3" in started.stream.splitlines(), started.text
+        # The first notebook started the kernel starter: the next notebook's kernel is forked from it,
+        # in that notebook's directory, with its environment, its sys.path and its own random numbers.
+        wait_until(lambda: glob.glob(str(run_dir / "pyspark-kernel" / "k-*.sock")), 120, "the first notebook did not start a kernel starter")
+        [starter] = starters_of(run_dir)
         (second, second_dir) = open_notebook("b")
         assert second.run("x = 41; print(spark.range(4).count())").stream.strip().splitlines()[-1] == "4"
+        (second_dir / "beside.py").write_text("WHERE = 'beside the notebook'\n")
+        facts = second.run("import os, sys, numpy, beside\nprint(os.getpid(), os.getppid(), os.getcwd(), sys.path, beside.WHERE, os.environ['XDG_RUNTIME_DIR'], sep='|')\n"
+                           "print(numpy.random.randint(0, 2**31, 4).tolist())")
+        first_numbers, first_path = first.run("import numpy, sys\nprint(numpy.random.randint(0, 2**31, 4).tolist())\nprint(sys.path)").stream.strip().splitlines()[-2:]
+        pid, parent, cwd, path, where, runtime = facts.stream.strip().splitlines()[-2].split("|")
+        launcher = second.manager.provisioner.process.pid
+        assert int(parent) == starter.pid and int(pid) != launcher and psutil.Process(launcher).children() == [], (facts.text, launcher)
+        assert cwd == str(second_dir) and path == first_path and where == "beside the notebook" and runtime == str(run_dir), (facts.text, first_path)
+        assert facts.stream.strip().splitlines()[-1] != first_numbers, facts.text
+        [socket_file] = glob.glob(str(run_dir / "pyspark-kernel" / "k-*.sock"))
+        assert oct(os.stat(socket_file).st_mode & 0o777) == "0o600"
 
         # Relative paths are each notebook's, reading and writing. Managed tables go to the warehouse
         # of the catalog the notebooks share: in the first notebook's directory, whose name has a space.
@@ -183,21 +198,21 @@ def check_a_shared_kernel(kernels_dir, tmp_path, run_dir):
         assert seen.stream.strip().splitlines()[-1] == "False 8", seen.text
         assert first.run("print(spark.table('mine').count(), spark.conf.get('spark.sql.shuffle.partitions'))").stream.strip().splitlines()[-1] == "2 3"
 
-        # Interrupting one notebook's query leaves the other's running.
+        # Interrupting one notebook's query leaves the other's running: the forked one's, through its launcher.
         markers = tmp_path / "markers"
         markers.mkdir()
-        long_id = first.client.execute(slow_cell(markers, "a", 120), stop_on_error=False)
-        wait_until(lambda: len([m for m in os.listdir(markers) if m.startswith("a")]) == 2, 120, "the first notebook's tasks never started")
-        other_id = second.client.execute(slow_cell(markers, "b", 8), stop_on_error=False)
+        long_id = second.client.execute(slow_cell(markers, "b", 120), stop_on_error=False)
         wait_until(lambda: len([m for m in os.listdir(markers) if m.startswith("b")]) == 2, 120, "the second notebook's tasks never started")
+        other_id = first.client.execute(slow_cell(markers, "a", 8), stop_on_error=False)
+        wait_until(lambda: len([m for m in os.listdir(markers) if m.startswith("a")]) == 2, 120, "the first notebook's tasks never started")
         interrupted = time.monotonic()
-        first.manager.interrupt_kernel()
-        error = wait_for_message(first.client, long_id, lambda kind, content: kind == "error", INTERRUPT_BOUND, "the first notebook's cell was not interrupted")
+        second.manager.interrupt_kernel()
+        error = wait_for_message(second.client, long_id, lambda kind, content: kind == "error", INTERRUPT_BOUND, "the second notebook's cell was not interrupted")
         assert error["ename"] == "KeyboardInterrupt" and time.monotonic() - interrupted < INTERRUPT_BOUND, error
-        output = wait_for_message(second.client, other_id, lambda kind, content: kind == "stream", 120, "the second notebook's query did not finish")
+        output = wait_for_message(first.client, other_id, lambda kind, content: kind == "stream", 120, "the first notebook's query did not finish")
         assert output["text"].strip() == "[0, 1]", output
-        first.client.get_shell_msg(timeout=INTERRUPT_BOUND)
-        second.client.get_shell_msg(timeout=60)
+        second.client.get_shell_msg(timeout=INTERRUPT_BOUND)
+        first.client.get_shell_msg(timeout=60)
 
         # A tutorial-style notebook runs unchanged: its own builder first, a temp view, SQL, a
         # pandas UDF, spark.stop() at the end; the next use of Spark gets a new session.
@@ -228,14 +243,20 @@ def check_a_shared_kernel(kernels_dir, tmp_path, run_dir):
         rdd = second.run("sc.parallelize([1, 2]).collect()")
         assert rdd.error[0] == "SharedDriverError" and "--spark_driver dedicated" in rdd.error[1], rdd.text
         assert second.run("spark.sparkContext").error[0] == "SharedDriverError"
+
+        # Jupyter's kill reaches the launcher alone: the forked kernel goes with it.
+        os.kill(launcher, signal.SIGKILL)
+        wait_until(lambda: not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE, 30,
+                   "the forked kernel outlived its launcher")
     finally:
         for kernel in kernels:
             kernel.stop()
         # After the last notebook, the server leaves within its linger, and nothing of it stays.
         try:
-            wait_until(lambda: not server_jvms(run_dir) and not servers_of(run_dir), LINGER + 60, "the shared driver did not leave after the last notebook")
+            wait_until(lambda: not server_jvms(run_dir) and not servers_of(run_dir) and not starters_of(run_dir), LINGER + 60,
+                       "the shared driver or its kernel starter did not leave after the last notebook")
         finally:
-            for process in server_jvms(run_dir) + servers_of(run_dir):
+            for process in server_jvms(run_dir) + servers_of(run_dir) + starters_of(run_dir):
                 process.kill()
     left = sorted(os.listdir(run_dir / "pyspark-kernel"))
     assert not [name for name in left if name.endswith((".json", ".sock", ".log", ".lock", ".d"))], left
@@ -250,6 +271,16 @@ def server_jvms(run_dir):
     for process in psutil.process_iter(["name", "cmdline"]):
         cmdline = process.info["cmdline"] or []
         if process.info["name"] == "java" and SERVER_CLASS in cmdline and any(str(run_dir) in arg for arg in cmdline):
+            found.append(process)
+    return found
+
+
+def starters_of(run_dir):
+    """Kernel starters (runtime/starter.py) whose socket is under ``run_dir``."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if "--serve-kernels" in cmdline and any(arg.startswith(str(run_dir)) for arg in cmdline):
             found.append(process)
     return found
 

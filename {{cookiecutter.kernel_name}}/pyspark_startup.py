@@ -22,10 +22,13 @@ def _pyspark_kernel_start(namespace):
     if sys.path and os.path.realpath(sys.path[0] or os.curdir) == os.path.realpath(here):
         del sys.path[0]
     try:
-        spec = importlib.util.spec_from_file_location("pyspark_kernel_runtime", os.path.join(package, "__init__.py"), submodule_search_locations=[package])
-        runtime = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = runtime
-        spec.loader.exec_module(runtime)
+        # Loaded already when the kernel's launcher (pyspark_launch.py) or its starter has run it.
+        runtime = sys.modules.get("pyspark_kernel_runtime")
+        if runtime is None or os.path.dirname(getattr(runtime, "__file__", "")) != package:
+            spec = importlib.util.spec_from_file_location("pyspark_kernel_runtime", os.path.join(package, "__init__.py"), submodule_search_locations=[package])
+            runtime = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = runtime
+            spec.loader.exec_module(runtime)
         runtime.install(namespace)
     except Exception as error:  # noqa: BLE001 - whatever it is, the notebook must be told
         # The runtime's own setup errors say it all; they carry a marker, as the runtime's classes

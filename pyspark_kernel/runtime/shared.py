@@ -26,15 +26,13 @@ import secrets
 import select
 import signal
 import socket
-import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from typing import Any, Callable, Iterable
 
-from . import auth, limits, ui, uiauth, workdir
+from . import auth, limits, starter, ui, uiauth, userdir, workdir
 from .connect import ConnectDriver, load_client
 from .diagnostics import RESTART_HINT, SHARED_SC_FIX, SHARED_SC_PROBLEM, SharedDriverError, SparkDiedError, SparkStartError, check_spark_home, find_java, log_tail
 from .options import resolve_secrets
@@ -80,22 +78,11 @@ def server_key(spark_version: str, spark_home: str, java: str, python: str, serv
 
 
 def runtime_dir(environ: dict) -> str:
-    """The user's own directory for shared drivers, made 0700; refused if anyone else could
-    enter or change it (a token must not be readable, a socket not replaceable)."""
-    base = environ.get("XDG_RUNTIME_DIR")
-    if base and os.path.isdir(base) and os.stat(base).st_uid == os.getuid():
-        path = os.path.join(base, "pyspark-kernel")
-    else:
-        path = os.path.join(tempfile.gettempdir(), f"pyspark-kernel-{os.getuid()}")
+    """The user's own directory for shared drivers (userdir), made 0700."""
     try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        log.debug("making the shared drivers' directory %s", path, exc_info=True)
-    found = os.lstat(path)
-    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
-        raise SparkStartError(f"{path} is not a directory of yours alone (mode {stat.filemode(found.st_mode)}): the shared driver keeps its token there",
-                              "remove it, or set XDG_RUNTIME_DIR to a directory of yours with mode 0700")
-    return path
+        return userdir.private_dir(environ)
+    except userdir.NotPrivate as error:
+        raise SparkStartError(error.problem, error.fix) from None
 
 
 class Paths:
@@ -383,6 +370,7 @@ class SharedDriver(ConnectDriver):
             builder = builder.config(name, value)
         session = builder.create()  # a session of this notebook's own on the server, never a gone one
         fail_fast(session)
+        starter.ensure(lease.record["pid"])  # the next notebooks' kernels, forked
         return session
 
     def find_server(self, meanwhile: Callable[[], None] = lambda: None) -> tuple[Lease, dict, list[str]]:

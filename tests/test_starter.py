@@ -1,0 +1,85 @@
+"""The kernel starter's parts that need no kernel: which launches a starter may fork, and where it
+listens. tests/test_shared_driver.py runs the real launcher, starter and forked kernels."""
+
+import os
+import shutil
+import socket
+import sys
+
+import pytest
+
+from pyspark_kernel.runtime import starter
+from pyspark_kernel.runtime.shared import runtime_dir
+
+from .conftest import ROOT
+
+
+@pytest.fixture
+def kernel_dir(tmp_path):
+    kernel = tmp_path / "kernel"
+    shutil.copytree(os.path.join(ROOT, "pyspark_kernel", "runtime"), kernel / "pyspark_kernel_runtime", ignore=shutil.ignore_patterns("__pycache__"))
+    (kernel / "kernel.json").write_text("{}")
+    return str(kernel)
+
+
+ENVIRON = {"PATH": "/usr/bin", "SPARK_HOME": "/opt/spark", "PYTHONPATH": "", "JPY_SESSION_NAME": "a.ipynb", "JPY_PARENT_PID": "10"}
+
+
+def test_launches_that_differ_only_in_what_jupyter_gives_each_kernel_share_a_starter(kernel_dir):
+    before = starter.fingerprint(ENVIRON, kernel_dir)
+    # Each launch its own session name and parent; a name set empty is unset (the runtime unsets it).
+    assert starter.fingerprint({**ENVIRON, "JPY_SESSION_NAME": "b.ipynb", "JPY_PARENT_PID": "11", "SPARK_CONF_DIR": ""}, kernel_dir) == before
+    assert starter.fingerprint({name: value for name, value in ENVIRON.items() if value}, kernel_dir) == before
+
+
+@pytest.mark.parametrize("change", ["a variable", "kernel.json", "a runtime file", "a sys.path directory"])
+def test_a_launch_is_not_forked_from_modules_older_than_its_environment(kernel_dir, tmp_path, monkeypatch, change):
+    directory = tmp_path / "site-packages"
+    directory.mkdir()
+    monkeypatch.setattr(sys, "path", [kernel_dir, *sys.path[1:], str(directory)])
+    before = starter.fingerprint(ENVIRON, kernel_dir)
+    environ = dict(ENVIRON)
+    if change == "a variable":
+        environ["SPARK_HOME"] = "/opt/other-spark"
+    elif change == "kernel.json":
+        os.utime(os.path.join(kernel_dir, "kernel.json"), ns=(1, 1))
+    elif change == "a runtime file":  # an upgrade
+        os.utime(os.path.join(kernel_dir, "pyspark_kernel_runtime", "session.py"), ns=(1, 1))
+    else:  # what %pip install does to site-packages
+        (directory / "newly_installed-1.0.dist-info").mkdir()
+        os.utime(directory, ns=(1, 1))
+    assert starter.fingerprint(environ, kernel_dir) != before
+
+
+def test_the_starters_socket_is_in_the_users_own_directory_and_none_where_others_could_reach(kernel_dir, tmp_path):
+    environ = {**ENVIRON, "XDG_RUNTIME_DIR": str(tmp_path)}
+    path = starter.socket_path(environ, kernel_dir)
+    assert os.path.dirname(path) == runtime_dir(environ) and os.path.basename(path) == f"k-{starter.fingerprint(environ, kernel_dir)}.sock"
+    os.chmod(os.path.dirname(path), 0o755)
+    assert starter.socket_path(environ, kernel_dir) is None  # the kernel starts itself, forked by no one
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir()
+    assert starter.socket_path({**ENVIRON, "XDG_RUNTIME_DIR": str(deep)}, kernel_dir) is None  # too long for a Unix socket
+
+
+def test_a_launch_hands_over_only_to_a_starter_of_its_own_user(tmp_path, monkeypatch):
+    path = str(tmp_path / "k.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    pid = os.fork()
+    if pid == 0:  # another user's starter, as far as the launcher can tell
+        try:
+            connection, _ = listener.accept()
+            connection.recv(1)
+        finally:
+            os._exit(0)
+    listener.close()
+    try:
+        other_uid = os.getuid() + 1
+        monkeypatch.setattr(os, "getuid", lambda: other_uid)
+        with pytest.raises(ValueError, match="not served by this user"):
+            starter.hand_over(path, ["-f", "connection.json"])
+    finally:
+        monkeypatch.undo()
+        os.waitpid(pid, 0)
