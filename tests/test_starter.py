@@ -5,6 +5,7 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 
 import pytest
 
@@ -51,8 +52,16 @@ def test_a_launch_is_not_forked_from_modules_older_than_its_environment(kernel_d
     assert starter.fingerprint(environ, kernel_dir) != before
 
 
-def test_the_starters_socket_is_in_the_users_own_directory_and_none_where_others_could_reach(kernel_dir, tmp_path):
-    environ = {**ENVIRON, "XDG_RUNTIME_DIR": str(tmp_path)}
+@pytest.fixture
+def short_dir():
+    """A directory whose path leaves room for a Unix socket's (pytest's own may not)."""
+    path = tempfile.mkdtemp(prefix="pk-")
+    yield path
+    shutil.rmtree(path)
+
+
+def test_the_starters_socket_is_in_the_users_own_directory_and_none_where_others_could_reach(kernel_dir, short_dir, tmp_path):
+    environ = {**ENVIRON, "XDG_RUNTIME_DIR": short_dir}
     path = starter.socket_path(environ, kernel_dir)
     assert os.path.dirname(path) == runtime_dir(environ) and os.path.basename(path) == f"k-{starter.fingerprint(environ, kernel_dir)}.sock"
     os.chmod(os.path.dirname(path), 0o755)
