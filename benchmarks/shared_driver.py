@@ -136,7 +136,7 @@ def shared_servers(run_dir):
         try:
             if any(arg.endswith(".driver_server") for arg in cmdline) and proc.cwd().startswith(run_dir):
                 found.append(proc.pid)
-            elif "--serve-kernels" in cmdline and any(arg.startswith(run_dir) for arg in cmdline):
+            elif "--serve-kernels" in cmdline and proc.environ().get("XDG_RUNTIME_DIR") == run_dir:
                 found.append(proc.pid)
         except psutil.Error:
             pass

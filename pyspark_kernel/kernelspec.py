@@ -10,6 +10,7 @@ from .drift import runtime_version
 from .errors import InputError
 from .pack import ARCHIVE
 from .runtime.options import CONF_VARIABLE, OPTIONS_VARIABLE, RUNTIME_OPTIONS, SPARK_VARIABLES, shared_driver  # noqa: F401 - one definition, read by the runtime too
+from .runtime.starter import LAUNCHER
 from .validate import master_kind
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -18,7 +19,6 @@ BUNDLED_TEMPLATE = os.path.join(PACKAGE_DIR, "_template")
 TEMPLATE_ROOT = BUNDLED_TEMPLATE if os.path.isfile(os.path.join(BUNDLED_TEMPLATE, "cookiecutter.json")) else os.path.dirname(PACKAGE_DIR)
 SCHEMA_PATH = os.path.join(TEMPLATE_ROOT, "schema", "kernel.schema.json")
 SHIM = "pyspark_startup.py"
-LAUNCHER = "pyspark_launch.py"
 RUNTIME_SOURCE = os.path.join(PACKAGE_DIR, "runtime")
 # The kernel's runtime reads the Spark settings and its own options from CONF_VARIABLE and
 # OPTIONS_VARIABLE: env values, so kernel.json stays the one description of the kernel and

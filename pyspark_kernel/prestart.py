@@ -18,6 +18,7 @@ import string
 import subprocess
 import threading
 
+from .runtime import starter
 from .runtime.options import OPTIONS_VARIABLE
 from .runtime.shared import ask
 
@@ -42,6 +43,16 @@ def kernel_environment(spec: dict, environ: dict) -> dict:
     for name, value in (spec.get("env") or {}).items():
         env[name] = string.Template(str(value)).safe_substitute(environ)
     return env
+
+
+def starter_command(spec: dict, directory: str) -> list | None:
+    """kernel.json's argv up to the kernel's launcher, as Jupyter runs it; None for a kernel whose
+    notebooks are not forked (made before the kernel starter)."""
+    argv = [str(arg).replace("{resource_dir}", directory) for arg in spec.get("argv") or []]
+    for index, arg in enumerate(argv):
+        if os.path.basename(arg) == starter.LAUNCHER:
+            return argv[:index + 1]
+    return None
 
 
 def start_drivers(kernel_spec_manager, root_dir: str, server_log=log) -> list[threading.Thread]:
@@ -81,6 +92,11 @@ def hold(name: str, directory: str, spec: dict, root_dir: str, server_log=log) -
             try:
                 connection, _ = ask(answer["socket"], {"attach": os.getpid(), "holder": True})
                 HELD.append(connection)
+                command = starter_command(spec, directory)
+                if command is not None and answer.get("pid"):
+                    # The first notebook, too, is forked from modules already loaded: its kernel starter
+                    # starts now, with the environment its launches will have.
+                    starter.start(command, kernel_environment(spec, os.environ), answer["pid"])
                 server_log.info("pyspark-kernel: kernel %s's shared driver (JVM pid %s) started ahead of its notebooks; held while this server runs",
                                 name, answer.get("jvm"))
             except (OSError, ValueError) as error:

@@ -276,12 +276,14 @@ def server_jvms(run_dir):
 
 
 def starters_of(run_dir):
-    """Kernel starters (runtime/starter.py) whose socket is under ``run_dir``."""
+    """Kernel starters (runtime/starter.py) whose runtime directory is ``run_dir``."""
     found = []
     for process in psutil.process_iter(["cmdline"]):
-        cmdline = process.info["cmdline"] or []
-        if "--serve-kernels" in cmdline and any(arg.startswith(str(run_dir)) for arg in cmdline):
-            found.append(process)
+        try:
+            if "--serve-kernels" in (process.info["cmdline"] or []) and process.environ().get("XDG_RUNTIME_DIR") == str(run_dir):
+                found.append(process)
+        except psutil.Error:
+            pass
     return found
 
 
@@ -297,41 +299,50 @@ def servers_of(run_dir):
     return found
 
 
-def test_the_shared_drivers_jvm_writes_a_class_data_sharing_archive_of_its_own_as_it_leaves_and_the_next_one_maps_it(kernels_dir, tmp_path):
-    """As a dedicated driver's JVM does (test_runtime's archive test), but for the Connect server,
-    whose class path has the working-directory jar: kept in the cache, so it is the same at each start."""
-    make_kernel(kernels_dir, "shared-cds", "--spark_driver", "shared", "--driver_linger", "0")
-    run_dir = pathlib.Path(tempfile.mkdtemp(prefix="pk-cds-"))  # short: the socket's path must fit a Unix socket's
+def test_a_jupyter_server_starts_a_driver_prestart_kernels_shared_driver_and_its_kernel_starter_and_the_drivers_jvm_archives_its_classes_for_the_next(tmp_path):
+    """driver_prestart through a real Jupyter server, twice with one cache. The first server's
+    driver (no archive yet) writes the Connect server's class-data-sharing archive as it leaves, as
+    a dedicated driver's JVM does (test_runtime's archive test); the next one maps it. Its class path
+    has the working-directory jar, kept in the cache so that it is the same at each start."""
+    make_kernel(tmp_path / "jupyter" / "kernels", "held", "--spark_driver", "shared", "--driver_prestart", "--driver_linger", "1")
+    make_kernel(tmp_path / "jupyter" / "kernels", "not-held", "--spark_driver", "shared")  # without the option: nothing starts for it
+    run_dir = pathlib.Path(tempfile.mkdtemp(prefix="pk-held-"))  # short: the socket's path must fit a Unix socket's
     try:
-        check_the_archive(kernels_dir, tmp_path, run_dir)
+        check_prestart_and_archive(tmp_path, run_dir)
     finally:
+        for process in server_jvms(run_dir) + servers_of(run_dir) + starters_of(run_dir):
+            process.kill()
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def check_the_archive(kernels_dir, tmp_path, run_dir):
-    cache = tmp_path / "cache"  # its own: the first server here is the one that writes it
+def check_prestart_and_archive(tmp_path, run_dir):
+    from pyspark_kernel.runtime.shared import ask
+
+    from .conftest import serving_jupyter
+    from .server_api import request, run_over_websocket
+
+    cache = tmp_path / "cache"  # its own: the first driver here is the one that writes the archive
     cds = cache / "pyspark-kernel" / "cds"
     jvms = []
 
-    def one_notebook():
-        tmp_dir = tmp_path / f"tmp-{len(jvms)}"
-        tmp_dir.mkdir()
-        kernel = Kernel(kernels_dir, "shared-cds", kernel_environment(tmp_dir, XDG_RUNTIME_DIR=str(run_dir), XDG_CACHE_HOME=str(cache)))
-        try:
-            cell = kernel.run("print(spark.range(7).count())")
-            assert cell.error is None and cell.stream.strip().splitlines()[-1:] == ["7"], cell.text
+    def one_server(first):
+        with serving_jupyter(tmp_path, tmp_path / "jupyter", env={"XDG_RUNTIME_DIR": str(run_dir), "XDG_CACHE_HOME": str(cache)}) as (base, token):
+            # Before any notebook: the server's extension started the driver and holds it.
+            wait_until(lambda: list((run_dir / "pyspark-kernel").glob("*.json")), 180, f"no shared driver started ahead; see {tmp_path}/server.log")
             record = record_of(run_dir)
             jvms.append(psutil.Process(record["jvm"]))
             with open(f"/proc/{record['jvm']}/maps", encoding="utf-8") as handle:
-                maps = handle.read()
-            return jvms[-1].cmdline(), maps
-        finally:
-            kernel.stop()
-            # With a linger of 0 it leaves at once; writing the archive takes its JVM a while.
-            wait_until(lambda: not servers_of(run_dir) and not list((run_dir / "pyspark-kernel").glob("*.cds-*")), 240,
-                       "the shared driver (and its watchdog) did not leave")
+                found = (jvms[-1].cmdline(), handle.read())
+            if first:
+                check_the_held_driver(base, token, record, ask, request, run_over_websocket)
+        # The Jupyter server has gone, and its lease with it: the driver leaves after its linger,
+        # with its kernel starter; writing the archive takes its JVM a while.
+        wait_until(lambda: not servers_of(run_dir) and not starters_of(run_dir) and not list((run_dir / "pyspark-kernel").glob("*.cds-*")), 240,
+                   "the prestarted shared driver (its watchdog, its kernel starter) did not leave with the Jupyter server")
+        assert not psutil.pid_exists(record["jvm"]) and not list((run_dir / "pyspark-kernel").glob("k-*"))
+        return found
 
-    first, _ = one_notebook()
+    first, _ = one_server(first=True)
     assert any(option.startswith("-XX:ArchiveClassesAtExit=" + str(cds / "connect-")) for option in first), first
     archives = list(cds.glob("connect-*.jsa"))
     assert len(archives) == 1, sorted(os.listdir(cds))
@@ -341,52 +352,35 @@ def check_the_archive(kernels_dir, tmp_path, run_dir):
     # The jar beside it, written once: an archive maps only with the class path it was written with.
     jar = cds / "pyspark-kernel-workdir.jar"
     written = jar.stat().st_mtime_ns
-    again, maps = one_notebook()
+    again, maps = one_server(first=False)
     assert f"-XX:SharedArchiveFile={archive}" in again and not any("ArchiveClassesAtExit" in option for option in again), again
     assert str(archive) in maps, "the second server's JVM did not map the archive"
     assert jar.stat().st_mtime_ns == written
     assert not psutil.wait_procs(jvms, timeout=30)[1]
 
 
-def test_a_jupyter_server_starts_a_driver_prestart_kernels_shared_driver_ahead_of_its_notebooks_and_holds_it_while_it_runs(tmp_path):
-    from pyspark_kernel.runtime.shared import ask
+def check_the_held_driver(base, token, record, ask, request, run_over_websocket):
+    run_dir = pathlib.Path(os.path.dirname(os.path.dirname(record["log"])))
 
-    from .conftest import serving_jupyter
-    from .server_api import request, run_over_websocket
+    def status():
+        connection, answer = ask(str(run_dir / "pyspark-kernel" / f"{record['key']}.sock"), {"status": True})
+        connection.close()
+        return answer
 
-    data = tmp_path / "jupyter"
-    make_kernel(data / "kernels", "held", "--spark_driver", "shared", "--driver_prestart", "--driver_linger", "1", "--no-class_data_sharing")
-    make_kernel(data / "kernels", "not-held", "--spark_driver", "shared")  # without the option: nothing starts for it
-    run_dir = pathlib.Path(tempfile.mkdtemp(prefix="pk-held-"))  # short: the socket's path must fit a Unix socket's
-    try:
-        with serving_jupyter(tmp_path, data, env={"XDG_RUNTIME_DIR": str(run_dir)}) as (base, token):
-            # Before any notebook: the server's extension started it and holds it.
-            wait_until(lambda: list((run_dir / "pyspark-kernel").glob("*.json")), 180, f"no shared driver started ahead; see {tmp_path}/server.log")
-            record = record_of(run_dir)
-
-            def status():
-                connection, answer = ask(str(run_dir / "pyspark-kernel" / f"{record['key']}.sock"), {"status": True})
-                connection.close()
-                return answer
-
-            # The start ahead runs one job (a session of its own), then leaves the Jupyter server's lease alone.
-            wait_until(lambda: status()["notebooks"] == [], 120, "the driver's start ahead did not leave")
-            status = status()
-            assert status["notebooks"] == [] and len(status["held_by"]) == 1, status
-            assert f"--ServerApp.root_dir={tmp_path}" in psutil.Process(status["held_by"][0]).cmdline()  # the Jupyter server itself
-            # The first notebook attaches to it: no server of its own.
-            _, body = request(base, token, "POST", "/api/kernels", {"name": "held"})
-            kernel_id = json.loads(body)["id"]
-            outputs = run_over_websocket(base, token, kernel_id, "print(spark.range(3).count())\n%spark status")
-            text = "".join(content.get("text", "") for kind, content in outputs if kind == "stream")
-            assert "3\n" in text and f"shared driver: pid {record['jvm']}" in text and "notebooks attached: 1" in text, text
-            assert "held by the Jupyter server" in text and "(driver_prestart)" in text, text
-            assert record_of(run_dir)["jvm"] == record["jvm"] and len(servers_of(run_dir)) == 1
-            request(base, token, "DELETE", f"/api/kernels/{kernel_id}")
-        # The Jupyter server has gone, and its lease with it: the driver leaves after its linger.
-        wait_until(lambda: not server_jvms(run_dir) and not servers_of(run_dir), 120, "the prestarted shared driver did not leave with the Jupyter server")
-        assert not psutil.pid_exists(record["jvm"])
-    finally:
-        for process in server_jvms(run_dir) + servers_of(run_dir):
-            process.kill()
-        shutil.rmtree(run_dir, ignore_errors=True)
+    # The start ahead runs one job (a session of its own), then leaves the Jupyter server's lease alone.
+    wait_until(lambda: status()["notebooks"] == [], 120, "the driver's start ahead did not leave")
+    status = status()
+    assert status["notebooks"] == [] and len(status["held_by"]) == 1, status
+    server = psutil.Process(status["held_by"][0])
+    assert any(arg.startswith("--ServerApp.root_dir=") for arg in server.cmdline())  # the Jupyter server itself
+    # Its kernel starter, too: the first notebook's kernel is forked from it, and attaches to the driver.
+    wait_until(lambda: list((run_dir / "pyspark-kernel").glob("k-*.sock")), 120, "the Jupyter server started no kernel starter")
+    [starter] = starters_of(run_dir)
+    _, body = request(base, token, "POST", "/api/kernels", {"name": "held"})
+    kernel_id = json.loads(body)["id"]
+    outputs = run_over_websocket(base, token, kernel_id, "import os\nprint('parent', os.getppid())\nprint(spark.range(3).count())\n%spark status")
+    text = "".join(content.get("text", "") for kind, content in outputs if kind == "stream")
+    assert f"parent {starter.pid}\n3\n" in text and f"shared driver: pid {record['jvm']}" in text and "notebooks attached: 1" in text, text
+    assert "held by the Jupyter server" in text and "(driver_prestart)" in text, text
+    assert record_of(run_dir)["jvm"] == record["jvm"] and len(servers_of(run_dir)) == 1
+    request(base, token, "DELETE", f"/api/kernels/{kernel_id}")

@@ -38,6 +38,7 @@ import threading
 
 from . import userdir
 
+LAUNCHER = "pyspark_launch.py"  # the kernel directory's launcher, which calls launch()
 SERVE = "--serve-kernels"
 PER_LAUNCH = ("JPY_",)  # environment names that differ from one launch to the next
 LAUNCH_TIMEOUT = 5  # seconds a starter may take to answer a hand-over
@@ -110,7 +111,7 @@ def launch(kernel_dir: str, script: str) -> int:
     """Start this launch's kernel: forked by its starter, or here."""
     args = sys.argv[1:]
     if args[:1] == [SERVE]:
-        return serve(kernel_dir, args[1], int(args[2]))
+        return serve(kernel_dir, int(args[1]))
     path = socket_path(os.environ, kernel_dir)
     if path is not None:
         try:
@@ -183,42 +184,60 @@ def ensure(keeper: int) -> None:
     the slow way): it will serve the next notebooks while the shared driver ``keeper`` lives."""
     if not LAUNCHED:
         return
-    base = LAUNCHED["socket"][:-len(".sock")]
-    lock = os.open(f"{base}.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    lock = os.open(f"{LAUNCHED['socket'][:-len('.sock')]}.lock", os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return  # a starter holds it: it listens, or soon will
     finally:
         os.close(lock)
+    start(LAUNCHED["argv"], LAUNCHED["environ"], keeper)
+
+
+def start(argv: list, environ: dict, keeper: int) -> None:
+    """Start a starter: ``argv`` is a launch's command up to its pyspark_launch.py, ``environ`` its
+    environment (a launcher's, or the one jupyter_client would give the kernel). It finds its own
+    socket, as the launches that it serves do."""
     import subprocess
 
-    with open(f"{base}.log", "ab") as log_file:
-        os.chmod(f"{base}.log", 0o600)
-        environ = {name: value for name, value in LAUNCHED["environ"].items() if not name.startswith(PER_LAUNCH)}  # no launch's own
-        subprocess.Popen([*LAUNCHED["argv"], SERVE, LAUNCHED["socket"], str(keeper)], env=environ, cwd="/", stdin=subprocess.DEVNULL,
-                         stdout=log_file, stderr=log_file, start_new_session=True, close_fds=True)
+    environ = {name: value for name, value in environ.items() if not name.startswith(PER_LAUNCH)}  # no launch's own
+    subprocess.Popen([*argv, SERVE, str(keeper)], env=environ, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
 
 
 # -- the starter's side
 
 
-def serve(kernel_dir: str, path: str, keeper: int) -> int:
+def serve(kernel_dir: str, keeper: int) -> int:
     """Run as the starter: import, then fork a kernel for each hand-over until the shared driver
     ``keeper`` leaves or the environment changes on disk."""
+    path = socket_path(os.environ, kernel_dir)
+    if path is None:
+        return 0
     base = path[:-len(".sock")]
     lock = os.open(f"{base}.lock", os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return 0  # another starter of the same fingerprint is there, or on its way
+    output = os.open(f"{base}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    for fd in (1, 2):
+        os.dup2(output, fd)
+    os.close(output)
     try:
         watched = os.pidfd_open(keeper)
     except ProcessLookupError:
         remove_lock_and_log(base)
         return 0
-    # The imports run at the lowest priority (a thread's nice value): a notebook's running cell
-    # keeps the cores. The forks come from the main thread, at the kernel's own priority.
+    # The imports run at the lowest priority (a thread's nice value; and the nice value of this
+    # session's autogroup, where the scheduler shares the CPU between sessions first): a notebook's
+    # running cell keeps the cores. The forks come from the main thread, and each kernel starts a
+    # session of its own, at the usual priority.
+    try:
+        with open("/proc/self/autogroup", "w", encoding="ascii") as autogroup:
+            autogroup.write("19")
+    except OSError:
+        pass  # no autogroups here: the thread's nice value is enough
     loader = threading.Thread(target=load, args=(kernel_dir,), name="starter-imports")
     loader.start()
     loader.join()
