@@ -246,7 +246,7 @@ def serve(kernel_dir: str, keeper: int) -> int:
         return 0
     gc.collect()
     gc.freeze()  # the kernels' collectors leave these objects' pages shared
-    return Starter(kernel_dir, path, watched).run()
+    return Starter(kernel_dir, path, watched, lock).run()
 
 
 def remove_lock_and_log(base: str) -> None:
@@ -277,8 +277,8 @@ def load(kernel_dir: str) -> None:
 
 
 class Starter:
-    def __init__(self, kernel_dir: str, path: str, watched: int) -> None:
-        self.kernel_dir, self.path, self.watched = kernel_dir, path, watched
+    def __init__(self, kernel_dir: str, path: str, watched: int, lock: int) -> None:
+        self.kernel_dir, self.path, self.watched, self.lock = kernel_dir, path, watched, lock
         self.owner = os.getpid()
         self.kernels = {}  # pid -> the launcher's connection, told the kernel's status when it ends
         self.wake_read, self.wake_write = os.pipe()
@@ -357,7 +357,7 @@ class Starter:
             for each in (connection, self.listener, *self.kernels.values()):
                 each.close()
             self.selector.close()
-            for fd in (self.wake_read, self.wake_write, self.watched):
+            for fd in (self.wake_read, self.wake_write, self.watched, self.lock):  # the lock: a next starter's, once this one has gone
                 os.close(fd)
             request["fds"] = list(fds)
             return request
