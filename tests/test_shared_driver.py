@@ -380,7 +380,7 @@ def check_the_held_driver(base, token, record, ask, request, run_over_websocket)
     kernel_id = json.loads(body)["id"]
     outputs = run_over_websocket(base, token, kernel_id, "import os\nprint('parent', os.getppid())\nprint(spark.range(3).count())\n%spark status")
     text = "".join(content.get("text", "") for kind, content in outputs if kind == "stream")
-    assert f"parent {starter.pid}\n3\n" in text and f"shared driver: pid {record['jvm']}" in text and "notebooks attached: 1" in text, text
+    assert f"parent {starter.pid}\n" in text and "\n3\n" in text and f"shared driver: pid {record['jvm']}" in text and "notebooks attached: 1" in text, text
     assert "held by the Jupyter server" in text and "(driver_prestart)" in text, text
     assert record_of(run_dir)["jvm"] == record["jvm"] and len(servers_of(run_dir)) == 1
     request(base, token, "DELETE", f"/api/kernels/{kernel_id}")

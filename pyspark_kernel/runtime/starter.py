@@ -40,6 +40,7 @@ from . import userdir
 
 LAUNCHER = "pyspark_launch.py"  # the kernel directory's launcher, which calls launch()
 SERVE = "--serve-kernels"
+GO = b"g"  # the launcher's word to its forked kernel, once it knows the kernel's pid
 PER_LAUNCH = ("JPY_",)  # environment names that differ from one launch to the next
 LAUNCH_TIMEOUT = 5  # seconds a starter may take to answer a hand-over
 EXIT_WAIT = 5  # seconds the launcher waits for the kernel's status once its process has gone
@@ -142,14 +143,20 @@ def hand_over(path: str, args: list) -> int:
     if not isinstance(answer, dict) or "pid" not in answer:
         raise ValueError(f"the starter refused: {answer}")
     kernel = answer["pid"]
+    # The kernel waits for this word before it starts: a launch that gave up waiting (and starts
+    # its kernel itself) never gets a second kernel on the same ports.
+    connection.sendall(GO)
     # Jupyter signals the launcher's group: the kernel's group gets the same (an interrupt, a stop).
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(number, lambda number, _frame: forward(kernel, number))
-    gone = os.pidfd_open(kernel)
-    selector = selectors.DefaultSelector()
-    selector.register(gone, selectors.EVENT_READ)
-    while not selector.select():
-        pass
+    try:
+        gone = os.pidfd_open(kernel)
+        selector = selectors.DefaultSelector()
+        selector.register(gone, selectors.EVENT_READ)
+        while not selector.select():
+            pass
+    except ProcessLookupError:
+        pass  # gone already
     connection.settimeout(EXIT_WAIT)
     try:
         status = json.loads(reader.readline() or b"null")
@@ -354,20 +361,16 @@ class Starter:
         pid = os.fork()
         if pid == 0:
             # The kernel keeps none of the starter's files: its socket, its other launchers'.
-            for each in (connection, self.listener, *self.kernels.values()):
+            for each in (self.listener, *self.kernels.values()):
                 each.close()
             self.selector.close()
             for fd in (self.wake_read, self.wake_write, self.watched, self.lock):  # the lock: a next starter's, once this one has gone
                 os.close(fd)
-            request["fds"] = list(fds)
+            request["fds"], request["connection"] = list(fds), connection
             return request
         for fd in fds:
             os.close(fd)
-        try:
-            connection.sendall(json.dumps({"pid": pid}).encode() + b"\n")
-            self.kernels[pid] = connection
-        except OSError:
-            connection.close()  # the launcher has gone: its kernel sees it too, and leaves
+        self.kernels[pid] = connection  # told the kernel's status when it ends
         return None
 
     def reap(self) -> None:
@@ -402,8 +405,16 @@ class Starter:
 
 
 def become_kernel(request: dict) -> int:
-    """In the forked process: take the launch's streams, environment, directory and path, and run
-    ipykernel as the launch would have."""
+    """In the forked process: say its pid to the launcher and wait for its go, then take the
+    launch's streams, environment, directory and path, and run ipykernel as the launch would have."""
+    connection = request.pop("connection")
+    try:
+        connection.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")
+        if connection.recv(len(GO)) != GO:
+            os._exit(1)  # the launcher gave up, and starts its kernel itself
+    except OSError:
+        os._exit(1)
+    connection.close()  # the starter keeps its own end, for the kernel's status
     signal.set_wakeup_fd(-1)
     for number in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM):
         signal.signal(number, signal.SIG_DFL if number != signal.SIGINT else signal.default_int_handler)
