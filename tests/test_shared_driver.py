@@ -335,6 +335,8 @@ def check_prestart_and_archive(tmp_path, run_dir):
                 found = (jvms[-1].cmdline(), handle.read())
             if first:
                 check_the_held_driver(base, token, record, ask, request, run_over_websocket)
+            else:  # the start ahead has warmed the driver up and gone, before the server stops
+                wait_until(lambda: not starting_ahead(record, ask), 120, "the driver's start ahead did not leave")
         # The Jupyter server has gone, and its lease with it: the driver leaves after its linger,
         # with its kernel starter; writing the archive takes its JVM a while.
         wait_until(lambda: not servers_of(run_dir) and not starters_of(run_dir) and not list((run_dir / "pyspark-kernel").glob("*.cds-*")), 240,
@@ -357,6 +359,16 @@ def check_prestart_and_archive(tmp_path, run_dir):
     assert str(archive) in maps, "the second server's JVM did not map the archive"
     assert jar.stat().st_mtime_ns == written
     assert not psutil.wait_procs(jvms, timeout=30)[1]
+
+
+def starting_ahead(record, ask):
+    """Whether the Jupyter server's start ahead of the driver of ``record`` still runs (or the
+    server does not hold the driver yet)."""
+    connection, answer = ask(record["log"][:-len(".log")] + ".sock", {"status": True})
+    connection.close()
+    if not answer["held_by"]:
+        return True
+    return any("pyspark_kernel_runtime.prestart" in child.cmdline() for child in psutil.Process(answer["held_by"][0]).children())
 
 
 def check_the_held_driver(base, token, record, ask, request, run_over_websocket):

@@ -10,6 +10,7 @@ from __future__ import annotations  # the kernel's Python may be older than the 
 
 import json
 import shutil
+import signal
 import sys
 
 from . import warmup
@@ -20,6 +21,9 @@ from .shared import SharedDriver
 
 
 def main() -> int:
+    # The Jupyter server stops its process group as it exits, maybe while this still warms the
+    # driver up: an exit all the same, its scratch directory removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     runtime = SparkRuntime()  # kernel.json's options and settings: this process has the kernel's environment
     try:
         try:
