@@ -45,7 +45,8 @@ TUTORIAL = [
 OTHER_USER_TRIES = """
 import os, socket
 for what, attempt in (("record", lambda: open(os.path.join({directory!r}, {key!r} + ".json")).read()),
-                      ("socket", lambda: socket.socket(socket.AF_UNIX).connect(os.path.join({directory!r}, {key!r} + ".sock")))):
+                      ("socket", lambda: socket.socket(socket.AF_UNIX).connect(os.path.join({directory!r}, {key!r} + ".sock"))),
+                      ("starter", lambda: socket.socket(socket.AF_UNIX).connect({starter!r}))):
     try:
         attempt()
         print(what + ": read")
@@ -182,14 +183,15 @@ def check_a_shared_kernel(kernels_dir, tmp_path, run_dir):
                                      capture_output=True, text=True, timeout=120)
             assert refused.returncode != 0 and "UNAUTHENTICATED" in refused.stderr + refused.stdout, refused.stderr[-2000:]
 
-        # Another user of the machine can neither read the token nor attach (root runs the suite).
+        # Another user of the machine can neither read the token, nor attach, nor hand the kernel
+        # starter a launch (root runs the suite).
         other = f"sd{os.getpid()}"
         add_user(other)
         try:
-            tried = as_user(other, "/usr/bin/python3", "-c", OTHER_USER_TRIES.format(directory=str(run_dir / "pyspark-kernel"), key=record["key"]), timeout=60)
+            tried = as_user(other, "/usr/bin/python3", "-c", OTHER_USER_TRIES.format(directory=str(run_dir / "pyspark-kernel"), key=record["key"], starter=socket_file), timeout=60)
         finally:
             remove_user(other)
-        assert tried.stdout.split() == ["record:", "PermissionError", "socket:", "PermissionError"], tried.stdout + tried.stderr
+        assert tried.stdout.split() == ["record:", "PermissionError", "socket:", "PermissionError", "starter:", "PermissionError"], tried.stdout + tried.stderr
 
         # Each notebook its own session: temp views and runtime settings stay in it.
         first.run("spark.range(2).createOrReplaceTempView('mine'); spark.conf.set('spark.sql.shuffle.partitions', '3')")
