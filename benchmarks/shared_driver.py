@@ -144,11 +144,23 @@ def shared_servers(run_dir):
 
 
 def wait_for_starter(run_dir, timeout=120):
-    """A shared kernel's first notebook starts the kernel starter, which listens once it has imported."""
+    """A shared kernel's first notebook starts the kernel starter, which listens once it has imported,
+    then makes a warm session ahead for the next notebook in a helper of its own (runtime.spare),
+    which leaves once it is made: the state a notebook opened a few seconds later finds."""
     deadline = time.monotonic() + timeout
-    while not any(name.startswith("k-") and name.endswith(".sock") for name in os.listdir(os.path.join(run_dir, "pyspark-kernel"))):
+
+    def ready():
+        if not any(name.startswith("k-") and name.endswith(".sock") for name in os.listdir(os.path.join(run_dir, "pyspark-kernel"))):
+            return False
+        try:
+            starters = [proc for proc in map(psutil.Process, shared_servers(run_dir)) if "--serve-kernels" in proc.cmdline()]
+            return bool(starters) and not any(proc.children() for proc in starters)
+        except psutil.Error:
+            return False  # one has just gone
+
+    while not ready():
         if time.monotonic() > deadline:
-            raise RuntimeError(f"no kernel starter listening in {run_dir} after {timeout} s")
+            raise RuntimeError(f"no kernel starter ready in {run_dir} after {timeout} s")
         time.sleep(0.1)
 
 

@@ -93,10 +93,10 @@ def hold(name: str, directory: str, spec: dict, root_dir: str, server_log=log) -
                 connection, _ = ask(answer["socket"], {"attach": os.getpid(), "holder": True})
                 HELD.append(connection)
                 command = starter_command(spec, directory)
-                if command is not None and answer.get("pid"):
+                if command is not None and answer.get("pid") and answer.get("record"):
                     # The first notebook, too, is forked from modules already loaded: its kernel starter
                     # starts now, with the environment its launches will have.
-                    starter.start(command, kernel_environment(spec, os.environ), answer["pid"])
+                    starter.start(command, kernel_environment(spec, os.environ), answer["pid"], answer["record"])
                 server_log.info("pyspark-kernel: kernel %s's shared driver (JVM pid %s) started ahead of its notebooks; held while this server runs",
                                 name, answer.get("jvm"))
             except (OSError, ValueError) as error:

@@ -115,8 +115,12 @@ def check_a_shared_kernel(kernels_dir, tmp_path, run_dir):
         # in that notebook's directory, with its environment, its sys.path and its own random numbers.
         wait_until(lambda: glob.glob(str(run_dir / "pyspark-kernel" / "k-*.sock")), 120, "the first notebook did not start a kernel starter")
         [starter] = starters_of(run_dir)
+        # It makes a warm session ahead for the next notebook, in a helper of its own that then leaves.
+        wait_until(lambda: not starter.children(), 120, "the kernel starter's helper did not finish making a session ahead")
         (second, second_dir) = open_notebook("b")
         assert second.run("x = 41; print(spark.range(4).count())").stream.strip().splitlines()[-1] == "4"
+        steps = second.run("%spark status").text.split("last start, step by step:")[-1]
+        assert "connecting to the shared driver's session made ahead" in steps and "warm-up: a JVM job" not in steps, steps
         (second_dir / "beside.py").write_text("WHERE = 'beside the notebook'\n")
         facts = second.run("import os, sys, numpy, beside\nprint(os.getpid(), os.getppid(), os.getcwd(), sys.path, beside.WHERE, os.environ['XDG_RUNTIME_DIR'], sep='|')\n"
                            "print(numpy.random.randint(0, 2**31, 4).tolist())")
@@ -227,6 +231,19 @@ def check_a_shared_kernel(kernels_dir, tmp_path, run_dir):
         kernels.remove(first)
         assert second.run("print(spark.range(5).count())").stream.strip().splitlines()[-1] == "5"
 
+        # A session made ahead that the server has closed meanwhile (its session timeout): the kernel
+        # that gets it starts a new session instead.
+        planted = second.run(PLANT_A_CLOSED_SESSION)
+        assert planted.error is None, planted.text
+        gone = planted.stream.strip().splitlines()[-1]
+        second.run("%spark restart")
+        fresh = second.run("print(spark.session_id, spark.range(6).count())")
+        assert fresh.error is None, fresh.text
+        session_id, count = fresh.stream.strip().splitlines()[-1].split()
+        assert session_id != gone and count == "6", fresh.text
+        steps = second.run("%spark status").text.split("last start, step by step:")[-1]
+        assert steps.index("connecting to the shared driver's session made ahead") < steps.index("connecting to the shared driver\n"), steps
+
         # kill -9 of the server's JVM: the next Spark cell fails at once with one clear error, and
         # %spark restart starts a new server, Python variables intact.
         os.kill(record["jvm"], signal.SIGKILL)
@@ -267,6 +284,23 @@ def check_a_shared_kernel(kernels_dir, tmp_path, run_dir):
     assert not glob.glob(str(run_dir).replace(" ", "%20") + "*")  # nor to its path's URI spelling
 
 
+# In a shared-driver notebook: a session closed on the server, planted as the next start's session
+# made ahead (as its kernel starter would have passed it); prints its id.
+PLANT_A_CLOSED_SESSION = """
+import uuid
+from pyspark.sql.connect.session import SparkSession as RemoteSession
+import pyspark_kernel_runtime
+from pyspark_kernel_runtime import spare, starter
+lease = pyspark_kernel_runtime.RUNTIME.driver.lease
+gone = str(uuid.uuid4())
+closed = RemoteSession(connection=spare.url(lease.record, gone))
+closed.range(1).count()
+closed.stop()
+starter.SPARE.update(session=gone, key=lease.paths.key, keeper=lease.record["pid"])
+print(gone)
+"""
+
+
 def server_jvms(run_dir):
     """The shared-driver JVMs whose scratch directory is under ``run_dir``."""
     found = []
@@ -278,15 +312,20 @@ def server_jvms(run_dir):
 
 
 def starters_of(run_dir):
-    """Kernel starters (runtime/starter.py) whose runtime directory is ``run_dir``."""
+    """Kernel starters (runtime/starter.py) whose runtime directory is ``run_dir``: not what a live
+    starter forked (kernels, its helpers), which is the starter's; but an orphan of one that left."""
     found = []
     for process in psutil.process_iter(["cmdline"]):
         try:
-            if "--serve-kernels" in (process.info["cmdline"] or []) and process.environ().get("XDG_RUNTIME_DIR") == str(run_dir):
+            if serves_kernels(process) and process.environ().get("XDG_RUNTIME_DIR") == str(run_dir) and not serves_kernels(process.parent()):
                 found.append(process)
         except psutil.Error:
             pass
     return found
+
+
+def serves_kernels(process):
+    return process is not None and "--serve-kernels" in (process.cmdline() or [])
 
 
 def servers_of(run_dir):

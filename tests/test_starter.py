@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from pyspark_kernel.runtime import starter
+from pyspark_kernel.runtime import spare, starter
 from pyspark_kernel.runtime.shared import runtime_dir
 
 from .conftest import ROOT
@@ -92,3 +92,32 @@ def test_a_launch_hands_over_only_to_a_starter_of_its_own_user(tmp_path, monkeyp
     finally:
         monkeypatch.undo()
         os.waitpid(pid, 0)
+
+
+def test_a_forked_kernel_takes_the_session_made_ahead_once_and_only_on_the_driver_it_was_made_on(monkeypatch):
+    record = {"pid": 40, "port": 15002, "token": "secret", "key": "abc"}
+    made = {"session": "4d7e5b1c-0b9e-4c41-9d5e-2f3a6c8b9e10", "keeper": 40, "key": "abc"}
+    assert spare.url(record, made["session"]) == f"sc://localhost:15002/;token=secret;session_id={made['session']}"
+    assert spare.url(record) == "sc://localhost:15002/;token=secret"
+    for other in ({**record, "pid": 41}, {**record, "key": "abd"}):  # a driver started since, or another key's
+        monkeypatch.setattr(starter, "SPARE", dict(made))
+        assert starter.take_spare(other, other["key"]) is None and starter.SPARE == {}
+    monkeypatch.setattr(starter, "SPARE", dict(made))
+    assert starter.take_spare(record, "abc") == made["session"]
+    assert starter.take_spare(record, "abc") is None  # a restart's new session is a new one
+
+
+def test_a_spare_session_is_made_only_on_the_record_of_the_starters_own_driver(tmp_path):
+    path = tmp_path / "abc.json"
+    path.write_text('{"format": 1, "pid": 40, "port": 15002, "token": "secret", "key": "abc"}')
+    read, write = os.pipe()
+    try:
+        # Another keeper's record (a driver started since), or none: nothing is made, nothing written.
+        assert spare.make(str(path), 41, write) == 1 and spare.make(str(tmp_path / "gone.json"), 40, write) == 1
+        os.close(write)
+        write = None
+        assert os.read(read, 100) == b""
+    finally:
+        os.close(read)
+        if write is not None:
+            os.close(write)

@@ -39,6 +39,8 @@ class Driver:
     stops_when_idle = False
     # Whether its sessions are Spark Connect clients: PySpark's remote mode from the first cell.
     remote = False
+    # Whether the current session's first JVM job has run already (made ahead): the warm-up skips it.
+    warm_session = False
 
     def __init__(self, runtime: SparkRuntime) -> None:
         self.runtime = runtime

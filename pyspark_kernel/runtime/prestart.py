@@ -31,7 +31,8 @@ def main() -> int:
         except FixableError as error:
             print(json.dumps({"error": str(error)}), flush=True)
             return 1
-        print(json.dumps({"socket": lease.paths.socket, "pid": lease.record.get("pid"), "jvm": lease.record.get("jvm"), "log": lease.paths.log}), flush=True)
+        print(json.dumps({"socket": lease.paths.socket, "record": lease.paths.record, "pid": lease.record.get("pid"), "jvm": lease.record.get("jvm"),
+                          "log": lease.paths.log}), flush=True)
         warm(lease)
         sys.stdin.readline()  # the Jupyter server holds a lease now (or gave up): this one may go
         lease.close()

@@ -32,7 +32,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
-from . import auth, limits, starter, ui, uiauth, userdir, workdir
+from . import auth, limits, spare, starter, ui, uiauth, userdir, workdir
 from .connect import ConnectDriver, load_client
 from .diagnostics import RESTART_HINT, SHARED_SC_FIX, SHARED_SC_PROBLEM, SharedDriverError, SparkDiedError, SparkStartError, check_spark_home, find_java, log_tail
 from .options import resolve_secrets
@@ -197,7 +197,7 @@ class Lease:
 
     @property
     def url(self) -> str:
-        return f"sc://localhost:{self.record['port']}/;token={self.record['token']}"  # localhost: gRPC's local credentials
+        return spare.url(self.record)
 
     def watch(self, on_lost: Callable[[], None]) -> None:
         """Call ``on_lost()`` once, from a thread of its own, when the server closes the lease."""
@@ -363,15 +363,30 @@ class SharedDriver(ConnectDriver):
         lease, session_conf, attempt.notices = self.find_server(meanwhile=load_client)
         self.ui_base = ui.server_base(runtime.environ)
         self.ui_credential.publish(uiauth.token_directory(runtime.scratch), ui.ui_port(lease.record.get("ui")), lease.record.get("ui_token"), lease.record.get("ui_note", ""))
-        runtime.mark("connecting to the shared driver")
-        builder = self.remote_builder(SparkSession, lease.url)
+        # A kernel forked by the kernel starter attaches to the warm session made ahead for it (runtime.spare).
+        ahead = starter.take_spare(lease.record, lease.paths.key)
+        session = None
+        if ahead is not None:
+            runtime.mark("connecting to the shared driver's session made ahead")
+            try:
+                session = self.new_session(SparkSession, spare.url(lease.record, ahead), session_conf)
+            except Exception:  # noqa: BLE001 - the server forgot it (its session timeout): a new one
+                log.debug("attaching to the session made ahead", exc_info=True)
+        self.warm_session = session is not None  # its first query has run: no warm-up job
+        if session is None:
+            runtime.mark("connecting to the shared driver")
+            session = self.new_session(SparkSession, lease.url, session_conf)
+        fail_fast(session)
+        starter.ensure(lease.record["pid"], lease.paths.record)  # the next notebooks' kernels, forked
+        return session
+
+    def new_session(self, SparkSession: Any, url: str, session_conf: dict) -> Any:
+        """A session of this notebook's own on the server at ``url`` (never a gone one), with its settings."""
+        builder = self.remote_builder(SparkSession, url)
         # Relative paths resolve against this notebook's directory, not the server's (workdir).
         for name, value in {**session_conf, **workdir.session_settings(os.getcwd())}.items():
             builder = builder.config(name, value)
-        session = builder.create()  # a session of this notebook's own on the server, never a gone one
-        fail_fast(session)
-        starter.ensure(lease.record["pid"])  # the next notebooks' kernels, forked
-        return session
+        return builder.create()  # the settings go in one round trip, which fails for a session the server has closed
 
     def find_server(self, meanwhile: Callable[[], None] = lambda: None) -> tuple[Lease, dict, list[str]]:
         """A lease on the shared driver of this kernel's settings, which is started if need be

@@ -35,8 +35,9 @@ import socket
 import struct
 import sys
 import threading
+import time
 
-from . import userdir
+from . import spare, userdir
 
 LAUNCHER = "pyspark_launch.py"  # the kernel directory's launcher, which calls launch()
 SERVE = "--serve-kernels"
@@ -47,6 +48,7 @@ EXIT_WAIT = 5  # seconds the launcher waits for the kernel's status once its pro
 RECHECK = 30  # seconds between the starter's checks that its environment is unchanged on disk
 SOCKET_PATH_MAX = 107
 LAUNCHED = {}  # a kernel started by its launcher itself: its starter's socket, command and environment
+SPARE = {}  # in a forked kernel: the warm session its starter made ahead (runtime.spare), until its start takes it
 # What a shared-driver notebook imports before its first result; the rest loads as it is used.
 MODULES = ("ipykernel.kernelapp", "ipykernel.ipkernel", "pyspark", "pyspark.sql", "pyspark.sql.connect.session",
            "pyspark.sql.connect.dataframe", "pyspark.sql.connect.functions")
@@ -112,7 +114,7 @@ def launch(kernel_dir: str, script: str) -> int:
     """Start this launch's kernel: forked by its starter, or here."""
     args = sys.argv[1:]
     if args[:1] == [SERVE]:
-        return serve(kernel_dir, int(args[1]))
+        return serve(kernel_dir, int(args[1]), args[2] if len(args) > 2 else None)
     path = socket_path(os.environ, kernel_dir)
     if path is not None:
         try:
@@ -186,9 +188,10 @@ def run_kernel(args: list, path: list) -> None:
 # -- the runtime's side
 
 
-def ensure(keeper: int) -> None:
+def ensure(keeper: int, record: str) -> None:
     """Start this kernel's starter if its launcher asked for one and none listens (a kernel started
-    the slow way): it will serve the next notebooks while the shared driver ``keeper`` lives."""
+    the slow way): it will serve the next notebooks while the shared driver ``keeper`` lives (its
+    record file: ``record``)."""
     if not LAUNCHED:
         return
     lock = os.open(f"{LAUNCHED['socket'][:-len('.sock')]}.lock", os.O_WRONLY | os.O_CREAT, 0o600)
@@ -198,26 +201,35 @@ def ensure(keeper: int) -> None:
         return  # a starter holds it: it listens, or soon will
     finally:
         os.close(lock)
-    start(LAUNCHED["argv"], LAUNCHED["environ"], keeper)
+    start(LAUNCHED["argv"], LAUNCHED["environ"], keeper, record)
 
 
-def start(argv: list, environ: dict, keeper: int) -> None:
+def take_spare(record: dict, key: str) -> str | None:
+    """In a forked kernel's start: the id of the warm session made ahead for it on the shared
+    driver of ``record`` and ``key`` (None for another driver's, or none); once."""
+    found = spare.choose(SPARE, record, key)
+    SPARE.clear()
+    return found
+
+
+def start(argv: list, environ: dict, keeper: int, record: str) -> None:
     """Start a starter: ``argv`` is a launch's command up to its pyspark_launch.py, ``environ`` its
     environment (a launcher's, or the one jupyter_client would give the kernel). It finds its own
-    socket, as the launches that it serves do."""
+    socket, as the launches that it serves do; it makes spare sessions on the shared driver of
+    ``keeper`` (its record file: ``record``)."""
     import subprocess
 
     environ = {name: value for name, value in environ.items() if not name.startswith(PER_LAUNCH)}  # no launch's own
-    subprocess.Popen([*argv, SERVE, str(keeper)], env=environ, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    subprocess.Popen([*argv, SERVE, str(keeper), record], env=environ, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                      stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
 
 
 # -- the starter's side
 
 
-def serve(kernel_dir: str, keeper: int) -> int:
+def serve(kernel_dir: str, keeper: int, record: str | None) -> int:
     """Run as the starter: import, then fork a kernel for each hand-over until the shared driver
-    ``keeper`` leaves or the environment changes on disk."""
+    ``keeper`` (its record: ``record``) leaves or the environment changes on disk."""
     path = socket_path(os.environ, kernel_dir)
     if path is None:
         return 0
@@ -253,7 +265,7 @@ def serve(kernel_dir: str, keeper: int) -> int:
         return 0
     gc.collect()
     gc.freeze()  # the kernels' collectors leave these objects' pages shared
-    return Starter(kernel_dir, path, watched, lock).run()
+    return Starter(kernel_dir, path, watched, lock, keeper, record).run()
 
 
 def remove_lock_and_log(base: str) -> None:
@@ -284,8 +296,11 @@ def load(kernel_dir: str) -> None:
 
 
 class Starter:
-    def __init__(self, kernel_dir: str, path: str, watched: int, lock: int) -> None:
+    def __init__(self, kernel_dir: str, path: str, watched: int, lock: int, keeper: int, record: str | None) -> None:
         self.kernel_dir, self.path, self.watched, self.lock = kernel_dir, path, watched, lock
+        self.keeper, self.record = keeper, record  # the shared driver, where spare sessions are made
+        self.spare = None  # the warm session made ahead for the next kernel (runtime.spare): its JSON, and when it came
+        self.making = None  # the helper making it: (pid, its pipe's end, its deadline)
         self.owner = os.getpid()
         self.kernels = {}  # pid -> the launcher's connection, told the kernel's status when it ends
         self.wake_read, self.wake_write = os.pipe()
@@ -302,6 +317,8 @@ class Starter:
             os.unlink(self.path)  # a socket left by a starter that was killed (the lock is ours)
         except FileNotFoundError:
             pass
+        # Before the socket is there: whoever finds it finds the spare session on its way (the tests, make bench).
+        self.make_spare()
         self.listener = listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
@@ -324,6 +341,8 @@ class Starter:
                         except BlockingIOError:
                             pass
                         self.reap()
+                    elif key.data == "spare":
+                        self.receive_spare()
                     elif key.data == "listener":
                         connection, _ = listener.accept()
                         request = self.take(connection)
@@ -331,9 +350,76 @@ class Starter:
                             return become_kernel(request)  # the forked kernel's way out of the loop
                 if os.path.basename(self.path) != f"k-{fingerprint(os.environ, self.kernel_dir)}.sock":
                     return 0  # e.g. a %pip install: the next notebooks start the slow way, and start a starter anew
+                self.check_spare()
         finally:
             if os.getpid() == self.owner:
                 self.leave(listener)
+
+    # -- the spare session (runtime.spare)
+
+    def fork_helper(self, work) -> tuple[int, int]:
+        """Fork a helper that runs ``work(out)`` (out: its pipe's end) and exits: (pid, the starter's end)."""
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.close(read)
+                self.close_in_child()
+                code = work(write)
+            finally:
+                os._exit(code)  # never the starter's loop, nor its cleanup
+        os.close(write)
+        return pid, read
+
+    def make_spare(self, release: str | None = None) -> None:
+        """Start making a spare session, unless one is being made (releasing ``release``, a stale one)."""
+        if self.record is None or self.making is not None:
+            return
+        pid, read = self.fork_helper(lambda out: spare.make(self.record, self.keeper, out, release))
+        self.making = (pid, read, time.monotonic() + spare.MAKE_TIMEOUT)
+        self.selector.register(read, selectors.EVENT_READ, "spare")
+
+    def receive_spare(self) -> None:
+        pid, read, _ = self.making
+        data = b""
+        while True:  # a line, or nothing from a helper that failed: it has closed its end either way
+            chunk = os.read(read, 4096)
+            if not chunk:
+                break
+            data += chunk
+        self.selector.unregister(read)
+        os.close(read)
+        self.making = None
+        try:
+            made = json.loads(data) if data else None
+        except ValueError:
+            made = None
+        self.spare = (made, time.monotonic()) if isinstance(made, dict) else None
+
+    def check_spare(self) -> None:
+        """Every RECHECK: kill a helper that hangs; replace a spare older than spare.ROTATE."""
+        if self.making is not None and time.monotonic() > self.making[2]:
+            try:
+                os.kill(self.making[0], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        elif self.spare is not None and time.monotonic() - self.spare[1] > spare.ROTATE:
+            stale, self.spare = self.spare[0]["session"], None
+            self.make_spare(release=stale)
+        elif self.spare is None and self.making is None:
+            self.make_spare()  # the last try failed (a busy server): again
+
+    def close_in_child(self) -> None:
+        """In a forked kernel or helper: none of the starter's files (its socket, its other launchers',
+        its lock: a next starter's, once this one has gone)."""
+        signal.set_wakeup_fd(-1)
+        for each in (self.listener, *self.kernels.values()):
+            if each is not None:  # no listener yet: the first helper is forked before it
+                each.close()
+        self.selector.close()
+        for fd in (self.wake_read, self.wake_write, self.watched, self.lock, *([self.making[1]] if self.making else [])):
+            os.close(fd)
 
     def take(self, connection: socket.socket) -> dict | None:
         """Fork a kernel for one hand-over; the request in the kernel, None in the starter."""
@@ -360,17 +446,15 @@ class Starter:
             return None
         pid = os.fork()
         if pid == 0:
-            # The kernel keeps none of the starter's files: its socket, its other launchers'.
-            for each in (self.listener, *self.kernels.values()):
-                each.close()
-            self.selector.close()
-            for fd in (self.wake_read, self.wake_write, self.watched, self.lock):  # the lock: a next starter's, once this one has gone
-                os.close(fd)
+            self.close_in_child()
             request["fds"], request["connection"] = list(fds), connection
+            request["spare"] = self.spare[0] if self.spare else None
             return request
         for fd in fds:
             os.close(fd)
         self.kernels[pid] = connection  # told the kernel's status when it ends
+        self.spare = None  # that kernel's now
+        self.make_spare()  # the next one's
         return None
 
     def reap(self) -> None:
@@ -402,6 +486,34 @@ class Starter:
         listener.close()
         for connection in self.kernels.values():
             connection.close()  # each launcher keeps waiting for its kernel's own end
+        if self.making is not None:
+            try:
+                os.kill(self.making[0], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.spare is not None and self.record is not None:  # a driver that stays (a %pip install) forgets it now
+            session_id = self.spare[0]["session"]
+            pid, read = self.fork_helper(lambda out: spare.release(self.record, self.keeper, session_id))
+            os.close(read)
+            wait_for(pid, spare.MAKE_TIMEOUT)
+
+
+def wait_for(pid: int, timeout: float) -> None:
+    """Wait for child ``pid`` to end, killing it after ``timeout`` seconds."""
+    try:
+        gone = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    selector = selectors.DefaultSelector()
+    selector.register(gone, selectors.EVENT_READ)
+    if not selector.select(timeout):
+        os.kill(pid, signal.SIGKILL)
+    selector.close()
+    os.close(gone)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass  # reaped already
 
 
 def become_kernel(request: dict) -> int:
@@ -415,7 +527,7 @@ def become_kernel(request: dict) -> int:
     except OSError:
         os._exit(1)
     connection.close()  # the starter keeps its own end, for the kernel's status
-    signal.set_wakeup_fd(-1)
+    SPARE.update(request.get("spare") or {})
     for number in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM):
         signal.signal(number, signal.SIG_DFL if number != signal.SIGINT else signal.default_int_handler)
     os.setsid()  # a process group of its own: the launcher forwards signals to it, and kills it

@@ -74,7 +74,7 @@ class WarmUp:
         """The warm-up of the runtime's session that is ready now, in the calling thread."""
         runtime = self.runtime
         mode = runtime.options["warm_up"]  # python, jvm (the JVM job only) or off
-        steps = [("warm-up: a JVM job", warmup.jvm_job)] if mode != "off" else []
+        steps = [("warm-up: a JVM job", warmup.jvm_job)] if mode != "off" and not runtime.driver.warm_session else []
         if mode == "python" and runtime.driver.warms_python_workers():
             # UDFs first: a notebook's first Python function is more often a UDF than an RDD map,
             # and a cold one costs twice as much (its workers import pandas and pyarrow): a first
