@@ -14,7 +14,7 @@ pyspark: these modules import only the standard library until Spark starts. One 
 - session: the session's life: start, stop, death, restart; state: its states; attempt: one start;
 - drivers: how the driver runs (choice picks one), one kind a module: dedicated (a JVM of the kernel's own), connect
   (an sc:// server), shared (the user's shared local server; driver_server runs it; prestart starts it for the Jupyter server;
-  starter forks the later notebooks' kernels; userdir: the user's 0700 directory for their sockets);
+  starter forks the later notebooks' kernels, spare makes each one's session ahead; userdir: the user's 0700 directory for their sockets);
 - workdir: relative paths against each notebook's own directory on the shared driver, and a warehouse path Hadoop reads right;
 - warming: when the warm-up runs, around the cells; warmup: its jobs;
 - notebook: `spark` and `sc`, cells, waiting, interrupt; entrypoints: the notebook's own builders;
