@@ -53,7 +53,9 @@ def users_environment(where):
             continue
         source = os.path.join(ours, entry)
         if os.path.isdir(source):
-            shutil.copytree(source, site / entry, copy_function=link_or_copy, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+            # Byte code too (make venv compiles it; a hard link keeps the mtime it checks): the users
+            # cannot write it here, and every process of theirs would compile its imports anew.
+            shutil.copytree(source, site / entry, copy_function=link_or_copy, symlinks=True)
         else:
             link_or_copy(source, site / entry)
     project = where / "project"

@@ -245,15 +245,11 @@ def attach_to(paths: Paths, spark_version: str) -> Lease | None:
     return Lease(paths, record, connection)
 
 
-SOCKET_PATH_MAX = 107  # bytes of a Unix socket's path (sun_path, less its NUL); macOS allows 103
-
-
 def check_socket_path(path: str) -> None:
     """The notebooks attach through a Unix socket in the user's runtime directory, whose path the
     kernel cannot shorten: a directory too deep is said at once, not as the server's failure."""
-    limit = SOCKET_PATH_MAX if sys.platform.startswith("linux") else 103
-    if len(os.fsencode(path)) > limit:
-        raise SparkStartError(f"the shared driver's socket {path} is {len(os.fsencode(path))} bytes long, more than a Unix socket's path may be ({limit})",
+    if not userdir.socket_path_fits(path):
+        raise SparkStartError(f"the shared driver's socket {path} is {len(os.fsencode(path))} bytes long, more than a Unix socket's path may be ({userdir.SOCKET_PATH_MAX})",
                               "set XDG_RUNTIME_DIR (or TMPDIR, when XDG_RUNTIME_DIR is unset) to a shorter directory of yours, then restart the kernel")
 
 

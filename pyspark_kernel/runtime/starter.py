@@ -46,7 +46,6 @@ PER_LAUNCH = ("JPY_",)  # environment names that differ from one launch to the n
 LAUNCH_TIMEOUT = 5  # seconds a starter may take to answer a hand-over
 EXIT_WAIT = 5  # seconds the launcher waits for the kernel's status once its process has gone
 RECHECK = 30  # seconds between the starter's checks that its environment is unchanged on disk
-SOCKET_PATH_MAX = 107
 LAUNCHED = {}  # a kernel started by its launcher itself: its starter's socket, command and environment
 SPARE = {}  # in a forked kernel: the warm session its starter made ahead (runtime.spare), until its start takes it
 # What a shared-driver notebook imports before its first result; the rest loads as it is used.
@@ -90,7 +89,7 @@ def socket_path(environ: dict, kernel_dir: str) -> str | None:
         path = os.path.join(userdir.private_dir(environ), f"k-{fingerprint(environ, kernel_dir)}.sock")
     except (OSError, userdir.NotPrivate):
         return None
-    return path if len(os.fsencode(path)) <= SOCKET_PATH_MAX else None
+    return path if userdir.socket_path_fits(path) else None
 
 
 def peer_uid(connection: socket.socket) -> int:

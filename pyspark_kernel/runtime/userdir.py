@@ -7,9 +7,17 @@ from __future__ import annotations  # the kernel's Python may be older than the 
 import logging
 import os
 import stat
+import sys
 import tempfile
 
 log = logging.getLogger(__name__)
+
+# Bytes of a Unix socket's path (sun_path, less its NUL): 107 on Linux, 103 on macOS.
+SOCKET_PATH_MAX = 107 if sys.platform.startswith("linux") else 103
+
+
+def socket_path_fits(path: str) -> bool:
+    return len(os.fsencode(path)) <= SOCKET_PATH_MAX
 
 
 class NotPrivate(Exception):
