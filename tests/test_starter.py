@@ -121,3 +121,25 @@ def test_a_spare_session_is_made_only_on_the_record_of_the_starters_own_driver(t
         os.close(read)
         if write is not None:
             os.close(write)
+
+
+def test_a_starter_replaces_a_stale_spare_session_and_retries_a_failed_one_only_after_a_while(monkeypatch):
+    made = []
+    host = starter.Starter("/nonexistent", "/nonexistent/k-x.sock", -1, -1, 40, "/nonexistent/abc.json")
+    monkeypatch.setattr(host, "make_spare", lambda release=None: made.append(release))
+    now = starter.time.monotonic()
+    host.tried = now  # a helper just made none (a busy server): no new one at each turn of the loop
+    host.check_spare()
+    assert made == []
+    host.tried = now - starter.RECHECK - 1
+    host.check_spare()
+    assert made == [None]
+    host.spare = ({"session": "old-one", "keeper": 40, "key": "abc"}, now - spare.ROTATE - 1)  # nobody took it: before the server forgets it
+    host.check_spare()
+    assert made == [None, "old-one"] and host.spare is None
+    host.spare = ({"session": "fresh", "keeper": 40, "key": "abc"}, now)
+    host.check_spare()
+    assert made == [None, "old-one"]
+    host.selector.close()
+    for fd in (host.wake_read, host.wake_write):
+        os.close(fd)

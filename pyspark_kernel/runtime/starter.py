@@ -300,6 +300,8 @@ class Starter:
         self.keeper, self.record = keeper, record  # the shared driver, where spare sessions are made
         self.spare = None  # the warm session made ahead for the next kernel (runtime.spare): its JSON, and when it came
         self.making = None  # the helper making it: (pid, its pipe's end, its deadline)
+        self.tried = 0.0  # when the last helper started (monotonic): a failed one is tried again RECHECK later
+        self.keeper_gone = False  # its driver has gone, and the sessions on it
         self.owner = os.getpid()
         self.kernels = {}  # pid -> the launcher's connection, told the kernel's status when it ends
         self.wake_read, self.wake_write = os.pipe()
@@ -333,6 +335,7 @@ class Starter:
             while True:
                 for key, _ in self.selector.select(RECHECK):
                     if key.data == "keeper":
+                        self.keeper_gone = True
                         return 0
                     if key.data == "wake":
                         try:
@@ -376,7 +379,8 @@ class Starter:
         if self.record is None or self.making is not None:
             return
         pid, read = self.fork_helper(lambda out: spare.make(self.record, self.keeper, out, release))
-        self.making = (pid, read, time.monotonic() + spare.MAKE_TIMEOUT)
+        self.tried = time.monotonic()
+        self.making = (pid, read, self.tried + spare.MAKE_TIMEOUT)
         self.selector.register(read, selectors.EVENT_READ, "spare")
 
     def receive_spare(self) -> None:
@@ -397,7 +401,8 @@ class Starter:
         self.spare = (made, time.monotonic()) if isinstance(made, dict) else None
 
     def check_spare(self) -> None:
-        """Every RECHECK: kill a helper that hangs; replace a spare older than spare.ROTATE."""
+        """At each turn of the loop (at least every RECHECK): kill a helper that hangs; replace a spare
+        older than spare.ROTATE; try again RECHECK after a helper that made none."""
         if self.making is not None and time.monotonic() > self.making[2]:
             try:
                 os.kill(self.making[0], signal.SIGKILL)
@@ -406,8 +411,8 @@ class Starter:
         elif self.spare is not None and time.monotonic() - self.spare[1] > spare.ROTATE:
             stale, self.spare = self.spare[0]["session"], None
             self.make_spare(release=stale)
-        elif self.spare is None and self.making is None:
-            self.make_spare()  # the last try failed (a busy server): again
+        elif self.spare is None and self.making is None and time.monotonic() - self.tried >= RECHECK:
+            self.make_spare()  # the last try failed (a busy server): again, not at once
 
     def close_in_child(self) -> None:
         """In a forked kernel or helper: none of the starter's files (its socket, its other launchers',
@@ -490,7 +495,7 @@ class Starter:
                 os.kill(self.making[0], signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        if self.spare is not None and self.record is not None:  # a driver that stays (a %pip install) forgets it now
+        if self.spare is not None and self.record is not None and not self.keeper_gone:  # a driver that stays (a %pip install) forgets it now
             session_id = self.spare[0]["session"]
             pid, read = self.fork_helper(lambda out: spare.release(self.record, self.keeper, session_id))
             os.close(read)
