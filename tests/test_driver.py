@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from pyspark_kernel.runtime import shared
+from pyspark_kernel.runtime import driverfiles, shared
 from pyspark_kernel.runtime.diagnostics import SparkStartError
 
 
@@ -74,10 +74,10 @@ def test_a_directory_others_can_enter_is_refused(tmp_path):
 
 
 def test_the_record_is_written_whole_and_readable_by_its_owner_only(tmp_path):
-    paths = shared.Paths(str(tmp_path), "k1")
-    shared.write_record(paths, {"key": "k1", "token": "t0ken"})
+    paths = driverfiles.Paths(str(tmp_path), "k1")
+    driverfiles.write_record(paths, {"key": "k1", "token": "t0ken"})
     assert stat.S_IMODE(os.stat(paths.record).st_mode) == 0o600
-    assert shared.read_record(paths) == {"format": shared.RECORD_FORMAT, "key": "k1", "token": "t0ken"}
+    assert driverfiles.read_record(paths.record) == {"format": driverfiles.RECORD_FORMAT, "key": "k1", "token": "t0ken"}
     assert os.listdir(tmp_path) == ["k1.json"]  # no partial file left
 
 
@@ -109,8 +109,8 @@ class FakeServer:
 
 
 def test_a_lease_is_taken_from_a_live_server_and_tells_when_it_is_gone(tmp_path):
-    paths = shared.Paths(str(tmp_path), "k2")
-    shared.write_record(paths, {"key": "k2", "spark_version": "4.3.0", "port": 15999, "token": "abc"})
+    paths = driverfiles.Paths(str(tmp_path), "k2")
+    driverfiles.write_record(paths, {"key": "k2", "spark_version": "4.3.0", "port": 15999, "token": "abc"})
     server = FakeServer(paths.socket)
     lease = shared.attach_to(paths, "4.3.0")
     assert lease is not None and lease.url == "sc://localhost:15999/;token=abc"
@@ -128,16 +128,16 @@ def test_a_lease_is_taken_from_a_live_server_and_tells_when_it_is_gone(tmp_path)
     ("a record of another key", {"key": "other", "spark_version": "4.3.0", "port": 1, "token": "t"}, True),
 ])
 def test_a_kernel_never_attaches_to_a_stale_or_foreign_server(tmp_path, what, record, serving):
-    paths = shared.Paths(str(tmp_path), "k3")
+    paths = driverfiles.Paths(str(tmp_path), "k3")
     if record:
-        shared.write_record(paths, record)
+        driverfiles.write_record(paths, record)
     if serving:
         FakeServer(paths.socket)
     assert shared.attach_to(paths, "4.3.0") is None, what
 
 
 def test_the_lock_is_refused_clearly_while_another_holds_it(tmp_path):
-    paths = shared.Paths(str(tmp_path), "k4")
+    paths = driverfiles.Paths(str(tmp_path), "k4")
     with shared.Locked(paths, timeout=5):
         with pytest.raises(SparkStartError, match="another notebook has been starting the shared driver for 0 s"):
             with shared.Locked(paths, timeout=0):
@@ -147,7 +147,7 @@ def test_the_lock_is_refused_clearly_while_another_holds_it(tmp_path):
 
 
 def test_a_lock_file_removed_by_a_leaving_server_is_not_locked_twice(tmp_path):
-    paths = shared.Paths(str(tmp_path), "k5")
+    paths = driverfiles.Paths(str(tmp_path), "k5")
     with shared.Locked(paths, timeout=1) as held:
         held.remove()
         with shared.Locked(paths, timeout=0):  # the new file: not the removed one's holder
@@ -230,7 +230,7 @@ def test_a_scratch_path_with_spaces_stays_one_java_option(tmp_path):
 def test_a_runtime_directory_too_deep_for_a_unix_socket_is_said_at_once(tmp_path):
     deep = tmp_path / ("d" * 120)
     deep.mkdir()
-    paths = shared.Paths(str(deep), "0123456789abcdef0123")
+    paths = driverfiles.Paths(str(deep), "0123456789abcdef0123")
     with pytest.raises(shared.SparkStartError) as raised:
         shared.attach(paths, {}, "4.3.0", {}, 5)
     assert raised.value.problem.startswith(f"the shared driver's socket {paths.socket} is ") and "more than a Unix socket's path may be" in raised.value.problem

@@ -114,6 +114,10 @@ def test_a_spare_session_is_made_only_on_the_record_of_the_starters_own_driver(t
     try:
         # Another keeper's record (a driver started since), or none: nothing is made, nothing written.
         assert spare.make(str(path), 41, write) == 1 and spare.make(str(tmp_path / "gone.json"), 40, write) == 1
+        # A record of another format (another version's server): nothing either.
+        other = tmp_path / "old.json"
+        other.write_text('{"format": 0, "pid": 40, "port": 15002, "token": "secret", "key": "abc"}')
+        assert spare.make(str(other), 40, write) == 1
         os.close(write)
         write = None
         assert os.read(read, 100) == b""

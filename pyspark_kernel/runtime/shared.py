@@ -33,6 +33,7 @@ import time
 from typing import Any, Callable, Iterable
 
 from . import auth, limits, spare, starter, ui, uiauth, userdir, workdir
+from .driverfiles import Paths, read_record, remove_files
 from .connect import ConnectDriver, load_client
 from .diagnostics import RESTART_HINT, SHARED_SC_FIX, SHARED_SC_PROBLEM, SharedDriverError, SparkDiedError, SparkStartError, check_spark_home, find_java, log_tail
 from .options import resolve_secrets
@@ -40,7 +41,6 @@ from .profile import duration
 
 log = logging.getLogger(__name__)
 
-RECORD_FORMAT = 1
 # Static SQL settings: fixed when the server starts, so part of its key (Spark's StaticSQLConf).
 STATIC_SQL = ("spark.sql.warehouse.dir", "spark.sql.catalogImplementation", "spark.sql.extensions", "spark.sql.hive.",
               "spark.sql.globalTempDatabase", "spark.sql.queryExecutionListeners", "spark.sql.streaming.streamingQueryListeners",
@@ -83,44 +83,6 @@ def runtime_dir(environ: dict) -> str:
         return userdir.private_dir(environ)
     except userdir.NotPrivate as error:
         raise SparkStartError(error.problem, error.fix) from None
-
-
-class Paths:
-    """The files of one server, by its key."""
-
-    def __init__(self, directory, key):
-        self.directory, self.key = directory, key
-        self.record = os.path.join(directory, f"{key}.json")
-        self.socket = os.path.join(directory, f"{key}.sock")
-        self.lock = os.path.join(directory, f"{key}.lock")
-        self.log = os.path.join(directory, f"{key}.log")
-        self.scratch = os.path.join(directory, f"{key}.d")
-
-
-def read_record(paths: Paths) -> dict | None:
-    try:
-        with open(paths.record, encoding="utf-8") as handle:
-            record = json.load(handle)
-    except (OSError, ValueError):
-        log.debug("reading the shared driver's record %s", paths.record, exc_info=True)
-        return None
-    return record if isinstance(record, dict) and record.get("format") == RECORD_FORMAT else None
-
-
-def write_record(paths: Paths, record: dict) -> None:
-    """Atomically, 0600: a reader sees a whole record or none."""
-    partial = f"{paths.record}.{os.getpid()}.tmp"
-    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as handle:
-        json.dump({"format": RECORD_FORMAT, **record}, handle)
-    os.replace(partial, paths.record)
-
-
-def remove_files(paths: Paths) -> None:
-    for path in (paths.record, paths.socket):
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            log.debug("removing %s", path, exc_info=True)
 
 
 class Locked:
@@ -231,7 +193,7 @@ class Lease:
 
 def attach_to(paths: Paths, spark_version: str) -> Lease | None:
     """A lease on the live server of ``paths``, or None (no record, another version, or stale)."""
-    record = read_record(paths)
+    record = read_record(paths.record)
     if record is None or record.get("spark_version") != spark_version or record.get("key") != paths.key:
         return None
     try:

@@ -15,6 +15,8 @@ import os
 import sys
 import uuid
 
+from .driverfiles import read_record
+
 ROTATE = 1800  # seconds a spare session waits for a notebook before a new one replaces it
 MAKE_TIMEOUT = 60  # seconds a helper may take (a busy server): then it is killed, and there is no spare
 
@@ -25,21 +27,12 @@ def url(record: dict, session_id: str | None = None) -> str:
     return f"sc://localhost:{record['port']}/;token={record['token']}" + (f";session_id={session_id}" if session_id else "")
 
 
-def read_record(path: str) -> dict | None:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            record = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and {"port", "token", "pid", "key"} <= record.keys() else None
-
-
 def make(record_path: str, keeper: int, out: int, release: str | None = None) -> int:
     """In the helper: release ``release`` (a spare nobody took), make and warm a new session on
     the shared driver whose record is ``record_path`` (the starter's, ``keeper``), and write
     {"session", "key", "keeper"} to ``out``. Its exit code."""
     record = read_record(record_path)
-    if record is None or record["pid"] != keeper:
+    if record is None or record.get("pid") != keeper:
         return 1  # the starter's driver has gone, or another has its files: no spare
     try:
         from pyspark.sql.connect.session import SparkSession
@@ -62,7 +55,7 @@ def make(record_path: str, keeper: int, out: int, release: str | None = None) ->
 def release(record_path: str, keeper: int, session_id: str) -> int:
     """In a helper of a starter that leaves while its driver stays: release its spare session."""
     record = read_record(record_path)
-    if record is None or record["pid"] != keeper:
+    if record is None or record.get("pid") != keeper:
         return 0  # its driver has gone, and its sessions with it
     try:
         from pyspark.sql.connect.session import SparkSession
