@@ -131,6 +131,30 @@ def test_no_rendered_file_keeps_a_cookiecutter_placeholder(bake):
         assert b"{{ cookiecutter." not in content and b"{{cookiecutter." not in content, relative
 
 
+def test_the_runtime_is_byte_compiled_for_the_kernels_python_which_imports_it_from_there(bake):
+    """A kernel that cannot write byte code (a shared kernel's directory, PYTHONDONTWRITEBYTECODE)
+    reads the runtime's from its directory, written by create, and compiles nothing."""
+    import subprocess
+    import sys
+
+    result, _ = bake({"kernel_name": "compiled"})
+    assert result.exit_code == 0, result.exception
+    package = result.project_path / "pyspark_kernel_runtime"
+    tag = sys.implementation.cache_tag  # the tests' Python is the kernel's (PYTHON)
+    written = sorted(os.listdir(package / "__pycache__"))
+    assert written == sorted(f"{path.stem}.{tag}.pyc" for path in package.glob("*.py"))
+    load = ("import importlib.util, os, sys\n"
+            f"package = {str(package)!r}\n"
+            "spec = importlib.util.spec_from_file_location('pyspark_kernel_runtime', os.path.join(package, '__init__.py'), submodule_search_locations=[package])\n"
+            "runtime = importlib.util.module_from_spec(spec); sys.modules[spec.name] = runtime; spec.loader.exec_module(runtime)\n"
+            "import pyspark_kernel_runtime.notebook, pyspark_kernel_runtime.shared\n")
+    done = subprocess.run([PYTHON, "-v", "-c", load], capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for module in ("__init__", "notebook", "shared"):
+        assert f"code object from '{package / '__pycache__' / f'{module}.{tag}.pyc'}'" in done.stderr, module
+    assert sorted(os.listdir(package / "__pycache__")) == written
+
+
 def test_template_variables_are_the_public_interface():
     with open(os.path.join(ROOT, "cookiecutter.json"), encoding="utf-8") as handle:
         context = json.load(handle)

@@ -66,6 +66,10 @@ def test_smoke_passes(cell):
     assert done.returncode == 0, done.stdout + done.stderr
     banner = done.stdout.splitlines()[0]
     assert banner.startswith(f"Spark {cell['line']}."), banner
+    # The runtime's byte code, written by create in the kernel's Python (not the generator's).
+    package = cell["kernels"] / cell["name"] / "pyspark_kernel_runtime"
+    tag = f"cpython-{PYTHON_FOR[cell['line']].replace('.', '')}"
+    assert sorted(os.listdir(package / "__pycache__")) == sorted(f"{path.stem}.{tag}.pyc" for path in package.glob("*.py"))
     print(f"\nmatrix: Spark {cell['line']} on JDK {cell['jdk']}: smoke {time.monotonic() - started:.1f} s")
 
 
