@@ -1,7 +1,8 @@
 """`create --verbose`: cookiecutter's steps and ours, on stderr.
 
-Cookiecutter runs the hooks as child processes, which do not share the parent's logging set-up:
-the parent says so in an environment variable and each hook sets up its own.
+Cookiecutter runs a template's hooks as child processes (create runs the package's own in its
+process: generate), which do not share the parent's logging set-up: the parent says so in an
+environment variable and each hook sets up its own.
 """
 
 import logging
@@ -32,5 +33,5 @@ def hide_steps(handler: logging.Handler, names: tuple = LOGGERS) -> None:
 
 def show_steps_if_asked(environ: dict = os.environ) -> None:
     """In a hook: show our steps when the create that runs cookiecutter was asked to."""
-    if environ.get(VARIABLE) == "1":
+    if environ.get(VARIABLE) == "1" and not logging.getLogger("pyspark_kernel").handlers:  # run in create's own process, it shows them already
         show_steps(("pyspark_kernel",))

@@ -185,6 +185,47 @@ def test_a_forked_template_brings_its_own_defaults(tmp_path, kernels_dir):
     assert spark_conf_of(read_spec(kernels_dir / "team"))["spark.sql.session.timeZone"] == "UTC"
 
 
+def test_the_packages_own_hooks_run_in_creates_process(tmp_path, monkeypatch):
+    """Not as scripts: cookiecutter would start a Python for each (0.6 s of CPU a kernel)."""
+    import hashlib
+    import pathlib
+
+    from cookiecutter import hooks as cookiecutter_hooks
+
+    from pyspark_kernel import generate, hooks
+
+    for name, digest in generate.OWN_HOOKS.items():  # a hook edited here is one the package no longer knows: update OWN_HOOKS
+        assert hashlib.sha256((pathlib.Path(ROOT) / "hooks" / name).read_bytes()).hexdigest() == digest, name
+    scripts = []
+    monkeypatch.setattr(cookiecutter_hooks, "run_script", lambda path, cwd=".": scripts.append(path))
+    kernels = tmp_path / "kernels"
+    kernels.mkdir()
+    answers = {"kernel_name": "in-process", "venv_dir": VENV_DIR, "spark_conf": {}, "env": {}, "env_from": []}
+    generate.generate_kernel(ROOT, "in-process", answers, str(kernels / "in-process"), shareable=False, force=False)
+    assert scripts == []
+    assert read_spec(kernels / "in-process")["metadata"]["pyspark_kernel"]["venv_dir"] == VENV_DIR
+    assert generate.own_hook(ROOT, os.path.join(ROOT, "hooks", "pre_gen_project.py")) is hooks.pre_gen
+    # A template with a pyspark_kernel of its own (a fork's checkout) runs its hooks as scripts.
+    fork = tmp_path / "fork"
+    shutil.copytree(ROOT, fork, ignore=shutil.ignore_patterns(".venv", ".git", "tests", "__pycache__", "*.egg-info"))
+    assert generate.own_hook(str(fork), str(fork / "hooks" / "pre_gen_project.py")) is None
+
+
+def test_a_forked_template_whose_hook_does_more_has_it_run(tmp_path, kernels_dir):
+    """A fork without a pyspark_kernel of its own imports this one, but its edited hook is its own:
+    it runs as cookiecutter runs it, whole."""
+    fork = tmp_path / "fork"
+    shutil.copytree(ROOT, fork, ignore=shutil.ignore_patterns(".venv", ".git", "tests", "__pycache__", "*.egg-info", "pyspark_kernel", "benchmarks", "docs"))
+    hook = fork / "hooks" / "post_gen_project.py"
+    marker = tmp_path / "team-step"
+    hook.write_text(hook.read_text().replace("    return hooks.post_gen(CONTEXT, LAUNCH_DIR)\n",
+                                             f"    open({str(marker)!r}, 'w').close()  # the team's own step\n    return hooks.post_gen(CONTEXT, LAUNCH_DIR)\n"))
+    done = run_cli("create", "-t", str(fork), "-k", "team-hook", "-d", str(kernels_dir))
+    assert done.returncode == 0, done.stderr
+    assert marker.exists()
+    assert read_spec(kernels_dir / "team-hook")["display_name"] == "PySpark (team-hook)"
+
+
 def test_hocon_substitution_takes_the_generating_users_environment(kernels_dir):
     """defaults.conf has JAVA_HOME = ${?JAVA_HOME}: set, it is kept; unset, the key is left out."""
     with_java = run_cli("create", "-k", "with-java", "-d", str(kernels_dir), env={**os.environ, "JAVA_HOME": "/opt/jdk-17"})
