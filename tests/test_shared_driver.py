@@ -405,11 +405,19 @@ def check_prestart_and_archive(tmp_path, run_dir):
 def starting_ahead(record, ask):
     """Whether the Jupyter server's start ahead of the driver of ``record`` still runs (or the
     server does not hold the driver yet)."""
-    connection, answer = ask(record["log"][:-len(".log")] + ".sock", {"status": True})
+    from pyspark_kernel.runtime.driverfiles import Paths
+
+    connection, answer = ask(Paths(os.path.dirname(record["log"]), record["key"]).socket, {"status": True})
     connection.close()
     if not answer["held_by"]:
         return True
-    return any("pyspark_kernel_runtime.prestart" in child.cmdline() for child in psutil.Process(answer["held_by"][0]).children())
+    for child in psutil.Process(answer["held_by"][0]).children():
+        try:
+            if "pyspark_kernel_runtime.prestart" in child.cmdline():
+                return True
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):  # it has finished; the server has not reaped it yet
+            continue
+    return False
 
 
 def check_the_held_driver(base, token, record, ask, request, run_over_websocket):
