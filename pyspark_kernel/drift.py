@@ -11,7 +11,7 @@ import hashlib
 import os
 import shlex
 
-from .sparkhome import VERSION_LINE
+from .runtime.versionfile import read_version
 
 RUNTIME_HASH_LENGTH = 12
 IGNORED_SUFFIXES = (".pyc",)  # what copying the runtime leaves out (hooks.copy_runtime), and what Python writes beside it
@@ -34,16 +34,6 @@ def runtime_version(directory: str) -> str | None:
         return None
     whole = hashlib.sha256("".join(f"{name}\0{digest}\n" for name, digest in sorted(entries)).encode())
     return whole.hexdigest()[:RUNTIME_HASH_LENGTH]
-
-
-def read_version(path: str) -> str | None:
-    """The version a pyspark package's version.py states; None when there is none to read."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            found = VERSION_LINE.search(handle.read())
-    except OSError:
-        return None
-    return found.group(1) if found else None
 
 
 def spark_version_now(metadata: dict, env: dict) -> str | None:

@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass
 
 from .errors import InputError, quote
+from .runtime.versionfile import package_version
 
 PY4J_ZIP = re.compile(r"py4j-([0-9][0-9A-Za-z.+-]*)-src\.zip")
-VERSION_LINE = re.compile(r"""^__version__(?:: str)?\s*=\s*["']([^"']+)["']""", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -26,14 +26,10 @@ class SparkInstall:
 
 
 def read_spark_version(pyspark_dir: str) -> str:
-    try:
-        with open(os.path.join(pyspark_dir, "version.py"), encoding="utf-8") as handle:
-            found = VERSION_LINE.search(handle.read())
-    except OSError:
-        found = None
-    if not found:
+    found = package_version(pyspark_dir)
+    if found is None:
         raise InputError("spark_home", f"no pyspark/version.py under {quote(pyspark_dir)}", "point spark_home at a complete Spark installation")
-    return found.group(1)
+    return found
 
 
 PYTHON_REQUIRES = re.compile(r"""python_requires\s*=\s*["']([^"']+)["']""")

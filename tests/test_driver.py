@@ -12,8 +12,9 @@ import threading
 
 import pytest
 
-from pyspark_kernel.runtime import driverfiles, shared
+from pyspark_kernel.runtime import driverfiles, driverstart, shared
 from pyspark_kernel.runtime.diagnostics import SparkStartError
+from pyspark_kernel.runtime.options import read_conf, read_options
 
 
 @pytest.mark.parametrize("key, session", [
@@ -27,12 +28,12 @@ from pyspark_kernel.runtime.diagnostics import SparkStartError
     ("spark.executor.cores", False),
 ])
 def test_a_setting_is_each_sessions_only_when_spark_connect_can_change_it(key, session):
-    assert shared.session_setting(key) is session
+    assert driverstart.session_setting(key) is session
 
 
 def key_of(conf, **changes):
     facts = {"spark_version": "4.3.0", "spark_home": "/opt/spark", "java": "/usr/bin/java", "python": "/env/bin/python", **changes}
-    return shared.server_key(facts["spark_version"], facts["spark_home"], facts["java"], facts["python"], conf)
+    return driverstart.server_key(facts["spark_version"], facts["spark_home"], facts["java"], facts["python"], conf)
 
 
 BASE = {"spark.master": "local[*]", "spark.driver.memory": "2g"}
@@ -60,7 +61,7 @@ def test_a_kernel_with_other_jvm_settings_gets_its_own_server(what, conf, change
 def test_the_directory_is_made_the_users_alone(tmp_path):
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700)
-    found = shared.runtime_dir({"XDG_RUNTIME_DIR": str(runtime)})
+    found = driverstart.runtime_dir({"XDG_RUNTIME_DIR": str(runtime)})
     assert found == str(runtime / "pyspark-kernel")
     assert stat.S_IMODE(os.stat(found).st_mode) == 0o700
 
@@ -70,7 +71,7 @@ def test_a_directory_others_can_enter_is_refused(tmp_path):
     (runtime / "pyspark-kernel").mkdir(parents=True)
     os.chmod(runtime / "pyspark-kernel", 0o755)
     with pytest.raises(SparkStartError, match=r"is not a directory of yours alone \(mode drwxr-xr-x\)"):
-        shared.runtime_dir({"XDG_RUNTIME_DIR": str(runtime)})
+        driverstart.runtime_dir({"XDG_RUNTIME_DIR": str(runtime)})
 
 
 def test_the_record_is_written_whole_and_readable_by_its_owner_only(tmp_path):
@@ -138,19 +139,19 @@ def test_a_kernel_never_attaches_to_a_stale_or_foreign_server(tmp_path, what, re
 
 def test_the_lock_is_refused_clearly_while_another_holds_it(tmp_path):
     paths = driverfiles.Paths(str(tmp_path), "k4")
-    with shared.Locked(paths, timeout=5):
+    with driverstart.Locked(paths, timeout=5):
         with pytest.raises(SparkStartError, match="another notebook has been starting the shared driver for 0 s"):
-            with shared.Locked(paths, timeout=0):
+            with driverstart.Locked(paths, timeout=0):
                 pass
-    with shared.Locked(paths, timeout=0):  # released
+    with driverstart.Locked(paths, timeout=0):  # released
         pass
 
 
 def test_a_lock_file_removed_by_a_leaving_server_is_not_locked_twice(tmp_path):
     paths = driverfiles.Paths(str(tmp_path), "k5")
-    with shared.Locked(paths, timeout=1) as held:
+    with driverstart.Locked(paths, timeout=1) as held:
         held.remove()
-        with shared.Locked(paths, timeout=0):  # the new file: not the removed one's holder
+        with driverstart.Locked(paths, timeout=0):  # the new file: not the removed one's holder
             assert os.path.exists(paths.lock)
 
 
@@ -236,3 +237,50 @@ def test_a_runtime_directory_too_deep_for_a_unix_socket_is_said_at_once(tmp_path
     assert raised.value.problem.startswith(f"the shared driver's socket {paths.socket} is ") and "more than a Unix socket's path may be" in raised.value.problem
     assert raised.value.fix == "set XDG_RUNTIME_DIR (or TMPDIR, when XDG_RUNTIME_DIR is unset) to a shorter directory of yours, then restart the kernel"
     assert not os.listdir(deep)  # nothing started, nothing left
+
+
+# -- the launcher's start (driverstart.start_ahead), as far as it goes without a JVM
+
+
+def launch_environment(run_dir, **options):
+    import pyspark
+
+    return {"PATH": os.environ["PATH"], "XDG_RUNTIME_DIR": str(run_dir), "SPARK_HOME": os.path.dirname(pyspark.__file__),
+            "PYSPARK_KERNEL_OPTIONS": json.dumps(options), "PYSPARK_KERNEL_SPARK_CONF": json.dumps({"spark.master": "local[*]"})}
+
+
+def test_the_launcher_reads_pysparks_version_as_the_runtime_imports_it():
+    import pyspark
+
+    assert driverstart.installed_pyspark_version() == pyspark.__version__
+
+
+@pytest.mark.parametrize("options", [{"spark_driver": "dedicated"}, {"spark_driver": "shared", "init": "lazy"}])
+def test_the_launcher_starts_no_driver_for_a_dedicated_or_a_lazy_kernel(tmp_path, options):
+    driverstart.start_ahead(launch_environment(tmp_path, **options))
+    assert driverstart.AHEAD == {} and os.listdir(tmp_path) == []
+
+
+def test_the_launcher_starts_nothing_while_another_notebook_starts_its_driver(tmp_path):
+    import pyspark
+
+    environ = launch_environment(tmp_path, spark_driver="shared")
+    conf = read_conf(environ)
+    plan = driverstart.Plan(environ, conf, dict(conf), read_options(environ), pyspark.__version__)
+    with driverstart.Locked(plan.paths, 5):
+        driverstart.start_ahead(environ)
+        assert driverstart.AHEAD == {}
+        assert sorted(os.listdir(plan.paths.directory)) == [f"{plan.paths.key}.lock"]  # no log: no keeper started
+
+
+def test_the_runtime_takes_its_own_keys_start_and_lets_any_other_go(tmp_path):
+    held = {key: driverstart.Locked(driverfiles.Paths(str(tmp_path), key), 0).__enter__() for key in ("mine", "other")}
+    driverstart.AHEAD.update({key: driverstart.Ahead(lock, None, 0.0) for key, lock in held.items()})
+    try:
+        assert driverstart.take_ahead("mine").lock is held["mine"] and driverstart.AHEAD == {}
+        with driverstart.Locked(driverfiles.Paths(str(tmp_path), "other"), 0):  # let go: free
+            with pytest.raises(SparkStartError):
+                driverstart.Locked(driverfiles.Paths(str(tmp_path), "mine"), 0).__enter__()  # still the runtime's
+    finally:
+        driverstart.AHEAD.clear()
+        held["mine"].__exit__()

@@ -88,6 +88,32 @@ def test_notebooks_of_a_shared_kernel_share_one_driver_each_in_its_own_session(k
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def test_a_lazy_shared_kernel_starts_no_driver_at_launch_but_at_its_first_spark_cell(kernels_dir, tmp_path):
+    """spark_init lazy: the launcher, which starts a background kernel's shared driver before
+    ipykernel loads (driverstart.start_ahead), starts nothing; the first Spark cell does."""
+    make_kernel(kernels_dir, "lazy-shared", "--spark_driver", "shared", "--spark_init", "lazy", "--driver_linger", "0")
+    run_dir = pathlib.Path(tempfile.mkdtemp(prefix="pk-lazy-"))  # short: the socket's path must fit a Unix socket's
+    (tmp_path / "tmp").mkdir()
+    kernel = Kernel(kernels_dir, "lazy-shared", kernel_environment(tmp_path / "tmp", XDG_RUNTIME_DIR=str(run_dir)))
+    try:
+        # The kernel has answered: a start at launch would have begun before ipykernel loaded.
+        assert kernel.run("print(1 + 1)").stream.strip() == "2"
+        assert not servers_of(run_dir) and not list(run_dir.glob("pyspark-kernel/*.json")), sorted(run_dir.rglob("*"))
+        counted = kernel.run("print(spark.range(3).count())")
+        assert counted.error is None and counted.stream.strip().splitlines()[-1] == "3", counted.text
+        steps = kernel.run("%spark status").text.split("last start, step by step:")[-1]
+        assert "starting the shared driver\n" in steps and "begun as the kernel launched" not in steps, steps
+    finally:
+        kernel.stop()
+        try:
+            wait_until(lambda: not server_jvms(run_dir) and not servers_of(run_dir) and not starters_of(run_dir), 120,
+                       "the lazy kernel's shared driver or its kernel starter did not leave after its notebook")
+        finally:
+            for process in server_jvms(run_dir) + servers_of(run_dir) + starters_of(run_dir):
+                process.kill()
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def check_a_shared_kernel(kernels_dir, tmp_path, run_dir):
     # No archive: its servers are killed and restarted, and would each write it (the next test has it).
     make_kernel(kernels_dir, "shared", "--spark_driver", "shared", "--driver_linger", str(LINGER), "--spark_master", "local[4]", "--no-class_data_sharing")
@@ -111,6 +137,9 @@ def check_a_shared_kernel(kernels_dir, tmp_path, run_dir):
                             "print(plus_one.returnType)\nprint(spark.range(3).count())")
         assert started.error is None and "IntegerType()" in started.stream.splitlines(), started.text
         assert "| shared driver (pid " in started.text and "3" in started.stream.splitlines(), started.text
+        # Its launcher started the server before ipykernel loaded; the runtime took that start over.
+        steps = first.run("%spark status").text.split("last start, step by step:")[-1]
+        assert "starting the shared driver (begun as the kernel launched)" in steps, steps
         # The first notebook started the kernel starter: the next notebook's kernel is forked from it,
         # in that notebook's directory, with its environment, its sys.path and its own random numbers.
         wait_until(lambda: glob.glob(str(run_dir / "pyspark-kernel" / "k-*.sock")), 120, "the first notebook did not start a kernel starter")

@@ -10,7 +10,7 @@ import tempfile
 import pytest
 
 from pyspark_kernel.runtime import spare, starter
-from pyspark_kernel.runtime.shared import runtime_dir
+from pyspark_kernel.runtime.driverstart import runtime_dir
 
 from .conftest import ROOT
 

@@ -33,7 +33,7 @@ from . import log as runtime_log
 from .auth import auth_settings
 from .diagnostics import java_release, release_version
 from .driverfiles import Paths, remove_files, write_record
-from .shared import SERVER_NAME, Locked
+from .driverstart import SERVER_NAME, Locked
 from .ui import free_port
 from .uiauth import protect
 

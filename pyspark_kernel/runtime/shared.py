@@ -17,116 +17,25 @@ is the notebook's side (SharedDriver, a Spark Connect driver); driver_server is 
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import logging
 import os
-import secrets
-import select
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
-from . import auth, limits, spare, starter, ui, uiauth, userdir, workdir
+from . import auth, driverstart, limits, spare, starter, ui, uiauth, userdir, workdir
 from .driverfiles import Paths, read_record, remove_files
 from .connect import ConnectDriver, load_client
-from .diagnostics import RESTART_HINT, SHARED_SC_FIX, SHARED_SC_PROBLEM, SharedDriverError, SparkDiedError, SparkStartError, check_spark_home, find_java, log_tail
-from .options import resolve_secrets
+from .diagnostics import RESTART_HINT, SHARED_SC_FIX, SHARED_SC_PROBLEM, SharedDriverError, SparkDiedError, SparkStartError
 from .profile import duration
 
 log = logging.getLogger(__name__)
 
-# Static SQL settings: fixed when the server starts, so part of its key (Spark's StaticSQLConf).
-STATIC_SQL = ("spark.sql.warehouse.dir", "spark.sql.catalogImplementation", "spark.sql.extensions", "spark.sql.hive.",
-              "spark.sql.globalTempDatabase", "spark.sql.queryExecutionListeners", "spark.sql.streaming.streamingQueryListeners",
-              "spark.sql.cache.serializer", "spark.sql.ui.", "spark.sql.event.", "spark.sql.connect.", "spark.sql.artifact.")
-# The kernel's own name for its application, and a UI port chosen at each start: not the server's.
-NOT_KEYED = ("spark.app.name", "spark.ui.port", "spark.ui.proxyBase")
-SERVER_NAME = "pyspark-kernel shared driver"
 ATTACH_TIMEOUT = 10  # seconds a live server may take to answer on its socket
 CONNECTION_LOST = ("StatusCode.UNAVAILABLE", "closed channel", "Connection refused", "Socket closed")  # the client's words for a server gone
 DEATH_NOTICE = 5  # seconds a connection error waits for the lease to say the server is gone
-
-
-def session_setting(key: str) -> bool:
-    """Whether a setting is each notebook's (a runtime SQL setting) rather than the server's."""
-    return key.startswith("spark.sql.") and not key.startswith(STATIC_SQL)
-
-
-def split_settings(conf: dict) -> tuple[dict, dict]:
-    """({server's settings}, {each session's settings})."""
-    server = {key: value for key, value in conf.items() if not session_setting(key)}
-    return server, {key: value for key, value in conf.items() if session_setting(key)}
-
-
-def server_key(spark_version: str, spark_home: str, java: str, python: str, server_conf: dict, environ_facts: Iterable = ()) -> str:
-    """The key of the server a kernel may attach to: a short digest of what its JVM fixes."""
-    facts = {
-        "spark_version": spark_version,
-        "spark_home": os.path.realpath(spark_home),
-        "java": os.path.realpath(java),
-        "python": os.path.realpath(python),
-        "conf": {key: value for key, value in sorted(server_conf.items()) if key not in NOT_KEYED},
-        "env": dict(environ_facts),
-    }
-    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def runtime_dir(environ: dict) -> str:
-    """The user's own directory for shared drivers (userdir), made 0700."""
-    try:
-        return userdir.private_dir(environ)
-    except userdir.NotPrivate as error:
-        raise SparkStartError(error.problem, error.fix) from None
-
-
-class Locked:
-    """The key's lock file, held while a kernel finds or starts the server, and while the server
-    decides to leave: nobody attaches to a server that is going."""
-
-    def __init__(self, paths, timeout):
-        self.paths, self.timeout, self.handle = paths, timeout, None
-
-    def __enter__(self):
-        deadline = time.monotonic() + self.timeout
-        while True:
-            self.handle = os.fdopen(os.open(self.paths.lock, os.O_RDWR | os.O_CREAT, 0o600), "r+")
-            try:
-                fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if same_file(self.handle, self.paths.lock):
-                    return self
-                self.handle.close()  # a leaving server removed the file while we waited: lock the new one
-            except BlockingIOError:
-                self.handle.close()
-                if time.monotonic() > deadline:
-                    raise SparkStartError(f"another notebook has been starting the shared driver for {self.timeout:.0f} s",
-                                          f"its log: {self.paths.log}; raise start_timeout, or run %spark restart") from None
-                time.sleep(0.1)
-
-    def __exit__(self, *exc):
-        self.handle.close()  # releases the lock
-
-    def remove(self) -> None:
-        """Remove the lock file while holding it (a server that leaves): waiters lock a new one."""
-        try:
-            os.unlink(self.paths.lock)
-        except FileNotFoundError:
-            log.debug("removing the lock file %s", self.paths.lock, exc_info=True)
-
-
-def same_file(handle: Any, path: str) -> bool:
-    try:
-        found = os.stat(path)
-    except FileNotFoundError:
-        log.debug("looking at the lock file %s", path, exc_info=True)
-        return False
-    mine = os.fstat(handle.fileno())
-    return (found.st_dev, found.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def ask(path: str, message: dict, timeout: float = ATTACH_TIMEOUT) -> Any:
@@ -219,69 +128,27 @@ def attach(paths: Paths, environ: dict, spark_version: str, launch: dict, timeou
            meanwhile: Callable[[], None] = lambda: None) -> Lease:
     """Find the server of ``paths``, or start one with ``launch`` (its settings for
     driver_server), running ``meanwhile()`` while its JVM starts: a Lease. A start that fails
-    raises SparkStartError with the server's log."""
+    raises SparkStartError with the server's log. One the kernel's launcher began (driverstart.
+    start_ahead) is taken over: its lock is held already."""
     check_socket_path(paths.socket)
-    with Locked(paths, timeout):
-        lease = attach_to(paths, spark_version)
-        if lease is not None:
-            return lease
-        remove_files(paths)  # a stale record, or another version's
-        mark("starting the shared driver")
-        start_server(paths, launch, environ, timeout, meanwhile)
-        lease = attach_to(paths, spark_version)
+    ahead = driverstart.take_ahead(paths.key)
+    if ahead is not None:
+        with ahead.lock:
+            mark("starting the shared driver (begun as the kernel launched)")
+            driverstart.wait_serving(ahead.proc, paths, timeout, meanwhile, started=ahead.started)
+            lease = attach_to(paths, spark_version)
+    else:
+        with driverstart.Locked(paths, timeout):
+            lease = attach_to(paths, spark_version)
+            if lease is not None:
+                return lease
+            remove_files(paths)  # a stale record, or another version's
+            mark("starting the shared driver")
+            driverstart.wait_serving(driverstart.spawn(paths, launch, environ), paths, timeout, meanwhile)
+            lease = attach_to(paths, spark_version)
     if lease is None:
         raise SparkStartError(f"the shared driver started but does not answer on {paths.socket}", f"see {paths.log}; run %spark restart")
     return lease
-
-
-def start_server(paths: Paths, launch: dict, environ: dict, timeout: float, meanwhile: Callable[[], None] = lambda: None) -> None:
-    """Start driver_server for ``paths``, run ``meanwhile()``, and wait until the server says it
-    serves, or fails."""
-    package = __name__.rsplit(".", 1)[0]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, environ.get("PYTHONPATH")]))
-    os.makedirs(paths.scratch, mode=0o700, exist_ok=True)
-    env["TMPDIR"] = paths.scratch  # not the first notebook's: the server outlives it
-    with os.fdopen(os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as output:
-        proc = subprocess.Popen([sys.executable, "-m", f"{package}.driver_server"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=output,
-                                env=env, cwd=paths.directory, start_new_session=True, close_fds=True)
-    proc.stdin.write(json.dumps({"directory": paths.directory, "key": paths.key, **launch}).encode())
-    proc.stdin.close()
-    deadline = time.monotonic() + timeout
-    said, failed = b"", None
-    try:
-        try:
-            meanwhile()
-        except ImportError as error:  # raised once the server has started: attached by nobody, it leaves after its linger
-            failed = error
-        while not said.endswith(b"ready\n") and not said.endswith(b"failed\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
-                kill_server(said)
-                raise SparkStartError(f"the shared driver did not start within {timeout:.0f} s (raise start_timeout); "
-                                      f"its log ({paths.log}) ends:\n{log_tail(paths.log)}")
-            chunk = os.read(proc.stdout.fileno(), 4096)
-            if not chunk:
-                break
-            said += chunk
-    finally:
-        proc.stdout.close()
-        proc.wait()  # the first process: it forks the server and leaves at once
-    if not said.endswith(b"ready\n"):
-        raise SparkStartError(f"the shared driver did not start; its log ({paths.log}) ends:\n{log_tail(paths.log)}")
-    if failed is not None:
-        raise failed
-
-
-def kill_server(said: bytes) -> None:
-    """Kill a server that said its pid but not that it serves (its JVM goes with it)."""
-    for line in said.decode(errors="replace").splitlines():
-        if line.startswith("pid ") and line[4:].isdigit():
-            try:
-                os.kill(int(line[4:]), signal.SIGKILL)
-            except ProcessLookupError:
-                log.debug("killing the shared driver that did not start", exc_info=True)
 
 
 def fail_fast(session: Any) -> None:
@@ -290,10 +157,6 @@ def fail_fast(session: Any) -> None:
     from pyspark.sql.connect.client.retries import DefaultPolicy
 
     session.client.set_retry_policies([DefaultPolicy(max_retries=4, initial_backoff=100, max_backoff=2000)])
-
-
-def new_token() -> str:
-    return secrets.token_urlsafe(32)
 
 
 class SharedDriver(ConnectDriver):
@@ -354,29 +217,16 @@ class SharedDriver(ConnectDriver):
         import pyspark
 
         runtime.mark("finding the shared driver")
-        spark_home = check_spark_home(runtime.environ)
-        java = find_java(runtime.environ)
-        fitted, notices = limits.fit(runtime.conf, runtime.kernel_conf, runtime.environ)  # the server's JVM counts against the user's limits
-        server_conf, session_conf = split_settings(fitted)
-        key = server_key(pyspark.__version__, spark_home, java, sys.executable, server_conf,
-                         [(name, runtime.environ.get(name, "")) for name in ("PYSPARK_PYTHON", "JAVA_HOME")] + [("ui_access", runtime.options["ui_access"])])
+        plan = driverstart.Plan(runtime.environ, runtime.conf, runtime.kernel_conf, runtime.options, pyspark.__version__)
         lease = self.lease
-        if lease is None or lease.lost.is_set() or lease.paths.key != key:
+        if lease is None or lease.lost.is_set() or lease.paths.key != plan.paths.key:
             if lease is not None:
                 lease.close()  # another key (%spark restart --conf): that server may leave
-            launch_conf = dict(server_conf)
-            launch_conf.update(ui.ui_settings(launch_conf, ui.server_base(runtime.environ)))
-            secrets = resolve_secrets(launch_conf, runtime.environ)
-            launch = {"conf": {k: v for k, v in launch_conf.items() if k not in secrets}, "secrets": secrets, "token": new_token(),
-                      "linger": runtime.options["driver_linger"], "log_level": runtime.options["log_level"], "spark_home": spark_home,
-                      "java": java, "spark_version": pyspark.__version__, "timeout": runtime.options["start_timeout"],
-                      "ui_access": runtime.options["ui_access"], "cwd": os.getcwd(), "class_data_sharing": runtime.options["class_data_sharing"]}
-            paths = Paths(runtime_dir(runtime.environ), key)
-            self.server_log = paths.log
-            lease = attach(paths, runtime.environ, pyspark.__version__, launch, runtime.options["start_timeout"], mark=runtime.mark, meanwhile=meanwhile)
+            self.server_log = plan.paths.log
+            lease = attach(plan.paths, runtime.environ, pyspark.__version__, plan.launch(), runtime.options["start_timeout"], mark=runtime.mark, meanwhile=meanwhile)
             self.lease = lease
             lease.watch(lambda: self.lost(lease))
-        return lease, session_conf, notices
+        return lease, plan.session_conf, plan.notices
 
     def lost(self, lease: Lease) -> None:
         """The shared driver closed this kernel's lease: its JVM died, or it was stopped."""

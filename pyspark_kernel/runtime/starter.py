@@ -122,6 +122,9 @@ def launch(kernel_dir: str, script: str) -> int:
             pass  # no starter, or not one of this user's: the kernel starts here
         # ipykernel changes the environment as it starts (MPLBACKEND, TERM...): the starter gets it as launched.
         LAUNCHED.update(socket=path, argv=interpreter_argv(script), environ=dict(os.environ))
+    from .driverstart import start_ahead
+
+    start_ahead(os.environ)  # the JVM starts while ipykernel loads (driverstart)
     run_kernel(args, launcher_path())
     return 0
 
