@@ -25,11 +25,11 @@ def quiet_cookiecutter() -> None:
     logging.getLogger("cookiecutter").propagate = False
 
 
-# sha256 of the hook scripts this package ships (tests/test_cli.py checks them): one that differs
-# is a team's own, and cookiecutter runs it.
+# The hook scripts this package ships: each one's sha256 (tests/test_cli.py checks them), and the
+# pyspark_kernel.hooks function it calls. A script that differs is a team's own: cookiecutter runs it.
 OWN_HOOKS = {
-    "pre_gen_project.py": "8fe610f5d35c1e5debec7190daee35eb3a0ce63198ee59bc203df18907d0a730",
-    "post_gen_project.py": "abafd3aeaefcc73dac10d72afbf8f353c1212dfb7d997b7de3047933c9918d7c",
+    "pre_gen_project.py": ("8fe610f5d35c1e5debec7190daee35eb3a0ce63198ee59bc203df18907d0a730", "pre_gen"),
+    "post_gen_project.py": ("abafd3aeaefcc73dac10d72afbf8f353c1212dfb7d997b7de3047933c9918d7c", "post_gen"),
 }
 
 
@@ -46,12 +46,13 @@ def own_hook(template: str, script: str):
         ours = not os.path.exists(beside) or os.path.samefile(beside, os.path.dirname(os.path.abspath(hooks.__file__)))
         if not ours or os.path.dirname(os.path.abspath(script)) != os.path.join(os.path.abspath(template), "hooks"):
             return None
+        digest, function = OWN_HOOKS.get(name, (None, None))
         with open(script, "rb") as handle:
-            if hashlib.sha256(handle.read()).hexdigest() != OWN_HOOKS.get(name):
+            if hashlib.sha256(handle.read()).hexdigest() != digest:
                 return None
     except OSError:
         return None
-    return {"pre_gen_project.py": hooks.pre_gen, "post_gen_project.py": hooks.post_gen}[name]
+    return getattr(hooks, function)
 
 
 @contextlib.contextmanager

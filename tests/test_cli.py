@@ -194,8 +194,9 @@ def test_the_packages_own_hooks_run_in_creates_process(tmp_path, monkeypatch):
 
     from pyspark_kernel import generate, hooks
 
-    for name, digest in generate.OWN_HOOKS.items():  # a hook edited here is one the package no longer knows: update OWN_HOOKS
+    for name, (digest, function) in generate.OWN_HOOKS.items():  # a hook edited here is one the package no longer knows: update OWN_HOOKS
         assert hashlib.sha256((pathlib.Path(ROOT) / "hooks" / name).read_bytes()).hexdigest() == digest, name
+        assert f"hooks.{function}(" in (pathlib.Path(ROOT) / "hooks" / name).read_text(), (name, function)  # the function the script calls
     scripts = []
     monkeypatch.setattr(cookiecutter_hooks, "run_script", lambda path, cwd=".": scripts.append(path))
     kernels = tmp_path / "kernels"
