@@ -31,19 +31,16 @@ def make(record_path: str, keeper: int, out: int, release: str | None = None) ->
     """In the helper: release ``release`` (a spare nobody took), make and warm a new session on
     the shared driver whose record is ``record_path`` (the starter's, ``keeper``), and write
     {"session", "key", "keeper"} to ``out``. Its exit code."""
-    record = read_record(record_path)
-    if record is None or record.get("pid") != keeper:
+    record = keepers_record(record_path, keeper)
+    if record is None:
         return 1  # the starter's driver has gone, or another has its files: no spare
     try:
-        from pyspark.sql.connect.session import SparkSession
-
         from . import warmup
 
         if release:
-            stop(SparkSession.builder.remote(url(record, release)).create())
+            stop(session_on(record, release))
         session_id = str(uuid.uuid4())
-        session = SparkSession.builder.remote(url(record, session_id)).create()
-        warmup.jvm_job(session)  # the session stays on the server: this process leaves without releasing it
+        warmup.jvm_job(session_on(record, session_id))  # the session stays on the server: this process leaves without releasing it
     except Exception as error:  # noqa: BLE001 - the next kernel makes its own session, as without a spare
         # Its type only: the message of a failed connection may quote the URL, and its token.
         print(f"making a spare Spark Connect session for the next notebook failed: {type(error).__name__}", file=sys.stderr, flush=True)
@@ -54,16 +51,27 @@ def make(record_path: str, keeper: int, out: int, release: str | None = None) ->
 
 def release(record_path: str, keeper: int, session_id: str) -> int:
     """In a helper of a starter that leaves while its driver stays: release its spare session."""
-    record = read_record(record_path)
-    if record is None or record.get("pid") != keeper:
+    record = keepers_record(record_path, keeper)
+    if record is None:
         return 0  # its driver has gone, and its sessions with it
     try:
-        from pyspark.sql.connect.session import SparkSession
-
-        stop(SparkSession.builder.remote(url(record, session_id)).create())
+        stop(session_on(record, session_id))
     except Exception:  # noqa: BLE001 - the server forgets it after its session timeout
         return 1
     return 0
+
+
+def keepers_record(record_path: str, keeper: int) -> dict | None:
+    """The shared driver's record at ``record_path``, if it is still the starter's (``keeper``'s)."""
+    record = read_record(record_path)
+    return record if record is not None and record.get("pid") == keeper else None
+
+
+def session_on(record: dict, session_id: str):
+    """The Spark Connect session ``session_id`` on the shared driver of ``record`` (made if new)."""
+    from pyspark.sql.connect.session import SparkSession
+
+    return SparkSession.builder.remote(url(record, session_id)).create()
 
 
 def stop(session) -> None:
