@@ -91,7 +91,8 @@ def test_notebooks_of_a_shared_kernel_share_one_driver_each_in_its_own_session(k
 def test_a_lazy_shared_kernel_starts_no_driver_at_launch_but_at_its_first_spark_cell(kernels_dir, tmp_path):
     """spark_init lazy: the launcher, which starts a background kernel's shared driver before
     ipykernel loads (driverstart.start_ahead), starts nothing; the first Spark cell does."""
-    make_kernel(kernels_dir, "lazy-shared", "--spark_driver", "shared", "--spark_init", "lazy", "--driver_linger", "0")
+    # No archive: a JVM that writes one as it exits takes a while to leave, and this test is not about it.
+    make_kernel(kernels_dir, "lazy-shared", "--spark_driver", "shared", "--spark_init", "lazy", "--driver_linger", "0", "--no-class_data_sharing")
     run_dir = pathlib.Path(tempfile.mkdtemp(prefix="pk-lazy-"))  # short: the socket's path must fit a Unix socket's
     (tmp_path / "tmp").mkdir()
     kernel = Kernel(kernels_dir, "lazy-shared", kernel_environment(tmp_path / "tmp", XDG_RUNTIME_DIR=str(run_dir)))
