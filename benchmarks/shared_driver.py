@@ -333,10 +333,10 @@ def report(runs, counts, firsts, laters, memory, resting):
         return (totals[last][index] - totals[first][index]) / (last - first) if last > first else float("nan")
 
     print(f"\nFirst notebook, no server running: launch -> reply of its first Spark cell sent at once (s, medians of {runs})")
-    print("| way | first notebook |")
-    print("|---|---:|")
+    print("| way | first notebook | each run, in order |")
+    print("|---|---:|---|")
     for name, found in firsts.items():
-        print(f"| {LABELS[name]} | {median(found):.2f} |")
+        print(f"| {LABELS[name]} | {median(found):.2f} | {', '.join(f'{each:.2f}' for each in found)} |")
     print(f"\nLater notebooks, server up: a new notebook's first Spark cell sent at once (s, medians of {2 * runs})")
     print("| way | send -> reply | launch -> reply |")
     print("|---|---:|---:|")
